@@ -1,0 +1,1 @@
+"""Offline synthesis (memory, FAS, HAS), training-text serialization and tokenization into indexed datasets."""

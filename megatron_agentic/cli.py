@@ -1,0 +1,87 @@
+"""The one console script, ``megatron-agentic``, with subcommand groups.
+
+Every subcommand lives in its own module that exposes ``main(argv: list[str] | None) -> int`` and is
+imported lazily, so ``megatron-agentic data tokenize`` does not import torch and a broken optional
+component never breaks the others. Each subcommand is also reachable as ``python -m MODULE``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+# group -> {subcommand -> (module, one-line help)}; a group with a single None key takes no subcommand.
+COMMANDS: dict[str, dict[str | None, tuple[str, str]]] = {
+    "train": {None: ("megatron_agentic.train", "train a model with megatron-core (launch with torchrun)")},
+    "plan": {None: ("megatron_agentic.planner", "validate a parallel layout and estimate memory/time")},
+    "demo": {None: ("megatron_agentic.demo", "run the whole Agentic CPT pipeline end to end on CPU")},
+    "doctor": {None: ("megatron_agentic.doctor", "report GPUs, NCCL, TE, Apex, DALI, Triton and code paths")},
+    "convert": {
+        "hf-to-mcore": ("megatron_agentic.convert.hf_to_mcore", "convert a HF Qwen3-MoE checkpoint to megatron"),
+        "mcore-to-hf": ("megatron_agentic.convert.mcore_to_hf", "convert a megatron checkpoint to HF safetensors"),
+    },
+    "data": {
+        "tokenize": ("data_tools.tokenize", "tokenize JSONL/Parquet into megatron .bin/.idx"),
+        "merge": ("data_tools.merge", "concatenate indexed datasets in order"),
+        "inspect": ("data_tools.inspect", "validate and summarise an indexed dataset"),
+        "memory": ("data_tools.memory", "build entity-anchored knowledge memory from a corpus"),
+        "fas": ("data_tools.fas", "first-order action synthesis (planning + reasoning)"),
+        "rollout": ("data_tools.rollout", "roll out agent trajectories in the offline environment"),
+        "has": ("data_tools.has", "higher-order action synthesis from trajectories"),
+        "mix": ("data_tools.mix", "compute stage blends from real token counts"),
+    },
+}
+
+
+def _usage() -> str:
+    lines = ["usage: megatron-agentic COMMAND [SUBCOMMAND] [ARGS...]", "", "commands:"]
+    for group, subs in COMMANDS.items():
+        for sub, (_, help_text) in subs.items():
+            name = group if sub is None else f"{group} {sub}"
+            lines.append(f"  {name:<22} {help_text}")
+    lines.append("")
+    lines.append("Run `megatron-agentic COMMAND [SUBCOMMAND] --help` for a command's options.")
+    return "\n".join(lines)
+
+
+def resolve(argv: Sequence[str]) -> tuple[str, str, list[str]]:
+    """Map ``argv`` to ``(display name, module, remaining args)``; raises ``SystemExit`` on unknown commands."""
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        raise SystemExit(0 if argv else 2)
+    group, rest = argv[0], list(argv[1:])
+    if group not in COMMANDS:
+        print(f"megatron-agentic: unknown command {group!r}\n\n{_usage()}", file=sys.stderr)
+        raise SystemExit(2)
+    subs = COMMANDS[group]
+    if None in subs:
+        return group, subs[None][0], rest
+    if not rest or rest[0] in ("-h", "--help"):
+        names = ", ".join(str(s) for s in subs)
+        print(f"usage: megatron-agentic {group} {{{names}}} [ARGS...]", file=sys.stderr if not rest else sys.stdout)
+        raise SystemExit(2 if not rest else 0)
+    sub = rest[0]
+    if sub not in subs:
+        print(f"megatron-agentic {group}: unknown subcommand {sub!r} (choose from {', '.join(map(str, subs))})", file=sys.stderr)
+        raise SystemExit(2)
+    return f"{group} {sub}", subs[sub][0], rest[1:]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``megatron-agentic`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name, module_name, rest = resolve(argv)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            print(f"megatron-agentic {name}: not implemented in this version ({module_name} is missing)", file=sys.stderr)
+            return 3
+        raise
+    result = module.main(rest)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
