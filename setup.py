@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "pyarrow>=15",
     "safetensors>=0.4",
     "httpx>=0.27",
+    "sniffio>=1.3",  # httpcore imports it per request; without it every request pays a failed import
     "jsonschema>=4.20",
     "datasketch>=1.6",
     "bm25s>=0.2",

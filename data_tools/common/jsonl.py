@@ -1,0 +1,195 @@
+"""JSONL input with typed bad-line reports, and append-only resumable JSONL output.
+
+Readers never crash on one bad line: :func:`iter_jsonl` yields a :class:`BadLine` (file, line, reason) in its
+place so callers can skip and count it. Writers are append-only: :class:`ResumableJsonlWriter` recovers the
+keys of the complete records already in the file when it is opened (a killed job leaves at most one partial
+trailing line, which is truncated), so a rerun writes each record exactly once.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+BAD_LINE_REASONS = ("invalid_utf8", "invalid_json", "not_object", "missing_field", "bad_field_type")
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """A JSONL line that could not be used, with where and why."""
+
+    path: str
+    """File the line came from."""
+    lineno: int
+    """1-based line number."""
+    reason: str
+    """One of :data:`BAD_LINE_REASONS`."""
+    detail: str = ""
+    """Human-readable detail (parser message, missing field name, ...)."""
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.lineno}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
+
+
+def _open_binary(path: str | os.PathLike) -> IO[bytes]:
+    p = str(path)
+    if p.endswith(".gz"):
+        return gzip.open(p, "rb")
+    if p.endswith(".zst"):
+        import zstandard
+
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(p, "rb"), closefd=True))
+    return open(p, "rb")
+
+
+def iter_jsonl(
+    path: str | os.PathLike, *, required: Iterable[str] = (), types: dict[str, type | tuple[type, ...]] | None = None
+) -> Iterator[tuple[int, dict[str, Any] | BadLine]]:
+    """Yield ``(lineno, record)`` for each non-blank line of a JSONL file (``.gz``/``.zst`` decompressed).
+
+    A line that is not valid UTF-8, not JSON, not a JSON object, lacks a ``required`` field or has a field of the
+    wrong type (``types``) is yielded as a :class:`BadLine` instead of a record. Blank lines are skipped.
+    """
+    required = tuple(required)
+    types = types or {}
+    name = str(path)
+    with _open_binary(path) as raw:
+        for lineno, line in enumerate(raw, start=1):
+            if not line.strip():
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield lineno, BadLine(name, lineno, "invalid_utf8", str(exc))
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield lineno, BadLine(name, lineno, "invalid_json", exc.msg + f" at column {exc.colno}")
+                continue
+            if not isinstance(obj, dict):
+                yield lineno, BadLine(name, lineno, "not_object", type(obj).__name__)
+                continue
+            missing = [k for k in required if k not in obj or obj[k] is None]
+            if missing:
+                yield lineno, BadLine(name, lineno, "missing_field", ",".join(missing))
+                continue
+            wrong = [k for k, t in types.items() if k in obj and obj[k] is not None and not isinstance(obj[k], t)]
+            if wrong:
+                yield lineno, BadLine(name, lineno, "bad_field_type", ",".join(wrong))
+                continue
+            yield lineno, obj
+
+
+def dumps_line(record: dict[str, Any]) -> str:
+    """Serialize one record as a JSONL line (UTF-8 kept, no trailing newline)."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+class ResumableJsonlWriter:
+    """Append-only JSONL writer that resumes: complete records already in ``path`` are kept and their keys known.
+
+    On open, a partial trailing line (no final newline, the signature of a killed writer) is truncated and the
+    ``key`` of every complete record is collected in :attr:`done`; :meth:`write` skips records whose key is
+    already there, so replaying the same work after a crash never duplicates a record. Every write is flushed
+    (and fsynced when ``fsync=True``) before it returns.
+    """
+
+    def __init__(self, path: str | os.PathLike, key: str = "id", *, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.key = key
+        self.fsync = fsync
+        self.done: set[str] = set()
+        self.recovered = 0
+        """Number of complete records found in the file when it was opened."""
+        self.truncated_bytes = 0
+        """Bytes of a partial trailing line removed on open."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._recover()
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def _recover(self) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path, "rb+") as f:
+            data = f.read()
+            end = data.rfind(b"\n") + 1
+            if end < len(data):
+                self.truncated_bytes = len(data) - end
+                f.truncate(end)
+        for lineno, line in enumerate(data[:end].splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"{self.path}:{lineno}: corrupt record in the middle of an output file: {exc}"
+                ) from exc
+            if not isinstance(rec, dict) or self.key not in rec:
+                raise ValueError(f"{self.path}:{lineno}: output record without key field {self.key!r}")
+            self.done.add(str(rec[self.key]))
+            self.recovered += 1
+
+    def __contains__(self, key: object) -> bool:
+        return str(key) in self.done
+
+    def __len__(self) -> int:
+        return len(self.done)
+
+    def write(self, record: dict[str, Any]) -> bool:
+        """Append ``record`` unless its key was already written; return whether it was written."""
+        k = str(record[self.key])
+        if k in self.done:
+            return False
+        self._f.write(dumps_line(record) + "\n")
+        self._f.flush()
+        if self.fsync:
+            os.fsync(self._f.fileno())
+        self.done.add(k)
+        return True
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        if not self._f.closed:
+            self._f.flush()
+            self._f.close()
+
+    def __enter__(self) -> ResumableJsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file in the same directory, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=indent, sort_keys=False) + "\n")
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read a JSONL file that must be fully valid (outputs of these tools); raises on the first bad line."""
+    out = []
+    for _, rec in iter_jsonl(path):
+        if isinstance(rec, BadLine):
+            raise ValueError(str(rec))
+        out.append(rec)
+    return out

@@ -1,0 +1,106 @@
+"""``megatron-agentic data fas``: first-order action synthesis (planning + reasoning actions).
+
+Examples::
+
+    megatron-agentic data memory --builtin-wiki --limit 500 --output runs/memory.jsonl
+    megatron-agentic data fas --memory runs/memory.jsonl --output-dir runs/fas --questions-per-memory 3
+    megatron-agentic data fas --memory runs/memory.jsonl --output-dir runs/fas --backend openai \\
+        --llm-url http://node1:8000/v1 --llm-url http://node2:8000/v1 --model Qwen/Qwen3-30B-A3B --concurrency 256
+
+Writes ``DIR/planning.jsonl``, ``DIR/reasoning.jsonl``, ``DIR/rejected.jsonl`` (judge rejections, invalid
+questions, failures; each with its reason) and ``DIR/summary.json``. Rerunning with the same ``DIR`` resumes.
+With ``--num-shards N`` each shard writes ``DIR/shard-XXXXX-of-0000N/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from data_tools.common.cli_args import add_llm_args, llm_config_from_args
+from data_tools.common.sharding import add_shard_args, shard_from_args
+from data_tools.fas.pipeline import FasConfig, run_fas
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser of ``data fas``."""
+    p = argparse.ArgumentParser(
+        prog="megatron-agentic data fas",
+        description=__doc__.splitlines()[0],
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--memory", required=True, help="memory JSONL from `data memory`")
+    p.add_argument("--output-dir", required=True, help="output directory (rerun with the same one to resume)")
+    p.add_argument("--questions-per-memory", "-k", type=int, default=3, help="K questions of different styles")
+    p.add_argument("--dedup-threshold", type=float, default=0.8, help="MinHash near-duplicate threshold")
+    p.add_argument("--max-items", type=int, default=None, help="process at most this many memory items")
+    p.add_argument("--window", type=int, default=None, help="memory items in flight")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: when stderr is a terminal)",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="when resuming, redo the memory items whose requests failed (their records are replaced)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true")
+    add_shard_args(p)
+    add_llm_args(p, default_backend="template")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``data fas``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not Path(args.memory).exists():
+        print(f"data fas: memory file {args.memory} does not exist", file=sys.stderr)
+        return 2
+    index, num = shard_from_args(args)
+    llm = None
+    if args.backend == "openai":
+        cache = Path(args.output_dir) / "llm_cache.sqlite"
+        llm = llm_config_from_args(args, default_cache=str(cache))
+    try:
+        cfg = FasConfig(
+            memory_path=args.memory,
+            output_dir=args.output_dir,
+            questions_per_memory=args.questions_per_memory,
+            backend=args.backend,
+            llm=llm,
+            seed=args.seed,
+            shard_index=index,
+            num_shards=num,
+            dedup_threshold=args.dedup_threshold,
+            max_items=args.max_items,
+            window=args.window,
+            progress=args.progress,
+            retry_failed=args.retry_failed,
+        )
+    except ValueError as exc:
+        print(f"data fas: {exc}", file=sys.stderr)
+        return 2
+    summary = run_fas(cfg)
+    c = summary["counts"]
+    llm_part = ""
+    if summary["llm"]:
+        s = summary["llm"]
+        llm_part = (
+            f"; requests {s['requests']} (cache hits {s['cache_hits']}, retries {s['retries']}, "
+            f"re-asks {s['reasks']}, failed {s['failed']})"
+        )
+    print(
+        f"fas: {c['memory_items']} memory items, {c['questions']} questions ({c['near_duplicates']} near-duplicates)"
+        f" -> planning {c['planning']['accepted']} accepted / {c['planning']['rejected']} rejected, reasoning "
+        f"{c['reasoning']['accepted']} accepted / {c['reasoning']['rejected']} rejected, failures "
+        f"{sum(c['failures'].values())}{llm_part}; outputs in {cfg.out_dir}"
+    )
+    return 0

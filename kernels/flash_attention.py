@@ -1,0 +1,718 @@
+"""Triton flash attention: forward and backward, causal or not, GQA, natural-log LSE, packed documents.
+
+Layout. Every launcher works on *packed* tensors: ``q [total_q, heads, dim]``, ``k/v [total_k, kv_heads, dim]``
+with ``cu_seqlens_q``/``cu_seqlens_k`` (int32 prefix sums, one segment per document) as in flash-attn's varlen
+API. A batched ``[batch, seq, heads, dim]`` input is the special case of ``batch`` equal-length segments. Tokens
+never attend across segments. With ``causal=True`` and ``seqlen_q != seqlen_k`` the mask is aligned to the
+bottom-right corner (query ``i`` sees key ``j`` iff ``j <= i + seqlen_k - seqlen_q``), flash-attn's convention.
+
+GQA. Query head ``h`` reads kv head ``h // (heads // kv_heads)`` by index arithmetic; K/V are never repeated.
+The dK/dV kernel runs one program per (kv block, kv head) and loops over the query heads of its group, so the
+group's gradients accumulate in registers without atomics.
+
+Numerics. Softmax runs in base 2 (``exp2`` with ``scale * log2(e)`` folded into the scores); the stored LSE is
+converted back to natural log, fp32, shape ``[heads, total_q]``. Accumulation is fp32; P is cast to the input
+dtype before the P@V / dS@K products as in FlashAttention-2. Gradients are written in fp32 (the ring passes them
+around in fp32); :class:`FlashAttnFunc` casts them back to the input dtype.
+
+On a machine without a GPU the kernels run under the Triton interpreter (``TRITON_INTERPRET=1`` set before this
+module is imported), in fp32; that is how the tests check these kernels on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels import torch_attention as _ta
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Triton kernels
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _fwd_inner(
+    acc,
+    l_i,
+    m_i,
+    q,
+    k_base,
+    v_base,
+    stride_kt,
+    stride_vt,
+    offs_m,
+    seqlen_k,
+    diag,
+    lo,
+    hi,
+    qk_scale,
+    MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    offs_d = tl.arange(0, HEAD_DIM)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k_ptrs = k_base + offs_n[:, None].to(tl.int64) * stride_kt + offs_d[None, :]
+        v_ptrs = v_base + offs_n[:, None].to(tl.int64) * stride_vt + offs_d[None, :]
+        if MASKED:
+            n_ok = offs_n < seqlen_k
+            k = tl.load(k_ptrs, mask=n_ok[:, None], other=0.0)
+            v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)
+        else:
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+        qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
+        if MASKED:
+            keep = n_ok[None, :]
+            if CAUSAL:
+                keep = keep & (offs_n[None, :] <= offs_m[:, None] + diag)
+            qk = tl.where(keep, qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.math.exp2(qk - m_safe[:, None])
+        alpha = tl.math.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PREC)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _attn_fwd_kernel(
+    Q,
+    K,
+    V,
+    Out,
+    LSE,
+    CU_Q,
+    CU_K,
+    stride_qt,
+    stride_qh,
+    stride_kt,
+    stride_kh,
+    stride_vt,
+    stride_vh,
+    stride_ot,
+    stride_oh,
+    stride_lh,
+    num_heads,
+    qk_scale,
+    GROUP: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    start_m = tl.num_programs(0) - 1 - tl.program_id(0)  # longest causal rows first: shorter tail
+    off_zh = tl.program_id(1)
+    z = off_zh // num_heads
+    h = off_zh % num_heads
+    q_start = tl.load(CU_Q + z)
+    seqlen_q = tl.load(CU_Q + z + 1) - q_start
+    k_start = tl.load(CU_K + z)
+    seqlen_k = tl.load(CU_K + z + 1) - k_start
+    if start_m * BLOCK_M >= seqlen_q:
+        return
+    hk = h // GROUP
+    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    m_ok = offs_m < seqlen_q
+    q_ptrs = Q + (q_start + offs_m)[:, None].to(tl.int64) * stride_qt + h * stride_qh + offs_d[None, :]
+    q = tl.load(q_ptrs, mask=m_ok[:, None], other=0.0)
+    k_base = K + k_start.to(tl.int64) * stride_kt + hk * stride_kh
+    v_base = V + k_start.to(tl.int64) * stride_vt + hk * stride_vh
+    diag = seqlen_k - seqlen_q
+    if CAUSAL:
+        hi = tl.maximum(tl.minimum(seqlen_k, (start_m + 1) * BLOCK_M + diag), 0)
+        full_end = tl.maximum(tl.minimum(start_m * BLOCK_M + diag + 1, seqlen_k), 0)
+    else:
+        hi = seqlen_k
+        full_end = seqlen_k
+    full_end = (full_end // BLOCK_N) * BLOCK_N
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    acc, l_i, m_i = _fwd_inner(
+        acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, seqlen_k, diag, 0, full_end, qk_scale,
+        False, CAUSAL, BLOCK_N, HEAD_DIM, PREC,
+    )  # fmt: skip
+    acc, l_i, m_i = _fwd_inner(
+        acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, seqlen_k, diag, full_end, hi, qk_scale,
+        True, CAUSAL, BLOCK_N, HEAD_DIM, PREC,
+    )  # fmt: skip
+    empty = l_i == 0.0
+    l_safe = tl.where(empty, 1.0, l_i)
+    out = acc / l_safe[:, None]
+    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)
+    o_ptrs = Out + (q_start + offs_m)[:, None].to(tl.int64) * stride_ot + h * stride_oh + offs_d[None, :]
+    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=m_ok[:, None])
+    tl.store(LSE + h.to(tl.int64) * stride_lh + q_start + offs_m, lse, mask=m_ok)
+
+
+@triton.jit
+def _bwd_dkdv_inner(
+    dk,
+    dv,
+    k,
+    v,
+    q_base,
+    do_base,
+    lse_base,
+    delta_base,
+    stride_qt,
+    stride_dot,
+    offs_n,
+    seqlen_q,
+    diag,
+    lo,
+    hi,
+    qk_scale,
+    MASKED: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    offs_d = tl.arange(0, HEAD_DIM)
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        m_ok = offs_m < seqlen_q
+        q = tl.load(q_base + offs_m[:, None].to(tl.int64) * stride_qt + offs_d[None, :], mask=m_ok[:, None], other=0.0)
+        do = tl.load(
+            do_base + offs_m[:, None].to(tl.int64) * stride_dot + offs_d[None, :], mask=m_ok[:, None], other=0.0
+        )
+        lse2 = tl.load(lse_base + offs_m, mask=m_ok, other=0.0) * 1.4426950408889634
+        delta = tl.load(delta_base + offs_m, mask=m_ok, other=0.0)
+        qk_t = tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale  # [BLOCK_N, BLOCK_M]
+        if MASKED:
+            keep = m_ok[None, :] & (offs_m[None, :] + diag >= offs_n[:, None])
+            p_t = tl.math.exp2(tl.where(keep, qk_t - lse2[None, :], float("-inf")))
+        else:
+            p_t = tl.math.exp2(qk_t - lse2[None, :])
+        dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=PREC)
+        dp_t = tl.dot(v, tl.trans(do), input_precision=PREC)
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=PREC)
+    return dk, dv
+
+
+@triton.jit
+def _attn_bwd_dkdv_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    DELTA,
+    DK,
+    DV,
+    CU_Q,
+    CU_K,
+    stride_qt,
+    stride_qh,
+    stride_kt,
+    stride_kh,
+    stride_vt,
+    stride_vh,
+    stride_dot,
+    stride_doh,
+    stride_dkt,
+    stride_dkh,
+    stride_dvt,
+    stride_dvh,
+    stride_lh,
+    num_kv_heads,
+    sm_scale,
+    qk_scale,
+    GROUP: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    start_n = tl.program_id(0)
+    off_zh = tl.program_id(1)
+    z = off_zh // num_kv_heads
+    hk = off_zh % num_kv_heads
+    q_start = tl.load(CU_Q + z)
+    seqlen_q = tl.load(CU_Q + z + 1) - q_start
+    k_start = tl.load(CU_K + z)
+    seqlen_k = tl.load(CU_K + z + 1) - k_start
+    if start_n * BLOCK_N >= seqlen_k:
+        return
+    offs_n = start_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    n_ok = offs_n < seqlen_k
+    k_rows = (k_start + offs_n)[:, None].to(tl.int64)
+    k = tl.load(K + k_rows * stride_kt + hk * stride_kh + offs_d[None, :], mask=n_ok[:, None], other=0.0)
+    v = tl.load(V + k_rows * stride_vt + hk * stride_vh + offs_d[None, :], mask=n_ok[:, None], other=0.0)
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    diag = seqlen_k - seqlen_q
+    if CAUSAL:
+        # first query row that sees any key of this block, and first one that sees all of them
+        lo = tl.minimum(tl.maximum(start_n * BLOCK_N - diag, 0), seqlen_q)
+        lo = (lo // BLOCK_M) * BLOCK_M
+        full = tl.minimum(tl.maximum(start_n * BLOCK_N + BLOCK_N - 1 - diag, 0), seqlen_q)
+        full = tl.cdiv(full, BLOCK_M) * BLOCK_M
+    else:
+        lo = 0
+        full = 0
+    for g in range(GROUP):
+        h = hk * GROUP + g
+        q_base = Q + q_start.to(tl.int64) * stride_qt + h * stride_qh
+        do_base = DO + q_start.to(tl.int64) * stride_dot + h * stride_doh
+        lse_base = LSE + h.to(tl.int64) * stride_lh + q_start
+        delta_base = DELTA + h.to(tl.int64) * stride_lh + q_start
+        dk, dv = _bwd_dkdv_inner(
+            dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qt, stride_dot, offs_n, seqlen_q, diag,
+            lo, full, qk_scale, True, BLOCK_M, HEAD_DIM, PREC,
+        )  # fmt: skip
+        dk, dv = _bwd_dkdv_inner(
+            dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qt, stride_dot, offs_n, seqlen_q, diag,
+            full, seqlen_q, qk_scale, False, BLOCK_M, HEAD_DIM, PREC,
+        )  # fmt: skip
+    dk = dk * sm_scale
+    tl.store(
+        DK + (k_start + offs_n)[:, None].to(tl.int64) * stride_dkt + hk * stride_dkh + offs_d[None, :],
+        dk.to(DK.dtype.element_ty),
+        mask=n_ok[:, None],
+    )
+    tl.store(
+        DV + (k_start + offs_n)[:, None].to(tl.int64) * stride_dvt + hk * stride_dvh + offs_d[None, :],
+        dv.to(DV.dtype.element_ty),
+        mask=n_ok[:, None],
+    )
+
+
+@triton.jit
+def _bwd_dq_inner(
+    dq,
+    q,
+    do,
+    lse2,
+    delta,
+    k_base,
+    v_base,
+    stride_kt,
+    stride_vt,
+    offs_m,
+    seqlen_k,
+    diag,
+    lo,
+    hi,
+    qk_scale,
+    MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    offs_d = tl.arange(0, HEAD_DIM)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k_ptrs = k_base + offs_n[:, None].to(tl.int64) * stride_kt + offs_d[None, :]
+        v_ptrs = v_base + offs_n[:, None].to(tl.int64) * stride_vt + offs_d[None, :]
+        if MASKED:
+            n_ok = offs_n < seqlen_k
+            k = tl.load(k_ptrs, mask=n_ok[:, None], other=0.0)
+            v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)
+        else:
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
+        qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
+        if MASKED:
+            keep = n_ok[None, :]
+            if CAUSAL:
+                keep = keep & (offs_n[None, :] <= offs_m[:, None] + diag)
+            p = tl.math.exp2(tl.where(keep, qk - lse2[:, None], float("-inf")))
+        else:
+            p = tl.math.exp2(qk - lse2[:, None])
+        dp = tl.dot(do, tl.trans(v), input_precision=PREC)
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PREC)
+    return dq
+
+
+@triton.jit
+def _attn_bwd_dq_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    DELTA,
+    DQ,
+    CU_Q,
+    CU_K,
+    stride_qt,
+    stride_qh,
+    stride_kt,
+    stride_kh,
+    stride_vt,
+    stride_vh,
+    stride_dot,
+    stride_doh,
+    stride_dqt,
+    stride_dqh,
+    stride_lh,
+    num_heads,
+    sm_scale,
+    qk_scale,
+    GROUP: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    start_m = tl.num_programs(0) - 1 - tl.program_id(0)  # longest causal rows first: shorter tail
+    off_zh = tl.program_id(1)
+    z = off_zh // num_heads
+    h = off_zh % num_heads
+    q_start = tl.load(CU_Q + z)
+    seqlen_q = tl.load(CU_Q + z + 1) - q_start
+    k_start = tl.load(CU_K + z)
+    seqlen_k = tl.load(CU_K + z + 1) - k_start
+    if start_m * BLOCK_M >= seqlen_q:
+        return
+    hk = h // GROUP
+    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    m_ok = offs_m < seqlen_q
+    rows = (q_start + offs_m)[:, None].to(tl.int64)
+    q = tl.load(Q + rows * stride_qt + h * stride_qh + offs_d[None, :], mask=m_ok[:, None], other=0.0)
+    do = tl.load(DO + rows * stride_dot + h * stride_doh + offs_d[None, :], mask=m_ok[:, None], other=0.0)
+    lse2 = tl.load(LSE + h.to(tl.int64) * stride_lh + q_start + offs_m, mask=m_ok, other=0.0) * 1.4426950408889634
+    delta = tl.load(DELTA + h.to(tl.int64) * stride_lh + q_start + offs_m, mask=m_ok, other=0.0)
+    k_base = K + k_start.to(tl.int64) * stride_kt + hk * stride_kh
+    v_base = V + k_start.to(tl.int64) * stride_vt + hk * stride_vh
+    diag = seqlen_k - seqlen_q
+    if CAUSAL:
+        hi = tl.maximum(tl.minimum(seqlen_k, (start_m + 1) * BLOCK_M + diag), 0)
+        full_end = tl.maximum(tl.minimum(start_m * BLOCK_M + diag + 1, seqlen_k), 0)
+    else:
+        hi = seqlen_k
+        full_end = seqlen_k
+    full_end = (full_end // BLOCK_N) * BLOCK_N
+    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    dq = _bwd_dq_inner(
+        dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_vt, offs_m, seqlen_k, diag, 0, full_end, qk_scale,
+        False, CAUSAL, BLOCK_N, HEAD_DIM, PREC,
+    )  # fmt: skip
+    dq = _bwd_dq_inner(
+        dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_vt, offs_m, seqlen_k, diag, full_end, hi, qk_scale,
+        True, CAUSAL, BLOCK_N, HEAD_DIM, PREC,
+    )  # fmt: skip
+    dq = dq * sm_scale
+    tl.store(DQ + rows * stride_dqt + h * stride_dqh + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=m_ok[:, None])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Launch configuration
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Tile sizes and launch parameters of one kernel (one config per head dim; no autotuning)."""
+
+    block_m: int
+    """Query rows per tile."""
+    block_n: int
+    """Key rows per tile."""
+    num_warps: int
+    """Warps per program."""
+    num_stages: int
+    """Software-pipelining stages of the K/V (or Q/dO) loads."""
+
+    def __post_init__(self) -> None:
+        for name in ("block_m", "block_n"):
+            value = getattr(self, name)
+            if value < 16 or value & (value - 1):
+                raise ValueError(f"KernelConfig.{name} must be a power of two >= 16, got {value}")
+        if self.num_warps not in (1, 2, 4, 8, 16):
+            raise ValueError(f"KernelConfig.num_warps must be 1, 2, 4, 8 or 16, got {self.num_warps}")
+        if self.num_stages < 1:
+            raise ValueError(f"KernelConfig.num_stages must be >= 1, got {self.num_stages}")
+
+
+# GPU configurations, checked for sm_90 (registers, shared memory, no spills) by tests/kernels/test_aot_compile.py.
+GPU_CONFIGS: dict[tuple[str, int], KernelConfig] = {
+    ("fwd", 64): KernelConfig(128, 64, 4, 3),
+    ("fwd", 128): KernelConfig(128, 64, 8, 3),
+    ("bwd_dkdv", 64): KernelConfig(64, 64, 4, 2),
+    ("bwd_dkdv", 128): KernelConfig(64, 64, 8, 2),
+    ("bwd_dq", 64): KernelConfig(64, 64, 4, 2),
+    ("bwd_dq", 128): KernelConfig(64, 64, 8, 2),
+}
+# Interpreter configuration: small tiles so short test sequences still span several blocks.
+INTERPRETER_CONFIG = KernelConfig(32, 32, 4, 1)
+SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
+
+
+def _is_interpreter() -> bool:
+    return triton.knobs.runtime.interpret
+
+
+def kernel_config(kind: str, head_dim: int, device: torch.device) -> KernelConfig:
+    """The tile configuration for kernel ``kind`` (``fwd``, ``bwd_dkdv``, ``bwd_dq``) at ``head_dim``."""
+    if device.type != "cuda":
+        return INTERPRETER_CONFIG
+    return GPU_CONFIGS.get((kind, head_dim), KernelConfig(64, 32, 4, 1))
+
+
+def _precision(dtype: torch.dtype) -> str:
+    # fp32 inputs must not silently drop to TF32 on GPU; fp16/bf16 use the tensor cores either way.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    if q.dim() != 3 or k.dim() != 3 or v.dim() != 3:
+        raise ValueError(f"packed q/k/v must be [tokens, heads, dim], got {tuple(q.shape)}, {tuple(k.shape)}")
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have the same shape, got {tuple(k.shape)} and {tuple(v.shape)}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k head dims differ: {q.shape[-1]} vs {k.shape[-1]}")
+    if q.shape[-1] not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"head dim {q.shape[-1]} not supported (use one of {SUPPORTED_HEAD_DIMS})")
+    if q.shape[1] % k.shape[1]:
+        raise ValueError(f"query heads ({q.shape[1]}) must be a multiple of kv heads ({k.shape[1]})")
+    if q.dtype != k.dtype or q.dtype != v.dtype:
+        raise ValueError(f"q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}")
+    if q.device.type != "cuda" and not _is_interpreter():
+        raise RuntimeError(
+            "Triton attention got CPU tensors but the Triton interpreter is off: set TRITON_INTERPRET=1 before "
+            "importing kernels.flash_attention, or use the torch block backend (kernels.torch_attention)"
+        )
+
+
+MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y (segments x heads go there)
+
+
+def _check_grid(num_seqs: int, heads: int) -> None:
+    if num_seqs * heads > MAX_GRID_Y:
+        raise ValueError(
+            f"{num_seqs} segments x {heads} heads = {num_seqs * heads} programs exceeds CUDA's grid limit "
+            f"{MAX_GRID_Y}; split the batch into fewer packed documents per call"
+        )
+
+
+def _contig(x: torch.Tensor) -> torch.Tensor:
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def flash_attn_block_forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int,
+    causal: bool,
+    softmax_scale: float,
+    out_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Packed forward: ``out [total_q, heads, dim]`` (``out_dtype``, default q's) and fp32 ``lse [heads, total_q]``.
+
+    The LSE is natural-log. The ring asks for an fp32 ``out`` so block results merge without a bf16 round trip.
+    """
+    _check_inputs(q, k, v)
+    q, k, v = _contig(q), _contig(k), _contig(v)
+    total_q, heads, dim = q.shape
+    num_seqs = cu_seqlens_q.numel() - 1
+    out = torch.empty(q.shape, device=q.device, dtype=out_dtype or q.dtype)
+    lse = torch.empty(heads, total_q, device=q.device, dtype=torch.float32)
+    if total_q == 0 or num_seqs == 0:
+        return out, lse
+    _check_grid(num_seqs, heads)
+    cfg = kernel_config("fwd", dim, q.device)
+    grid = (triton.cdiv(max(max_seqlen_q, 1), cfg.block_m), num_seqs * heads)
+    _attn_fwd_kernel[grid](
+        q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
+        lse.stride(0), heads, softmax_scale * LOG2E,
+        GROUP=heads // k.shape[1], CAUSAL=causal, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=dim,
+        PREC=_precision(q.dtype), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )  # fmt: skip
+    return out, lse
+
+
+def attention_delta(out: torch.Tensor, dout: torch.Tensor) -> torch.Tensor:
+    """``rowsum(dO * O)`` in fp32 as ``[heads, total]`` (the D term of the FlashAttention-2 backward)."""
+    return (out.float() * dout.float()).sum(-1).transpose(0, 1).contiguous()
+
+
+def flash_attn_block_backward(
+    dout: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    lse: torch.Tensor,
+    delta: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    causal: bool,
+    softmax_scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Packed backward given the (possibly ring-merged) ``lse`` and ``delta``; returns fp32 ``dq, dk, dv``."""
+    _check_inputs(q, k, v)
+    q, k, v, dout = _contig(q), _contig(k), _contig(v), _contig(dout.to(q.dtype))
+    lse, delta = lse.contiguous(), delta.contiguous()
+    total_q, heads, dim = q.shape
+    kv_heads = k.shape[1]
+    num_seqs = cu_seqlens_q.numel() - 1
+    dq = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
+    dk = torch.zeros(k.shape, device=q.device, dtype=torch.float32)
+    dv = torch.zeros(v.shape, device=q.device, dtype=torch.float32)
+    if total_q == 0 or k.shape[0] == 0 or num_seqs == 0:
+        return dq, dk, dv
+    _check_grid(num_seqs, heads)
+    group = heads // kv_heads
+    prec = _precision(q.dtype)
+    cfg = kernel_config("bwd_dkdv", dim, q.device)
+    grid = (triton.cdiv(max(max_seqlen_k, 1), cfg.block_n), num_seqs * kv_heads)
+    _attn_bwd_dkdv_kernel[grid](
+        q, k, v, dout, lse, delta, dk, dv, cu_seqlens_q, cu_seqlens_k,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), dout.stride(0), dout.stride(1),
+        dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), lse.stride(0), kv_heads, softmax_scale,
+        softmax_scale * LOG2E,
+        GROUP=group, CAUSAL=causal, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=dim, PREC=prec,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )  # fmt: skip
+    cfg = kernel_config("bwd_dq", dim, q.device)
+    grid = (triton.cdiv(max(max_seqlen_q, 1), cfg.block_m), num_seqs * heads)
+    _attn_bwd_dq_kernel[grid](
+        q, k, v, dout, lse, delta, dq, cu_seqlens_q, cu_seqlens_k,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), dout.stride(0), dout.stride(1),
+        dq.stride(0), dq.stride(1), lse.stride(0), heads, softmax_scale, softmax_scale * LOG2E,
+        GROUP=group, CAUSAL=causal, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=dim, PREC=prec,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )  # fmt: skip
+    return dq, dk, dv
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# autograd
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BlockBackend:
+    """One implementation of packed block attention (forward returns out + natural-log LSE; backward fp32 grads)."""
+
+    name: str
+    """``triton`` or ``torch``."""
+    forward: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    """``(q, k, v, cu_q, cu_k, max_q, causal, scale, out_dtype=None) -> (out, lse[heads, total_q])``."""
+    backward: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    """``(dout, q, k, v, lse, delta, cu_q, cu_k, max_q, max_k, causal, scale) -> fp32 (dq, dk, dv)``."""
+
+
+def get_block_backend(name: str | None, device: torch.device) -> BlockBackend:
+    """Resolve ``name``: ``triton``, ``torch``, or ``None``/``auto`` (Triton on CUDA, torch elsewhere)."""
+    if name in (None, "auto"):
+        name = "triton" if device.type == "cuda" else "torch"
+    if name == "triton":
+        return BlockBackend("triton", flash_attn_block_forward, flash_attn_block_backward)
+    if name == "torch":
+        return BlockBackend("torch", _ta.torch_block_forward, _ta.torch_block_backward)
+    raise ValueError(f"unknown attention block backend {name!r} (choose triton, torch or auto)")
+
+
+class FlashAttnFunc(torch.autograd.Function):
+    """Packed attention through a :class:`BlockBackend` (Triton by default); the LSE output is not differentiable."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal, softmax_scale, backend):
+        out, lse = backend.forward(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal, softmax_scale)
+        ctx.save_for_backward(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k)
+        ctx.args = (max_seqlen_q, max_seqlen_k, causal, softmax_scale, backend)
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, _dlse):
+        q, k, v, out, lse, cu_q, cu_k = ctx.saved_tensors
+        max_q, max_k, causal, scale, backend = ctx.args
+        delta = attention_delta(out, dout)
+        dq, dk, dv = backend.backward(dout, q, k, v, lse, delta, cu_q, cu_k, max_q, max_k, causal, scale)
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None, None, None
+
+
+def uniform_cu_seqlens(batch: int, seqlen: int, device: torch.device) -> torch.Tensor:
+    """``cu_seqlens`` (int32) of ``batch`` equal-length segments of ``seqlen`` tokens."""
+    return torch.arange(0, (batch + 1) * seqlen, seqlen, dtype=torch.int32, device=device)
+
+
+def flash_attn_func(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool = True,
+    softmax_scale: float | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+    max_seqlen: int | None = None,
+    return_lse: bool = False,
+    *,
+    backend: str = "triton",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Flash attention in flash-attn's conventions.
+
+    Args:
+        q: ``[batch, seq_q, heads, dim]``, or packed ``[total, heads, dim]`` when ``cu_seqlens`` is given.
+        k: ``[batch, seq_k, kv_heads, dim]`` (or packed ``[total, kv_heads, dim]``); ``heads % kv_heads == 0``.
+        v: same shape as ``k``.
+        causal: causal mask (bottom-right aligned when ``seq_q != seq_k``).
+        softmax_scale: defaults to ``dim ** -0.5``.
+        cu_seqlens: int32 ``[num_docs + 1]`` document boundaries of the packed layout; no cross-document attention.
+        max_seqlen: longest document (computed from ``cu_seqlens`` when omitted).
+        return_lse: also return the natural-log LSE, fp32, ``[batch, heads, seq_q]`` (packed: ``[heads, total]``).
+        backend: block implementation, ``triton`` (default), ``torch`` (CPU fallback) or ``auto``.
+
+    Returns:
+        ``out`` shaped like ``q`` (and ``lse`` when ``return_lse``).
+    """
+    scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    be = get_block_backend(backend, q.device)
+    if cu_seqlens is not None:
+        if q.dim() != 3:
+            raise ValueError(f"with cu_seqlens q must be packed [total, heads, dim], got {tuple(q.shape)}")
+        cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
+        if int(cu[-1]) != q.shape[0] or int(cu[-1]) != k.shape[0]:
+            raise ValueError(f"cu_seqlens[-1]={int(cu[-1])} must equal the packed length {q.shape[0]}")
+        if max_seqlen is None:
+            max_seqlen = int((cu[1:] - cu[:-1]).max()) if cu.numel() > 1 else 0
+        out, lse = FlashAttnFunc.apply(q, k, v, cu, cu, max_seqlen, max_seqlen, causal, scale, be)
+        return (out, lse) if return_lse else out
+    if q.dim() != 4 or k.dim() != 4:
+        raise ValueError(f"q/k/v must be [batch, seq, heads, dim], got {tuple(q.shape)} and {tuple(k.shape)}")
+    b, sq, h, d = q.shape
+    sk = k.shape[1]
+    cu_q = uniform_cu_seqlens(b, sq, q.device)
+    cu_k = uniform_cu_seqlens(b, sk, q.device)
+    out, lse = FlashAttnFunc.apply(
+        q.reshape(b * sq, h, d), k.reshape(b * sk, k.shape[2], d), v.reshape(b * sk, v.shape[2], d),
+        cu_q, cu_k, sq, sk, causal, scale, be,
+    )  # fmt: skip
+    out = out.view(b, sq, h, d)
+    if return_lse:
+        return out, lse.view(h, b, sq).transpose(0, 1).contiguous()
+    return out

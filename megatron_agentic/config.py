@@ -1,0 +1,531 @@
+"""Typed training configuration: YAML file + ``--set key=value`` overrides, validated before any process group.
+
+Schema (sections and their fields are the dataclasses below)::
+
+    model:      {preset, attention_backend, moe_token_dispatcher, <any ModelPreset field as override>}
+    parallel:   {tensor, pipeline, expert, context, sequence_parallel, virtual_pipeline}   # data is derived
+    train:      {iters, train_tokens, global_batch_size, micro_batch_size, seq_length, seed, lr, min_lr,
+                 lr_schedule, lr_warmup_iters, lr_decay_iters, wsd_decay_fraction, weight_decay, clip_grad,
+                 eval_interval, eval_iters, precision, ...}
+    data:       {mock, blend, blend_file, split, eval_sets, reset_position_ids, reset_attention_mask,
+                 eod_mask_loss, tokenizer, loader, ...}
+    checkpoint: {dir, interval, pretrained, load_optimizer}
+    log:        {dir, interval, tensorboard}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from megatron_agentic.models.qwen3_moe.presets import ModelPreset, get_preset
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a one-line message naming the file and field."""
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Which architecture to train and how its modules are implemented."""
+
+    preset: str = "tiny-moe"
+    """Name of a preset in ``megatron_agentic.models.qwen3_moe.presets.PRESETS``."""
+    attention_backend: str = "auto"
+    """``auto`` | ``local`` | ``te`` | ``triton`` (see ``models/qwen3_moe/spec.py``)."""
+    moe_token_dispatcher: str = "auto"
+    """megatron-core token dispatcher: ``auto`` (alltoall on CUDA, allgather on CPU), ``allgather``, ``alltoall``."""
+    recompute: bool = False
+    """Full activation recomputation of every layer (saves memory at long context)."""
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """ModelPreset fields overriding the preset (written flat under ``model:`` in YAML)."""
+
+    def __post_init__(self) -> None:
+        if self.attention_backend not in ("auto", "local", "te", "triton"):
+            raise ConfigError(
+                f"model.attention_backend must be auto, local, te or triton, got {self.attention_backend!r}"
+            )
+        if self.moe_token_dispatcher not in ("auto", "allgather", "alltoall"):
+            raise ConfigError(
+                f"model.moe_token_dispatcher must be auto, allgather or alltoall, got {self.moe_token_dispatcher!r}"
+            )
+        self.architecture()  # validates preset name and overrides
+
+    def architecture(self) -> ModelPreset:
+        """The preset with overrides applied (validated)."""
+        try:
+            return get_preset(self.preset).replace(**self.overrides)
+        except KeyError as exc:
+            raise ConfigError(f"model.preset: {exc.args[0]}") from None
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
+
+
+@dataclasses.dataclass
+class ParallelConfig:
+    """Model-parallel layout; data parallelism is derived as world / (tensor * pipeline * context)."""
+
+    tensor: int = 1
+    """Tensor-parallel size."""
+    pipeline: int = 1
+    """Pipeline-parallel size."""
+    expert: int = 1
+    """Expert-parallel size (experts are split over EP ranks taken from DP x CP x TP)."""
+    context: int = 1
+    """Context-parallel size (zigzag ring attention)."""
+    sequence_parallel: bool | str = "auto"
+    """Sequence parallelism: ``auto`` (on when tensor > 1), true or false."""
+    virtual_pipeline: int | None = None
+    """Model chunks per pipeline rank (interleaved 1F1B); null for plain 1F1B."""
+
+    def __post_init__(self) -> None:
+        for name in ("tensor", "pipeline", "expert", "context"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"parallel.{name} must be an integer >= 1, got {value!r}")
+        if self.sequence_parallel not in ("auto", True, False):
+            raise ConfigError(f"parallel.sequence_parallel must be auto, true or false, got {self.sequence_parallel!r}")
+        if self.virtual_pipeline is not None and (
+            not isinstance(self.virtual_pipeline, int) or self.virtual_pipeline < 1
+        ):
+            raise ConfigError(
+                f"parallel.virtual_pipeline must be null or an integer >= 1, got {self.virtual_pipeline!r}"
+            )
+
+    @property
+    def use_sequence_parallel(self) -> bool:
+        """Resolved sequence parallelism."""
+        return self.tensor > 1 if self.sequence_parallel == "auto" else bool(self.sequence_parallel)
+
+    def model_parallel_size(self) -> int:
+        """tensor * pipeline * context."""
+        return self.tensor * self.pipeline * self.context
+
+    def data_parallel_size(self, world_size: int) -> int:
+        """Data-parallel size for ``world_size`` ranks (raises ConfigError when it does not divide)."""
+        mp = self.model_parallel_size()
+        if world_size % mp:
+            raise ConfigError(
+                f"world size {world_size} is not divisible by parallel.tensor*pipeline*context = "
+                f"{self.tensor}*{self.pipeline}*{self.context} = {mp}"
+            )
+        return world_size // mp
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation and schedule."""
+
+    iters: int = 30
+    """Total training iterations (the run continues to this count when resumed)."""
+    train_tokens: int | None = None
+    """Token budget; when set, overrides ``iters`` with ceil(train_tokens / (global_batch_size * seq_length))."""
+    global_batch_size: int = 8
+    """Sequences per optimizer step (over all data-parallel ranks)."""
+    micro_batch_size: int = 2
+    """Sequences per forward/backward pass on one rank."""
+    seq_length: int = 128
+    """Training sequence length in tokens."""
+    seed: int = 1234
+    """Random seed (model init, data shuffling)."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    min_lr: float = 1e-4
+    """Learning rate at the end of decay."""
+    lr_schedule: str = "cosine"
+    """``cosine`` (warmup + cosine decay) or ``wsd`` (warmup-stable-decay)."""
+    lr_warmup_iters: int = 0
+    """Linear warmup iterations."""
+    lr_decay_iters: int | None = None
+    """Iterations over which the LR decays (default: all iterations)."""
+    wsd_decay_fraction: float = 0.2
+    """For ``wsd``: fraction of ``lr_decay_iters`` spent in the final decay."""
+    wsd_decay_style: str = "cosine"
+    """For ``wsd``: shape of the final decay (``linear``, ``cosine``, ``exponential``, ``minus_sqrt``)."""
+    weight_decay: float = 0.1
+    """AdamW weight decay (not applied to norms and biases)."""
+    adam_beta1: float = 0.9
+    """Adam beta1."""
+    adam_beta2: float = 0.95
+    """Adam beta2."""
+    adam_eps: float = 1e-8
+    """Adam epsilon."""
+    clip_grad: float = 1.0
+    """Global gradient-norm clipping threshold (0 disables)."""
+    eval_interval: int | None = None
+    """Evaluate every N iterations (and always at the end); null: only at the end."""
+    eval_iters: int = 2
+    """Global batches per evaluation."""
+    precision: str = "auto"
+    """``auto`` (bf16 on CUDA, fp32 on CPU), ``bf16`` or ``fp32``."""
+    distributed_optimizer: bool = True
+    """Shard optimizer state over data-parallel ranks (megatron-core distributed optimizer)."""
+    exit_interval: int | None = None
+    """Testing aid: stop abruptly (no final checkpoint, no summary) after this iteration, like a killed job."""
+
+    def __post_init__(self) -> None:
+        for name in ("global_batch_size", "micro_batch_size", "seq_length", "eval_iters"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"train.{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.iters, int) or self.iters < 0:
+            raise ConfigError(f"train.iters must be an integer >= 0, got {self.iters!r}")
+        if self.train_tokens is not None and (not isinstance(self.train_tokens, int) or self.train_tokens < 0):
+            raise ConfigError(f"train.train_tokens must be null or an integer >= 0, got {self.train_tokens!r}")
+        if self.lr_schedule not in ("cosine", "wsd"):
+            raise ConfigError(f"train.lr_schedule must be cosine or wsd, got {self.lr_schedule!r}")
+        if self.wsd_decay_style not in ("linear", "cosine", "exponential", "minus_sqrt"):
+            raise ConfigError(
+                f"train.wsd_decay_style must be linear, cosine, exponential or minus_sqrt, got {self.wsd_decay_style!r}"
+            )
+        if not 0.0 <= self.wsd_decay_fraction <= 1.0:
+            raise ConfigError(f"train.wsd_decay_fraction must be in [0, 1], got {self.wsd_decay_fraction}")
+        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
+            raise ConfigError(
+                f"train.lr must be > 0 and 0 <= train.min_lr <= train.lr (got lr={self.lr}, min_lr={self.min_lr})"
+            )
+        if self.weight_decay < 0 or self.clip_grad < 0:
+            raise ConfigError("train.weight_decay and train.clip_grad must be >= 0")
+        if self.lr_warmup_iters < 0:
+            raise ConfigError(f"train.lr_warmup_iters must be >= 0, got {self.lr_warmup_iters}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.eval_interval is not None and self.eval_interval < 1:
+            raise ConfigError(f"train.eval_interval must be null or >= 1, got {self.eval_interval}")
+        if self.global_batch_size % self.micro_batch_size:
+            raise ConfigError(
+                f"train.global_batch_size ({self.global_batch_size}) must be divisible by train.micro_batch_size "
+                f"({self.micro_batch_size})"
+            )
+
+    def total_iters(self) -> int:
+        """Iterations to train: from ``train_tokens`` when set, else ``iters``."""
+        if self.train_tokens is not None:
+            return math.ceil(self.train_tokens / (self.global_batch_size * self.seq_length))
+        return self.iters
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Training data: megatron-core GPTDataset over weighted ``.bin/.idx`` prefixes, or mock data."""
+
+    mock: bool = True
+    """Use megatron-core's MockGPTDataset (no files needed); ignored when ``blend`` or ``blend_file`` is set."""
+    blend: list[Any] | None = None
+    """``[weight1, prefix1, weight2, prefix2, ...]`` or ``[prefix1, prefix2, ...]`` (equal weights)."""
+    blend_file: str | None = None
+    """JSON/YAML file with a ``blend`` list (written by ``megatron-agentic data mix``)."""
+    split: str = "98,2,0"
+    """train,valid,test split of every prefix (percentages or weights)."""
+    eval_sets: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Extra held-out sets ``{name: prefix}`` evaluated with the validation split."""
+    reset_position_ids: bool = False
+    """Restart position ids after every end-of-document token."""
+    reset_attention_mask: bool = False
+    """Block attention across end-of-document tokens."""
+    eod_mask_loss: bool = False
+    """Exclude end-of-document tokens from the loss."""
+    tokenizer: str = "qwen3"
+    """Tokenizer the data was made with: ``qwen3`` (EOD 151643, checks the vocabulary) or ``custom``
+    (EOD from ``eod_token_id``)."""
+    eod_token_id: int | None = None
+    """Override the end-of-document id (default from ``tokenizer``)."""
+    loader: str = "torch"
+    """``torch`` (DataLoader) or ``dali`` (``megatron_agentic.loaders.dali.build_dali_loader``)."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    cache_dir: str | None = None
+    """Where megatron-core caches dataset index files (default: next to the data)."""
+
+    def __post_init__(self) -> None:
+        if self.loader not in ("torch", "dali"):
+            raise ConfigError(f"data.loader must be torch or dali, got {self.loader!r}")
+        if self.tokenizer not in TOKENIZERS:
+            raise ConfigError(f"data.tokenizer must be one of {sorted(TOKENIZERS)}, got {self.tokenizer!r}")
+        if self.tokenizer == "custom" and self.eod_token_id is None:
+            raise ConfigError("data.tokenizer=custom needs data.eod_token_id")
+        parts = str(self.split).replace(" ", "").split(",")
+        try:
+            values = [float(p) for p in parts]
+        except ValueError:
+            raise ConfigError(f"data.split must be 'train,valid,test' numbers, got {self.split!r}") from None
+        if len(values) != 3 or any(v < 0 for v in values) or sum(values) <= 0:
+            raise ConfigError(f"data.split must be three non-negative numbers, got {self.split!r}")
+        if self.blend is not None:
+            if not isinstance(self.blend, list) or not self.blend:
+                raise ConfigError("data.blend must be a non-empty list")
+        if not isinstance(self.eval_sets, dict):
+            raise ConfigError("data.eval_sets must be a mapping {name: prefix}")
+
+    @property
+    def eod_id(self) -> int:
+        """End-of-document token id."""
+        return self.eod_token_id if self.eod_token_id is not None else TOKENIZERS[self.tokenizer]["eod"]
+
+    @property
+    def uses_files(self) -> bool:
+        """True when training reads indexed datasets rather than mock data."""
+        return self.blend is not None or self.blend_file is not None
+
+
+TOKENIZERS: dict[str, dict[str, int]] = {
+    "qwen3": {"eod": 151643, "vocab": 151669},
+    "custom": {"eod": -1, "vocab": 0},
+}
+"""Known tokenizers: end-of-document id and the number of ids they produce."""
+
+
+@dataclasses.dataclass
+class CheckpointConfig:
+    """megatron-core dist_checkpointing save/resume."""
+
+    dir: str | None = None
+    """Checkpoint directory (``iter_XXXXXXX`` subdirectories + ``latest``); resumed from automatically."""
+    interval: int | None = None
+    """Save every N iterations (and at the end); null: only at the end when ``dir`` is set."""
+    pretrained: str | None = None
+    """Checkpoint directory to initialise weights from when ``dir`` holds none (stage 2 from stage 1)."""
+    load_optimizer: bool = True
+    """Restore optimizer, scheduler, RNG and data position on resume (off: weights only)."""
+    save_final: bool = True
+    """Save at the end of training when ``dir`` is set."""
+
+    def __post_init__(self) -> None:
+        if self.interval is not None and (not isinstance(self.interval, int) or self.interval < 1):
+            raise ConfigError(f"checkpoint.interval must be null or an integer >= 1, got {self.interval!r}")
+
+
+@dataclasses.dataclass
+class LogConfig:
+    """Console, metrics.jsonl and TensorBoard logging."""
+
+    dir: str = "runs/train"
+    """Log directory (metrics.jsonl, summary.json, tensorboard/)."""
+    interval: int = 1
+    """Log every N iterations."""
+    tensorboard: bool = True
+    """Write TensorBoard event files under ``LOG_DIR/tensorboard``."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.interval, int) or self.interval < 1:
+            raise ConfigError(f"log.interval must be an integer >= 1, got {self.interval!r}")
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "parallel": ParallelConfig,
+    "train": TrainConfig,
+    "data": DataConfig,
+    "checkpoint": CheckpointConfig,
+    "log": LogConfig,
+}
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    """The whole training configuration."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    """Architecture."""
+    parallel: ParallelConfig = dataclasses.field(default_factory=ParallelConfig)
+    """Parallel layout."""
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    """Optimisation and schedule."""
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    """Data."""
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    """Checkpointing."""
+    log: LogConfig = dataclasses.field(default_factory=LogConfig)
+    """Logging."""
+    source: str = "<dict>"
+    """Where the configuration came from (for error messages)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict in the YAML schema (model overrides flattened under ``model``)."""
+        out: dict[str, Any] = {}
+        for name in SECTIONS:
+            section = dataclasses.asdict(getattr(self, name))
+            if name == "model":
+                section.update(section.pop("overrides"))
+            out[name] = section
+        return out
+
+    def validate(self, world_size: int) -> int:
+        """Check the layout against ``world_size`` before any process group starts; returns the DP size.
+
+        Raises ConfigError with a one-line message on the first problem.
+        """
+        p, arch, t = self.parallel, self.model.architecture(), self.train
+        dp = p.data_parallel_size(world_size)
+        if arch.num_attention_heads % p.tensor:
+            raise ConfigError(
+                f"model.num_attention_heads ({arch.num_attention_heads}) must be divisible by parallel.tensor ({p.tensor})"
+            )
+        if arch.num_query_groups % p.tensor:
+            raise ConfigError(
+                f"model.num_query_groups ({arch.num_query_groups}) must be divisible by parallel.tensor ({p.tensor})"
+            )
+        chunks = p.pipeline * (p.virtual_pipeline or 1)
+        if arch.num_layers % chunks:
+            raise ConfigError(
+                f"model.num_layers ({arch.num_layers}) must be divisible by parallel.pipeline"
+                f"{' * parallel.virtual_pipeline' if p.virtual_pipeline else ''} ({chunks})"
+            )
+        if p.virtual_pipeline is not None and p.pipeline < 2:
+            raise ConfigError("parallel.virtual_pipeline needs parallel.pipeline >= 2")
+        if arch.num_experts % p.expert:
+            raise ConfigError(
+                f"model.num_experts ({arch.num_experts}) must be divisible by parallel.expert ({p.expert})"
+            )
+        if (dp * p.context * p.tensor) % (p.expert * p.tensor):
+            raise ConfigError(
+                f"parallel.expert ({p.expert}) must divide data*context ({dp}*{p.context}) for world size {world_size}"
+            )
+        if p.context > 1 and t.seq_length % (2 * p.context):
+            raise ConfigError(
+                f"train.seq_length ({t.seq_length}) must be divisible by 2*parallel.context ({2 * p.context})"
+            )
+        if p.tensor > 1 and not p.use_sequence_parallel:
+            raise ConfigError("parallel.tensor > 1 with MoE needs sequence parallelism (parallel.sequence_parallel)")
+        if p.use_sequence_parallel and p.tensor == 1:
+            raise ConfigError("parallel.sequence_parallel=true needs parallel.tensor > 1")
+        if p.use_sequence_parallel and t.seq_length % p.tensor:
+            raise ConfigError(f"train.seq_length ({t.seq_length}) must be divisible by parallel.tensor ({p.tensor})")
+        if t.global_batch_size % (t.micro_batch_size * dp):
+            raise ConfigError(
+                f"train.global_batch_size ({t.global_batch_size}) must be divisible by micro_batch_size*data "
+                f"({t.micro_batch_size}*{dp})"
+            )
+        if arch.vocab_size % p.tensor:
+            raise ConfigError(f"model.vocab_size ({arch.vocab_size}) must be divisible by parallel.tensor ({p.tensor})")
+        if self.data.uses_files:
+            needed = TOKENIZERS[self.data.tokenizer]["vocab"]
+            if arch.vocab_size < needed:
+                raise ConfigError(
+                    f"model.vocab_size ({arch.vocab_size}) is smaller than the {self.data.tokenizer} tokenizer's "
+                    f"{needed} ids"
+                )
+        if self.data.uses_files and not 0 <= self.data.eod_id < arch.vocab_size:
+            raise ConfigError(
+                f"data.eod_token_id ({self.data.eod_id}) must be in [0, model.vocab_size={arch.vocab_size})"
+            )
+        if self.model.attention_backend == "local" and p.context > 1:
+            raise ConfigError("model.attention_backend=local cannot run parallel.context > 1; use triton or auto")
+        if t.exit_interval is not None and self.checkpoint.dir is None:
+            raise ConfigError("train.exit_interval needs checkpoint.dir")
+        return dp
+
+
+def _build_section(cls: type, values: dict[str, Any], section: str, source: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    if cls is ModelConfig:
+        known = {k: v for k, v in values.items() if k in names and k != "overrides"}
+        known["overrides"] = {k: v for k, v in values.items() if k not in names}
+        values = known
+    else:
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"{source}: unknown field(s) {section}.{', '.join(unknown)}; valid: {sorted(names)}")
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    except TypeError as exc:
+        raise ConfigError(f"{source}: section {section}: {exc}") from None
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> TrainingConfig:
+    """Build a validated TrainingConfig from a nested dict in the YAML schema."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of sections {sorted(SECTIONS)}")
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown section(s) {unknown}; valid: {sorted(SECTIONS)}")
+    sections = {}
+    for name, cls in SECTIONS.items():
+        values = raw.get(name) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section {name} must be a mapping")
+        sections[name] = _build_section(cls, dict(values), name, source)
+    return TrainingConfig(**sections, source=source)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Parse ``section.key=value`` (value as YAML: numbers, booleans, null, lists)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE (e.g. parallel.tensor=2)")
+    key, _, text = item.partition("=")
+    path = key.strip().split(".")
+    if len(path) != 2 or not all(path):
+        raise ConfigError(f"--set {item!r}: key must be SECTION.FIELD (e.g. train.iters)")
+    if path[0] not in SECTIONS:
+        raise ConfigError(f"--set {item!r}: unknown section {path[0]!r}; valid: {sorted(SECTIONS)}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML: {exc}") from None
+    return path, value
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> TrainingConfig:
+    """Read a YAML config (or start from defaults when ``path`` is None) and apply ``--set`` overrides in order."""
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{source}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: top level must be a mapping of sections {sorted(SECTIONS)}")
+    for item in overrides or []:
+        (section, key), value = parse_override(item)
+        current = raw.setdefault(section, {})
+        if current is None:
+            current = raw[section] = {}
+        current[key] = value
+    return config_from_dict(raw, source)
+
+
+def load_blend_file(path: str) -> list[Any]:
+    """The ``blend`` list of a JSON/YAML blend file (written by ``megatron-agentic data mix``)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"data.blend_file {path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"data.blend_file {path}: invalid JSON/YAML: {exc}") from None
+    blend = data.get("blend") if isinstance(data, dict) else None
+    if not isinstance(blend, list) or not blend:
+        raise ConfigError(f"data.blend_file {path}: needs a non-empty 'blend' list")
+    return blend
+
+
+def parse_blend(blend: list[Any], where: str = "data.blend") -> tuple[list[str], list[float] | None]:
+    """Split ``[w1, p1, w2, p2, ...]`` or ``[p1, p2, ...]`` into (prefixes, weights or None)."""
+    if all(isinstance(x, str) for x in blend):
+        return [str(x) for x in blend], None
+    if len(blend) % 2:
+        raise ConfigError(f"{where}: expected [weight, prefix, weight, prefix, ...], got an odd-length list")
+    weights, prefixes = [], []
+    for i in range(0, len(blend), 2):
+        w, p = blend[i], blend[i + 1]
+        if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0 or not isinstance(p, str):
+            raise ConfigError(f"{where}: item {i // 2}: expected a weight >= 0 then a prefix, got {w!r}, {p!r}")
+        weights.append(float(w))
+        prefixes.append(p)
+    if sum(weights) <= 0:
+        raise ConfigError(f"{where}: weights sum to 0")
+    return prefixes, weights

@@ -1,0 +1,183 @@
+"""``megatron-agentic doctor``: what this machine has and which code paths training will take.
+
+Reports the GPUs, CUDA/NCCL, Transformer Engine, Apex, DALI, Triton (driver or interpreter),
+megatron-core, transformers, and the resulting choices: platform (CUDA+NCCL or CPU+gloo with
+redirections), attention backend without and with context parallelism, MoE token dispatcher, precision,
+batch loader. ``--json`` for machines; ``--require-gpu`` exits 1 without a usable GPU (container checks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import json
+import os
+import sys
+from typing import Any
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _imports(module: str) -> tuple[bool, str]:
+    try:
+        importlib.import_module(module)
+        return True, ""
+    except Exception as exc:  # noqa: BLE001 - any import failure means "not usable"
+        return False, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:160]
+
+
+def gpu_report() -> dict[str, Any]:
+    """CUDA devices, CUDA/NCCL versions (empty device list on CPU-only machines)."""
+    import torch
+
+    info: dict[str, Any] = {
+        "torch": torch.__version__,
+        "cuda_build": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "devices": [],
+        "nccl": None,
+        "bf16": False,
+    }
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            info["devices"].append(
+                {
+                    "index": i,
+                    "name": props.name,
+                    "memory_gib": round(props.total_memory / 2**30, 1),
+                    "capability": f"{props.major}.{props.minor}",
+                }
+            )
+        info["bf16"] = torch.cuda.is_bf16_supported()
+        try:
+            info["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+        except Exception:  # noqa: BLE001
+            info["nccl"] = None
+    info["distributed_backends"] = [
+        b for b in ("nccl", "gloo") if getattr(torch.distributed, f"is_{b}_available", lambda: False)()
+    ]
+    return info
+
+
+def library_report() -> dict[str, dict[str, Any]]:
+    """Availability and version of the optional and required libraries."""
+    libs = {
+        "megatron-core": ("megatron.core", "megatron-core"),
+        "transformer-engine": ("transformer_engine.pytorch", "transformer-engine"),
+        "apex": ("apex", "apex"),
+        "nvidia-dali": ("nvidia.dali", "nvidia-dali-cuda120"),
+        "triton": ("triton", "triton"),
+        "transformers": ("transformers", "transformers"),
+    }
+    out = {}
+    for name, (module, dist) in libs.items():
+        ok, error = _imports(module)
+        version = _version(dist)
+        if name == "transformer-engine" and version is None:
+            version = _version("transformer_engine")
+        if name == "nvidia-dali" and version is None:
+            version = _version("nvidia-dali-cuda110") or _version("nvidia-dali-cuda130")
+        out[name] = {"available": ok, "version": version, "error": error or None}
+    return out
+
+
+def code_paths(gpu: dict[str, Any], libs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The implementation choices ``megatron-agentic train`` makes on this machine."""
+    from megatron_agentic.models.qwen3_moe.spec import resolve_attention_backend
+    from megatron_agentic.platform import cuda_available
+
+    cuda = cuda_available()
+    te = libs["transformer-engine"]["available"] and cuda
+    triton_mode = "none"
+    if libs["triton"]["available"]:
+        triton_mode = "GPU driver" if cuda else "interpreter (TRITON_INTERPRET=1; tests and demos only)"
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        triton_mode = "interpreter (TRITON_INTERPRET=1 set)"
+    paths = {
+        "platform": "CUDA + NCCL" if cuda else "CPU + gloo (megatron-core CPU redirections active)",
+        "attention (CP=1)": resolve_attention_backend("auto", 1, te),
+        "attention (CP>1, 128K)": resolve_attention_backend("auto", 2, te),
+        "layer spec": "Transformer Engine spec (grouped-GEMM experts)"
+        if te
+        else "local spec (SequentialMLP experts, SP RMSNorm)",
+        "MoE token dispatcher": "alltoall" if cuda else "allgather",
+        "precision (train.precision=auto)": "bf16" if cuda and gpu.get("bf16", False) else "fp32",
+        "fused optimizer / norms": "Apex / TE" if (libs["apex"]["available"] or te) else "torch fallbacks",
+        "triton kernels": triton_mode,
+        "batch loader": "torch (default); dali available"
+        if libs["nvidia-dali"]["available"]
+        else "torch (dali not installed)",
+        "checkpoint conversion": "available"
+        if libs["transformers"]["available"]
+        else "safetensors only (no transformers)",
+    }
+    if os.environ.get("MEGATRON_AGENTIC_FORCE_CPU") == "1":
+        paths["platform"] += " [MEGATRON_AGENTIC_FORCE_CPU=1]"
+    return paths
+
+
+def collect() -> dict[str, Any]:
+    """The whole report as a dict."""
+    gpu = gpu_report()
+    libs = library_report()
+    return {"python": sys.version.split()[0], "gpu": gpu, "libraries": libs, "code_paths": code_paths(gpu, libs)}
+
+
+def _render(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    gpu = report["gpu"]
+    t = Table(title="megatron-agentic doctor", show_header=False)
+    t.add_column("item")
+    t.add_column("value")
+    t.add_row("python / torch", f"{report['python']} / {gpu['torch']} (CUDA build {gpu['cuda_build']})")
+    if gpu["devices"]:
+        names = {d["name"] for d in gpu["devices"]}
+        t.add_row(
+            "GPUs",
+            f"{len(gpu['devices'])} x {', '.join(sorted(names))} ({gpu['devices'][0]['memory_gib']} GiB, "
+            f"sm_{gpu['devices'][0]['capability'].replace('.', '')})",
+        )
+        t.add_row("NCCL", str(gpu["nccl"]))
+    else:
+        t.add_row("GPUs", "none (CPU only)")
+    t.add_row("distributed backends", ", ".join(gpu["distributed_backends"]))
+    for name, lib in report["libraries"].items():
+        status = f"[green]yes[/] {lib['version'] or ''}" if lib["available"] else f"[yellow]no[/] {lib['error'] or ''}"
+        t.add_row(name, status)
+    for name, value in report["code_paths"].items():
+        t.add_row(f"-> {name}", value)
+    console.print(t)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(prog="megatron-agentic doctor", description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--require-gpu", action="store_true", help="exit 1 when no CUDA GPU is usable")
+    args = parser.parse_args(argv)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = collect()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _render(report)
+    if args.require_gpu and not report["gpu"]["devices"]:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Alternative training batch loaders (``data.loader``): ``dali`` (optional extra ``[dali]``)."""

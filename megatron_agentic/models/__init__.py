@@ -1,0 +1,1 @@
+"""Model families trained by megatron-agentic (one folder per family)."""

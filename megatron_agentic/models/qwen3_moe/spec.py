@@ -1,0 +1,154 @@
+"""Layer spec for Qwen3-MoE: megatron-core's TE spec when Transformer Engine imports, its local spec otherwise.
+
+The local spec is megatron-core's ``get_gpt_layer_local_spec`` with two swaps made through the public
+``ModuleSpec`` extension point: the norms become :class:`SequenceParallelRMSNorm` (so TP > 1 with MoE,
+which needs sequence parallelism, works without TE), and ``core_attention`` becomes the Triton ring
+attention (``kernels.megatron_attention.TritonAttention``) when the ``triton`` attention backend is chosen.
+Parameter names are megatron-core's standard ones (``decoder.layers.N.self_attention.linear_qkv.weight``,
+``decoder.layers.N.mlp.experts.local_experts.E.linear_fc1.weight``, ``decoder.layers.N.mlp.router.weight``, ...).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import logging
+from typing import Any
+
+import torch
+from megatron.core.transformer.spec_utils import ModuleSpec
+from megatron.core.transformer.transformer_block import TransformerBlockSubmodules
+
+from megatron_agentic.models.qwen3_moe.norm import SequenceParallelRMSNorm
+
+logger = logging.getLogger(__name__)
+
+ATTENTION_BACKENDS = ("auto", "local", "te", "triton")
+"""Values of ``model.attention_backend``."""
+
+
+def resolve_attention_backend(requested: str, context_parallel: int, te_available: bool) -> str:
+    """Concrete attention backend (``local``, ``te`` or ``triton``) for a requested one.
+
+    ``auto`` picks ``te`` when Transformer Engine imports, else ``triton`` when context parallelism is on
+    (megatron-core's local attention cannot do CP), else ``local``.
+    """
+    if requested not in ATTENTION_BACKENDS:
+        raise ValueError(f"model.attention_backend must be one of {ATTENTION_BACKENDS}, got {requested!r}")
+    if requested == "auto":
+        if te_available:
+            return "te"
+        return "triton" if context_parallel > 1 else "local"
+    if requested == "te" and not te_available:
+        raise ValueError("model.attention_backend=te needs Transformer Engine, which does not import here")
+    if requested == "local" and context_parallel > 1:
+        raise ValueError(
+            "model.attention_backend=local cannot run parallel.context > 1 (megatron-core's local attention "
+            "asserts CP == 1); use triton or auto"
+        )
+    return requested
+
+
+def triton_attention_class() -> type:
+    """Import ``kernels.megatron_attention.TritonAttention`` lazily (the kernels package owns it)."""
+    try:
+        module = importlib.import_module("kernels.megatron_attention")
+    except ImportError as exc:
+        raise RuntimeError(
+            "model.attention_backend=triton needs kernels.megatron_attention.TritonAttention, which does not import: "
+            f"{exc}"
+        ) from exc
+    return module.TritonAttention
+
+
+def seeded_layer_class(base: type) -> type:
+    """Subclass of a megatron-core transformer layer class that reseeds the CPU RNG before building itself.
+
+    With ``use_cpu_initialization`` every weight is drawn from the CPU generator; reseeding with the
+    layer's *global* number makes the initial weights independent of the pipeline layout (and, as
+    megatron-core initialises full weights before splitting them, of the tensor-parallel size), so
+    runs with different layouts start from the same model.
+    """
+
+    class SeededTransformerLayer(base):  # type: ignore[misc, valid-type]
+        def __init__(self, config: Any, submodules: Any, layer_number: int = 1, *args: Any, **kwargs: Any) -> None:
+            init_seed = kwargs.pop("init_seed", None)
+            if init_seed is not None and config.use_cpu_initialization and config.perform_initialization:
+                from megatron.core.transformer.transformer_layer import get_transformer_layer_offset
+
+                global_number = layer_number + get_transformer_layer_offset(config, vp_stage=kwargs.get("vp_stage"))
+                torch.manual_seed((int(init_seed) * 100_003 + global_number) % (2**63))
+            super().__init__(config, submodules, layer_number, *args, **kwargs)
+
+    SeededTransformerLayer.__name__ = SeededTransformerLayer.__qualname__ = f"Seeded{base.__name__}"
+    return SeededTransformerLayer
+
+
+def qwen3_moe_layer_spec(
+    backend: str, num_experts: int, qk_layernorm: bool = True, init_seed: int | None = None
+) -> ModuleSpec:
+    """Transformer layer spec for a Qwen3-MoE layer with the given concrete attention backend.
+
+    ``backend`` is ``te`` (megatron-core's Transformer Engine spec, grouped-GEMM experts), ``local``
+    (megatron-core's local spec with our SP-capable RMSNorm, SequentialMLP experts) or ``triton``
+    (the local or TE spec, by availability of TE, with Triton ring attention as ``core_attention``).
+    ``init_seed`` makes initialisation layout-independent (see :func:`seeded_layer_class`).
+    """
+    from megatron.core.models.gpt.gpt_layer_specs import (
+        get_gpt_layer_local_spec,
+        get_gpt_layer_with_transformer_engine_spec,
+    )
+
+    from megatron_agentic.platform import has_transformer_engine
+
+    use_te = backend == "te" or (backend == "triton" and has_transformer_engine())
+    if use_te:
+        spec = get_gpt_layer_with_transformer_engine_spec(
+            num_experts=num_experts, moe_grouped_gemm=True, qk_layernorm=qk_layernorm
+        )
+    else:
+        spec = copy.deepcopy(
+            get_gpt_layer_local_spec(num_experts=num_experts, qk_layernorm=qk_layernorm, normalization="RMSNorm")
+        )
+        sub = spec.submodules
+        sub.input_layernorm = SequenceParallelRMSNorm
+        sub.pre_mlp_layernorm = SequenceParallelRMSNorm
+        if qk_layernorm:
+            sub.self_attention.submodules.q_layernorm = SequenceParallelRMSNorm
+            sub.self_attention.submodules.k_layernorm = SequenceParallelRMSNorm
+    if backend == "triton":
+        spec.submodules.self_attention.submodules.core_attention = triton_attention_class()
+    if init_seed is not None:
+        spec.module = seeded_layer_class(spec.module)
+        spec.params = dict(spec.params or {}, init_seed=init_seed)
+    logger.debug("qwen3-moe layer spec: backend=%s te=%s", backend, use_te)
+    return spec
+
+
+def qwen3_moe_block_spec(
+    config: Any,
+    backend: str,
+    num_experts: int,
+    qk_layernorm: bool = True,
+    vp_stage: int | None = None,
+    init_seed: int | None = None,
+) -> TransformerBlockSubmodules:
+    """Decoder block spec for this pipeline stage: its layers plus the final norm.
+
+    With the local spec the final norm is :class:`SequenceParallelRMSNorm` too (megatron-core's default
+    for a bare layer spec would be the torch norm, which refuses sequence parallelism).
+    """
+    from megatron.core.transformer.transformer_block import get_num_layers_to_build
+    from megatron.core.transformer.transformer_layer import get_transformer_layer_offset
+
+    layer_spec = qwen3_moe_layer_spec(backend, num_experts=num_experts, qk_layernorm=qk_layernorm, init_seed=init_seed)
+    n = get_num_layers_to_build(config, vp_stage=vp_stage)
+    offset = get_transformer_layer_offset(config, vp_stage=vp_stage)
+    layer_specs = [layer_spec] * config.num_layers
+    if layer_spec.submodules.input_layernorm is SequenceParallelRMSNorm:
+        final_norm: Any = SequenceParallelRMSNorm
+    else:
+        from megatron.core.extensions.transformer_engine import TENorm
+
+        final_norm = TENorm
+    return TransformerBlockSubmodules(layer_specs=layer_specs[offset : offset + n], layer_norm=final_norm)

@@ -1,0 +1,569 @@
+"""``megatron-agentic plan``: validate a parallel layout and estimate memory, step time and GPU-hours.
+
+The estimates follow megatron-core's sharding rules for a Qwen3-MoE ``GPTModel``:
+
+* **Parameters per GPU.** Attention, embedding and output layers are split over tensor parallelism (TP);
+  norms and the router are replicated; experts are split over expert parallelism (EP) and expert-tensor
+  parallelism (ETP, megatron-core's default: ETP = TP); layers over pipeline stages (PP). The first stage
+  holds the embedding, the last the output layer and final norm.
+* **Weights, gradients, optimizer.** bf16 weights (2 B), fp32 gradient buffers (4 B), and with the
+  distributed optimizer fp32 master weights + Adam moments (12 B) sharded over the data-parallel group
+  (DP x CP for dense parameters, the expert-data-parallel group world / (ETP x EP x PP) for experts).
+  fp32 training keeps no master copy (8 B of moments).
+* **Activations** (bytes per token per layer, flash attention, sequence parallelism dividing the
+  token-sharded tensors by TP, context parallelism dividing tokens by CP): norms and residuals
+  ``3 h``, query/key/value through QK-norm and RoPE plus the attention output ``d (4 n_q + 4 n_kv)``,
+  softmax statistics ``4 n_q`` (fp32), router logits/probabilities ``8 E`` (fp32), and ``k x ETP``
+  routed copies of each token through the experts ``2 h + 3 f / ETP``. The unfused ``local`` attention
+  backend adds the ``n_q s^2`` score and probability matrices. Full recompute keeps only each layer's input
+  plus one layer's working set. With 1F1B the first stage holds ``PP`` micro-batches in flight
+  (interleaved: ``L (1 + (PP-1)/(PP V))`` layers' worth), the last stage adds the logits
+  (bf16 plus the fp32 copy of the vocabulary-parallel cross entropy).
+* **Time.** Model FLOPs per token ``6 (N_active - N_embedding) + 6 L s n_q d`` (causal attention), at the
+  recipe's assumed MFU of the GPU's dense bf16 peak.
+
+These are estimates (typically within ~15% of measured peaks); the unit tests check the parameter
+counts against megatron-core's own modules. ``plan`` rejects layouts whose estimate exceeds the GPU memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import sys
+from typing import Any
+
+from megatron_agentic.models.qwen3_moe.presets import ModelPreset
+from megatron_agentic.recipes import (
+    PlanAssumptions,
+    RecipeError,
+    apply_overrides,
+    load_recipe,
+    plan_assumptions,
+    training_config,
+)
+
+GIB = float(1 << 30)
+
+
+@dataclasses.dataclass
+class Layout:
+    """A resolved parallel layout over ``world`` GPUs."""
+
+    world: int
+    """Total GPUs."""
+    tensor: int = 1
+    """Tensor-parallel size (TP)."""
+    pipeline: int = 1
+    """Pipeline-parallel size (PP)."""
+    expert: int = 1
+    """Expert-parallel size (EP)."""
+    expert_tensor: int | None = None
+    """Expert-tensor-parallel size (ETP); None: equal to TP, as in megatron-core."""
+    context: int = 1
+    """Context-parallel size (CP)."""
+    virtual_pipeline: int | None = None
+    """Model chunks per pipeline rank (interleaved 1F1B)."""
+    sequence_parallel: bool = False
+    """Sequence parallelism (required when TP > 1 with MoE)."""
+
+    def __post_init__(self) -> None:
+        for name in ("world", "tensor", "pipeline", "expert", "context"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"layout.{name} must be an integer >= 1, got {value!r}")
+        if self.expert_tensor is None:
+            self.expert_tensor = self.tensor
+
+    @property
+    def data(self) -> int:
+        """Data-parallel size: world / (TP x PP x CP)."""
+        return self.world // (self.tensor * self.pipeline * self.context)
+
+    @property
+    def expert_data(self) -> int:
+        """Expert-data-parallel size: world / (ETP x EP x PP)."""
+        return self.world // (self.expert_tensor * self.expert * self.pipeline)
+
+
+@dataclasses.dataclass
+class ParamBreakdown:
+    """Parameter counts of one Qwen3-MoE model by component (full model, unsharded)."""
+
+    embedding: int
+    """Input embedding (V x h)."""
+    output_layer: int
+    """Output projection (V x h; 0 when tied)."""
+    final_norm: int
+    """Final RMSNorm."""
+    attention_per_layer: int
+    """QKV + output projection of one layer (TP-split)."""
+    replicated_per_layer: int
+    """Norms (input, pre-MLP, QK) and router of one layer (replicated over TP)."""
+    expert: int
+    """One expert (SwiGLU fc1 + fc2)."""
+    num_layers: int
+    """Transformer layers."""
+    num_experts: int
+    """Experts per layer."""
+    topk: int
+    """Experts per token."""
+
+    @property
+    def total(self) -> int:
+        """All parameters."""
+        per_layer = self.attention_per_layer + self.replicated_per_layer + self.num_experts * self.expert
+        return self.embedding + self.output_layer + self.final_norm + self.num_layers * per_layer
+
+    @property
+    def active(self) -> int:
+        """Parameters used per token (top-k experts), embeddings included."""
+        per_layer = self.attention_per_layer + self.replicated_per_layer + self.topk * self.expert
+        return self.embedding + self.output_layer + self.final_norm + self.num_layers * per_layer
+
+
+def param_breakdown(arch: ModelPreset) -> ParamBreakdown:
+    """Per-component parameter counts of ``arch`` (megatron-core local/TE spec, no biases)."""
+    h, d = arch.hidden_size, arch.kv_channels
+    qkv = (arch.num_attention_heads + 2 * arch.num_query_groups) * d * h
+    proj = arch.num_attention_heads * d * h
+    norms = 2 * h + (2 * d if arch.qk_layernorm else 0)
+    return ParamBreakdown(
+        embedding=arch.vocab_size * h,
+        output_layer=arch.vocab_size * h if arch.untie_embeddings_and_output_weights else 0,
+        final_norm=h,
+        attention_per_layer=qkv + proj,
+        replicated_per_layer=norms + arch.num_experts * h,
+        expert=3 * h * arch.moe_ffn_hidden_size,
+        num_layers=arch.num_layers,
+        num_experts=arch.num_experts,
+        topk=arch.moe_router_topk,
+    )
+
+
+def params_per_rank(arch: ModelPreset, layout: Layout, first: bool = True, last: bool = True) -> dict[str, int]:
+    """Parameters held by one GPU of a pipeline stage: ``dense`` (DP-sharded) and ``expert`` (EDP-sharded).
+
+    ``first``/``last`` say whether the stage holds the embedding / the output layer and final norm.
+    """
+    b = param_breakdown(arch)
+    tp, etp = layout.tensor, layout.expert_tensor or layout.tensor
+    layers = arch.num_layers // layout.pipeline
+    dense = layers * (b.attention_per_layer // tp + b.replicated_per_layer)
+    if first:
+        dense += b.embedding // tp
+    if last:
+        dense += b.output_layer // tp + b.final_norm
+    expert = layers * (arch.num_experts // layout.expert) * (b.expert // etp)
+    return {"dense": dense, "expert": expert}
+
+
+def activation_bytes_per_layer(
+    arch: ModelPreset, layout: Layout, seq_length: int, micro_batch: int, act_bytes: int, local_attention: bool
+) -> float:
+    """Activation bytes one layer saves for backward for one micro-batch on one GPU."""
+    h, d, nq, nkv = arch.hidden_size, arch.kv_channels, arch.num_attention_heads, arch.num_query_groups
+    tp, etp = layout.tensor, layout.expert_tensor or layout.tensor
+    tokens = seq_length * micro_batch / layout.context
+    tok_sp = tokens / tp if layout.sequence_parallel else tokens
+    head_tp = 1.0 / tp
+    dense = tok_sp * 3 * h * act_bytes  # residual/norm inputs and outputs
+    attn = tokens * head_tp * (d * (4 * nq + 4 * nkv) * act_bytes + 4 * nq)
+    if local_attention:
+        kv_len = seq_length  # unfused attention: scores and probabilities over the whole (local) sequence
+        attn += micro_batch * nq * head_tp * (seq_length / layout.context) * kv_len * 2 * act_bytes
+    router = tok_sp * 8 * arch.num_experts
+    routed = tok_sp * arch.moe_router_topk * etp
+    experts = routed * (2 * h + 3 * arch.moe_ffn_hidden_size / etp) * act_bytes
+    return dense + attn + router + experts
+
+
+def flops_per_token(arch: ModelPreset, seq_length: int) -> float:
+    """Model training FLOPs per token (forward + backward, causal attention, no recompute)."""
+    b = param_breakdown(arch)
+    matmul = b.active - b.embedding - b.final_norm
+    attention = 6 * arch.num_layers * seq_length * arch.num_attention_heads * arch.kv_channels
+    return 6.0 * matmul + attention
+
+
+@dataclasses.dataclass
+class PlanResult:
+    """Everything ``plan`` reports."""
+
+    recipe: str
+    """Recipe name or path."""
+    nodes: int
+    """Nodes planned for."""
+    gpus_per_node: int
+    """GPUs per node."""
+    layout: Layout
+    """Resolved parallel layout."""
+    recompute: bool
+    """Full activation recompute (``model.recompute``)."""
+    total_params: int
+    """All parameters of the model."""
+    active_params: int
+    """Parameters used per token (top-k experts, embeddings included)."""
+    params_per_gpu: int
+    """Parameters held by one GPU of the first pipeline stage."""
+    memory: dict[str, float]
+    """Per-GPU memory estimate in GiB by category (and ``total``)."""
+    memory_gib_per_gpu: float
+    """Estimated peak memory of the most loaded GPU in GiB."""
+    fits: bool
+    """Whether the estimate is within the GPU memory."""
+    iterations: int
+    """Optimizer steps: ceil(train_tokens / tokens_per_step)."""
+    tokens_per_step: int
+    """global_batch_size * seq_length."""
+    train_tokens: int
+    """Token budget of the stage."""
+    flops_per_token: float
+    """Model training FLOPs per token."""
+    step_time_s: float
+    """Estimated seconds per optimizer step at the assumed MFU."""
+    gpu_hours: float
+    """Estimated GPU-hours for the whole budget."""
+    wall_hours: float
+    """Estimated wall-clock hours on ``nodes`` nodes."""
+    errors: list[str]
+    """Problems that prevent the run (non-empty: ``plan`` exits 1)."""
+    warnings: list[str]
+    """Things worth knowing that do not prevent the run."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        out = dataclasses.asdict(self)
+        out["layout"]["data"] = self.layout.data
+        out["layout"]["expert_data"] = self.layout.expert_data
+        return out
+
+
+def estimate_memory(
+    arch: ModelPreset,
+    layout: Layout,
+    *,
+    seq_length: int,
+    micro_batch: int,
+    num_microbatches: int,
+    precision: str,
+    recompute: bool,
+    distributed_optimizer: bool,
+    local_attention: bool,
+    overhead_gib: float,
+) -> dict[str, float]:
+    """Per-GPU memory in GiB by category for the most loaded pipeline stage (first or last)."""
+    param_bytes = 2 if precision == "bf16" else 4
+    opt_bytes = 12 if precision == "bf16" else 8
+    pp = layout.pipeline
+    per_layer = activation_bytes_per_layer(arch, layout, seq_length, micro_batch, param_bytes, local_attention)
+    layer_input = seq_length * micro_batch / layout.context * arch.hidden_size * param_bytes
+    if layout.sequence_parallel:
+        layer_input /= layout.tensor
+    layers_per_stage = arch.num_layers // pp
+    if pp == 1:
+        inflight_layers = float(layers_per_stage)
+    elif layout.virtual_pipeline:
+        inflight_layers = arch.num_layers * (1 + (pp - 1) / (pp * layout.virtual_pipeline))
+    else:
+        inflight_layers = float(layers_per_stage * min(pp, num_microbatches))
+    if recompute:
+        first_acts = inflight_layers * layer_input + per_layer
+        last_acts = layers_per_stage * layer_input + per_layer
+    else:
+        first_acts = inflight_layers * per_layer
+        last_acts = layers_per_stage * per_layer
+    tokens = seq_length * micro_batch / layout.context
+    # logits in the training dtype; with bf16 the vocabulary-parallel cross entropy adds an fp32 copy
+    logits = tokens * arch.vocab_size / layout.tensor * (param_bytes + (4 if param_bytes < 4 else 0))
+    dense_shard = max(layout.data, 1) * layout.context if distributed_optimizer else 1
+    expert_shard = max(layout.expert_data, 1) if distributed_optimizer else 1
+
+    def stage(first: bool, last: bool, acts: float) -> dict[str, float]:
+        p = params_per_rank(arch, layout, first=first, last=last)
+        n = p["dense"] + p["expert"]
+        return {
+            "weights": n * param_bytes / GIB,
+            "gradients": n * 4 / GIB,
+            "optimizer": (p["dense"] * opt_bytes / dense_shard + p["expert"] * opt_bytes / expert_shard) / GIB,
+            "activations": acts / GIB,
+            "logits": (logits if last else 0.0) / GIB,
+            "overhead": overhead_gib,
+        }
+
+    candidates = [stage(True, pp == 1, first_acts)]
+    if pp > 1:
+        candidates.append(stage(False, True, last_acts))
+    worst = max(candidates, key=lambda m: sum(m.values()))
+    worst["total"] = sum(worst.values())
+    return worst
+
+
+def make_plan(
+    recipe_name: str,
+    nodes: int | None = None,
+    gpus_per_node: int | None = None,
+    overrides: list[str] | None = None,
+) -> PlanResult:
+    """Validate the recipe's layout on ``nodes`` x ``gpus_per_node`` GPUs and estimate memory and time."""
+    return plan_recipe(load_recipe(recipe_name, overrides), recipe_name, nodes, gpus_per_node)
+
+
+def plan_recipe(
+    recipe: dict[str, Any], recipe_name: str, nodes: int | None = None, gpus_per_node: int | None = None
+) -> PlanResult:
+    """:func:`make_plan` for an already resolved recipe dict."""
+    assume: PlanAssumptions = plan_assumptions(recipe)
+    nodes = nodes or assume.nodes
+    gpus_per_node = gpus_per_node or assume.gpus_per_node
+    cfg = training_config(recipe, source=recipe_name)
+    arch, par, train = cfg.model.architecture(), cfg.parallel, cfg.train
+    world = nodes * gpus_per_node
+    errors: list[str] = []
+    warnings: list[str] = []
+    try:
+        cfg.validate(world)
+    except ValueError as exc:
+        errors.append(str(exc))
+    layout = Layout(
+        world=world,
+        tensor=par.tensor,
+        pipeline=par.pipeline,
+        expert=par.expert,
+        context=par.context,
+        virtual_pipeline=par.virtual_pipeline,
+        sequence_parallel=par.use_sequence_parallel,
+    )
+    precision = train.precision if train.precision != "auto" else "bf16"
+    dp = max(layout.data, 1)
+    num_mb = max(train.global_batch_size // (train.micro_batch_size * dp), 1)
+    if layout.pipeline > 1 and num_mb < layout.pipeline:
+        warnings.append(f"{num_mb} micro-batches per step < PP={layout.pipeline}: pipeline bubbles dominate")
+    local_attention = cfg.model.attention_backend == "local"
+    memory = estimate_memory(
+        arch,
+        layout,
+        seq_length=train.seq_length,
+        micro_batch=train.micro_batch_size,
+        num_microbatches=num_mb,
+        precision=precision,
+        recompute=cfg.model.recompute,
+        distributed_optimizer=train.distributed_optimizer,
+        local_attention=local_attention,
+        overhead_gib=assume.overhead_gib,
+    )
+    fits = memory["total"] <= assume.gpu_memory_gib
+    if not fits:
+        hint = "" if cfg.model.recompute else "; try model.recompute=true"
+        errors.append(
+            f"estimated {memory['total']:.1f} GiB per GPU exceeds {assume.gpu_memory_gib:g} GiB "
+            f"(activations {memory['activations']:.1f}, logits {memory['logits']:.1f}){hint}; "
+            "raise parallel.tensor/context/pipeline/expert or lower train.micro_batch_size"
+        )
+    breakdown = param_breakdown(arch)
+    tokens_per_step = train.global_batch_size * train.seq_length
+    iterations = train.total_iters()
+    train_tokens = train.train_tokens if train.train_tokens is not None else iterations * tokens_per_step
+    if train.train_tokens is not None and train.train_tokens % tokens_per_step:
+        warnings.append(
+            f"train_tokens {train.train_tokens:,} is not a multiple of {tokens_per_step:,} tokens per step: "
+            f"{iterations:,} iterations train {iterations * tokens_per_step:,} tokens"
+        )
+    if train.lr_decay_iters is not None and train.lr_decay_iters > iterations:
+        warnings.append(f"train.lr_decay_iters ({train.lr_decay_iters}) > iterations ({iterations})")
+    if train.lr_warmup_iters >= max(iterations, 1):
+        errors.append(f"train.lr_warmup_iters ({train.lr_warmup_iters}) >= iterations ({iterations})")
+    fpt = flops_per_token(arch, train.seq_length)
+    per_gpu_flops = assume.peak_tflops * 1e12 * assume.mfu
+    step_time = tokens_per_step * fpt / (world * per_gpu_flops)
+    gpu_hours = iterations * step_time * world / 3600.0
+    per_rank = params_per_rank(arch, layout, first=True, last=layout.pipeline == 1)
+    return PlanResult(
+        recipe=recipe_name,
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        layout=layout,
+        recompute=cfg.model.recompute,
+        total_params=breakdown.total,
+        active_params=breakdown.active,
+        params_per_gpu=per_rank["dense"] + per_rank["expert"],
+        memory={k: round(v, 3) for k, v in memory.items()},
+        memory_gib_per_gpu=round(memory["total"], 3),
+        fits=fits,
+        iterations=iterations,
+        tokens_per_step=tokens_per_step,
+        train_tokens=int(train_tokens),
+        flops_per_token=fpt,
+        step_time_s=step_time,
+        gpu_hours=gpu_hours,
+        wall_hours=iterations * step_time / 3600.0,
+        errors=errors,
+        warnings=warnings,
+    )
+
+
+SEARCH_SPACE: dict[str, tuple[int, ...]] = {
+    "tensor": (1, 2, 4, 8),
+    "context": (1, 2, 4, 8, 16, 32),
+    "pipeline": (1, 2, 4, 8),
+    "expert": (1, 2, 4, 8, 16, 32, 64),
+}
+"""Sizes ``plan --search`` tries for each parallel dimension."""
+
+
+def search_layouts(
+    recipe_name: str,
+    nodes: int | None = None,
+    gpus_per_node: int | None = None,
+    overrides: list[str] | None = None,
+    top: int = 10,
+) -> list[PlanResult]:
+    """Layouts of the recipe that pass validation and fit in memory, best first (heuristic ranking).
+
+    Tries every combination of :data:`SEARCH_SPACE` (TP within a node) with and without full recompute.
+    Ranking: no recompute first (it costs a third more compute), then at least 10% memory headroom, then the
+    smallest TP x CP x PP (least communication on the critical path), then the smallest EP, then the lowest
+    memory. The step-time model does not distinguish layouts, so this ranks by what usually matters, not by a
+    simulated step time.
+    """
+    base = load_recipe(recipe_name, overrides)
+    gpn = gpus_per_node or plan_assumptions(base).gpus_per_node
+    limit = plan_assumptions(base).gpu_memory_gib
+    found = []
+    for tp, cp, pp, ep, recompute in itertools.product(
+        *(SEARCH_SPACE[k] for k in ("tensor", "context", "pipeline", "expert")), (False, True)
+    ):
+        if tp > gpn:
+            continue
+        candidate = apply_overrides(
+            base,
+            [
+                f"parallel.tensor={tp}",
+                f"parallel.context={cp}",
+                f"parallel.pipeline={pp}",
+                f"parallel.expert={ep}",
+                f"model.recompute={str(recompute).lower()}",
+                "parallel.virtual_pipeline=null",
+            ],
+        )
+        try:
+            result = plan_recipe(candidate, recipe_name, nodes, gpn)
+        except RecipeError:
+            continue
+        if not result.errors:
+            tight = result.memory_gib_per_gpu > 0.9 * limit
+            found.append((recompute, tight, tp * cp * pp, ep, result.memory_gib_per_gpu, result))
+    found.sort(key=lambda item: item[:5])
+    return [item[-1] for item in found[:top]]
+
+
+def render_table(result: PlanResult) -> None:
+    """Print the plan as rich tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    lay = result.layout
+    table = Table(title=f"plan: {result.recipe} on {result.nodes} x {result.gpus_per_node} GPUs", show_header=False)
+    table.add_column("item")
+    table.add_column("value", justify="right")
+    rows = [
+        (
+            "layout",
+            f"TP={lay.tensor} PP={lay.pipeline} CP={lay.context} EP={lay.expert} ETP={lay.expert_tensor} "
+            f"DP={lay.data} EDP={lay.expert_data} VPP={lay.virtual_pipeline or '-'} SP={lay.sequence_parallel}",
+        ),
+        ("total / active params", f"{result.total_params / 1e9:.2f}B / {result.active_params / 1e9:.2f}B"),
+        ("params per GPU", f"{result.params_per_gpu / 1e9:.3f}B"),
+    ]
+    rows += [(f"memory: {k}", f"{v:.2f} GiB") for k, v in result.memory.items() if k != "total"]
+    rows += [
+        ("memory per GPU", f"{result.memory_gib_per_gpu:.2f} GiB ({'fits' if result.fits else 'DOES NOT FIT'})"),
+        ("tokens per step", f"{result.tokens_per_step:,}"),
+        ("iterations", f"{result.iterations:,} = {result.train_tokens:,} tokens / {result.tokens_per_step:,}"),
+        ("model TFLOP per token", f"{result.flops_per_token / 1e12:.4f}"),
+        ("step time (est.)", f"{result.step_time_s:.2f} s"),
+        ("GPU-hours / wall-clock", f"{result.gpu_hours:,.0f} / {result.wall_hours:,.1f} h"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    for e in result.errors:
+        console.print(f"[red]error:[/] {e}")
+
+
+def render_search(results: list[PlanResult]) -> None:
+    """Print the layouts found by :func:`search_layouts`."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not results:
+        console.print("[red]no layout fits[/]: raise the node count or lower train.micro_batch_size")
+        return
+    first = results[0]
+    table = Table(title=f"layouts for {first.recipe} on {first.nodes} x {first.gpus_per_node} GPUs (best first)")
+    for col in ("TP", "CP", "PP", "EP", "DP", "recompute", "GiB/GPU", "step s"):
+        table.add_column(col, justify="right")
+    for r in results:
+        lay = r.layout
+        recompute = "full" if r.recompute else "-"
+        table.add_row(
+            str(lay.tensor),
+            str(lay.context),
+            str(lay.pipeline),
+            str(lay.expert),
+            str(lay.data),
+            recompute,
+            f"{r.memory_gib_per_gpu:.1f}",
+            f"{r.step_time_s:.2f}",
+        )
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``megatron-agentic plan --recipe NAME --nodes N [--gpus-per-node 8] [--json] [--set k=v]``."""
+    from megatron_agentic.recipes import list_recipes
+
+    parser = argparse.ArgumentParser(
+        prog="megatron-agentic plan", description="Validate a recipe's parallel layout and estimate memory/time."
+    )
+    parser.add_argument("--recipe", required=True, help=f"recipe name ({', '.join(list_recipes())}) or YAML path")
+    parser.add_argument("--nodes", type=int, default=None, help="number of nodes (default: the recipe's plan.nodes)")
+    parser.add_argument("--gpus-per-node", type=int, default=None, help="GPUs per node (default: plan.gpus_per_node)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--search", action="store_true", help="list the layouts that fit on these nodes, best first")
+    parser.add_argument("--top", type=int, default=10, help="with --search: how many layouts to list")
+    args = parser.parse_args(argv)
+    if (args.nodes is not None and args.nodes < 1) or (args.gpus_per_node is not None and args.gpus_per_node < 1):
+        parser.error("--nodes and --gpus-per-node must be >= 1")
+    if args.search:
+        try:
+            results = search_layouts(args.recipe, args.nodes, args.gpus_per_node, args.overrides, args.top)
+        except RecipeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps([r.to_dict() for r in results], indent=2))
+        else:
+            render_search(results)
+        return 0 if results else 1
+    try:
+        result = make_plan(args.recipe, args.nodes, args.gpus_per_node, args.overrides)
+    except RecipeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        render_table(result)
+    return 1 if result.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

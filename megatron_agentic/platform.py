@@ -1,0 +1,337 @@
+"""Platform layer: CUDA + NCCL when a GPU is present, CPU + gloo otherwise.
+
+megatron-core 0.16.1 trains on CPU over gloo once a handful of CUDA-only call sites are redirected
+(see ``docs/training.md``). :func:`setup_platform` picks the platform and, on CPU only, activates
+these redirections, each of which first checks that its target exists and fails loudly, naming the
+megatron-core version, when it does not:
+
+``current_device``
+    ``torch.cuda.current_device()`` returns ``"cpu"``, so the many ``device=torch.cuda.current_device()``
+    factories and ``.to(torch.cuda.current_device())`` calls land on the CPU.
+``device_mode``
+    A ``TorchFunctionMode`` that maps hard-coded ``device="cuda"`` factory arguments, ``pin_memory=True``
+    and ``Tensor.cuda()`` to the CPU, and reports CPU float tensors under their CUDA type names so the optimizer, distributed
+    optimizer and ``clip_grads`` type checks (``param.type() == "torch.cuda.FloatTensor"``) accept them.
+``cuda_synchronize``
+    ``torch.cuda.synchronize()`` (called by dist_checkpointing's writer after non-blocking copies) is a
+    no-op: there is no CUDA work to wait for.
+``rng_tracker``
+    The tensor-parallel CUDA RNG tracker keeps CPU generator states instead of CUDA ones.
+``te_general_gemm``
+    ``moe_utils.te_general_gemm`` is referenced but undefined when Transformer Engine is missing.
+
+On CUDA nothing is redirected. Transformer Engine and Apex are used when importable, never required.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+logger = logging.getLogger(__name__)
+
+_ACTIVE: dict[str, Callable[[], None]] = {}  # redirection name -> undo function
+_DEVICE_MODE: _CpuDeviceMode | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Platform:
+    """The compute platform a process trains on."""
+
+    device_type: str
+    """``"cuda"`` or ``"cpu"``."""
+    backend: str
+    """``torch.distributed`` backend: ``"nccl"`` on CUDA, ``"gloo"`` on CPU."""
+    has_transformer_engine: bool
+    """Whether ``transformer_engine.pytorch`` imports (GPU images)."""
+    has_apex: bool
+    """Whether Apex imports."""
+    redirections: tuple[str, ...] = ()
+    """Names of the active CPU redirections (empty on CUDA)."""
+
+    @property
+    def is_cuda(self) -> bool:
+        """True when training on GPUs."""
+        return self.device_type == "cuda"
+
+    def device(self, local_rank: int = 0) -> torch.device:
+        """The ``torch.device`` this process computes on."""
+        return torch.device("cuda", local_rank) if self.is_cuda else torch.device("cpu")
+
+
+def megatron_core_version() -> str:
+    """Installed megatron-core version string (``"unknown"`` when it cannot be read)."""
+    try:
+        from megatron.core import package_info
+
+        return str(package_info.__version__)
+    except Exception:  # pragma: no cover - broken install
+        return "unknown"
+
+
+def _module_available(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+        return True
+    except Exception:
+        return False
+
+
+def has_transformer_engine() -> bool:
+    """True when Transformer Engine's PyTorch extension imports."""
+    return _module_available("transformer_engine.pytorch")
+
+
+def _require(module_name: str, attr: str, redirection: str) -> Any:
+    """Return ``module.attr`` or raise a RuntimeError naming the megatron-core version."""
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RuntimeError(
+            f"platform redirection {redirection!r}: cannot import {module_name} "
+            f"(megatron-core {megatron_core_version()}; written for 0.16.1)"
+        ) from exc
+    if not hasattr(module, attr):
+        raise RuntimeError(
+            f"platform redirection {redirection!r}: {module_name}.{attr} not found in megatron-core "
+            f"{megatron_core_version()} (written for 0.16.1); update megatron_agentic/platform.py"
+        )
+    return getattr(module, attr)
+
+
+# --------------------------------------------------------------------------------------------------
+# Redirection: hard-coded CUDA devices and CUDA tensor type names.
+
+_CPU_TO_CUDA_TYPE = {
+    "torch.FloatTensor": "torch.cuda.FloatTensor",
+    "torch.HalfTensor": "torch.cuda.HalfTensor",
+    "torch.BFloat16Tensor": "torch.cuda.BFloat16Tensor",
+}
+
+
+def _is_cuda_device(device: Any) -> bool:
+    if isinstance(device, str):
+        return device.startswith("cuda")
+    if isinstance(device, torch.device):
+        return device.type == "cuda"
+    return isinstance(device, int) and not isinstance(device, bool)
+
+
+class _CpuDeviceMode(TorchFunctionMode):
+    """Maps ``device="cuda"``, ``pin_memory=True`` and ``Tensor.cuda()`` to the CPU; CUDA type names for ``.type()``."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D401 - torch protocol
+        kwargs = kwargs or {}
+        device = kwargs.get("device")
+        if device is not None and _is_cuda_device(device):
+            kwargs = dict(kwargs, device="cpu")
+        if kwargs.get("pin_memory"):
+            kwargs = dict(kwargs, pin_memory=False)
+        if func is torch.Tensor.cuda or func is torch.Tensor.pin_memory:
+            return args[0]
+        elif func is torch.Tensor.type and len(args) == 1 and not kwargs:
+            name = func(*args)
+            return _CPU_TO_CUDA_TYPE.get(name, name)
+        elif func is torch.Tensor.to and len(args) >= 2 and _is_cuda_device(args[1]):
+            args = (args[0], "cpu", *args[2:])
+        return func(*args, **kwargs)
+
+
+def _activate_device_mode() -> Callable[[], None]:
+    global _DEVICE_MODE
+    # The targets are torch APIs; check that megatron-core still relies on them where we expect.
+    _require("megatron.core.transformer.utils", "get_default_causal_mask", "device_mode")
+    _require("megatron.core.optimizer.clip_grads", "clip_grad_by_total_norm_fp32", "device_mode")
+    _require("megatron.core.optimizer.optimizer", "FP32Optimizer", "device_mode")
+    _require("megatron.core.optimizer.distrib_optimizer", "DistributedOptimizer", "device_mode")
+    mode = _CpuDeviceMode()
+    mode.__enter__()
+    _DEVICE_MODE = mode
+
+    def undo() -> None:
+        global _DEVICE_MODE
+        mode.__exit__(None, None, None)
+        _DEVICE_MODE = None
+
+    return undo
+
+
+def _activate_current_device() -> Callable[[], None]:
+    original = _require("torch.cuda", "current_device", "current_device")
+
+    def cpu_current_device() -> str:
+        """CPU stand-in for ``torch.cuda.current_device`` (installed by megatron_agentic.platform)."""
+        return "cpu"
+
+    torch.cuda.current_device = cpu_current_device
+
+    def undo() -> None:
+        torch.cuda.current_device = original
+
+    return undo
+
+
+def _activate_cuda_synchronize() -> Callable[[], None]:
+    original = _require("torch.cuda", "synchronize", "cuda_synchronize")
+    # dist_checkpointing's writer and the pipeline p2p code call it after non-blocking copies.
+    _require(
+        "megatron.core.dist_checkpointing.strategies.filesystem_async", "FileSystemWriterAsync", "cuda_synchronize"
+    )
+
+    def cpu_synchronize(device: Any = None) -> None:
+        """CPU stand-in for ``torch.cuda.synchronize``: there is no CUDA work to wait for."""
+
+    torch.cuda.synchronize = cpu_synchronize
+
+    def undo() -> None:
+        torch.cuda.synchronize = original
+
+    return undo
+
+
+# --------------------------------------------------------------------------------------------------
+# Redirection: the tensor-parallel RNG tracker keeps CPU generator states.
+
+
+def _make_cpu_tracker_class(base: type) -> type:
+    class CpuRNGStatesTracker(base):  # type: ignore[misc, valid-type]
+        """megatron-core's RNG tracker with CPU generator states (installed by megatron_agentic.platform)."""
+
+        def add(self, name: str, seed: int) -> None:
+            self._is_initialized = True
+            if seed in self.seeds_:
+                raise Exception(f"seed {seed} already exists")
+            self.seeds_.add(seed)
+            if name in self.states_:
+                raise Exception(f"cuda rng state {name} already exists")
+            generator = torch.Generator()
+            generator.manual_seed(seed)
+            self.states_[name] = generator.get_state()
+
+        @contextlib.contextmanager
+        def fork(self, name: str = "model-parallel-rng") -> Iterator[None]:
+            if name not in self.states_:
+                raise Exception(f"cuda rng state {name} is not added")
+            orig_state = torch.get_rng_state()
+            orig_name = self._current_state_name
+            torch.set_rng_state(self.states_[name])
+            self._current_state_name = name
+            try:
+                yield
+            finally:
+                self.states_[name] = torch.get_rng_state()
+                torch.set_rng_state(orig_state)
+                self._current_state_name = orig_name
+
+    return CpuRNGStatesTracker
+
+
+def _activate_rng_tracker() -> Callable[[], None]:
+    module_name = "megatron.core.tensor_parallel.random"
+    random_mod = importlib.import_module("megatron.core.tensor_parallel.random")
+    base = _require(module_name, "CudaRNGStatesTracker", "rng_tracker")
+    orig_get = _require(module_name, "_get_cuda_rng_state", "rng_tracker")
+    orig_set = _require(module_name, "_set_cuda_rng_state", "rng_tracker")
+    _require(module_name, "initialize_rng_tracker", "rng_tracker")
+    orig_manual_seed = torch.cuda.manual_seed
+
+    def get_state(device: Any = "cuda", clone: bool = False, graph_safe: bool = False) -> torch.Tensor:
+        return torch.get_rng_state()
+
+    def set_state(new_state: torch.Tensor, device: int = -1, graph_safe: bool = False) -> None:
+        torch.set_rng_state(new_state)
+
+    random_mod.CudaRNGStatesTracker = _make_cpu_tracker_class(base)
+    random_mod._get_cuda_rng_state = get_state
+    random_mod._set_cuda_rng_state = set_state
+    torch.cuda.manual_seed = torch.manual_seed
+    random_mod.initialize_rng_tracker(force_reset=True)
+
+    def undo() -> None:
+        random_mod.CudaRNGStatesTracker = base
+        random_mod._get_cuda_rng_state = orig_get
+        random_mod._set_cuda_rng_state = orig_set
+        torch.cuda.manual_seed = orig_manual_seed
+        random_mod.initialize_rng_tracker(force_reset=True)
+
+    return undo
+
+
+# --------------------------------------------------------------------------------------------------
+# Redirection: ``te_general_gemm`` is referenced in moe_utils but only defined when TE imports.
+
+
+def _activate_te_general_gemm() -> Callable[[], None]:
+    moe_utils = importlib.import_module("megatron.core.transformer.moe.moe_utils")
+    _require("megatron.core.transformer.moe.moe_utils", "RouterGatingLinearFunction", "te_general_gemm")
+    if hasattr(moe_utils, "te_general_gemm"):
+        return lambda: None
+    moe_utils.te_general_gemm = None
+
+    def undo() -> None:
+        if getattr(moe_utils, "te_general_gemm", 0) is None:
+            del moe_utils.te_general_gemm
+
+    return undo
+
+
+REDIRECTIONS: dict[str, Callable[[], Callable[[], None]]] = {
+    "current_device": _activate_current_device,
+    "device_mode": _activate_device_mode,
+    "cuda_synchronize": _activate_cuda_synchronize,
+    "rng_tracker": _activate_rng_tracker,
+    "te_general_gemm": _activate_te_general_gemm,
+}
+"""CPU redirections in activation order: name -> activate function returning its undo function."""
+
+
+def cuda_available() -> bool:
+    """Whether training should use CUDA (``MEGATRON_AGENTIC_FORCE_CPU=1`` forces the CPU path)."""
+    if os.environ.get("MEGATRON_AGENTIC_FORCE_CPU", "0") == "1":
+        return False
+    return torch.cuda.is_available()
+
+
+def activate_cpu_redirections() -> tuple[str, ...]:
+    """Activate every CPU redirection (idempotent); returns the active names."""
+    for name, activate in REDIRECTIONS.items():
+        if name not in _ACTIVE:
+            _ACTIVE[name] = activate()
+            logger.debug("platform: CPU redirection %s active", name)
+    return tuple(_ACTIVE)
+
+
+def deactivate_cpu_redirections() -> None:
+    """Undo every active redirection (tests use this)."""
+    for name in reversed(list(_ACTIVE)):
+        _ACTIVE.pop(name)()
+
+
+def active_redirections() -> tuple[str, ...]:
+    """Names of the currently active redirections."""
+    return tuple(_ACTIVE)
+
+
+def setup_platform(local_rank: int | None = None) -> Platform:
+    """Pick CUDA+NCCL or CPU+gloo for this process and prepare it.
+
+    On CUDA sets the current device to ``local_rank`` (``LOCAL_RANK`` by default) and activates
+    nothing; on CPU activates the redirections megatron-core needs.
+    """
+    te = has_transformer_engine()
+    apex = _module_available("apex")
+    if cuda_available():
+        if local_rank is None:
+            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank % max(torch.cuda.device_count(), 1))
+        return Platform("cuda", "nccl", te, apex, ())
+    names = activate_cpu_redirections()
+    return Platform("cpu", "gloo", False, apex, names)

@@ -1,0 +1,229 @@
+"""Recipe registry: YAML files that derive from a base and change a few fields.
+
+A recipe is a ``megatron-agentic train`` config (``model``, ``parallel``, ``train``, ``data``,
+``checkpoint``, ``log``; schema in :mod:`megatron_agentic.config`) plus a ``plan`` section holding the
+planner's assumptions (nodes, GPUs per node, GPU memory, peak TFLOP/s, MFU). ``base: NAME`` inherits
+from another recipe: mappings merge recursively, scalars and lists replace. Recipes ship as
+``megatron_agentic/recipes/*.yaml``; a path to any YAML file works wherever a name does.
+
+``python -m megatron_agentic.recipes list`` lists the recipes; ``... show NAME [--set k=v]`` prints the
+resolved recipe; ``... export NAME --output FILE`` writes the train config the launch scripts pass to
+``megatron-agentic train --config``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECIPE_DIR = Path(__file__).resolve().parent
+"""Directory of the built-in recipe YAML files."""
+
+TRAIN_SECTIONS = ("model", "parallel", "train", "data", "checkpoint", "log")
+"""Sections passed to ``megatron-agentic train``."""
+
+
+class RecipeError(ValueError):
+    """A recipe problem, with a message naming the file and field."""
+
+
+@dataclasses.dataclass
+class PlanAssumptions:
+    """The ``plan`` section of a recipe: hardware and efficiency assumptions of the planner."""
+
+    nodes: int = 1
+    """Default number of nodes (``--nodes`` overrides)."""
+    gpus_per_node: int = 8
+    """GPUs per node (``--gpus-per-node`` overrides)."""
+    gpu_memory_gib: float = 80.0
+    """Memory of one GPU; layouts estimated above it are rejected."""
+    peak_tflops: float = 989.0
+    """Dense bf16 peak of one GPU in TFLOP/s (H100 SXM: 989)."""
+    mfu: float = 0.25
+    """Assumed model-FLOPs utilisation for step-time and GPU-hour estimates."""
+    overhead_gib: float = 4.0
+    """Fixed per-GPU overhead: CUDA context, NCCL buffers, allocator fragmentation."""
+
+    def __post_init__(self) -> None:
+        for name in ("nodes", "gpus_per_node"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise RecipeError(f"plan.{name} must be an integer >= 1, got {value!r}")
+        for name in ("gpu_memory_gib", "peak_tflops"):
+            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
+                raise RecipeError(f"plan.{name} must be a positive number, got {getattr(self, name)!r}")
+        if not 0.0 < float(self.mfu) <= 1.0:
+            raise RecipeError(f"plan.mfu must be in (0, 1], got {self.mfu!r}")
+        if self.overhead_gib < 0:
+            raise RecipeError(f"plan.overhead_gib must be >= 0, got {self.overhead_gib!r}")
+
+
+def list_recipes() -> list[str]:
+    """Names of the built-in recipes (``base`` excluded)."""
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml") if p.stem != "base")
+
+
+def recipe_path(name: str) -> Path:
+    """Path of a recipe given its name or a path to a YAML file."""
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+        return candidate
+    path = RECIPE_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise RecipeError(f"unknown recipe {name!r}; choose from {list_recipes()} or pass a YAML path")
+    return path
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``override``: mappings merge recursively, anything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise RecipeError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: top level must be a mapping")
+    return data
+
+
+def _resolve(name: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    path = recipe_path(name)
+    key = str(path.resolve())
+    if key in chain:
+        raise RecipeError(f"{path}: circular 'base' chain: {' -> '.join((*chain, key))}")
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise RecipeError(f"{path}: field 'base' must be a recipe name, got {base!r}")
+    return deep_merge(_resolve(base, (*chain, key)), data)
+
+
+def apply_overrides(recipe: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``SECTION.FIELD=VALUE`` overrides (values parsed as YAML) in order; later ones win."""
+    out = copy.deepcopy(recipe)
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        path = key.strip().split(".")
+        if not sep or len(path) != 2 or not all(path):
+            raise RecipeError(f"--set {item!r}: expected SECTION.FIELD=VALUE (e.g. parallel.tensor=2)")
+        if path[0] not in (*TRAIN_SECTIONS, "plan"):
+            raise RecipeError(f"--set {item!r}: unknown section {path[0]!r}; valid: {[*TRAIN_SECTIONS, 'plan']}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"--set {item!r}: value is not valid YAML: {exc}") from None
+        section = out.get(path[0])
+        if not isinstance(section, dict):
+            section = out[path[0]] = {}
+        section[path[1]] = value
+    return out
+
+
+def load_recipe(name: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The resolved recipe ``name`` (base chain merged, overrides applied) as a nested dict.
+
+    Validates the ``plan`` section and the train sections against :mod:`megatron_agentic.config`.
+    """
+    recipe = apply_overrides(_resolve(name), overrides)
+    unknown = sorted(set(recipe) - {*TRAIN_SECTIONS, "plan"})
+    if unknown:
+        raise RecipeError(f"{recipe_path(name)}: unknown section(s) {unknown}; valid: {[*TRAIN_SECTIONS, 'plan']}")
+    plan_assumptions(recipe)
+    training_config(recipe, source=str(recipe_path(name)))
+    return recipe
+
+
+def plan_assumptions(recipe: dict[str, Any]) -> PlanAssumptions:
+    """The recipe's ``plan`` section as a validated dataclass."""
+    values = dict(recipe.get("plan") or {})
+    names = {f.name for f in dataclasses.fields(PlanAssumptions)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise RecipeError(f"unknown field(s) plan.{', plan.'.join(unknown)}; valid: {sorted(names)}")
+    return PlanAssumptions(**values)
+
+
+def train_dict(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The sections of ``recipe`` that ``megatron-agentic train --config`` reads (``plan`` removed)."""
+    return {k: copy.deepcopy(recipe[k]) for k in TRAIN_SECTIONS if k in recipe}
+
+
+def training_config(recipe: dict[str, Any], source: str = "<recipe>") -> Any:
+    """The recipe's train sections as a validated ``megatron_agentic.config.TrainingConfig``."""
+    from megatron_agentic.config import ConfigError, config_from_dict
+
+    try:
+        return config_from_dict(train_dict(recipe), source=source)
+    except ConfigError as exc:
+        raise RecipeError(str(exc)) from None
+
+
+def write_yaml_atomic(data: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``data`` as YAML to ``path`` via a temporary file and rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yaml.safe_dump(data, f, sort_keys=False)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m megatron_agentic.recipes {list,show,export}``."""
+    parser = argparse.ArgumentParser(prog="python -m megatron_agentic.recipes", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="list built-in recipes")
+    for cmd in ("show", "export"):
+        p = sub.add_parser(cmd, help=f"{cmd} a resolved recipe")
+        p.add_argument("recipe", help="recipe name or YAML path")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+        if cmd == "export":
+            p.add_argument("--output", "-o", required=True, help="train config YAML to write")
+    args = parser.parse_args(argv)
+    if args.cmd == "list":
+        for name in list_recipes():
+            print(name)
+        return 0
+    try:
+        recipe = load_recipe(args.recipe, args.overrides)
+    except RecipeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.cmd == "show":
+        print(yaml.safe_dump(recipe, sort_keys=False), end="")
+        return 0
+    path = write_yaml_atomic(train_dict(recipe), args.output)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

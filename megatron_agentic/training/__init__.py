@@ -1,0 +1,1 @@
+"""Training system on megatron-core: data, builders, loop, checkpointing, metrics."""

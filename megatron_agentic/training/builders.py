@@ -1,0 +1,169 @@
+"""Build the pieces of a training job: process groups, model chunks (DDP), optimizer and LR schedule.
+
+Everything here is megatron-core: ``parallel_state``, ``GPTModel`` chunks per (virtual) pipeline stage,
+``DistributedDataParallel``, ``get_megatron_optimizer`` (distributed optimizer) and
+``OptimizerParamScheduler`` (warmup + cosine, or warmup-stable-decay).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+from typing import Any
+
+import numpy as np
+import torch
+from megatron.core import parallel_state, tensor_parallel
+from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
+from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+from megatron.core.transformer import TransformerConfig
+
+from megatron_agentic.config import TrainingConfig
+from megatron_agentic.models.qwen3_moe.model import build_model, transformer_config_from
+from megatron_agentic.platform import Platform
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_precision(cfg: TrainingConfig, platform: Platform) -> str:
+    """``bf16`` on CUDA and ``fp32`` on CPU for ``train.precision=auto``."""
+    if cfg.train.precision == "auto":
+        return "bf16" if platform.is_cuda else "fp32"
+    return cfg.train.precision
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def world_size_from_env() -> int:
+    """World size of this launch (``WORLD_SIZE`` from torchrun, else 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def init_distributed(cfg: TrainingConfig, platform: Platform) -> None:
+    """Start ``torch.distributed`` (torchrun env, or a single local process) and megatron-core's groups."""
+    if not torch.distributed.is_initialized():
+        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+            torch.distributed.init_process_group(backend=platform.backend)
+        else:
+            torch.distributed.init_process_group(
+                backend=platform.backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
+            )
+    p = cfg.parallel
+    parallel_state.initialize_model_parallel(
+        tensor_model_parallel_size=p.tensor,
+        pipeline_model_parallel_size=p.pipeline,
+        virtual_pipeline_model_parallel_size=p.virtual_pipeline,
+        context_parallel_size=p.context,
+        expert_model_parallel_size=p.expert,
+    )
+    seed_everything(cfg.train.seed)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy, torch and megatron-core's model-parallel RNG tracker.
+
+    Every rank uses the same base seed so that CPU-side weight initialisation
+    (``use_cpu_initialization``) is identical whatever the tensor-parallel size.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    tensor_parallel.model_parallel_cuda_manual_seed(seed, force_reset_rng=True)
+
+
+def teardown_distributed() -> None:
+    """Destroy megatron-core groups and the default process group."""
+    parallel_state.destroy_model_parallel()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def build_model_chunks(
+    cfg: TrainingConfig, platform: Platform
+) -> tuple[list[DistributedDataParallel], TransformerConfig]:
+    """Model chunks for this rank (one per virtual pipeline stage), wrapped in megatron-core DDP."""
+    precision = resolve_precision(cfg, platform)
+    tconfig = transformer_config_from(cfg.model, cfg.parallel, precision=precision, cuda=platform.is_cuda)
+    vpp = cfg.parallel.virtual_pipeline
+    chunks = []
+    for vp_stage in range(vpp or 1):
+        stage = vp_stage if vpp else None
+        pre = parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage)
+        post = parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage)
+        model = build_model(cfg, pre_process=pre, post_process=post, transformer_config=tconfig, vp_stage=stage)
+        if platform.is_cuda:
+            model.cuda(torch.cuda.current_device())
+        chunks.append(model)
+    ddp_config = DistributedDataParallelConfig(
+        grad_reduce_in_fp32=True,
+        overlap_grad_reduce=False,
+        use_distributed_optimizer=cfg.train.distributed_optimizer,
+        check_for_nan_in_grad=False,
+    )
+    wrapped = [
+        DistributedDataParallel(config=tconfig, ddp_config=ddp_config, module=chunk, disable_bucketing=(i > 0))
+        for i, chunk in enumerate(chunks)
+    ]
+    for chunk in wrapped:
+        chunk.broadcast_params()
+    tconfig.finalize_model_grads_func = finalize_model_grads
+    tconfig.no_sync_func = [c.no_sync for c in wrapped] if len(wrapped) > 1 else wrapped[0].no_sync
+    return wrapped, tconfig
+
+
+def build_optimizer(cfg: TrainingConfig, chunks: list[Any], platform: Platform) -> Any:
+    """megatron-core Adam (AdamW-style decoupled weight decay) with the distributed optimizer."""
+    t = cfg.train
+    bf16 = resolve_precision(cfg, platform) == "bf16"
+    opt_config = OptimizerConfig(
+        optimizer="adam",
+        lr=t.lr,
+        min_lr=t.min_lr,
+        weight_decay=t.weight_decay,
+        adam_beta1=t.adam_beta1,
+        adam_beta2=t.adam_beta2,
+        adam_eps=t.adam_eps,
+        clip_grad=t.clip_grad,
+        bf16=bf16,
+        params_dtype=torch.bfloat16 if bf16 else torch.float32,
+        use_distributed_optimizer=t.distributed_optimizer,
+    )
+    return get_megatron_optimizer(opt_config, chunks)
+
+
+def build_scheduler(cfg: TrainingConfig, optimizer: Any, total_iters: int) -> OptimizerParamScheduler:
+    """Warmup + cosine decay, or warmup-stable-decay (``train.lr_schedule``), stepped once per iteration."""
+    t = cfg.train
+    decay_iters = t.lr_decay_iters if t.lr_decay_iters is not None else max(total_iters, 1)
+    decay_iters = max(decay_iters, t.lr_warmup_iters + 1)
+    kwargs: dict[str, Any] = {}
+    style = "cosine"
+    if t.lr_schedule == "wsd":
+        style = "WSD"
+        kwargs = dict(
+            wsd_decay_steps=max(1, round(t.wsd_decay_fraction * decay_iters)),
+            lr_wsd_decay_style=t.wsd_decay_style,
+        )
+    return OptimizerParamScheduler(
+        optimizer,
+        init_lr=0.0 if t.lr_warmup_iters > 0 else t.lr,
+        max_lr=t.lr,
+        min_lr=t.min_lr,
+        lr_warmup_steps=t.lr_warmup_iters,
+        lr_decay_steps=decay_iters,
+        lr_decay_style=style,
+        start_wd=t.weight_decay,
+        end_wd=t.weight_decay,
+        wd_incr_steps=decay_iters,
+        wd_incr_style="constant",
+        use_checkpoint_opt_param_scheduler=True,
+        override_opt_param_scheduler=False,
+        **kwargs,
+    )

@@ -1,0 +1,258 @@
+"""Checkpoint save/resume with megatron-core ``dist_checkpointing``.
+
+Layout: ``DIR/iter_0000100/`` (one dist_checkpointing checkpoint per save) and
+``DIR/latest_checkpointed_iteration.txt``, written atomically by rank 0 only after every rank finished
+the save, so a job killed mid-save resumes from the previous complete checkpoint.
+
+A checkpoint holds the model (sharded tensors: loadable into another TP/PP/EP layout), the optimizer
+(megatron-core's ``fully_reshardable`` format), the LR scheduler, the iteration
+(= data position, see ``training/data.py``), consumed tokens, and per-rank RNG states (restored only
+when the layout is unchanged).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
+from megatron.core.dist_checkpointing.mapping import ShardedObject
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "fully_reshardable", "chained_optim_avoid_prefix": True}
+"""Distributed-optimizer state in canonical per-parameter form: loadable into any TP/PP/EP/DP layout."""
+
+LATEST_FILE = "latest_checkpointed_iteration.txt"
+"""Marker file naming the newest complete checkpoint."""
+
+
+def checkpoint_path(root: str | os.PathLike, iteration: int) -> Path:
+    """Directory of the checkpoint saved at ``iteration``."""
+    return Path(root) / f"iter_{iteration:07d}"
+
+
+def latest_iteration(root: str | os.PathLike | None) -> int | None:
+    """Iteration of the newest complete checkpoint under ``root`` (None when there is none)."""
+    if root is None:
+        return None
+    marker = Path(root) / LATEST_FILE
+    if not marker.is_file():
+        return None
+    text = marker.read_text(encoding="utf-8").strip()
+    try:
+        iteration = int(text)
+    except ValueError:
+        raise RuntimeError(f"{marker}: expected an iteration number, found {text!r}") from None
+    if not checkpoint_path(root, iteration).is_dir():
+        raise RuntimeError(f"{marker} names iteration {iteration} but {checkpoint_path(root, iteration)} is missing")
+    return iteration
+
+
+def resolve_checkpoint_dir(path: str | os.PathLike) -> Path:
+    """A checkpoint directory from either a root with a latest marker or an ``iter_*`` directory itself."""
+    path = Path(path)
+    iteration = latest_iteration(path)
+    if iteration is not None:
+        return checkpoint_path(path, iteration)
+    if (path / "metadata.json").is_file() or (path / "common.pt").is_file():
+        return path
+    raise FileNotFoundError(f"{path}: no checkpoint found (no {LATEST_FILE} and not a checkpoint directory)")
+
+
+def layout_signature() -> dict[str, int]:
+    """The parallel layout of this job (RNG states are only restored into the same layout)."""
+    return {
+        "world": torch.distributed.get_world_size(),
+        "tp": parallel_state.get_tensor_model_parallel_world_size(),
+        "pp": parallel_state.get_pipeline_model_parallel_world_size(),
+        "ep": parallel_state.get_expert_model_parallel_world_size(),
+        "cp": parallel_state.get_context_parallel_world_size(),
+    }
+
+
+def _rng_state() -> dict[str, Any]:
+    return {
+        "random": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+        "tracker": tensor_parallel.get_cuda_rng_tracker().get_states(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["random"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
+
+
+def _rng_sharded_object(state: dict[str, Any] | None) -> ShardedObject:
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return ShardedObject("rng_state", state, (world,), (rank,), replica_id=0)
+
+
+def unwrap(chunk: Any) -> Any:
+    """The ``GPTModel`` inside a DDP wrapper (checkpoints hold unwrapped names)."""
+    while hasattr(chunk, "module") and not hasattr(chunk, "decoder"):
+        chunk = chunk.module
+    return chunk
+
+
+def model_sharded_state_dict(model_chunks: list[Any]) -> dict[str, Any]:
+    """``{"model": ...}`` or ``{"model0": ..., "model1": ...}`` (virtual pipeline) sharded state dicts."""
+    if len(model_chunks) == 1:
+        return {"model": unwrap(model_chunks[0]).sharded_state_dict()}
+    return {f"model{i}": unwrap(chunk).sharded_state_dict() for i, chunk in enumerate(model_chunks)}
+
+
+def save_checkpoint(
+    root: str | os.PathLike,
+    iteration: int,
+    model_chunks: list[Any],
+    optimizer: Any,
+    scheduler: Any,
+    common: dict[str, Any],
+) -> Path:
+    """Save a full checkpoint at ``iteration`` and update the latest marker; returns its directory."""
+    target = checkpoint_path(root, iteration)
+    rank = torch.distributed.get_rank()
+    if rank == 0:
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+    torch.distributed.barrier()
+    state: dict[str, Any] = model_sharded_state_dict(model_chunks)
+    state["optimizer"] = optimizer.sharded_state_dict(state, is_loading=False, metadata=OPTIMIZER_METADATA)
+    state["scheduler"] = scheduler.state_dict()
+    state["rng_state"] = _rng_sharded_object(_rng_state())
+    state["iteration"] = iteration
+    state["layout"] = layout_signature()
+    state.update(common)
+    dist_checkpointing.save(state, str(target))
+    torch.distributed.barrier()
+    if rank == 0:
+        marker = Path(root) / LATEST_FILE
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(f"{iteration}\n", encoding="utf-8")
+        os.replace(tmp, marker)
+    torch.distributed.barrier()
+    logger.info("saved checkpoint %s", target)
+    return target
+
+
+def load_checkpoint(
+    ckpt_dir: str | os.PathLike,
+    model_chunks: list[Any],
+    optimizer: Any | None = None,
+    scheduler: Any | None = None,
+    load_rng: bool = True,
+) -> dict[str, Any]:
+    """Load a checkpoint directory into the model (and optimizer/scheduler/RNG when given).
+
+    The model and optimizer may be in a different TP/PP/EP/DP layout than at save time
+    (dist_checkpointing reshards); RNG states are restored only for the same layout. Returns the
+    checkpoint's common (non-tensor) entries, e.g. ``iteration`` and ``tokens``.
+    """
+    ckpt_dir = str(ckpt_dir)
+    common = dist_checkpointing.load_common_state_dict(ckpt_dir)
+    same_layout = common.get("layout") == layout_signature()
+    state: dict[str, Any] = model_sharded_state_dict(model_chunks)
+    if optimizer is not None:
+        _prime_torch_adam_state(optimizer)
+        state["optimizer"] = optimizer.sharded_state_dict(state, is_loading=True, metadata=OPTIMIZER_METADATA)
+    if load_rng and same_layout:
+        state["rng_state"] = _rng_sharded_object(None)
+    loaded = dist_checkpointing.load(state, ckpt_dir)
+    if len(model_chunks) == 1:
+        unwrap(model_chunks[0]).load_state_dict(loaded["model"])
+    else:
+        for i, chunk in enumerate(model_chunks):
+            unwrap(chunk).load_state_dict(loaded[f"model{i}"])
+    if optimizer is not None:
+        _load_optimizer_state(optimizer, loaded["optimizer"])
+    if scheduler is not None and "scheduler" in common:
+        scheduler.load_state_dict(common["scheduler"])
+    if "rng_state" in state:
+        _set_rng_state(loaded["rng_state"])
+    logger.info("loaded checkpoint %s (same layout: %s)", ckpt_dir, same_layout)
+    return {k: v for k, v in common.items() if not k.startswith("model") and k != "optimizer"}
+
+
+def _prime_torch_adam_state(optimizer: Any) -> None:
+    """Give every parameter of a fresh torch Adam a zero state (step 0, zero moments).
+
+    Without Apex/TE, megatron-core's ``DistributedOptimizer.state_dict()`` reads the ``step`` of every
+    parameter's torch-Adam state, which a fresh optimizer has not created yet; a zero state is exactly
+    what Adam starts from, and loading the checkpoint overwrites it.
+    """
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = getattr(opt, "optimizer", None)
+        if not isinstance(inner, (torch.optim.Adam, torch.optim.AdamW)):
+            continue
+        for group in inner.param_groups:
+            for p in group["params"]:
+                st = inner.state[p]
+                if not st:
+                    st["step"] = torch.tensor(0.0)
+                    st["exp_avg"] = torch.zeros_like(p.data)
+                    st["exp_avg_sq"] = torch.zeros_like(p.data)
+
+
+def _saved_step(loaded: Any) -> Any:
+    """The optimizer step stored in a loaded optimizer state (param groups of any sub-optimizer)."""
+    stack = [loaded]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            groups = item.get("param_groups")
+            if isinstance(groups, list):
+                for g in groups:
+                    if isinstance(g, dict) and "step" in g:
+                        return g["step"]
+            stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, (dict, list)))
+    return None
+
+
+def _load_optimizer_state(optimizer: Any, loaded: Any) -> None:
+    """Load a (chained) distributed optimizer's state saved in any layout.
+
+    The parameter state (fp32 params, Adam moments) is megatron-core's layout-free ``fully_reshardable``
+    form and is loaded with ``load_parameter_state_from_fully_reshardable``. The non-tensor part (param
+    groups) depends on the layout: with EP > 1 megatron-core chains a dense and an expert optimizer, with
+    EP = 1 it builds one, so it is taken from the live optimizer with the checkpoint's step.
+
+    torch Adam's per-parameter ``step`` is held aside while the parameter state is copied in: megatron-core
+    0.16.1 copies every key of the live state but stores no per-parameter ``step`` (``KeyError: 'step'``
+    with torch Adam, i.e. without Apex/TE), and it shares one ``step`` tensor between all parameters,
+    which torch Adam would advance once per parameter per step.
+    """
+    subs = list(getattr(optimizer, "chained_optimizers", [optimizer]))
+    step = _saved_step(loaded)
+    for i, sub in enumerate(subs):
+        piece = loaded if len(subs) == 1 else loaded[i]
+        param_state = piece["param_state"]
+        sharding_type = OPTIMIZER_METADATA["distrib_optim_sharding_type"]
+        common = sub.state_dict()
+        if step is not None:
+            for group in common["optimizer"]["param_groups"]:
+                group["step"] = step
+        sub.load_state_dict(common)
+        inner = sub.optimizer
+        held = {p: st.pop("step") for p, st in inner.state.items() if "step" in st}
+        try:
+            getattr(sub, f"load_parameter_state_from_{sharding_type}")(param_state)
+        finally:
+            for p, value in held.items():
+                inner.state[p]["step"] = value.detach().clone()

@@ -1,0 +1,256 @@
+"""Training data: megatron-core ``GPTDataset`` / ``BlendedMegatronDatasetBuilder`` over weighted ``.bin/.idx``
+prefixes (or megatron-core's mock dataset), a deterministic resumable sampler, and context-parallel splitting.
+
+Sample order is fixed by the dataset (megatron-core shuffles with the seed); global batch ``i`` is samples
+``[i * gbs, (i + 1) * gbs)``, split contiguously over data-parallel ranks and then into micro-batches, so
+the data position of a run is just its iteration count and a resumed run reads exactly what the
+uninterrupted one would have read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig, MockGPTDataset
+
+from megatron_agentic.config import ConfigError, TrainingConfig, load_blend_file, parse_blend
+
+logger = logging.getLogger(__name__)
+
+BATCH_KEYS = ("tokens", "labels", "loss_mask", "attention_mask", "position_ids")
+"""Keys of a batch dict (``attention_mask`` may be absent/None)."""
+
+
+@dataclasses.dataclass
+class TokenizerInfo:
+    """The two tokenizer facts megatron-core's GPT datasets need (no tokenizer files are loaded)."""
+
+    vocab_size: int
+    """Number of token ids."""
+    eod: int
+    """End-of-document token id."""
+
+    @property
+    def unique_identifiers(self) -> dict[str, int | str]:
+        """What megatron-core hashes into dataset cache names."""
+        return {"class": "TokenizerInfo", "vocab_size": self.vocab_size, "eod": self.eod}
+
+
+@dataclasses.dataclass
+class Datasets:
+    """Datasets of one run."""
+
+    train: Any
+    """Training dataset (indexable, returns batch dicts)."""
+    valid: Any | None
+    """Validation split (None when the split gives it no weight)."""
+    eval_sets: dict[str, Any]
+    """Extra held-out sets by name."""
+
+
+def _check_prefix(prefix: str, where: str) -> None:
+    for suffix in (".bin", ".idx"):
+        if not Path(prefix + suffix).is_file():
+            raise ConfigError(f"{where}: {prefix}{suffix} does not exist")
+
+
+def _gpt_config(cfg: TrainingConfig, seq_length: int, tokenizer: TokenizerInfo, **kwargs: Any) -> GPTDatasetConfig:
+    d = cfg.data
+    return GPTDatasetConfig(
+        random_seed=cfg.train.seed,
+        sequence_length=seq_length,
+        tokenizer=tokenizer,
+        reset_position_ids=d.reset_position_ids,
+        reset_attention_mask=d.reset_attention_mask,
+        eod_mask_loss=d.eod_mask_loss,
+        create_attention_mask=create_attention_mask(cfg),
+        path_to_cache=d.cache_dir,
+        mid_level_dataset_surplus=0.005,
+        **kwargs,
+    )
+
+
+def create_attention_mask(cfg: TrainingConfig) -> bool:
+    """Materialise ``[1, s, s]`` masks only where they carry information (document resets)."""
+    return bool(cfg.data.reset_attention_mask)
+
+
+def _is_built_on_rank() -> bool:
+    return True
+
+
+def build_datasets(cfg: TrainingConfig, train_samples: int, eval_samples: int) -> Datasets:
+    """Build the train/valid datasets (and ``data.eval_sets``) with megatron-core's dataset builder.
+
+    ``train_samples`` and ``eval_samples`` are the numbers of sequences each split must provide
+    (megatron-core repeats epochs as needed).
+    """
+    arch = cfg.model.architecture()
+    seq = cfg.train.seq_length
+    if cfg.data.uses_files:
+        blend_list = cfg.data.blend if cfg.data.blend is not None else load_blend_file(cfg.data.blend_file)
+        where = "data.blend" if cfg.data.blend is not None else f"data.blend_file {cfg.data.blend_file}"
+        prefixes, weights = parse_blend(blend_list, where)
+        for prefix in prefixes:
+            _check_prefix(prefix, where)
+        tokenizer = TokenizerInfo(vocab_size=arch.vocab_size, eod=cfg.data.eod_id)
+        config = _gpt_config(cfg, seq, tokenizer, blend=(prefixes, weights), split=cfg.data.split)
+        cls = GPTDataset
+    else:
+        eod = cfg.data.eod_id if cfg.data.eod_id < arch.vocab_size else arch.vocab_size - 1
+        tokenizer = TokenizerInfo(vocab_size=arch.vocab_size, eod=eod)
+        config = _gpt_config(cfg, seq, tokenizer, split=cfg.data.split)
+        cls = MockGPTDataset
+    split = [float(x) for x in str(cfg.data.split).split(",")]
+    sizes = [train_samples, eval_samples if split[1] > 0 else 0, 0]
+    train, valid, _ = BlendedMegatronDatasetBuilder(cls, sizes, _is_built_on_rank, config).build()
+    if train is None:
+        raise ConfigError(f"data.split {cfg.data.split!r} leaves no training data")
+    eval_sets: dict[str, Any] = {}
+    for name, prefix in cfg.data.eval_sets.items():
+        _check_prefix(prefix, f"data.eval_sets.{name}")
+        tokenizer = TokenizerInfo(vocab_size=arch.vocab_size, eod=cfg.data.eod_id)
+        ecfg = _gpt_config(cfg, seq, tokenizer, blend=([prefix], None), split="0,100,0")
+        _, dataset, _ = BlendedMegatronDatasetBuilder(GPTDataset, [0, eval_samples, 0], _is_built_on_rank, ecfg).build()
+        eval_sets[name] = dataset
+    logger.info(
+        "datasets: train=%d valid=%s eval_sets=%s",
+        len(train),
+        None if valid is None else len(valid),
+        {k: len(v) for k, v in eval_sets.items()},
+    )
+    return Datasets(train=train, valid=valid, eval_sets=eval_sets)
+
+
+def rank_sample_indices(iteration: int, global_batch_size: int, dp_rank: int, dp_size: int) -> range:
+    """Dataset indices this data-parallel rank reads for global batch ``iteration``."""
+    per_rank = global_batch_size // dp_size
+    start = iteration * global_batch_size + dp_rank * per_rank
+    return range(start, start + per_rank)
+
+
+def _collate(samples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor | None]:
+    batch: dict[str, torch.Tensor | None] = {}
+    for key in BATCH_KEYS:
+        values = [s.get(key) for s in samples]
+        batch[key] = None if values[0] is None else torch.stack([torch.as_tensor(v) for v in values])
+    return batch
+
+
+class MicroBatchLoader:
+    """Yields the micro-batch dicts of one rank for consecutive iterations (torch ``DataLoader`` path).
+
+    Iteration ``i`` covers ``rank_sample_indices(i, ...)``; starting at ``start_iteration`` resumes the
+    data position exactly.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        micro_batch_size: int,
+        global_batch_size: int,
+        dp_rank: int,
+        dp_size: int,
+        start_iteration: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        self.dataset = dataset
+        self.micro_batch_size = micro_batch_size
+        self.global_batch_size = global_batch_size
+        self.dp_rank = dp_rank
+        self.dp_size = dp_size
+        self.iteration = start_iteration
+        self.num_workers = num_workers
+
+    def iteration_batches(self, iteration: int) -> Iterator[dict[str, torch.Tensor | None]]:
+        """Micro-batches of global batch ``iteration`` for this rank."""
+        indices = rank_sample_indices(iteration, self.global_batch_size, self.dp_rank, self.dp_size)
+        n = len(self.dataset)
+        indices = [i % n for i in indices]
+        if self.num_workers > 0:
+            loader = torch.utils.data.DataLoader(
+                torch.utils.data.Subset(self.dataset, indices),
+                batch_size=self.micro_batch_size,
+                shuffle=False,
+                num_workers=self.num_workers,
+                collate_fn=_collate,
+            )
+            yield from loader
+            return
+        for s in range(0, len(indices), self.micro_batch_size):
+            yield _collate([self.dataset[i] for i in indices[s : s + self.micro_batch_size]])
+
+    def next_iteration(self) -> Iterator[dict[str, torch.Tensor | None]]:
+        """Micro-batches of the next iteration (advances the data position)."""
+        batches = self.iteration_batches(self.iteration)
+        self.iteration += 1
+        return batches
+
+
+def build_loader(
+    dataset: Any,
+    cfg: TrainingConfig,
+    dp_rank: int,
+    dp_size: int,
+    start_iteration: int = 0,
+) -> Any:
+    """The per-rank micro-batch loader for ``data.loader`` (``torch`` or ``dali``).
+
+    ``dali`` calls ``megatron_agentic.loaders.dali.build_dali_loader(dataset, micro_batch_size,
+    global_batch_size=..., dp_rank=..., dp_size=..., start_iteration=...)``, which must return an object
+    with the same ``next_iteration()`` / ``iteration_batches(i)`` methods as :class:`MicroBatchLoader`.
+    """
+    t = cfg.train
+    if cfg.data.loader == "dali":
+        try:
+            from megatron_agentic.loaders.dali import build_dali_loader
+        except ImportError as exc:
+            raise ConfigError(f"data.loader=dali: {exc}") from None
+        return build_dali_loader(
+            dataset,
+            t.micro_batch_size,
+            global_batch_size=t.global_batch_size,
+            dp_rank=dp_rank,
+            dp_size=dp_size,
+            start_iteration=start_iteration,
+        )
+    return MicroBatchLoader(
+        dataset,
+        t.micro_batch_size,
+        t.global_batch_size,
+        dp_rank,
+        dp_size,
+        start_iteration=start_iteration,
+        num_workers=cfg.data.num_workers,
+    )
+
+
+def split_for_context_parallel(
+    batch: dict[str, torch.Tensor | None], cp_rank: int, cp_size: int
+) -> dict[str, torch.Tensor | None]:
+    """Zigzag-split a batch along the sequence: rank ``r`` keeps chunks ``r`` and ``2W-1-r`` of ``2W``.
+
+    This is the layout megatron-core's RoPE uses (``get_pos_emb_on_this_cp_rank``) and the one
+    ``megatron.core.utils.get_batch_on_this_cp_rank`` produces; attention masks are dropped (the ring
+    attention is causal).
+    """
+    if cp_size == 1:
+        return batch
+    out: dict[str, torch.Tensor | None] = {}
+    for key, val in batch.items():
+        if val is None or key == "attention_mask":
+            out[key] = None
+            continue
+        s = val.shape[1]
+        chunk = s // (2 * cp_size)
+        first = val[:, cp_rank * chunk : (cp_rank + 1) * chunk]
+        j = 2 * cp_size - 1 - cp_rank
+        second = val[:, j * chunk : (j + 1) * chunk]
+        out[key] = torch.cat([first, second], dim=1).contiguous()
+    return out

@@ -1,0 +1,355 @@
+"""The training loop: megatron-core pipeline schedules, DDP + distributed optimizer, evaluation,
+token budget, metrics and dist_checkpointing resume.
+
+Call :func:`train` with a validated :class:`~megatron_agentic.config.TrainingConfig` inside each rank
+(``torchrun``); it validates the layout before any process group exists, trains to ``train.iters`` (or
+``train.train_tokens``), evaluates the validation split and ``data.eval_sets``, and writes
+``LOG_DIR/metrics.jsonl`` and ``LOG_DIR/summary.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from megatron.core import parallel_state
+from megatron.core.pipeline_parallel import get_forward_backward_func
+from megatron.core.transformer.moe import moe_utils
+from megatron.core.transformer.moe.router import TopKRouter
+
+from megatron_agentic.config import TrainingConfig
+from megatron_agentic.platform import Platform, setup_platform
+from megatron_agentic.training import checkpoint as ckpt
+from megatron_agentic.training.builders import (
+    build_model_chunks,
+    build_optimizer,
+    build_scheduler,
+    init_distributed,
+    teardown_distributed,
+    world_size_from_env,
+)
+from megatron_agentic.training.data import MicroBatchLoader, build_datasets, build_loader, split_for_context_parallel
+from megatron_agentic.training.metrics import MetricsLogger, read_metrics, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Progress of a run (saved in checkpoints)."""
+
+    iteration: int = 0
+    """Completed optimizer steps (also the data position)."""
+    tokens: int = 0
+    """Tokens consumed by completed steps."""
+
+
+def loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Summed masked token loss, token count, and ``[sum, count]`` for reporting (per-token loss mode)."""
+    losses = output_tensor.float().reshape(-1)
+    mask = loss_mask.float().reshape(-1)
+    loss = torch.sum(losses * mask)
+    num_tokens = mask.sum().to(torch.int)
+    report = torch.stack([loss.detach(), mask.sum().detach()])
+    return loss, num_tokens, {"lm loss": report}
+
+
+def _to_device(batch: dict[str, torch.Tensor | None], device: torch.device) -> dict[str, torch.Tensor | None]:
+    if device.type == "cpu":
+        return batch
+    return {k: (None if v is None else v.to(device, non_blocking=True)) for k, v in batch.items()}
+
+
+def forward_step(data_iterator: Any, model: torch.nn.Module) -> tuple[torch.Tensor, Any]:
+    """megatron-core forward step: one micro-batch through a model chunk; loss on the last stage."""
+    batch = next(data_iterator)
+    output = model(
+        batch["tokens"],
+        batch["position_ids"],
+        batch.get("attention_mask"),
+        labels=batch["labels"],
+    )
+    return output, partial(loss_func, batch["loss_mask"])
+
+
+class ExpertLoadTracker:
+    """Counts router assignments per expert via forward hooks on megatron-core's ``TopKRouter``."""
+
+    def __init__(self, chunks: list[torch.nn.Module], num_experts: int) -> None:
+        self.num_experts = num_experts
+        self.counts: torch.Tensor | None = None  # kept on the compute device: no host sync per layer
+        self.active = True
+        self._handles = []
+        for chunk in chunks:
+            for module in chunk.modules():
+                if isinstance(module, TopKRouter):
+                    self._handles.append(module.register_forward_hook(self._hook))
+
+    def _hook(self, module: torch.nn.Module, inputs: Any, output: Any) -> None:
+        if self.active and module.training:
+            counts = output[1].detach().sum(dim=0, dtype=torch.float32)
+            self.counts = counts if self.counts is None else self.counts + counts
+
+    def reduce_and_reset(self, device: torch.device) -> list[float]:
+        """Global per-expert load (1.0 = perfectly balanced), summed over layers and ranks; resets counts."""
+        counts = torch.zeros(self.num_experts, dtype=torch.float32, device=device)
+        if self.counts is not None:
+            counts += self.counts.to(device)
+        torch.distributed.all_reduce(counts)
+        self.counts = None
+        total = counts.sum().item()
+        if total <= 0:
+            return []
+        return [round(float(c) * len(counts) / total, 4) for c in counts.cpu()]
+
+
+class Trainer:
+    """One rank's training job (process groups must not exist yet)."""
+
+    def __init__(self, cfg: TrainingConfig) -> None:
+        self.cfg = cfg
+        self.world_size = world_size_from_env()
+        self.dp_size = cfg.validate(self.world_size)  # before any process group
+        self.platform: Platform = setup_platform()
+        init_distributed(cfg, self.platform)
+        self.device = self.platform.device(torch.cuda.current_device() if self.platform.is_cuda else 0)
+        self.rank = torch.distributed.get_rank()
+        self.dp_rank = parallel_state.get_data_parallel_rank()
+        self.cp_rank = parallel_state.get_context_parallel_rank()
+        self.cp_size = parallel_state.get_context_parallel_world_size()
+        self.total_iters = cfg.train.total_iters()
+        self.arch = cfg.model.architecture()
+        self.chunks, self.tconfig = build_model_chunks(cfg, self.platform)
+        self.optimizer = build_optimizer(cfg, self.chunks, self.platform)
+        self.scheduler = build_scheduler(cfg, self.optimizer, self.total_iters)
+        self.state = TrainState()
+        self.metrics = MetricsLogger(cfg.log.dir, enabled=self.rank == 0, tensorboard=cfg.log.tensorboard)
+        self.expert_load = ExpertLoadTracker(self.chunks, self.arch.num_experts)
+        self.num_microbatches = cfg.train.global_batch_size // (cfg.train.micro_batch_size * self.dp_size)
+        self._forward_backward = get_forward_backward_func()
+        self._last_saved: int | None = None
+        self._train_time = 0.0
+        self._train_tokens_this_run = 0
+
+    # ------------------------------------------------------------------------------------------ state
+    def restore(self) -> None:
+        """Resume from ``checkpoint.dir`` or initialise weights from ``checkpoint.pretrained``."""
+        c = self.cfg.checkpoint
+        latest = ckpt.latest_iteration(c.dir)
+        if latest is not None:
+            common = ckpt.load_checkpoint(
+                ckpt.checkpoint_path(c.dir, latest),
+                self.chunks,
+                optimizer=self.optimizer if c.load_optimizer else None,
+                scheduler=self.scheduler if c.load_optimizer else None,
+            )
+            self.state = TrainState(iteration=int(common["iteration"]), tokens=int(common.get("tokens", 0)))
+            self._last_saved = self.state.iteration
+            if self.rank == 0:
+                logger.info("resumed from %s at iteration %d", c.dir, self.state.iteration)
+            self.metrics.truncate_after(self.state.iteration)
+        else:
+            if c.pretrained is not None:
+                ckpt.load_checkpoint(ckpt.resolve_checkpoint_dir(c.pretrained), self.chunks, load_rng=False)
+                if self.rank == 0:
+                    logger.info("initialised weights from %s", c.pretrained)
+            if self.rank == 0 and self.metrics.path.is_file() and self.total_iters > 0:
+                self.metrics.path.unlink()
+
+    def save(self) -> None:
+        """Save a checkpoint at the current iteration."""
+        ckpt.save_checkpoint(
+            self.cfg.checkpoint.dir,
+            self.state.iteration,
+            self.chunks,
+            self.optimizer,
+            self.scheduler,
+            {"tokens": self.state.tokens, "config": self.cfg.to_dict()},
+        )
+        self._last_saved = self.state.iteration
+
+    # ------------------------------------------------------------------------------------------ steps
+    def _prepare(self, batches: list[dict[str, Any]]) -> Any:
+        batches = [_to_device(split_for_context_parallel(b, self.cp_rank, self.cp_size), self.device) for b in batches]
+        if len(self.chunks) > 1:
+            return [iter(batches) for _ in self.chunks]
+        return iter(batches)
+
+    def _reduce_loss(self, losses: list[dict[str, torch.Tensor]]) -> tuple[float, float]:
+        stats = torch.zeros(2, dtype=torch.float64, device=self.device)
+        if parallel_state.is_pipeline_last_stage(ignore_virtual=True):
+            for item in losses:
+                stats += item["lm loss"].to(torch.float64)
+            torch.distributed.all_reduce(
+                stats, group=parallel_state.get_data_parallel_group(with_context_parallel=True)
+            )
+        if parallel_state.get_pipeline_model_parallel_world_size() > 1:
+            torch.distributed.broadcast(
+                stats,
+                src=parallel_state.get_pipeline_model_parallel_last_rank(),
+                group=parallel_state.get_pipeline_model_parallel_group(),
+            )
+        loss_sum, tokens = stats.tolist()
+        return loss_sum, tokens
+
+    def _aux_loss(self) -> float | None:
+        tracker = moe_utils.get_moe_layer_wise_logging_tracker()
+        if "load_balancing_loss" not in tracker:
+            return None
+        moe_utils.reduce_aux_losses_tracker_across_ranks(["load_balancing_loss"])
+        value = tracker["load_balancing_loss"]["values"].sum().item() / self.arch.num_layers / self.num_microbatches
+        moe_utils.clear_aux_losses_tracker()
+        return value
+
+    def train_step(self, loader: Any) -> dict[str, Any]:
+        """One optimizer step; returns the step's metrics (identical on every rank)."""
+        start = time.perf_counter()
+        for chunk in self.chunks:
+            chunk.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        t = self.cfg.train
+        data_iter = self._prepare(list(loader.next_iteration()))
+        losses = self._forward_backward(
+            forward_step_func=forward_step,
+            data_iterator=data_iter,
+            model=self.chunks,
+            num_microbatches=self.num_microbatches,
+            seq_length=t.seq_length,
+            micro_batch_size=t.micro_batch_size,
+            decoder_seq_length=t.seq_length,
+            forward_only=False,
+        )
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        update_ok, grad_norm, _ = self.optimizer.step()
+        self.scheduler.step(increment=1)
+        loss_sum, tokens = self._reduce_loss(losses)
+        elapsed = time.perf_counter() - start
+        step_tokens = t.global_batch_size * t.seq_length
+        self.state.iteration += 1
+        self.state.tokens += step_tokens
+        self._train_time += elapsed
+        self._train_tokens_this_run += step_tokens
+        return {
+            "step": self.state.iteration,
+            "loss": loss_sum / max(tokens, 1.0),
+            "lr": lr,
+            "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+            "tokens": self.state.tokens,
+            "tokens_per_s": step_tokens / elapsed,
+            "step_time_s": elapsed,
+            "skipped": not bool(update_ok),
+        }
+
+    @torch.no_grad()
+    def evaluate(self, datasets: Any) -> dict[str, float]:
+        """Mean token loss on the first ``eval_iters`` global batches of the validation split and eval sets."""
+        results: dict[str, float] = {}
+        sets = ([("valid", datasets.valid)] if datasets.valid is not None else []) + list(datasets.eval_sets.items())
+        if not sets:
+            return results
+        t = self.cfg.train
+        for chunk in self.chunks:
+            chunk.eval()
+        self.expert_load.active = False
+        try:
+            for name, dataset in sets:
+                loader = MicroBatchLoader(dataset, t.micro_batch_size, t.global_batch_size, self.dp_rank, self.dp_size)
+                total_loss, total_tokens = 0.0, 0.0
+                for i in range(t.eval_iters):
+                    losses = self._forward_backward(
+                        forward_step_func=forward_step,
+                        data_iterator=self._prepare(list(loader.iteration_batches(i))),
+                        model=self.chunks,
+                        num_microbatches=self.num_microbatches,
+                        seq_length=t.seq_length,
+                        micro_batch_size=t.micro_batch_size,
+                        decoder_seq_length=t.seq_length,
+                        forward_only=True,
+                    )
+                    loss_sum, tokens = self._reduce_loss(losses)
+                    total_loss += loss_sum
+                    total_tokens += tokens
+                results[name] = total_loss / max(total_tokens, 1.0)
+        finally:
+            for chunk in self.chunks:
+                chunk.train()
+            self.expert_load.active = True
+            moe_utils.clear_aux_losses_tracker()
+        self.metrics.log_eval(self.state.iteration, results)
+        return results
+
+    # ------------------------------------------------------------------------------------------ run
+    def run(self) -> dict[str, Any]:
+        """Train to the configured length; returns the summary (also written to ``summary.json``)."""
+        cfg, t = self.cfg, self.cfg.train
+        self.restore()
+        train_samples = max(self.total_iters, 1) * t.global_batch_size
+        datasets = build_datasets(cfg, train_samples, t.eval_iters * t.global_batch_size)
+        loader = build_loader(datasets.train, cfg, self.dp_rank, self.dp_size, start_iteration=self.state.iteration)
+        last_eval: dict[str, float] = {}
+        evaluated_at: int | None = None
+        while self.state.iteration < self.total_iters:
+            record = self.train_step(loader)
+            aux = self._aux_loss()
+            step = self.state.iteration
+            if step % cfg.log.interval == 0 or step == self.total_iters:
+                if aux is not None:
+                    record["aux_loss"] = aux
+                record["expert_load"] = self.expert_load.reduce_and_reset(self.device)
+                self.metrics.log_step(record)
+            if t.eval_interval and step % t.eval_interval == 0 and step < self.total_iters:
+                last_eval = self.evaluate(datasets)
+                evaluated_at = step
+            if cfg.checkpoint.dir and cfg.checkpoint.interval and step % cfg.checkpoint.interval == 0:
+                self.save()
+            if t.exit_interval is not None and step >= t.exit_interval and step < self.total_iters:
+                logger.warning("train.exit_interval=%d reached: stopping without final checkpoint", t.exit_interval)
+                self.metrics.close()
+                return {"final_step": step, "exited": True}
+        if evaluated_at != self.state.iteration:
+            last_eval = self.evaluate(datasets)
+        if cfg.checkpoint.dir and cfg.checkpoint.save_final and self._last_saved != self.state.iteration:
+            self.save()
+        summary = self._summary(last_eval)
+        if self.rank == 0:
+            write_json_atomic(Path(cfg.log.dir) / "summary.json", summary)
+        self.metrics.close()
+        return summary
+
+    def _summary(self, eval_losses: dict[str, float]) -> dict[str, Any]:
+        records = [r for r in read_metrics(self.metrics.path) if "loss" in r] if self.rank == 0 else []
+        losses = [float(r["loss"]) for r in records]
+        summary: dict[str, Any] = {
+            "final_step": self.state.iteration,
+            "tokens": self.state.tokens,
+            "tokens_per_s": self._train_tokens_this_run / self._train_time if self._train_time > 0 else 0.0,
+            "eval": eval_losses,
+            "losses": {},
+            "model": self.arch.name,
+            "parallel": dataclasses.asdict(self.cfg.parallel) | {"data": self.dp_size},
+            "platform": self.platform.device_type,
+        }
+        if losses:
+            tail = losses[-10:]
+            summary["losses"] = {
+                "first": losses[0],
+                "last": losses[-1],
+                "min": min(losses),
+                "mean_last_10": sum(tail) / len(tail),
+                "count": len(losses),
+            }
+        return summary
+
+
+def train(cfg: TrainingConfig) -> dict[str, Any]:
+    """Run training for this rank (validates, starts process groups, trains, tears down)."""
+    trainer = Trainer(cfg)
+    try:
+        return trainer.run()
+    finally:
+        teardown_distributed()

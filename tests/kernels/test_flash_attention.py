@@ -1,0 +1,164 @@
+"""Triton flash attention (interpreter on CPU) and the torch block backend vs an independent torch reference."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from kernel_test_reference import doc_ids_from_cu, reference_attention  # noqa: E402
+
+from kernels import flash_attention as fa  # noqa: E402
+from kernels import torch_attention as ta  # noqa: E402
+
+# dtype -> (forward atol, gradient atol); bf16 is not tested under the interpreter (its bf16 arithmetic is wrong).
+TOLERANCES = {torch.float32: (2e-5, 1e-4), torch.float16: (3e-3, 2e-2)}
+if torch.cuda.is_available():
+    TOLERANCES[torch.bfloat16] = (2e-2, 6e-2)
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _inputs(b, sq, sk, h, hk, d, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mk = lambda *s: torch.randn(*s, generator=g).to(device=DEVICE, dtype=dtype).requires_grad_(True)  # noqa: E731
+    return mk(b, sq, h, d), mk(b, sk, hk, d), mk(b, sk, hk, d), torch.randn(b, sq, h, d, generator=g).to(DEVICE, dtype)
+
+
+def _grads(out, q, k, v, dout):
+    return torch.autograd.grad(out, (q, k, v), dout)
+
+
+def _assert_close(name, got, want, atol):
+    err = (got.double().cpu() - want.double().cpu()).abs().max().item()
+    assert err <= atol, f"{name}: max abs error {err:.3g} > {atol:.3g}"
+
+
+@pytest.mark.parametrize(
+    "b,sq,sk,h,hk,d,causal",
+    [
+        (2, 37, 37, 4, 4, 32, True),  # GQA 1, odd length, two batch rows
+        (1, 77, 77, 8, 2, 64, True),  # GQA 4
+        (1, 50, 50, 8, 1, 16, False),  # GQA 8, non-causal
+        (1, 21, 45, 2, 1, 32, True),  # seq_q < seq_k: bottom-right causal alignment
+    ],
+)
+def test_triton_matches_reference_fp32(b, sq, sk, h, hk, d, causal):
+    q, k, v, dout = _inputs(b, sq, sk, h, hk, d, torch.float32)
+    out, lse = fa.flash_attn_func(q, k, v, causal=causal, return_lse=True)
+    ref_out, ref_lse = reference_attention(q.detach().cpu(), k.detach().cpu(), v.detach().cpu(), causal)
+    atol, gtol = TOLERANCES[torch.float32]
+    assert out.shape == q.shape and lse.shape == (b, h, sq) and lse.dtype == torch.float32
+    _assert_close("out", out, ref_out, atol)
+    _assert_close("lse", lse, ref_lse, atol)
+    qr, kr, vr = (t.detach().cpu().double().requires_grad_(True) for t in (q, k, v))
+    ref_g = _grads(reference_attention(qr, kr, vr, causal)[0], qr, kr, vr, dout.cpu().double())
+    for name, got, want in zip(("dq", "dk", "dv"), _grads(out, q, k, v, dout), ref_g):
+        _assert_close(name, got, want, gtol)
+
+
+@pytest.mark.parametrize("dtype", [dt for dt in TOLERANCES if dt != torch.float32])
+def test_triton_half_precision(dtype):
+    q, k, v, dout = _inputs(1, 45, 45, 4, 2, 32, dtype, seed=3)
+    out = fa.flash_attn_func(q, k, v, causal=True, softmax_scale=0.2)
+    assert out.dtype == dtype
+    qr, kr, vr = (t.detach().cpu().double().requires_grad_(True) for t in (q, k, v))
+    ref_out, _ = reference_attention(qr, kr, vr, True, softmax_scale=0.2)
+    atol, gtol = TOLERANCES[dtype]
+    _assert_close("out", out, ref_out, atol)
+    ref_g = _grads(ref_out, qr, kr, vr, dout.cpu().double())
+    for name, got, want in zip(("dq", "dk", "dv"), _grads(out, q, k, v, dout), ref_g):
+        assert got.dtype == dtype
+        _assert_close(name, got, want, gtol)
+
+
+@pytest.mark.parametrize("lengths", [[53], [17, 40, 1, 33]])
+def test_triton_packed_documents(lengths):
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    total = int(cu[-1])
+    q, k, v, dout = _inputs(1, total, total, 4, 2, 32, torch.float32, seed=len(lengths))
+    out, lse = fa.flash_attn_func(
+        q[0], k[0], v[0], causal=True, cu_seqlens=cu.to(DEVICE), max_seqlen=max(lengths), return_lse=True
+    )
+    docs = doc_ids_from_cu(cu)
+    ref_out, ref_lse = reference_attention(q.detach().cpu(), k.detach().cpu(), v.detach().cpu(), True, doc_ids=docs)
+    atol, gtol = TOLERANCES[torch.float32]
+    _assert_close("out", out, ref_out[0], atol)
+    _assert_close("lse", lse, ref_lse[0], atol)
+    qr, kr, vr = (t.detach().cpu().double().requires_grad_(True) for t in (q, k, v))
+    ref_g = _grads(reference_attention(qr, kr, vr, True, doc_ids=docs)[0], qr, kr, vr, dout.cpu().double())
+    for name, got, want in zip(("dq", "dk", "dv"), _grads(out, q, k, v, dout[0]), ref_g):
+        _assert_close(name, got, want[0], gtol)
+
+
+def test_packed_documents_do_not_attend_across_boundaries():
+    """Changing document 0's keys must leave document 1's outputs bit-identical."""
+    cu = torch.tensor([0, 20, 45], dtype=torch.int32)
+    q, k, v, _ = _inputs(1, 45, 45, 2, 1, 16, torch.float32, seed=7)
+    q, k, v = q[0].detach(), k[0].detach(), v[0].detach()
+    out1 = fa.flash_attn_func(q, k, v, cu_seqlens=cu)
+    k2, v2 = k.clone(), v.clone()
+    k2[:20] += 5.0
+    v2[:20] -= 3.0
+    out2 = fa.flash_attn_func(q, k2, v2, cu_seqlens=cu)
+    assert torch.equal(out1[20:], out2[20:])
+    assert not torch.allclose(out1[:20], out2[:20])
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_torch_block_backend_matches_reference(causal):
+    """The CPU block backend used by the ring (packed, GQA 4, uneven documents) against the reference."""
+    cu = torch.tensor([0, 9, 40, 41, 64], dtype=torch.int32)
+    q, k, v, dout = _inputs(1, 64, 64, 8, 2, 16, torch.float32, seed=11)
+    q, k, v, dout = q[0].detach(), k[0].detach(), v[0].detach(), dout[0]
+    out, lse = ta.torch_block_forward(q.cpu(), k.cpu(), v.cpu(), cu, cu, 31, causal, 0.3)
+    docs = doc_ids_from_cu(cu)
+    qr, kr, vr = (t.cpu().double()[None].requires_grad_(True) for t in (q, k, v))
+    ref_out, ref_lse = reference_attention(qr, kr, vr, causal, softmax_scale=0.3, doc_ids=docs)
+    _assert_close("out", out, ref_out[0], 2e-5)
+    _assert_close("lse", lse, ref_lse[0], 2e-5)
+    delta = fa.attention_delta(out, dout.cpu())
+    grads = ta.torch_block_backward(dout.cpu(), q.cpu(), k.cpu(), v.cpu(), lse, delta, cu, cu, 31, 31, causal, 0.3)
+    ref_g = _grads(ref_out, qr, kr, vr, dout.cpu().double()[None])
+    for name, got, want in zip(("dq", "dk", "dv"), grads, ref_g):
+        assert got.dtype == torch.float32
+        _assert_close(name, got, want[0], 1e-4)
+
+
+def test_bad_inputs_raise_clear_errors():
+    q = torch.randn(1, 8, 3, 16)
+    with pytest.raises(ValueError, match="multiple of kv heads"):
+        fa.flash_attn_func(q, torch.randn(1, 8, 2, 16), torch.randn(1, 8, 2, 16))
+    with pytest.raises(ValueError, match="head dim 24"):
+        fa.flash_attn_func(torch.randn(1, 8, 2, 24), torch.randn(1, 8, 2, 24), torch.randn(1, 8, 2, 24))
+    with pytest.raises(ValueError, match="cu_seqlens"):
+        fa.flash_attn_func(q[0], q[0], q[0], cu_seqlens=torch.tensor([0, 5], dtype=torch.int32))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dim", [64, 128])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_compiled_kernels_on_gpu(dim, dtype):
+    """The GPU tile configurations (d=64/128) against torch SDPA in fp32, GQA 8:1, odd length, packed documents."""
+    cu = torch.tensor([0, 300, 1001], dtype=torch.int32, device="cuda")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(1001, 16, dim, device="cuda", generator=g).to(dtype).requires_grad_(True)
+    k = torch.randn(1001, 2, dim, device="cuda", generator=g).to(dtype).requires_grad_(True)
+    v = torch.randn(1001, 2, dim, device="cuda", generator=g).to(dtype).requires_grad_(True)
+    dout = torch.randn(1001, 16, dim, device="cuda", generator=g).to(dtype)
+    out = fa.flash_attn_func(q, k, v, cu_seqlens=cu)
+    grads = _grads(out, q, k, v, dout)
+    ref_out, ref_grads = [], [torch.zeros_like(t, dtype=torch.float32) for t in (q, k, v)]
+    for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        qs, ks, vs = (t[a:b].detach().float().transpose(0, 1).requires_grad_(True) for t in (q, k, v))
+        o = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, is_causal=True, enable_gqa=True)
+        gs = torch.autograd.grad(o, (qs, ks, vs), dout[a:b].float().transpose(0, 1))
+        ref_out.append(o.transpose(0, 1))
+        for acc, gr in zip(ref_grads, gs):
+            acc[a:b] = gr.transpose(0, 1)
+    atol, gtol = TOLERANCES[dtype]
+    _assert_close("out", out, torch.cat(ref_out), atol)
+    for name, got, want in zip(("dq", "dk", "dv"), grads, ref_grads):
+        _assert_close(name, got, want, gtol * 4)  # dK/dV sum over 8 query heads and ~700 rows

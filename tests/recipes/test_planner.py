@@ -1,0 +1,185 @@
+"""Planner: parameter counts vs transformers and megatron-core, memory estimate, layout checks, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from megatron_agentic import planner
+from megatron_agentic.models.qwen3_moe.presets import get_preset
+
+
+def _hf_config(arch):
+    from transformers import Qwen3MoeConfig
+
+    return Qwen3MoeConfig(
+        vocab_size=arch.vocab_size,
+        hidden_size=arch.hidden_size,
+        intermediate_size=arch.ffn_hidden_size,
+        moe_intermediate_size=arch.moe_ffn_hidden_size,
+        num_hidden_layers=arch.num_layers,
+        num_attention_heads=arch.num_attention_heads,
+        num_key_value_heads=arch.num_query_groups,
+        head_dim=arch.kv_channels,
+        num_experts=arch.num_experts,
+        num_experts_per_tok=arch.moe_router_topk,
+        tie_word_embeddings=not arch.untie_embeddings_and_output_weights,
+        decoder_sparse_step=1,
+        mlp_only_layers=[],
+    )
+
+
+def test_qwen3_30b_a3b_counts_match_transformers():
+    """Total/active parameters of the 30B-A3B preset equal the HF model's (built on the meta device)."""
+    import torch
+    from transformers import Qwen3MoeForCausalLM
+
+    arch = get_preset("qwen3-30b-a3b")
+    with torch.device("meta"):
+        hf = Qwen3MoeForCausalLM(_hf_config(arch))
+    hf_total = sum(p.numel() for p in hf.parameters())
+    expert_params = sum(p.numel() for n, p in hf.named_parameters() if ".experts." in n)
+    hf_active = hf_total - expert_params * (arch.num_experts - arch.moe_router_topk) // arch.num_experts
+    b = planner.param_breakdown(arch)
+    assert b.total == hf_total
+    assert b.active == hf_active
+    assert 30.4e9 < b.total < 30.6e9
+    assert 3.2e9 < b.active < 3.4e9
+
+
+def test_tiny_moe_shards_match_megatron_modules(tmp_path):
+    """Per-rank dense/expert parameter counts equal megatron-core's modules for TP=2 (SP), EP=2 and PP=2."""
+    from recipes_testlib import model_sizes, run_spawned
+
+    layouts = [{}, {"tensor": 2}, {"expert": 2}, {"pipeline": 2}]
+    per_rank = run_spawned(2, model_sizes, layouts, out_dir=str(tmp_path))
+    arch = get_preset("tiny-moe")
+    checked = 0
+    for rank_results in per_rank:
+        for entry in rank_results:
+            lay = entry["layout"]
+            layout = planner.Layout(world=2, sequence_parallel=lay.get("tensor", 1) > 1, **lay)
+            expected = planner.params_per_rank(arch, layout, first=entry["first"], last=entry["last"])
+            assert (entry["dense"], entry["expert"]) == (expected["dense"], expected["expert"]), entry
+            checked += 1
+    assert checked == 2 * len(layouts)
+
+
+def test_activation_estimate_vs_saved_tensors(tmp_path):
+    """The activation + logits estimate is within 15% of what autograd saves for tiny-moe (fp32, local attn)."""
+    from recipes_testlib import run_spawned, saved_activation_bytes
+
+    seq, mb = 256, 2
+    (measured,) = run_spawned(1, saved_activation_bytes, seq, mb, out_dir=str(tmp_path))
+    arch = get_preset("tiny-moe")
+    mem = planner.estimate_memory(
+        arch,
+        planner.Layout(world=1),
+        seq_length=seq,
+        micro_batch=mb,
+        num_microbatches=1,
+        precision="fp32",
+        recompute=False,
+        distributed_optimizer=True,
+        local_attention=True,
+        overhead_gib=0.0,
+    )
+    estimate = (mem["activations"] + mem["logits"]) * planner.GIB
+    assert measured["saved_bytes"] == pytest.approx(estimate, rel=0.15)
+    # the non-logits part alone is also close (logits are computed exactly)
+    layers = measured["saved_bytes"] - mem["logits"] * planner.GIB
+    assert layers == pytest.approx(mem["activations"] * planner.GIB, rel=0.3)
+
+
+def test_weights_grads_optimizer_bytes():
+    arch = get_preset("tiny-moe")
+    layout = planner.Layout(world=4, expert=2)
+    mem = planner.estimate_memory(
+        arch,
+        layout,
+        seq_length=64,
+        micro_batch=1,
+        num_microbatches=1,
+        precision="bf16",
+        recompute=False,
+        distributed_optimizer=True,
+        local_attention=False,
+        overhead_gib=0.0,
+    )
+    p = planner.params_per_rank(arch, layout)
+    n = p["dense"] + p["expert"]
+    assert mem["weights"] * planner.GIB == pytest.approx(2 * n)
+    assert mem["gradients"] * planner.GIB == pytest.approx(4 * n)
+    # dense states sharded over DP=4, expert states over EDP = 4 / EP = 2
+    assert mem["optimizer"] * planner.GIB == pytest.approx(12 * p["dense"] / 4 + 12 * p["expert"] / 2)
+
+
+def test_stage_recipes_fit_and_iterations():
+    for name, tokens, seq, gbs in (
+        ("qwen3-30b-a3b-stage1", 200e9, 32768, 128),
+        ("qwen3-30b-a3b-stage2", 100e9, 131072, 32),
+    ):
+        result = planner.make_plan(name)
+        assert result.fits and not result.errors, result.errors
+        assert result.iterations == math.ceil(tokens / (seq * gbs))
+        assert result.memory_gib_per_gpu < 80
+        assert result.gpu_hours > 0
+
+
+def test_rejects_layout_over_80gb_and_bad_world():
+    result = planner.make_plan("qwen3-30b-a3b-stage2", overrides=["model.recompute=false"])
+    assert not result.fits
+    assert any("exceeds 80 GiB" in e and "model.recompute=true" in e for e in result.errors)
+    result = planner.make_plan("qwen3-30b-a3b-stage2", nodes=3)
+    assert any("world size 24 is not divisible" in e for e in result.errors)
+    result = planner.make_plan("qwen3-30b-a3b-stage1", overrides=["parallel.tensor=8"])
+    assert any("num_query_groups (4) must be divisible by parallel.tensor (8)" in e for e in result.errors)
+
+
+def test_more_context_parallel_less_activation_memory():
+    base = planner.make_plan("qwen3-30b-a3b-stage2", overrides=["model.recompute=false"])
+    more = planner.make_plan(
+        "qwen3-30b-a3b-stage2", nodes=64, overrides=["model.recompute=false", "parallel.context=16"]
+    )
+    assert more.memory["activations"] == pytest.approx(base.memory["activations"] / 2, rel=1e-6)
+
+
+def test_cli_json(capsys):
+    rc = planner.main(["--recipe", "qwen3-30b-a3b-stage1", "--nodes", "32", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    for key in ("total_params", "active_params", "memory_gib_per_gpu", "iterations", "gpu_hours"):
+        assert key in data
+    assert data["layout"]["data"] == 256 // (2 * 2)
+    rc = planner.main(["--recipe", "qwen3-30b-a3b-stage2", "--set", "model.recompute=false"])
+    assert rc == 1
+    assert "DOES NOT FIT" in capsys.readouterr().out
+    assert planner.main(["--recipe", "no-such-recipe"]) == 2
+
+
+def test_search_lists_only_fitting_valid_layouts(capsys):
+    results = planner.search_layouts("qwen3-30b-a3b-stage2", nodes=32, top=50)
+    assert results
+    for r in results:
+        assert r.fits and not r.errors and r.memory_gib_per_gpu <= 80
+        lay = r.layout
+        assert 256 % (lay.tensor * lay.context * lay.pipeline) == 0 and 128 % lay.expert == 0
+        # each listed layout is exactly what `plan` says for the same overrides
+        again = planner.make_plan(
+            "qwen3-30b-a3b-stage2",
+            nodes=32,
+            overrides=[
+                f"parallel.tensor={lay.tensor}",
+                f"parallel.context={lay.context}",
+                f"parallel.pipeline={lay.pipeline}",
+                f"parallel.expert={lay.expert}",
+                f"model.recompute={str(r.recompute).lower()}",
+            ],
+        )
+        assert again.memory_gib_per_gpu == r.memory_gib_per_gpu
+    ranks = [(r.recompute, r.memory_gib_per_gpu > 72) for r in results]
+    assert ranks == sorted(ranks)  # no-recompute first, then the ones with headroom
+    assert planner.main(["--recipe", "qwen3-30b-a3b-stage2", "--nodes", "1", "--search"]) == 1  # 8 GPUs: none fit
+    assert "no layout fits" in capsys.readouterr().out
