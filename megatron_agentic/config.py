@@ -9,7 +9,7 @@ Schema (sections and their fields are the dataclasses below)::
                  eval_interval, eval_iters, precision, ...}
     data:       {mock, blend, blend_file, split, eval_sets, reset_position_ids, reset_attention_mask,
                  eod_mask_loss, tokenizer, loader, ...}
-    checkpoint: {dir, interval, pretrained, load_optimizer}
+    checkpoint: {dir, interval, pretrained, load_optimizer, pretrained_load_optimizer, pretrained_load_scheduler}
     log:        {dir, interval, tensorboard}
 """
 
@@ -238,13 +238,20 @@ class DataConfig:
     loader: str = "torch"
     """``torch`` (DataLoader) or ``dali`` (``megatron_agentic.loaders.dali.build_dali_loader``)."""
     num_workers: int = 0
-    """DataLoader worker processes."""
+    """DataLoader worker processes (0: load in the training process). Workers are started once and kept
+    (persistent) for the whole run; batches are identical to in-process loading."""
+    prefetch_factor: int = 2
+    """Micro-batches each DataLoader worker loads ahead (only with ``num_workers > 0``)."""
     cache_dir: str | None = None
     """Where megatron-core caches dataset index files (default: next to the data)."""
 
     def __post_init__(self) -> None:
         if self.loader not in ("torch", "dali"):
             raise ConfigError(f"data.loader must be torch or dali, got {self.loader!r}")
+        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be an integer >= 0, got {self.num_workers!r}")
+        if not isinstance(self.prefetch_factor, int) or self.prefetch_factor < 1:
+            raise ConfigError(f"data.prefetch_factor must be an integer >= 1, got {self.prefetch_factor!r}")
         if self.tokenizer not in TOKENIZERS:
             raise ConfigError(f"data.tokenizer must be one of {sorted(TOKENIZERS)}, got {self.tokenizer!r}")
         if self.tokenizer == "custom" and self.eod_token_id is None:
@@ -292,12 +299,24 @@ class CheckpointConfig:
     """Checkpoint directory to initialise weights from when ``dir`` holds none (stage 2 from stage 1)."""
     load_optimizer: bool = True
     """Restore optimizer, scheduler, RNG and data position on resume (off: weights only)."""
+    pretrained_load_optimizer: bool = False
+    """With ``pretrained``: also load its optimizer state (fp32 master weights, Adam moments and step), e.g.
+    to carry stage 1's Adam state into stage 2. Off: fresh optimizer state. The iteration (= data position),
+    token count and RNG always start fresh for the new run."""
+    pretrained_load_scheduler: bool = False
+    """With ``pretrained``: also load its LR scheduler, so the LR continues from the scheduler step stage 1
+    reached, with stage 1's saved schedule (megatron-core uses the checkpoint's max/min LR, warmup, decay
+    steps and style over ``train.lr*``). Off: the LR schedule starts at step 0 from this config. The
+    iteration counter still starts at 0 (it counts this run's steps and is its data position)."""
     save_final: bool = True
     """Save at the end of training when ``dir`` is set."""
 
     def __post_init__(self) -> None:
         if self.interval is not None and (not isinstance(self.interval, int) or self.interval < 1):
             raise ConfigError(f"checkpoint.interval must be null or an integer >= 1, got {self.interval!r}")
+        for name in ("pretrained_load_optimizer", "pretrained_load_scheduler"):
+            if getattr(self, name) and self.pretrained is None:
+                raise ConfigError(f"checkpoint.{name}=true needs checkpoint.pretrained")
 
 
 @dataclasses.dataclass

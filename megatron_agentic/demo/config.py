@@ -168,8 +168,8 @@ _register(
             global_batch_size=8,
             micro_batch_size=4,
             lr=3e-3,
-            eval_interval=20,
-            eval_iters=4,
+            eval_interval=30,
+            eval_iters=2,
             parallel={"expert": 2},
         ),
         stage2=_stage(
@@ -180,7 +180,7 @@ _register(
             micro_batch_size=4,
             lr=1e-3,
             eval_interval=15,
-            eval_iters=2,
+            eval_iters=1,
             parallel={"context": 2},
         ),
     )

@@ -23,6 +23,7 @@ from megatron_agentic.demo.steps import (
     SPLITS,
     dataset_prefix,
     synth,
+    text_input,
     train_log_dir,
     trajectories,
 )
@@ -166,8 +167,25 @@ def collect(ctx: DemoContext) -> dict[str, Any]:
     stage1 = read_jsonl(train_log_dir(ctx, "stage1") / "metrics.jsonl")
     final = [m for m in stage1 if isinstance(m.get("eval"), dict) and m.get("step") == ctx.config.stage1.iters]
     data["eval"]["eval_stage1"] = eval_losses(final)
+    data["samples"] = {kind: _first_text(text_input(ctx, kind, "train")) for kind in DATA_TYPES}
+    data["has_lengths"] = read_json(synth(ctx, "train", "has.summary.json")).get("length_histogram_tokens", {})
     data["steps"] = _step_times(ctx)
     return data
+
+
+def _first_text(path: Path) -> str:
+    """The ``text`` of the first record of a JSONL file (empty when there is none)."""
+    if not path.exists():
+        return ""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                return str(json.loads(line).get("text", ""))
+    return ""
+
+
+def _excerpt(text: str, limit: int = 900) -> str:
+    return text if len(text) <= limit else text[:limit].rstrip() + f"\n... ({len(text) - limit:,} more characters)"
 
 
 def _tool_steps(trajectory: dict) -> int:
@@ -418,7 +436,20 @@ def render_markdown(ctx: DemoContext, data: dict[str, Any], plots: dict[str, Pat
     lines += _eval_lines(data)
     if "eval" in rel:
         lines += ["", f"![held-out loss]({rel['eval']})"]
-    lines += ["", "## 8. Steps", "", "| step | seconds |", "|---|---:|"]
+    lines += ["", "## 8. What the training text looks like", ""]
+    lines += [
+        "The first training sample of each type, as tokenized (Qwen3 chat markup; `<think>`, `<tool_call>`, "
+        "`<tool_response>` and `<|im_start|>` are single special tokens).",
+    ]
+    fence = "`" * 3
+    for kind in DATA_TYPES:
+        text = data["samples"].get(kind)
+        if text:
+            lines += ["", f"**{kind}**", "", fence + "text", _excerpt(text).replace(fence, "'" * 3), fence]
+    hist = {k: v for k, v in data.get("has_lengths", {}).items() if v}
+    if hist:
+        lines += ["", "HAS sample lengths (tokens): " + ", ".join(f"{k}: {v}" for k, v in hist.items()) + "."]
+    lines += ["", "## 9. Steps", "", "| step | seconds |", "|---|---:|"]
     lines += [f"| {s['step']} | {s['seconds']:.1f} |" for s in data["steps"]]
     lines += ["", f"Logs of every step: `{ctx.path('logs')}`. Raw numbers: `report.json`.", ""]
     return "\n".join(lines)

@@ -148,6 +148,8 @@ class Trainer:
                 optimizer=self.optimizer if c.load_optimizer else None,
                 scheduler=self.scheduler if c.load_optimizer else None,
             )
+            if not c.load_optimizer:
+                self.optimizer.reload_model_params()  # fp32 master weights from the loaded (bf16) weights
             self.state = TrainState(iteration=int(common["iteration"]), tokens=int(common.get("tokens", 0)))
             self._last_saved = self.state.iteration
             if self.rank == 0:
@@ -155,9 +157,22 @@ class Trainer:
             self.metrics.truncate_after(self.state.iteration)
         else:
             if c.pretrained is not None:
-                ckpt.load_checkpoint(ckpt.resolve_checkpoint_dir(c.pretrained), self.chunks, load_rng=False)
+                ckpt.load_checkpoint(
+                    ckpt.resolve_checkpoint_dir(c.pretrained),
+                    self.chunks,
+                    optimizer=self.optimizer if c.pretrained_load_optimizer else None,
+                    scheduler=self.scheduler if c.pretrained_load_scheduler else None,
+                    load_rng=False,
+                )
+                if not c.pretrained_load_optimizer:
+                    self.optimizer.reload_model_params()  # fp32 master weights from the loaded (bf16) weights
                 if self.rank == 0:
-                    logger.info("initialised weights from %s", c.pretrained)
+                    logger.info(
+                        "initialised weights from %s (optimizer state: %s, LR scheduler: %s)",
+                        c.pretrained,
+                        "loaded" if c.pretrained_load_optimizer else "fresh",
+                        "loaded" if c.pretrained_load_scheduler else "fresh",
+                    )
             if self.rank == 0 and self.metrics.path.is_file() and self.total_iters > 0:
                 self.metrics.path.unlink()
 
@@ -309,8 +324,14 @@ class Trainer:
                 self.save()
             if t.exit_interval is not None and step >= t.exit_interval and step < self.total_iters:
                 logger.warning("train.exit_interval=%d reached: stopping without final checkpoint", t.exit_interval)
+                close = getattr(loader, "close", None)
+                if close is not None:
+                    close()
                 self.metrics.close()
                 return {"final_step": step, "exited": True}
+        close = getattr(loader, "close", None)
+        if close is not None:
+            close()  # stop DataLoader workers
         if evaluated_at != self.state.iteration:
             last_eval = self.evaluate(datasets)
         if cfg.checkpoint.dir and cfg.checkpoint.save_final and self._last_saved != self.state.iteration:

@@ -196,3 +196,22 @@ def test_invalidated_steps_start_clean_but_the_resumed_step_keeps_partial_work(t
     ctx.path("state", "c.done").unlink()  # a step that cannot resume always starts clean
     _runner(ctx).run(steps)
     assert ctx.path("c.out").read_text() == "x"
+
+
+def test_error_lines_find_the_root_cause_in_a_torchrun_log(tmp_path: Path) -> None:
+    from megatron_agentic.demo.cli import error_lines
+
+    log = tmp_path / "stage1.log"
+    log.write_text(
+        "$ torchrun ...\n"
+        "[rank0]: Traceback (most recent call last):\n"
+        "[rank0]: KeyError: 'decoder.layers.0.mlp' from model not in state dict\n"
+        "[rank1]: KeyError: 'decoder.layers.0.mlp' from model not in state dict\n"
+        "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n"
+        "  exitcode  : 1 (pid: 42)\n"
+    )
+    assert error_lines(log) == [
+        "[rank0]: KeyError: 'decoder.layers.0.mlp' from model not in state dict",
+        "[rank1]: KeyError: 'decoder.layers.0.mlp' from model not in state dict",
+    ]
+    assert error_lines(tmp_path / "missing.log") == []
