@@ -63,7 +63,10 @@ def resolve(argv: Sequence[str]) -> tuple[str, str, list[str]]:
         raise SystemExit(2 if not rest else 0)
     sub = rest[0]
     if sub not in subs:
-        print(f"megatron-agentic {group}: unknown subcommand {sub!r} (choose from {', '.join(map(str, subs))})", file=sys.stderr)
+        print(
+            f"megatron-agentic {group}: unknown subcommand {sub!r} (choose from {', '.join(map(str, subs))})",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     return f"{group} {sub}", subs[sub][0], rest[1:]
 
@@ -76,7 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
-            print(f"megatron-agentic {name}: not implemented in this version ({module_name} is missing)", file=sys.stderr)
+            print(
+                f"megatron-agentic {name}: not implemented in this version ({module_name} is missing)", file=sys.stderr
+            )
             return 3
         raise
     result = module.main(rest)
