@@ -20,10 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-logger = logging.getLogger(__name__)
+from megatron_agentic.training.data import BATCH_KEYS, rank_sample_indices
 
-BATCH_KEYS = ("tokens", "labels", "loss_mask", "attention_mask", "position_ids")
-"""Keys of a batch dict, in pipeline output order."""
+logger = logging.getLogger(__name__)
 
 
 def dali_available() -> bool:
@@ -44,12 +43,6 @@ def _require_dali() -> Any:
             "or use data.loader=torch"
         ) from exc
     return dali
-
-
-def _rank_indices(iteration: int, global_batch_size: int, dp_rank: int, dp_size: int) -> range:
-    per_rank = global_batch_size // dp_size
-    start = iteration * global_batch_size + dp_rank * per_rank
-    return range(start, start + per_rank)
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -98,7 +91,9 @@ class DaliMicroBatchLoader:
     def _sample(self, stream_start: int, position: int) -> tuple[np.ndarray, ...]:
         """Sample number ``position`` of this rank's stream starting at iteration ``stream_start``."""
         iteration = stream_start + position // self.per_rank
-        index = _rank_indices(iteration, self.global_batch_size, self.dp_rank, self.dp_size)[position % self.per_rank]
+        index = rank_sample_indices(iteration, self.global_batch_size, self.dp_rank, self.dp_size)[
+            position % self.per_rank
+        ]
         sample = self.dataset[index % len(self.dataset)]
         return tuple(_to_numpy(sample[k]) for k in self.keys)
 
