@@ -4,6 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
+# PyPI's Linux x86_64 torch wheel is the CUDA build (several GB; it also runs on CPU). For the CPU-only build on a
+# standard machine: make venv TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+TORCH_INDEX_URL ?=
 PYTEST_ARGS ?=
 
 .PHONY: venv install demo test lint format clean
@@ -11,8 +14,9 @@ PYTEST_ARGS ?=
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip wheel setuptools
-	# CPU torch unless a torch is already present (e.g. the NGC image or a CUDA venv).
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==$(TORCH_VERSION)
+	# torch only when none is present (the NGC image or a CUDA venv keep theirs); see TORCH_INDEX_URL above.
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==$(TORCH_VERSION) \
+		$(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(PIP) install -q -e ".[test]"
 	touch $@
 

@@ -176,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--target-mb", type=float, default=40.0)
-    p.add_argument("--workdir", default=None, help="where to write the corpus and outputs (default: a temp dir)")
+    p.add_argument(
+        "--workdir",
+        default=None,
+        help="where to write the corpus and outputs (default: a temp dir, removed at the end)",
+    )
     p.add_argument("--run-one", choices=["megatron", "ours"], help=argparse.SUPPRESS)
     p.add_argument("--corpus", help=argparse.SUPPRESS)
     p.add_argument("--prefix", help=argparse.SUPPRESS)
@@ -186,8 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.run_one:
         print(json.dumps(run_one(args.run_one, Path(args.corpus), args.prefix, args.hf_dir, args.workers)))
         return 0
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_tokenize_"))
+    if args.workdir is None:
+        with tempfile.TemporaryDirectory(prefix="bench_tokenize_") as tmp:
+            return _benchmark(args, Path(tmp))
+    work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
+    return _benchmark(args, work)
+
+
+def _benchmark(args: argparse.Namespace, work: Path) -> int:
+    """Build the corpus in ``work``, run every pipeline on it and print the comparison table."""
     corpus = work / "wiki.jsonl"
     n_docs = build_corpus(corpus, args.target_mb)
     hf_dir = str(cached_qwen3_hf_dir())
