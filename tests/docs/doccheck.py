@@ -106,7 +106,9 @@ def parse_blocks(path: Path, repo: Path = REPO) -> list[Block]:
             if mark:
                 verb, reason = mark.group(1), mark.group(2)
                 if verb != "skip" or reason not in SKIP_REASONS:
-                    raise ValueError(f"{rel}:{start}: unknown docs-check mark {mark.group(0)!r} (use skip {SKIP_REASONS})")
+                    raise ValueError(
+                        f"{rel}:{start}: unknown docs-check mark {mark.group(0)!r} (use skip {SKIP_REASONS})"
+                    )
                 skip = reason
             body = "\n".join(line[len(indent) :] if line.startswith(indent) else line for line in lines[start + 1 : j])
             blocks.append(Block(doc=rel, line=start + 1, text=body, skip=skip))
@@ -153,7 +155,7 @@ def _commands(line: str) -> list[list[str]]:
     return [c for c in cmds if c]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _help_text(argv: tuple[str, ...], cwd: str) -> str:
     env = dict(os.environ, PYTHONPATH=cwd, MEGATRON_AGENTIC_FORCE_CPU="1")
     proc = subprocess.run(list(argv) + ["--help"], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
@@ -176,7 +178,11 @@ def _cli_argv(cmd: list[str]) -> tuple[list[str], list[str]] | None:
             prefix, rest = [py, "-m", cmd[2]], cmd[3:]
             if cmd[2] != "megatron_agentic":
                 # python -m module [sub] ...: a module with subcommands takes the first positional as one
-                if rest and not rest[0].startswith("-") and cmd[2] in ("data_tools.tokenizers", "megatron_agentic.recipes"):
+                if (
+                    rest
+                    and not rest[0].startswith("-")
+                    and cmd[2] in ("data_tools.tokenizers", "megatron_agentic.recipes")
+                ):
                     return [*prefix, rest[0]], rest[1:]
                 return prefix, rest
         elif cmd[1].endswith(".py"):
@@ -270,11 +276,11 @@ def run_block(block: Block, cwd: Path, timeout: float) -> Result:
     script = "set -euo pipefail\n" + block.text + "\n"
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(
-            ["bash", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-        )
+        proc = subprocess.run(["bash", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
         rc, out = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as exc:
         rc = 124
-        out = f"timed out after {timeout:.0f} s\n" + ((exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or ""))
+        out = f"timed out after {timeout:.0f} s\n" + (
+            (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        )
     return Result(block=block, returncode=rc, output=out, seconds=time.perf_counter() - t0)

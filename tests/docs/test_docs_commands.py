@@ -74,4 +74,6 @@ def test_runnable_blocks_run_as_written(doc, tmp_path):
     for block in blocks:
         res = doccheck.run_block(block, scratch, timeout=BLOCK_TIMEOUT_S)
         tail = "\n".join(res.output.splitlines()[-40:])
-        assert res.returncode == 0, f"{block.where}: exit {res.returncode} after {res.seconds:.0f} s\n{block.text}\n--- output ---\n{tail}"
+        assert res.returncode == 0, (
+            f"{block.where}: exit {res.returncode} after {res.seconds:.0f} s\n{block.text}\n--- output ---\n{tail}"
+        )
