@@ -280,6 +280,10 @@ class Runner:
 
     def _run_func(self, step: Step, log: Path) -> dict:
         with open(log, "w", encoding="utf-8") as f:
+            # no command line to repeat: the first line names the function that ran (and what it does)
+            fn = step.func
+            doc = (fn.__doc__ or "").strip().splitlines()
+            f.write(f"# in-process step: {fn.__module__}.{fn.__qualname__}{' - ' + doc[0] if doc else ''}\n")
             try:
                 info = step.func(self.ctx, f) or {}
             except Exception as exc:  # report any failure of the step with its traceback in its log

@@ -215,3 +215,19 @@ def test_error_lines_find_the_root_cause_in_a_torchrun_log(tmp_path: Path) -> No
         "[rank1]: KeyError: 'decoder.layers.0.mlp' from model not in state dict",
     ]
     assert error_lines(tmp_path / "missing.log") == []
+
+
+def test_every_log_starts_with_what_ran(tmp_path: Path) -> None:
+    """Subprocess steps log their command first; in-process steps name the function (docs/demo.md says so)."""
+    ctx = _ctx(tmp_path)
+
+    def glue(c: DemoContext, log) -> dict:
+        """Write the glue file."""
+        c.path("glue.out").write_text("ok")
+        log.write("glued\n")
+        return {}
+
+    _runner(ctx).run([_append_step("a"), Step(name="glue", title="glue", func=glue)])
+    assert ctx.path("logs", "a.log").read_text().startswith("$ ")
+    first = ctx.path("logs", "glue.log").read_text().splitlines()[0]
+    assert first.startswith("# in-process step: ") and "glue" in first and "Write the glue file." in first
