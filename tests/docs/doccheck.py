@@ -280,7 +280,6 @@ def run_block(block: Block, cwd: Path, timeout: float) -> Result:
         rc, out = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as exc:
         rc = 124
-        out = f"timed out after {timeout:.0f} s\n" + (
-            (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        )
+        partial = [x.decode(errors="replace") if isinstance(x, bytes) else (x or "") for x in (exc.stdout, exc.stderr)]
+        out = "".join(partial) + f"\ntimed out after {timeout:.0f} s\n"
     return Result(block=block, returncode=rc, output=out, seconds=time.perf_counter() - t0)
