@@ -78,8 +78,8 @@ def request_legacy_keys(sharded_state_dict: dict[str, Any]) -> int:
     state is requested under the legacy names too. The state-dict (module) names are untouched, so
     ``load_state_dict`` works as usual. Returns the number of sharded entries renamed.
     """
-    from megatron.core.dist_checkpointing.mapping import ShardedObject, ShardedTensor, ShardedTensorFactory
     from megatron.core.dist_checkpointing.dict_utils import nested_values
+    from megatron.core.dist_checkpointing.mapping import ShardedObject, ShardedTensor, ShardedTensorFactory
 
     inverse = {new: old for old, new in LEGACY_KEY_MAP.items()}
     renamed = 0
