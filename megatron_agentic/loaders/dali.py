@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from megatron_agentic.training.data import BATCH_KEYS, rank_sample_indices
+from megatron_agentic.loaders.batches import BATCH_KEYS, rank_sample_indices
 
 logger = logging.getLogger(__name__)
 

@@ -24,6 +24,8 @@ import torch
 from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 
+from megatron_agentic.models.qwen3_moe import layout as key_layout
+
 logger = logging.getLogger(__name__)
 
 OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "fully_reshardable", "chained_optim_avoid_prefix": True}
@@ -160,13 +162,18 @@ def load_checkpoint(
     """Load a checkpoint directory into the model (and optimizer/scheduler/RNG when given).
 
     The model and optimizer may be in a different TP/PP/EP/DP layout than at save time
-    (dist_checkpointing reshards); RNG states are restored only for the same layout. Returns the
-    checkpoint's common (non-tensor) entries, e.g. ``iteration`` and ``tokens``.
+    (dist_checkpointing reshards); RNG states are restored only for the same layout. A checkpoint in the
+    legacy key layout (before the TE layout, see ``models/qwen3_moe/layout.py``) is detected and mapped.
+    Returns the checkpoint's common (non-tensor) entries, e.g. ``iteration`` and ``tokens``.
     """
     ckpt_dir = str(ckpt_dir)
     common = dist_checkpointing.load_common_state_dict(ckpt_dir)
     same_layout = common.get("layout") == layout_signature()
     state: dict[str, Any] = model_sharded_state_dict(model_chunks)
+    if key_layout.detect_legacy_layout(ckpt_dir):  # written before the TE key layout: request the old names
+        renamed = key_layout.request_legacy_keys(state)
+        if torch.distributed.get_rank() == 0:
+            key_layout.log_legacy_load(ckpt_dir, renamed)
     if optimizer is not None:
         _prime_torch_adam_state(optimizer)
         state["optimizer"] = optimizer.sharded_state_dict(state, is_loading=True, metadata=OPTIMIZER_METADATA)

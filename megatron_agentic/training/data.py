@@ -20,11 +20,9 @@ from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegat
 from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig, MockGPTDataset
 
 from megatron_agentic.config import ConfigError, TrainingConfig, load_blend_file, parse_blend
+from megatron_agentic.loaders.batches import BATCH_KEYS, rank_sample_indices
 
 logger = logging.getLogger(__name__)
-
-BATCH_KEYS = ("tokens", "labels", "loss_mask", "attention_mask", "position_ids")
-"""Keys of a batch dict (``attention_mask`` may be absent/None)."""
 
 
 @dataclasses.dataclass
@@ -126,13 +124,6 @@ def build_datasets(cfg: TrainingConfig, train_samples: int, eval_samples: int) -
         {k: len(v) for k, v in eval_sets.items()},
     )
     return Datasets(train=train, valid=valid, eval_sets=eval_sets)
-
-
-def rank_sample_indices(iteration: int, global_batch_size: int, dp_rank: int, dp_size: int) -> range:
-    """Dataset indices this data-parallel rank reads for global batch ``iteration``."""
-    per_rank = global_batch_size // dp_size
-    start = iteration * global_batch_size + dp_rank * per_rank
-    return range(start, start + per_rank)
 
 
 def _collate(samples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor | None]:
