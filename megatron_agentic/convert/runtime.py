@@ -28,6 +28,8 @@ def _entry(rank: int, world: int, port: int, fn: Callable[..., Any], args: tuple
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
     )
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ["MEGATRON_AGENTIC_FORCE_CPU"] = "1"  # conversion runs on CPU whatever the machine
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     from megatron_agentic.platform import setup_platform
