@@ -23,7 +23,7 @@ _EXPERT_KEY = re.compile(r"^(model\.layers\.\d+\.mlp\.experts)\.(\d+)\.(gate_pro
 class HFCheckpoint:
     """Lazy reader of a HF checkpoint directory: ``config.json`` + ``*.safetensors`` (+ index).
 
-    Tensors are read one at a time (each rank of a conversion reads only what it holds). Expert tensors
+    Tensors are read one at a time, each through its own short-lived file mapping. Expert tensors
     are also found in the transformers-5 fused layout (``mlp.experts.gate_up_proj`` / ``down_proj``).
     """
 
@@ -47,17 +47,10 @@ class HFCheckpoint:
                     self.files.update({k: path for k in f.keys()})
         if not self.files:
             raise ConversionError(f"{self.directory}: no *.safetensors files")
-        self._handles: dict[Path, Any] = {}
 
     def keys(self) -> list[str]:
         """Tensor names stored in the checkpoint."""
         return sorted(self.files)
-
-    def _handle(self, key: str) -> Any:
-        path = self.files[key]
-        if path not in self._handles:
-            self._handles[path] = safe_open(str(path), framework="pt")
-        return self._handles[path]
 
     def hub_keys(self) -> list[str]:
         """Tensor names in the Hub layout: fused expert tensors listed as their per-expert names."""
@@ -67,13 +60,17 @@ class HFCheckpoint:
             if not m:
                 out.append(key)
                 continue
-            n = self._handle(key).get_slice(key).get_shape()[0]
+            with safe_open(str(self.files[key]), framework="pt") as f:
+                n = f.get_slice(key).get_shape()[0]
             projs = ("down_proj",) if m.group(2) == "down_proj" else ("gate_proj", "up_proj")
             out += [f"{m.group(1)}.{e}.{p}.weight" for e in range(n) for p in projs]
         return sorted(out)
 
     def _read(self, key: str) -> torch.Tensor:
-        return self._handle(key).get_tensor(key)
+        # a fresh handle per tensor: safetensors memory-maps the file, and pages touched through a handle kept
+        # open would stay resident (RSS) until it closes, i.e. grow with the model instead of one tensor
+        with safe_open(str(self.files[key]), framework="pt") as f:
+            return f.get_tensor(key)
 
     def get(self, key: str) -> torch.Tensor:
         """The tensor ``key`` (Hub naming); raises ConversionError naming it when absent."""
