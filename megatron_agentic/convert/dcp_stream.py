@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,9 @@ def write_torch_dist(
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         writer = dcp.FileSystemWriter(str(tmp), single_file_per_rank=True, thread_count=1)
-        dcp.save({}, storage_writer=writer, planner=_StreamingPlanner(chunks, objects, on_write), no_dist=True)
+        with warnings.catch_warnings():  # single-process save is intended
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.save({}, storage_writer=writer, planner=_StreamingPlanner(chunks, objects, on_write), no_dist=True)
         torch.save(common, tmp / "common.pt")
         (tmp / "metadata.json").write_text(json.dumps(CONFIG), encoding="utf-8")
         os.chmod(tmp, 0o755)  # mkdtemp makes it private
