@@ -1,4 +1,5 @@
-"""Process groups and model chunks for checkpoint conversion (CPU + gloo, any TP/PP/EP layout)."""
+"""CPU + gloo process groups for conversion (``mcore-to-hf`` loads through megatron-core in one rank), and
+model chunks of any TP/PP/EP layout for the tests and the build-a-model baseline of the benchmark."""
 
 from __future__ import annotations
 
