@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import json
 import math
-import resource
 import shutil
 import subprocess
 import sys
@@ -34,6 +33,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 GB = 1024**3
 
 
+def _hwm() -> int:
+    """Peak RSS in bytes of this process image (VmHWM; ru_maxrss would include the parent's, inherited over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+def _single_rank() -> None:
+    """One-process gloo group with the CPU redirections, as ``convert`` runs its rank."""
+    import os
+
+    import torch
+
+    from megatron_agentic.convert.runtime import _free_port
+    from megatron_agentic.platform import setup_platform
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1")
+    os.environ.update(LOCAL_RANK="0", MEGATRON_AGENTIC_FORCE_CPU="1")
+    setup_platform(0)
+    torch.distributed.init_process_group("gloo", rank=0, world_size=1)
+
+
 def _child_stream(hf: str, out: str) -> dict:
     import rich.progress  # noqa: F401
     import torch.distributed.checkpoint  # noqa: F401
@@ -44,7 +66,7 @@ def _child_stream(hf: str, out: str) -> dict:
     from megatron_agentic.convert.hf_io import HFCheckpoint
     from megatron_agentic.convert.mapping import preset_from_hf_config
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base = _hwm()
     t0 = time.perf_counter()
     hf_ckpt = HFCheckpoint(hf)
     arch = preset_from_hf_config(hf_ckpt.config)
@@ -59,38 +81,33 @@ def _child_stream(hf: str, out: str) -> dict:
 
         return dataclasses.replace(chunk, produce=produce)
 
-    write_torch_dist(
-        Path(out) / "iter_0000000", [timed(c) for c in chunks], objects, {"arch": dataclasses.asdict(arch)}
-    )
+    common = {"arch": dataclasses.asdict(arch)}
+    write_torch_dist(Path(out) / "iter_0000000", [timed(c) for c in chunks], objects, common)
     (Path(out) / "latest_checkpointed_iteration.txt").write_text("0\n")
     end = time.perf_counter()
     layer_s = sum(b[0] - a[0] for a, b in zip(starts, starts[1:] + [(end, False)]) if a[1])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"seconds": end - t0, "layer_seconds": layer_s, "peak_rss": peak, "growth": peak - base}
+    return {"seconds": end - t0, "layer_seconds": layer_s, "peak_rss": _hwm(), "growth": _hwm() - base}
 
 
 def _child_export(ckpt: str, out: str) -> dict:
-    import megatron_agentic.training.checkpoint  # noqa: F401
     from megatron_agentic.convert import mcore_to_hf
 
+    _single_rank()
+    base = _hwm()
     t0 = time.perf_counter()
-    mcore_to_hf.convert(ckpt, out, "bf16")  # runs in one spawned rank; its peak is RUSAGE_CHILDREN
-    return {
-        "seconds": time.perf_counter() - t0,
-        "peak_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
-    }
+    mcore_to_hf._worker(0, 1, ckpt, out, "bf16", None, None)
+    return {"seconds": time.perf_counter() - t0, "peak_rss": _hwm(), "growth": _hwm() - base}
 
 
 def _child_model(hf: str, out: str) -> dict:
     """The previous converter's method (build the model, load it, save it with megatron-core), one rank."""
-    from megatron_agentic.convert import runtime
+    import megatron.core.dist_checkpointing  # noqa: F401
 
+    _single_rank()
+    base = _hwm()
     t0 = time.perf_counter()
-    runtime.run_on_ranks(1, _model_worker, hf, out)
-    return {
-        "seconds": time.perf_counter() - t0,
-        "peak_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
-    }
+    _model_worker(0, 1, hf, out)
+    return {"seconds": time.perf_counter() - t0, "peak_rss": _hwm(), "growth": _hwm() - base}
 
 
 def _model_worker(rank: int, world: int, hf: str, out: str) -> None:
@@ -156,11 +173,11 @@ def main() -> None:
         fixed = stream["seconds"] - stream["layer_seconds"]
         rows = [("hf-to-mcore (stream)", stream["seconds"], per_layer, stream["peak_rss"], stream["growth"])]
         export = _run_child("export", str(work / "ckpt"), str(work / "hf_back"))
-        rows.append(("mcore-to-hf (stream)", export["seconds"], None, export["peak_rss"], None))
+        rows.append(("mcore-to-hf (stream)", export["seconds"], None, export["peak_rss"], export["growth"]))
         shutil.rmtree(work / "hf_back")
         if args.baseline:
             model = _run_child("model", str(hf), str(work / "ckpt_model"))
-            rows.append(("build-a-model (old)", model["seconds"], None, model["peak_rss"], None))
+            rows.append(("build-a-model (old)", model["seconds"], None, model["peak_rss"], model["growth"]))
         print(
             f"model bytes: {args.layers} layers {total / GB:.2f} GiB, one decoder layer {layer_bytes / GB:.2f} GiB, "
             f"48 layers {total48 / GB:.1f} GiB"
@@ -176,8 +193,9 @@ def main() -> None:
         )
         if args.baseline:
             print(
-                f"peak RSS ratio stream/model: {stream['peak_rss'] / model['peak_rss']:.2f}; "
-                f"the model path needs the whole model: ~{total48 / GB:.0f} GiB+ at 48 layers"
+                f"stream/model ratios: peak RSS {stream['peak_rss'] / model['peak_rss']:.2f}, growth over imports "
+                f"{stream['growth'] / model['growth']:.3f}, wall {stream['seconds'] / model['seconds']:.2f}; "
+                f"the model path holds the whole model (~{total48 / GB:.0f} GiB at 48 layers)"
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
