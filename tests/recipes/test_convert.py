@@ -111,6 +111,7 @@ def _checkpoint_keys(ckpt) -> dict[str, tuple[int, ...] | None]:
     }
 
 
+@pytest.mark.slow
 def test_converted_checkpoint_loads_in_tp2_ep2_pp2_matches_transformers(tiny_hf, tmp_path):
     """hf-to-mcore output (TE keys) loads into real TP=2 / EP=2 / PP=2 models: exact weights, HF's logits.
 

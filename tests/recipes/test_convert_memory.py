@@ -58,6 +58,7 @@ def _model_bytes(arch: ModelPreset) -> int:
     return sum(torch.Size(shape).numel() * 4 for _, shape in hf_shapes(arch))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc (VmHWM)")
 def test_peak_memory_does_not_grow_with_layer_count(tmp_path):
     """Peak RSS growth of a conversion (after imports) of 2 vs 8 layers: the 6 extra layers (~150 MB fp32)
