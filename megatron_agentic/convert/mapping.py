@@ -237,31 +237,38 @@ def hf_to_megatron(hf_state: Mapping[str, torch.Tensor], arch: ModelPreset) -> d
     return out
 
 
+def megatron_layer_to_hf(mg: dict[str, torch.Tensor], layer: int, arch: ModelPreset) -> dict[str, torch.Tensor]:
+    """HF tensors of decoder layer ``layer``, taken (popped) from full megatron tensors named with global indices."""
+    h, d = arch.hidden_size, arch.kv_channels
+    nq, ng = arch.num_attention_heads, arch.num_query_groups
+    src, dst = f"decoder.layers.{layer}.", f"model.layers.{layer}."
+    out: dict[str, torch.Tensor] = {}
+    qkv = _take(mg, src + "self_attention.linear_qkv.weight").reshape(ng, (nq // ng + 2) * d, h)
+    q, k, v = qkv.split([nq // ng * d, d, d], dim=1)
+    out[dst + "self_attn.q_proj.weight"] = q.reshape(nq * d, h).contiguous()
+    out[dst + "self_attn.k_proj.weight"] = k.reshape(ng * d, h).contiguous()
+    out[dst + "self_attn.v_proj.weight"] = v.reshape(ng * d, h).contiguous()
+    out[dst + "self_attn.o_proj.weight"] = _take(mg, src + "self_attention.linear_proj.weight")
+    out[dst + "self_attn.q_norm.weight"] = _take(mg, src + "self_attention.q_layernorm.weight")
+    out[dst + "self_attn.k_norm.weight"] = _take(mg, src + "self_attention.k_layernorm.weight")
+    out[dst + "input_layernorm.weight"] = _take(mg, src + "input_layernorm.weight")
+    out[dst + "post_attention_layernorm.weight"] = _take(mg, src + "pre_mlp_layernorm.weight")
+    out[dst + "mlp.gate.weight"] = _take(mg, src + "mlp.router.weight")
+    for e in range(arch.num_experts):
+        es, ed = f"{src}mlp.experts.local_experts.{e}.", f"{dst}mlp.experts.{e}."
+        gate, up = _take(mg, es + "linear_fc1.weight").chunk(2, dim=0)
+        out[ed + "gate_proj.weight"] = gate.contiguous()
+        out[ed + "up_proj.weight"] = up.contiguous()
+        out[ed + "down_proj.weight"] = _take(mg, es + "linear_fc2.weight")
+    return out
+
+
 def megatron_to_hf(mg_state: Mapping[str, torch.Tensor], arch: ModelPreset) -> dict[str, torch.Tensor]:
     """HF Hub-format state dict from a full megatron-core state dict (inverse of :func:`hf_to_megatron`)."""
     mg = dict(mg_state)
-    h, d = arch.hidden_size, arch.kv_channels
-    nq, ng = arch.num_attention_heads, arch.num_query_groups
     out: dict[str, torch.Tensor] = {"model.embed_tokens.weight": _take(mg, "embedding.word_embeddings.weight")}
     for i in range(arch.num_layers):
-        src, dst = f"decoder.layers.{i}.", f"model.layers.{i}."
-        qkv = _take(mg, src + "self_attention.linear_qkv.weight").reshape(ng, (nq // ng + 2) * d, h)
-        q, k, v = qkv.split([nq // ng * d, d, d], dim=1)
-        out[dst + "self_attn.q_proj.weight"] = q.reshape(nq * d, h).contiguous()
-        out[dst + "self_attn.k_proj.weight"] = k.reshape(ng * d, h).contiguous()
-        out[dst + "self_attn.v_proj.weight"] = v.reshape(ng * d, h).contiguous()
-        out[dst + "self_attn.o_proj.weight"] = _take(mg, src + "self_attention.linear_proj.weight")
-        out[dst + "self_attn.q_norm.weight"] = _take(mg, src + "self_attention.q_layernorm.weight")
-        out[dst + "self_attn.k_norm.weight"] = _take(mg, src + "self_attention.k_layernorm.weight")
-        out[dst + "input_layernorm.weight"] = _take(mg, src + "input_layernorm.weight")
-        out[dst + "post_attention_layernorm.weight"] = _take(mg, src + "pre_mlp_layernorm.weight")
-        out[dst + "mlp.gate.weight"] = _take(mg, src + "mlp.router.weight")
-        for e in range(arch.num_experts):
-            es, ed = f"{src}mlp.experts.local_experts.{e}.", f"{dst}mlp.experts.{e}."
-            gate, up = _take(mg, es + "linear_fc1.weight").chunk(2, dim=0)
-            out[ed + "gate_proj.weight"] = gate.contiguous()
-            out[ed + "up_proj.weight"] = up.contiguous()
-            out[ed + "down_proj.weight"] = _take(mg, es + "linear_fc2.weight")
+        out.update(megatron_layer_to_hf(mg, i, arch))
     out["model.norm.weight"] = _take(mg, "decoder.final_layernorm.weight")
     if arch.untie_embeddings_and_output_weights:
         out["lm_head.weight"] = _take(mg, "output_layer.weight")

@@ -1,4 +1,5 @@
-"""Process groups and model chunks for checkpoint conversion (CPU + gloo, any TP/PP/EP layout)."""
+"""CPU + gloo process groups for conversion (``mcore-to-hf`` loads through megatron-core in one rank), and
+model chunks of any TP/PP/EP layout for the tests and the build-a-model baseline of the benchmark."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ def _entry(rank: int, world: int, port: int, fn: Callable[..., Any], args: tuple
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
     )
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ["MEGATRON_AGENTIC_FORCE_CPU"] = "1"  # conversion runs on CPU whatever the machine
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     from megatron_agentic.platform import setup_platform

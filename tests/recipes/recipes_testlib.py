@@ -129,31 +129,3 @@ def saved_activation_bytes(rank: int, world: int, seq_length: int, micro_batch: 
         loss = model(tokens, position_ids, mask, labels=tokens)
     loss.float().mean().backward()
     return {"saved_bytes": float(sum(seen.values()))}
-
-
-def load_converted(rank: int, world: int, checkpoints: list[str], tokens: list[list[int]]) -> dict[str, Any]:
-    """Load converted checkpoints into TP=PP=EP=1 models; exact-compare them; logits of the first one."""
-    from megatron.core import dist_checkpointing
-
-    from megatron_agentic.convert.mcore_to_hf import checkpoint_arch
-    from megatron_agentic.convert.runtime import build_local_model, tensor_state
-    from megatron_agentic.training.checkpoint import load_checkpoint, resolve_checkpoint_dir
-
-    init_parallel()
-    states, logits = [], None
-    for path in checkpoints:
-        ckpt = resolve_checkpoint_dir(path)
-        arch = checkpoint_arch(dist_checkpointing.load_common_state_dict(str(ckpt)), None)
-        model = build_local_model(arch, 1, 1, 1, "fp32")
-        load_checkpoint(ckpt, [model], load_rng=False)
-        states.append(tensor_state(model))
-        if logits is None:
-            ids = torch.tensor(tokens)
-            s = ids.shape[1]
-            pos = torch.arange(s).expand_as(ids)
-            mask = torch.triu(torch.ones(1, 1, s, s, dtype=torch.bool), diagonal=1)
-            model.eval()
-            with torch.no_grad():
-                logits = model(ids, pos, mask).float().tolist()
-    mismatched = [k for k in states[0] if not torch.equal(states[0][k], states[-1][k])]
-    return {"logits": logits, "mismatched": mismatched, "num_tensors": len(states[0])}
