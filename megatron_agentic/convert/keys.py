@@ -6,13 +6,15 @@ These are the ``dist_checkpointing`` keys (layer axis stacked, global expert axi
 ``pre_mlp_layernorm`` for MoE layers). ``LEGACY_KEYS`` maps the keys of checkpoints written before that
 change (megatron-core's local-spec remap ``pre_mlp_layernorm.`` -> ``mlp.linear_fc1.layer_norm_``).
 
-Kept in one place so it can be swapped for the model package's own layout table.
+The old->new map itself is the model package's (``models/qwen3_moe/layout.py``), shared with training's load.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+
+from megatron_agentic.models.qwen3_moe.layout import LEGACY_KEY_MAP
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +51,7 @@ EXPERT_EXTRA_STATES = (
 )
 """``_extra_state`` objects (one per layer and expert) of the expert linear layers."""
 
-LEGACY_KEYS = {
-    "decoder.layers.mlp.linear_fc1.layer_norm_weight": LAYER_KEYS["pre_mlp_layernorm"],
-}
+LEGACY_KEYS = LEGACY_KEY_MAP
 """Old (pre-TE-layout) key -> TE-layout key."""
 
 

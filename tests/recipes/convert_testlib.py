@@ -8,15 +8,8 @@ from typing import Any
 
 import torch
 
-try:  # the CPU spec's TE-layout key map (issue 11); until it is merged, the same map applied here
-    from megatron_agentic.models.qwen3_moe.layout import LAYER_KEYS_MAP as TE_KEYS_MAP
-except ImportError:
-    TE_KEYS_MAP = {"input_layernorm.": "self_attention.linear_qkv.layer_norm_"}
-LEGACY_KEYS_MAP = {
-    "input_layernorm.": "self_attention.linear_qkv.layer_norm_",
-    "pre_mlp_layernorm.": "mlp.linear_fc1.layer_norm_",
-}
-"""megatron-core's local-spec map, which wrote the pre-TE (legacy) layout."""
+from megatron_agentic.models.qwen3_moe.layout import LAYER_KEYS_MAP as TE_KEYS_MAP
+from megatron_agentic.models.qwen3_moe.layout import LEGACY_LAYER_KEYS_MAP as LEGACY_KEYS_MAP
 
 LAYOUTS = ({"tensor": 2}, {"expert": 2}, {"pipeline": 2})
 
