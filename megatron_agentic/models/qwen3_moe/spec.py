@@ -99,9 +99,9 @@ def qwen3_moe_layer_spec(
         get_gpt_layer_with_transformer_engine_spec,
     )
 
-    from megatron_agentic.platform import has_transformer_engine
+    from megatron_agentic.platform import detect_platform
 
-    use_te = backend == "te" or (backend == "triton" and has_transformer_engine())
+    use_te = backend == "te" or (backend == "triton" and detect_platform().has_transformer_engine)
     if use_te:
         spec = get_gpt_layer_with_transformer_engine_spec(
             num_experts=num_experts, moe_grouped_gemm=True, qk_layernorm=qk_layernorm
