@@ -224,6 +224,12 @@ def resolve_settings(platform: Platform, cfg: TrainingConfig) -> EffectiveSettin
         )
     elif m.recompute == "selective":
         recompute.update(recompute_granularity="selective", recompute_modules=list(m.recompute_modules))
+        if "moe_act" in m.recompute_modules and not flags["moe_grouped_gemm"]:
+            raise ConfigError("model.recompute_modules: moe_act needs perf.moe_grouped_gemm (Transformer Engine)")
+        if "layernorm" in m.recompute_modules and not te:
+            raise ConfigError("model.recompute_modules: layernorm recompute needs Transformer Engine on CUDA")
+        if t.fp8 == "delayed" and {"moe_act", "layernorm"} & set(m.recompute_modules):
+            raise ConfigError("model.recompute_modules: moe_act/layernorm recompute does not work with train.fp8=delayed")
 
     # CUDA graphs: megatron-core's TE graphs are captured by the training loop (Megatron-LM's training.py
     # calls TECudaGraphHelper.create_cudagraphs after warm-up); our loop has no capture step yet.

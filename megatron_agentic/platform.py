@@ -19,11 +19,13 @@ megatron-core version, when it does not:
     The tensor-parallel CUDA RNG tracker keeps CPU generator states instead of CUDA ones.
 ``te_general_gemm``
     ``moe_utils.te_general_gemm`` is referenced but undefined when Transformer Engine is missing.
-``cuda_stream``
+``alltoall_dispatcher``
     The ``alltoall`` token dispatcher (``MoEAlltoAllTokenDispatcher``) creates a ``torch.cuda.Stream`` for its
     device-to-host copies of the split sizes and records/synchronizes an event on it. ``torch.cuda.Stream``,
     ``torch.cuda.current_stream`` and ``torch.cuda.stream`` become a CPU stand-in stream whose wait, record
-    and synchronize are no-ops (CPU work is synchronous), so the GPU-default dispatcher runs under gloo.
+    and synchronize are no-ops (CPU work is synchronous). Its ``maybe_move_tensor_to_cpu`` only converts CUDA
+    tensors to the NumPy split sizes ``all_to_all_single`` takes, so the dispatcher's binding of it also
+    converts CPU tensors when asked for NumPy. Together they let the GPU-default dispatcher run under gloo.
 
 On CUDA nothing is redirected. Transformer Engine and Apex are used when importable, never required.
 """
@@ -337,15 +339,25 @@ class _CpuEvent:
 _DEFAULT_CPU_STREAM = CpuStream()
 
 
-def _activate_cuda_stream() -> Callable[[], None]:
-    _require("megatron.core.transformer.moe.token_dispatcher", "MoEAlltoAllTokenDispatcher", "cuda_stream")
-    dispatcher = importlib.import_module("megatron.core.transformer.moe.token_dispatcher").MoEAlltoAllTokenDispatcher
+def _activate_alltoall_dispatcher() -> Callable[[], None]:
+    module_name = "megatron.core.transformer.moe.token_dispatcher"
+    _require(module_name, "MoEAlltoAllTokenDispatcher", "alltoall_dispatcher")
+    td = importlib.import_module(module_name)
+    dispatcher = td.MoEAlltoAllTokenDispatcher
     if not hasattr(dispatcher, "cuda_dtoh_stream"):
         raise RuntimeError(
-            "platform redirection 'cuda_stream': MoEAlltoAllTokenDispatcher.cuda_dtoh_stream not found in "
+            "platform redirection 'alltoall_dispatcher': MoEAlltoAllTokenDispatcher.cuda_dtoh_stream not found in "
             f"megatron-core {megatron_core_version()} (written for 0.16.1); update megatron_agentic/platform.py"
         )
-    originals = {name: _require("torch.cuda", name, "cuda_stream") for name in ("Stream", "current_stream", "stream")}
+    orig_move = _require(module_name, "maybe_move_tensor_to_cpu", "alltoall_dispatcher")
+    names = ("Stream", "current_stream", "stream")
+    originals = {name: _require("torch.cuda", name, "alltoall_dispatcher") for name in names}
+
+    def move_to_cpu(tensor: Any, as_numpy: bool = False, record_stream: bool = False) -> Any:
+        """``maybe_move_tensor_to_cpu`` that also gives NumPy split sizes for CPU tensors."""
+        if torch.is_tensor(tensor) and as_numpy:
+            return tensor.detach().cpu().numpy()
+        return orig_move(tensor, as_numpy=as_numpy, record_stream=record_stream)
 
     def current_stream(device: Any = None) -> CpuStream:
         """CPU stand-in for ``torch.cuda.current_stream``."""
@@ -358,10 +370,12 @@ def _activate_cuda_stream() -> Callable[[], None]:
     torch.cuda.Stream = CpuStream  # type: ignore[misc, assignment]
     torch.cuda.current_stream = current_stream  # type: ignore[assignment]
     torch.cuda.stream = stream  # type: ignore[assignment]
+    td.maybe_move_tensor_to_cpu = move_to_cpu
 
     def undo() -> None:
         for name, original in originals.items():
             setattr(torch.cuda, name, original)
+        td.maybe_move_tensor_to_cpu = orig_move
         if isinstance(dispatcher.cuda_dtoh_stream, CpuStream):
             dispatcher.cuda_dtoh_stream = None  # a later CUDA run creates a real stream again
 
@@ -374,7 +388,7 @@ REDIRECTIONS: dict[str, Callable[[], Callable[[], None]]] = {
     "cuda_synchronize": _activate_cuda_synchronize,
     "rng_tracker": _activate_rng_tracker,
     "te_general_gemm": _activate_te_general_gemm,
-    "cuda_stream": _activate_cuda_stream,
+    "alltoall_dispatcher": _activate_alltoall_dispatcher,
 }
 """CPU redirections in activation order: name -> activate function returning its undo function."""
 
