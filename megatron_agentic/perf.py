@@ -18,7 +18,6 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from megatron_agentic.config import ConfigError
-from megatron_agentic.models.qwen3_moe.spec import resolve_attention_backend
 
 if TYPE_CHECKING:
     from megatron_agentic.config import TrainingConfig
@@ -62,6 +61,32 @@ NEEDS_TE = (
     "tp_comm_overlap",
 )
 """``perf`` fields whose implementation is Transformer Engine (CUDA) code in megatron-core 0.16.1."""
+
+ATTENTION_BACKENDS = ("auto", "local", "te", "triton")
+"""Values of ``model.attention_backend``."""
+
+
+def resolve_attention_backend(requested: str, context_parallel: int, te_available: bool) -> str:
+    """Concrete attention backend (``local``, ``te`` or ``triton``) for a requested one.
+
+    ``auto`` picks ``te`` when Transformer Engine imports, else ``triton`` when context parallelism is on
+    (megatron-core's local attention cannot do CP), else ``local``.
+    """
+    if requested not in ATTENTION_BACKENDS:
+        raise ValueError(f"model.attention_backend must be one of {ATTENTION_BACKENDS}, got {requested!r}")
+    if requested == "auto":
+        if te_available:
+            return "te"
+        return "triton" if context_parallel > 1 else "local"
+    if requested == "te" and not te_available:
+        raise ValueError("model.attention_backend=te needs Transformer Engine, which does not import here")
+    if requested == "local" and context_parallel > 1:
+        raise ValueError(
+            "model.attention_backend=local cannot run parallel.context > 1 (megatron-core's local attention "
+            "asserts CP == 1); use triton or auto"
+        )
+    return requested
+
 
 RECOMPUTE_MODULES = ("core_attn", "moe_act", "layernorm", "mlp", "moe", "shared_experts")
 """``model.recompute_modules`` values megatron-core 0.16.1 accepts for a Qwen3-MoE layer (selective recompute)."""
