@@ -503,8 +503,11 @@ class TrainingConfig:
             out[name] = section
         return out
 
-    def validate(self, world_size: int) -> int:
+    def validate(self, world_size: int, platform: Any = None) -> int:
         """Check the layout against ``world_size`` before any process group starts; returns the DP size.
+
+        ``platform``: the :class:`~megatron_agentic.platform.Platform` the performance settings are checked for
+        (default: this machine; the planner passes the H100 platform it plans for).
 
         Raises ConfigError with a one-line message on the first problem.
         """
@@ -572,7 +575,7 @@ class TrainingConfig:
                 f"parallel.expert_tensor*expert*pipeline ({p.expert_tensor}*{p.expert}*{p.pipeline}) must divide "
                 f"world size {world_size}"
             )
-        self.effective_settings()  # refuses invalid performance combinations (FP8 without TE, ...)
+        self.effective_settings(platform)  # refuses invalid performance combinations (FP8 without TE, ...)
         return dp
 
     def effective_settings(self, platform: Any = None) -> Any:

@@ -531,7 +531,7 @@ def plan_recipe(
     errors: list[str] = []
     warnings: list[str] = []
     try:
-        cfg.validate(world)
+        cfg.validate(world, PLAN_PLATFORM)
     except ValueError as exc:
         errors.append(str(exc))
     try:

@@ -66,7 +66,7 @@ def test_export_is_a_train_config(tmp_path):
     data = yaml.safe_load(out.read_text())
     assert "plan" not in data and data["log"]["dir"] == "/x"
     cfg = load_config(out)
-    assert cfg.model.architecture().rotary_base == 5e6 and cfg.model.recompute is True
+    assert cfg.model.architecture().rotary_base == 5e6 and cfg.model.recompute == "selective"
     assert cfg.validate(256) == 256 // (2 * 8)
     assert cfg.train.total_iters() == -(-100_000_000_000 // (32 * 131072))
 
