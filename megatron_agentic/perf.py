@@ -125,8 +125,10 @@ class EffectiveSettings:
         """JSON-ready dict (dtypes as strings)."""
         out = dataclasses.asdict(self)
         for section in ("transformer", "ddp", "optimizer"):
-            out[section] = {k: (str(v) if not isinstance(v, (bool, int, float, str, list, type(None))) else v)
-                            for k, v in out[section].items()}
+            out[section] = {
+                k: (str(v) if not isinstance(v, (bool, int, float, str, list, type(None))) else v)
+                for k, v in out[section].items()
+            }
         return out
 
     def summary_lines(self) -> list[str]:
@@ -245,7 +247,9 @@ def resolve_settings(platform: Platform, cfg: TrainingConfig) -> EffectiveSettin
     recompute: dict[str, Any] = {"recompute_granularity": None, "recompute_method": None, "recompute_num_layers": None}
     if m.recompute == "full":
         recompute.update(
-            recompute_granularity="full", recompute_method=m.recompute_method, recompute_num_layers=m.recompute_num_layers
+            recompute_granularity="full",
+            recompute_method=m.recompute_method,
+            recompute_num_layers=m.recompute_num_layers,
         )
     elif m.recompute == "selective":
         recompute.update(recompute_granularity="selective", recompute_modules=list(m.recompute_modules))
@@ -254,7 +258,9 @@ def resolve_settings(platform: Platform, cfg: TrainingConfig) -> EffectiveSettin
         if "layernorm" in m.recompute_modules and not te:
             raise ConfigError("model.recompute_modules: layernorm recompute needs Transformer Engine on CUDA")
         if t.fp8 == "delayed" and {"moe_act", "layernorm"} & set(m.recompute_modules):
-            raise ConfigError("model.recompute_modules: moe_act/layernorm recompute does not work with train.fp8=delayed")
+            raise ConfigError(
+                "model.recompute_modules: moe_act/layernorm recompute does not work with train.fp8=delayed"
+            )
 
     # CUDA graphs: megatron-core's TE graphs are captured by the training loop (Megatron-LM's training.py
     # calls TECudaGraphHelper.create_cudagraphs after warm-up); our loop has no capture step yet.

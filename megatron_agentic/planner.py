@@ -230,7 +230,10 @@ def activation_bytes_per_layer(
 
 
 def recompute_flops_per_token(
-    arch: ModelPreset, seq_length: int, recompute: str, recompute_modules: list[str] | None = None,
+    arch: ModelPreset,
+    seq_length: int,
+    recompute: str,
+    recompute_modules: list[str] | None = None,
     layer_fraction: float = 1.0,
 ) -> float:
     """Extra FLOPs per token spent re-running forward passes in backward.
@@ -467,7 +470,9 @@ def load_throughput(path: str) -> ThroughputTable:
     for i, e in enumerate(entries):
         for key, kind in (("name", str), ("precision", str), ("seq_length", int), ("tflops_per_gpu", (int, float))):
             if not isinstance(e, dict) or not isinstance(e.get(key), kind):
-                raise ThroughputError(f"{path}: entries[{i}].{key} missing or not {getattr(kind, '__name__', 'number')}")
+                raise ThroughputError(
+                    f"{path}: entries[{i}].{key} missing or not {getattr(kind, '__name__', 'number')}"
+                )
         if e["tflops_per_gpu"] <= 0:
             raise ThroughputError(f"{path}: entries[{i}].tflops_per_gpu must be > 0")
     return ThroughputTable(path=str(path), gpu=str(data.get("gpu", "unknown GPU")), entries=entries)

@@ -201,8 +201,10 @@ def test_stage2_fits_on_32_nodes_and_etp_is_modelled():
     assert etp2["expert"] * 2 == etp1["expert"] and etp2["dense"] == etp1["dense"]
     etp = planner.make_plan("qwen3-30b-a3b-stage1", overrides=["parallel.expert_tensor=2"])
     assert etp.layout.expert_tensor == 2 and etp.layout.expert_data == 256 // (2 * 8)
-    assert any("expert_tensor" in e for e in planner.make_plan("qwen3-30b-a3b-stage1",
-               overrides=["parallel.expert_tensor=5"]).errors)
+    assert any(
+        "expert_tensor" in e
+        for e in planner.make_plan("qwen3-30b-a3b-stage1", overrides=["parallel.expert_tensor=5"]).errors
+    )
 
 
 def test_recompute_memory_and_cost():
@@ -232,8 +234,16 @@ def test_recompute_memory_and_cost():
 def test_fp8_memory():
     arch = get_preset("qwen3-30b-a3b")
     layout = planner.Layout(world=8, expert=8, context=4)
-    kw = dict(seq_length=32768, micro_batch=1, num_microbatches=1, precision="bf16", recompute="none",
-              distributed_optimizer=True, local_attention=False, overhead_gib=0.0)
+    kw = dict(
+        seq_length=32768,
+        micro_batch=1,
+        num_microbatches=1,
+        precision="bf16",
+        recompute="none",
+        distributed_optimizer=True,
+        local_attention=False,
+        overhead_gib=0.0,
+    )
     bf16 = planner.estimate_memory(arch, layout, **kw)
     fp8 = planner.estimate_memory(arch, layout, fp8="tensorwise", **kw)
     fp8_pg = planner.estimate_memory(arch, layout, fp8="tensorwise", fp8_param_gather=True, **kw)
@@ -250,8 +260,16 @@ def _write_table(path, rows):
 
 
 def test_planner_reads_measured_throughput(tmp_path, capsys):
-    row = {"name": "bf16", "precision": "bf16", "seq_length": 4096, "num_layers": 4, "num_experts": 32,
-           "tokens_per_s_per_gpu": 1.0e4, "tflops_per_gpu": 296.7, "peak_memory_gib": 40.0}
+    row = {
+        "name": "bf16",
+        "precision": "bf16",
+        "seq_length": 4096,
+        "num_layers": 4,
+        "num_experts": 32,
+        "tokens_per_s_per_gpu": 1.0e4,
+        "tflops_per_gpu": 296.7,
+        "peak_memory_gib": 40.0,
+    }
     fp8_row = dict(row, name="fp8", precision="fp8:tensorwise", tflops_per_gpu=395.6)
     table_path = _write_table(tmp_path / "throughput.json", [row, fp8_row])
     table = planner.load_throughput(str(table_path))

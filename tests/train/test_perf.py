@@ -100,29 +100,50 @@ def test_explicit_values_override_auto():
         (CPU, {"train": {"fp8": "tensorwise"}}, ["train.fp8"]),
         (H100_TE, {"train": {"fp8": "delayed", "precision": "fp32"}}, ["train.fp8", "train.precision"]),
         (H100_TE, {"train": {"fp8_param_gather": True}}, ["train.fp8_param_gather", "train.fp8"]),
-        (H100_TE, {"train": {"distributed_optimizer": False}, "perf": {"overlap_param_gather": True}},
-         ["perf.overlap_param_gather", "train.distributed_optimizer"]),
-        (H100_TE, {"perf": {"overlap_grad_reduce": False, "overlap_param_gather": True}},
-         ["perf.overlap_param_gather", "perf.overlap_grad_reduce"]),
+        (
+            H100_TE,
+            {"train": {"distributed_optimizer": False}, "perf": {"overlap_param_gather": True}},
+            ["perf.overlap_param_gather", "train.distributed_optimizer"],
+        ),
+        (
+            H100_TE,
+            {"perf": {"overlap_grad_reduce": False, "overlap_param_gather": True}},
+            ["perf.overlap_param_gather", "perf.overlap_grad_reduce"],
+        ),
         (H100_TE, {"model": {"moe_token_dispatcher": "flex"}}, ["model.moe_token_dispatcher", "moe_flex_backend"]),
-        (H100_TE_DEEPEP, {"model": {"moe_token_dispatcher": "flex", "moe_flex_backend": "hybridep"}},
-         ["model.moe_flex_backend=hybridep"]),
+        (
+            H100_TE_DEEPEP,
+            {"model": {"moe_token_dispatcher": "flex", "moe_flex_backend": "hybridep"}},
+            ["model.moe_flex_backend=hybridep"],
+        ),
         (H100_TE, {"parallel": {"expert": 8, "expert_tensor": 5}}, ["parallel.expert_tensor", "moe_ffn_hidden_size"]),
         (CPU, {"perf": {"moe_permute_fusion": True}}, ["perf.moe_permute_fusion"]),
         (CPU, {"perf": {"apply_rope_fusion": True}}, ["perf.apply_rope_fusion"]),
-        (CPU, {"perf": {"cross_entropy_loss_fusion": True, "cross_entropy_fusion_impl": "te"}},
-         ["perf.cross_entropy_fusion_impl"]),
+        (
+            CPU,
+            {"perf": {"cross_entropy_loss_fusion": True, "cross_entropy_fusion_impl": "te"}},
+            ["perf.cross_entropy_fusion_impl"],
+        ),
         (CPU, {"model": {"recompute": "selective", "recompute_modules": ["moe_act"]}}, ["model.recompute_modules"]),
         (H100_TE, {"perf": {"cuda_graph_impl": "transformer_engine"}}, ["perf.cuda_graph_impl"]),
         (CPU, {"perf": {"cuda_graph_impl": "local"}}, ["perf.cuda_graph_impl"]),
         (H100_TE, {"perf": {"tp_comm_overlap": True}}, ["perf.tp_comm_overlap", "parallel.tensor"]),
-        (H100_TE, {"parallel": {"expert": 1}, "perf": {"overlap_moe_expert_parallel_comm": True}},
-         ["perf.overlap_moe_expert_parallel_comm", "parallel.expert"]),
-        (H100_TE, {"model": {"recompute": "full"}, "perf": {"overlap_moe_expert_parallel_comm": True}},
-         ["perf.overlap_moe_expert_parallel_comm", "model.recompute"]),
+        (
+            H100_TE,
+            {"parallel": {"expert": 1}, "perf": {"overlap_moe_expert_parallel_comm": True}},
+            ["perf.overlap_moe_expert_parallel_comm", "parallel.expert"],
+        ),
+        (
+            H100_TE,
+            {"model": {"recompute": "full"}, "perf": {"overlap_moe_expert_parallel_comm": True}},
+            ["perf.overlap_moe_expert_parallel_comm", "model.recompute"],
+        ),
         (H100_TE, {"perf": {"moe_grouped_gemm": False}}, ["perf.moe_grouped_gemm"]),
-        (H100_TE, {"train": {"precision": "fp32"}, "perf": {"precision_aware_optimizer": True}},
-         ["perf.precision_aware_optimizer", "train.precision"]),
+        (
+            H100_TE,
+            {"train": {"precision": "fp32"}, "perf": {"precision_aware_optimizer": True}},
+            ["perf.precision_aware_optimizer", "train.precision"],
+        ),
     ],
 )
 def test_invalid_combinations_are_refused_with_one_line_naming_fields(platform, sections, fields):
@@ -177,8 +198,12 @@ def test_force_cpu_makes_one_decision(monkeypatch):
 def test_transformer_config_receives_the_effective_settings():
     from megatron_agentic.models.qwen3_moe.model import transformer_config_from
 
-    cfg = _cfg(model={"preset": "tiny-moe", "recompute": "selective", "recompute_modules": ["core_attn", "moe"]},
-               parallel={"expert": 1}, train={"precision": "bf16"}, perf={"bias_activation_fusion": True})
+    cfg = _cfg(
+        model={"preset": "tiny-moe", "recompute": "selective", "recompute_modules": ["core_attn", "moe"]},
+        parallel={"expert": 1},
+        train={"precision": "bf16"},
+        perf={"bias_activation_fusion": True},
+    )
     settings = resolve_settings(CPU, cfg)
     tconfig = transformer_config_from(cfg, settings)
     for key, value in settings.transformer.items():
