@@ -54,6 +54,12 @@ class ManualGC:
             gc.disable()
             gc.collect()
 
+    @classmethod
+    def for_run(cls, cfg: TrainingConfig, platform: Platform) -> ManualGC:
+        """The collector the effective settings ask for (``perf.manual_gc``, ``perf.manual_gc_interval``)."""
+        settings = resolve_settings(platform, cfg)
+        return cls(settings.manual_gc, settings.manual_gc_interval)
+
     def step(self, iteration: int) -> None:
         """Collect when ``iteration`` is a multiple of the interval."""
         if self.enabled and iteration % self.interval == 0:
@@ -63,6 +69,19 @@ class ManualGC:
         """Re-enable automatic collection."""
         if self.enabled:
             gc.enable()
+
+
+def sync_params(chunks: list[Any]) -> None:
+    """Finish the parameter all-gather of the last optimizer step now (before a checkpoint save or evaluation).
+
+    With ``perf.overlap_param_gather`` the distributed optimizer leaves the gather of updated parameters to the
+    next training forward's pre-hooks; until then other ranks' shards are stale in each chunk. Megatron-LM's
+    training loop syncs them before saving and evaluating (``disable_forward_pre_hook(param_sync=True)``); this
+    forces the same synchronous gather. No-op without the overlap.
+    """
+    for chunk in chunks:
+        if getattr(chunk, "ddp_config", None) is not None and chunk.ddp_config.overlap_param_gather:
+            chunk.start_param_sync(force_sync=True)
 
 
 def _init_tp_comm_overlap(cfg: TrainingConfig, tconfig: TransformerConfig) -> None:

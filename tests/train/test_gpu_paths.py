@@ -70,20 +70,29 @@ def workdir():
 def test_alltoall_dispatcher_and_ddp_overlap_match_allgather(workdir):
     common = ("parallel.expert=2", "train.iters=6")
     reference = _train(workdir / "allgather", *common, "model.moe_token_dispatcher=allgather", nproc=2)
-    gpu_default = _train(
-        workdir / "alltoall",
-        *common,
+    gpu_default = (
         "model.moe_token_dispatcher=alltoall",
         "perf.overlap_grad_reduce=true",
         "perf.overlap_param_gather=true",
         "perf.check_for_nan_in_grad=true",
         "perf.bias_activation_fusion=true",
         "perf.cross_entropy_loss_fusion=true",
-        nproc=2,
+        "perf.manual_gc=true",
+        "perf.manual_gc_interval=2",
     )
-    assert len(reference) == len(gpu_default) == 6
+    ckpt = workdir / "ckpt"
+    full = _train(
+        workdir / "alltoall", *common, *gpu_default, f"checkpoint.dir={ckpt}", "checkpoint.interval=3", nproc=2
+    )
+    assert len(reference) == len(full) == 6
     assert reference[-1] < reference[0] - 0.1, reference
-    np.testing.assert_allclose(gpu_default, reference, rtol=1e-4, atol=0)
+    np.testing.assert_allclose(full, reference, rtol=1e-4, atol=0)
+    # With the parameter all-gather overlapped, the step-3 checkpoint still holds every rank's updated shard.
+    resume = workdir / "resume_ckpt"
+    shutil.copytree(ckpt / "iter_0000003", resume / "iter_0000003")
+    (resume / "latest_checkpointed_iteration.txt").write_text("3\n")
+    resumed = _train(workdir / "resumed", *common, *gpu_default, f"checkpoint.dir={resume}", nproc=2)
+    np.testing.assert_allclose(resumed, full[3:], rtol=1e-6, atol=0)
 
 
 def test_bf16_trains_on_cpu_and_resumes_exactly(workdir):
