@@ -67,6 +67,7 @@ def workdir():
     shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_alltoall_dispatcher_and_ddp_overlap_match_allgather(workdir):
     common = ("parallel.expert=2", "train.iters=6")
     reference = _train(workdir / "allgather", *common, "model.moe_token_dispatcher=allgather", nproc=2)
