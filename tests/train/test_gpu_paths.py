@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _train(log_dir: Path, *overrides: str, nproc: int = 1) -> list[float]:
+def _train(log_dir: Path, *overrides: str, nproc: int = 1, evals: bool = False) -> Any:
     args = list(BASE)
     for o in (f"log.dir={log_dir}", *overrides):
         args += ["--set", o]
@@ -57,7 +58,10 @@ def _train(log_dir: Path, *overrides: str, nproc: int = 1) -> list[float]:
     out = subprocess.run([*cmd, "train", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stderr[-4000:]
     records = [json.loads(line) for line in (log_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [r["loss"] for r in records if "loss" in r]
+    losses = [r["loss"] for r in records if "loss" in r]
+    if evals:
+        return losses, [(r["step"], r["eval"]["valid"]) for r in records if "eval" in r]
+    return losses
 
 
 @pytest.fixture
@@ -69,8 +73,10 @@ def workdir():
 
 @pytest.mark.slow
 def test_alltoall_dispatcher_and_ddp_overlap_match_allgather(workdir):
-    common = ("parallel.expert=2", "train.iters=6")
-    reference = _train(workdir / "allgather", *common, "model.moe_token_dispatcher=allgather", nproc=2)
+    common = ("parallel.expert=2", "train.iters=6", "train.eval_interval=3", "train.eval_iters=1")
+    reference, ref_evals = _train(
+        workdir / "allgather", *common, "model.moe_token_dispatcher=allgather", nproc=2, evals=True
+    )
     gpu_default = (
         "model.moe_token_dispatcher=alltoall",
         "perf.overlap_grad_reduce=true",
