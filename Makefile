@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX_URL ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv install demo test lint format clean
+.PHONY: venv install demo test lint format clean gpu-check
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+# GPU acceptance run (one node, ~8 min): kernel tests, attention benchmark, a cut Qwen3-30B-A3B trained bf16/FP8;
+# writes runs/gpu-check/report.json and throughput.json (for `megatron-agentic plan --throughput`). Exit 2 without a GPU.
+gpu-check: $(VENV)/.installed
+	$(PY) benchmarks/gpu_acceptance.py --out $${GPU_CHECK_OUT:-runs/gpu-check} $(GPU_CHECK_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -51,7 +51,7 @@ def baseline_worker(iters: int, seq: int, vocab: int, out: str) -> None:
 
     from megatron_agentic.config import load_config
     from megatron_agentic.models.qwen3_moe.model import transformer_config_from
-    from megatron_agentic.platform import setup_platform
+    from megatron_agentic.platform import Platform, setup_platform
     from megatron_agentic.training.builders import init_distributed
     from megatron_agentic.training.data import MicroBatchLoader, build_datasets
 
@@ -60,7 +60,7 @@ def baseline_worker(iters: int, seq: int, vocab: int, out: str) -> None:
     init_distributed(cfg, setup_platform())
     arch = cfg.model.architecture()
     t = cfg.train
-    tconfig = transformer_config_from(cfg.model, cfg.parallel, precision="fp32", cuda=False)
+    tconfig = transformer_config_from(cfg, cfg.effective_settings(Platform("cpu", "gloo", False, False)))
     spec = get_gpt_layer_local_spec(num_experts=arch.num_experts, qk_layernorm=True, normalization="RMSNorm")
     model = GPTModel(
         config=tconfig,

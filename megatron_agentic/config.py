@@ -2,15 +2,18 @@
 
 Schema (sections and their fields are the dataclasses below)::
 
-    model:      {preset, attention_backend, moe_token_dispatcher, <any ModelPreset field as override>}
-    parallel:   {tensor, pipeline, expert, context, sequence_parallel, virtual_pipeline}   # data is derived
+    model:      {preset, attention_backend, moe_token_dispatcher, moe_flex_backend, recompute, recompute_method,
+                 recompute_num_layers, recompute_modules, <any ModelPreset field as override>}
+    parallel:   {tensor, pipeline, expert, expert_tensor, context, sequence_parallel, virtual_pipeline}  # data derived
     train:      {iters, train_tokens, global_batch_size, micro_batch_size, seq_length, seed, lr, min_lr,
                  lr_schedule, lr_warmup_iters, lr_decay_iters, wsd_decay_fraction, weight_decay, clip_grad,
-                 eval_interval, eval_iters, precision, ...}
+                 eval_interval, eval_iters, precision, fp8, fp8_param_gather, ...}
     data:       {mock, blend, blend_file, split, eval_sets, reset_position_ids, reset_attention_mask,
                  eod_mask_loss, tokenizer, loader, ...}
     checkpoint: {dir, interval, pretrained, load_optimizer, pretrained_load_optimizer, pretrained_load_scheduler}
     log:        {dir, interval, tensorboard}
+    perf:       {fusions, DDP overlap, optimizer precision, CUDA graphs, manual GC; ``auto`` resolved by
+                 ``megatron_agentic.perf.resolve_settings``}
 """
 
 from __future__ import annotations
@@ -39,9 +42,24 @@ class ModelConfig:
     attention_backend: str = "auto"
     """``auto`` | ``local`` | ``te`` | ``triton`` (see ``models/qwen3_moe/spec.py``)."""
     moe_token_dispatcher: str = "auto"
-    """megatron-core token dispatcher: ``auto`` (alltoall on CUDA, allgather on CPU), ``allgather``, ``alltoall``."""
-    recompute: bool = False
-    """Full activation recomputation of every layer (saves memory at long context)."""
+    """megatron-core token dispatcher (``moe_token_dispatcher_type``): ``auto`` (alltoall on CUDA, as Megatron-Bridge's
+    H100 recipe; allgather on CPU), ``allgather``, ``alltoall`` or ``flex`` (DeepEP / HybridEP, CUDA only)."""
+    moe_flex_backend: str = "deepep"
+    """Backend of the ``flex`` dispatcher (``moe_flex_dispatcher_backend``): ``deepep`` or ``hybridep``; refused when
+    its library (``deep_ep``) does not import."""
+    # -- activation recomputation (issue 13) ------------------------------------------------------------------
+    recompute: str | bool = "none"
+    """Activation recomputation (``recompute_granularity``): ``none``, ``full`` (whole layers; ``true`` is accepted
+    as ``full``, ``false`` as ``none``) or ``selective`` (only ``recompute_modules``)."""
+    recompute_method: str = "uniform"
+    """With ``full``: ``uniform`` (every ``recompute_num_layers`` layers form one checkpoint) or ``block`` (the first
+    ``recompute_num_layers`` layers of each stage are recomputed) (``recompute_method``)."""
+    recompute_num_layers: int = 1
+    """With ``full``: layers per checkpoint (uniform) or recomputed layers per stage (block)
+    (``recompute_num_layers``)."""
+    recompute_modules: list[str] = dataclasses.field(default_factory=lambda: ["core_attn"])
+    """With ``selective``: submodules recomputed in backward (``recompute_modules``): ``core_attn``, ``moe_act``,
+    ``layernorm``, ``mlp``, ``moe``, ``shared_experts``."""
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     """ModelPreset fields overriding the preset (written flat under ``model:`` in YAML)."""
 
@@ -50,9 +68,27 @@ class ModelConfig:
             raise ConfigError(
                 f"model.attention_backend must be auto, local, te or triton, got {self.attention_backend!r}"
             )
-        if self.moe_token_dispatcher not in ("auto", "allgather", "alltoall"):
+        if self.moe_token_dispatcher not in ("auto", "allgather", "alltoall", "flex"):
             raise ConfigError(
-                f"model.moe_token_dispatcher must be auto, allgather or alltoall, got {self.moe_token_dispatcher!r}"
+                f"model.moe_token_dispatcher must be auto, allgather, alltoall or flex, got {self.moe_token_dispatcher!r}"
+            )
+        if self.moe_flex_backend not in ("deepep", "hybridep"):
+            raise ConfigError(f"model.moe_flex_backend must be deepep or hybridep, got {self.moe_flex_backend!r}")
+        if self.recompute is True or self.recompute is False:
+            self.recompute = "full" if self.recompute else "none"
+        if self.recompute not in ("none", "full", "selective"):
+            raise ConfigError(f"model.recompute must be none, full or selective, got {self.recompute!r}")
+        if self.recompute_method not in ("uniform", "block"):
+            raise ConfigError(f"model.recompute_method must be uniform or block, got {self.recompute_method!r}")
+        if not isinstance(self.recompute_num_layers, int) or self.recompute_num_layers < 1:
+            raise ConfigError(f"model.recompute_num_layers must be an integer >= 1, got {self.recompute_num_layers!r}")
+        from megatron_agentic.perf import RECOMPUTE_MODULES
+
+        bad = [x for x in self.recompute_modules or [] if x not in RECOMPUTE_MODULES]
+        if not isinstance(self.recompute_modules, list) or not self.recompute_modules or bad:
+            raise ConfigError(
+                f"model.recompute_modules must be a non-empty list of {list(RECOMPUTE_MODULES)}, got "
+                f"{self.recompute_modules!r}"
             )
         self.architecture()  # validates preset name and overrides
 
@@ -82,9 +118,12 @@ class ParallelConfig:
     """Sequence parallelism: ``auto`` (on when tensor > 1), true or false."""
     virtual_pipeline: int | None = None
     """Model chunks per pipeline rank (interleaved 1F1B); null for plain 1F1B."""
+    expert_tensor: int = 1
+    """Expert-tensor-parallel size (``expert_tensor_parallel_size``): each expert's FFN is split over this many
+    ranks. 1 (Megatron-Bridge's H100 Qwen3-30B-A3B value) keeps every 768-wide expert GEMM whole."""
 
     def __post_init__(self) -> None:
-        for name in ("tensor", "pipeline", "expert", "context"):
+        for name in ("tensor", "pipeline", "expert", "context", "expert_tensor"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"parallel.{name} must be an integer >= 1, got {value!r}")
@@ -167,6 +206,13 @@ class TrainConfig:
     """Shard optimizer state over data-parallel ranks (megatron-core distributed optimizer)."""
     exit_interval: int | None = None
     """Testing aid: stop abruptly (no final checkpoint, no summary) after this iteration, like a killed job."""
+    # -- FP8 (issue 13) ---------------------------------------------------------------------------------------
+    fp8: str | None = None
+    """FP8 training with Transformer Engine (``fp8="hybrid"`` + ``fp8_recipe``): null (off), ``tensorwise``
+    (current scaling), ``delayed`` or ``blockwise``. Needs CUDA + TE and ``precision=bf16``."""
+    fp8_param_gather: bool = False
+    """Keep parameters in FP8 and all-gather them in FP8 (``fp8_param`` / DDP ``fp8_param_gather``); needs ``fp8``
+    and the distributed optimizer."""
 
     def __post_init__(self) -> None:
         for name in ("global_batch_size", "micro_batch_size", "seq_length", "eval_iters"):
@@ -195,6 +241,8 @@ class TrainConfig:
             raise ConfigError(f"train.lr_warmup_iters must be >= 0, got {self.lr_warmup_iters}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.fp8 not in (None, "tensorwise", "delayed", "blockwise"):
+            raise ConfigError(f"train.fp8 must be null, tensorwise, delayed or blockwise, got {self.fp8!r}")
         if self.eval_interval is not None and self.eval_interval < 1:
             raise ConfigError(f"train.eval_interval must be null or >= 1, got {self.eval_interval}")
         if self.global_batch_size % self.micro_batch_size:
@@ -335,6 +383,84 @@ class LogConfig:
             raise ConfigError(f"log.interval must be an integer >= 1, got {self.interval!r}")
 
 
+# -- performance surface (issue 13) ---------------------------------------------------------------------------
+
+AUTO_BOOL = ("auto", True, False)
+
+
+@dataclasses.dataclass
+class PerfConfig:
+    """Fusions, overlaps and optimizer precision. ``auto``: Megatron-Bridge's H100 Qwen3-30B-A3B value when the
+    platform has CUDA + Transformer Engine, off on CPU (decided by ``megatron_agentic.perf.resolve_settings``)."""
+
+    moe_grouped_gemm: bool | str = "auto"
+    """Grouped-GEMM experts (``moe_grouped_gemm``, TE ``TEGroupedMLP``); needs TE."""
+    moe_permute_fusion: bool | str = "auto"
+    """Fused token permutation (``moe_permute_fusion``); needs TE."""
+    moe_router_fusion: bool | str = "auto"
+    """Fused router top-k / softmax / aux-loss (``moe_router_fusion``); needs TE."""
+    cross_entropy_loss_fusion: bool | str = "auto"
+    """Fused vocabulary-parallel cross entropy (``cross_entropy_loss_fusion``)."""
+    cross_entropy_fusion_impl: str = "auto"
+    """Implementation of the fused cross entropy (``cross_entropy_fusion_impl``): ``native`` or ``te``."""
+    bias_activation_fusion: bool | str = "auto"
+    """Fused SwiGLU (``bias_activation_fusion``)."""
+    apply_rope_fusion: bool | str = "auto"
+    """Fused RoPE (``apply_rope_fusion``); needs TE."""
+    gradient_accumulation_fusion: bool | str = "auto"
+    """Accumulate weight gradients in the fp32 main-grad buffer inside the GEMM (``gradient_accumulation_fusion``);
+    needs TE."""
+    overlap_grad_reduce: bool | str = "auto"
+    """Overlap the data-parallel gradient reduce-scatter with backward (DDP ``overlap_grad_reduce``)."""
+    overlap_param_gather: bool | str = "auto"
+    """Overlap the distributed optimizer's parameter all-gather with forward (DDP ``overlap_param_gather``);
+    needs the distributed optimizer and ``overlap_grad_reduce``."""
+    ddp_bucket_size: int | None = None
+    """Gradient bucket size in elements (DDP ``bucket_size``); null: megatron-core's default."""
+    check_for_nan_in_grad: bool | str = "auto"
+    """Check gradients for NaN/Inf before the reduce (DDP ``check_for_nan_in_grad``); the loop's skip/spike guard
+    reads it."""
+    grad_reduce_in_fp32: bool | str = "auto"
+    """Reduce gradients in fp32 (DDP ``grad_reduce_in_fp32``); ``auto``: off with the precision-aware optimizer
+    (Bridge 16-GPU recipe), else on."""
+    precision_aware_optimizer: bool | str = "auto"
+    """TE's precision-aware fused Adam (``OptimizerConfig.use_precision_aware_optimizer``); needs TE, bf16 and the
+    distributed optimizer."""
+    cuda_graph_impl: str = "auto"
+    """CUDA graphs (``cuda_graph_impl``): ``auto`` (none), ``none``, ``transformer_engine`` or ``local``; refused
+    until the training loop has a capture step."""
+    cuda_graph_scope: list[str] = dataclasses.field(default_factory=lambda: ["moe_router", "moe_preprocess"])
+    """Scopes captured with TE CUDA graphs (``cuda_graph_scope``), Bridge 16-GPU: ``moe_router``, ``moe_preprocess``."""
+    tp_comm_overlap: bool | str = "auto"
+    """Overlap tensor-parallel communication with GEMMs (``tp_comm_overlap``, TE userbuffers); needs TE, TP > 1 and
+    sequence parallelism (``auto`` is off at TP = 1)."""
+    overlap_moe_expert_parallel_comm: bool | str = "auto"
+    """Overlap the EP all-to-all with another micro-batch's compute (``overlap_moe_expert_parallel_comm``); needs
+    EP > 1, alltoall/flex, bf16, no full recompute. ``auto``: off (Bridge's base recipe)."""
+    manual_gc: bool | str = "auto"
+    """Disable Python's automatic garbage collector and collect every ``manual_gc_interval`` steps."""
+    manual_gc_interval: int = 100
+    """Steps between manual garbage collections (Bridge: 100)."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if f.default == "auto" and f.name not in ("cross_entropy_fusion_impl", "cuda_graph_impl"):
+                if getattr(self, f.name) not in AUTO_BOOL:
+                    raise ConfigError(f"perf.{f.name} must be auto, true or false, got {getattr(self, f.name)!r}")
+        if self.cross_entropy_fusion_impl not in ("auto", "native", "te"):
+            raise ConfigError(
+                f"perf.cross_entropy_fusion_impl must be auto, native or te, got {self.cross_entropy_fusion_impl!r}"
+            )
+        if self.cuda_graph_impl not in ("auto", "none", "transformer_engine", "local"):
+            raise ConfigError(
+                f"perf.cuda_graph_impl must be auto, none, transformer_engine or local, got {self.cuda_graph_impl!r}"
+            )
+        if self.ddp_bucket_size is not None and (not isinstance(self.ddp_bucket_size, int) or self.ddp_bucket_size < 1):
+            raise ConfigError(f"perf.ddp_bucket_size must be null or an integer >= 1, got {self.ddp_bucket_size!r}")
+        if not isinstance(self.manual_gc_interval, int) or self.manual_gc_interval < 1:
+            raise ConfigError(f"perf.manual_gc_interval must be an integer >= 1, got {self.manual_gc_interval!r}")
+
+
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "parallel": ParallelConfig,
@@ -342,6 +468,7 @@ SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "checkpoint": CheckpointConfig,
     "log": LogConfig,
+    "perf": PerfConfig,
 }
 
 
@@ -361,6 +488,8 @@ class TrainingConfig:
     """Checkpointing."""
     log: LogConfig = dataclasses.field(default_factory=LogConfig)
     """Logging."""
+    perf: PerfConfig = dataclasses.field(default_factory=PerfConfig)
+    """Performance surface (fusions, overlaps, optimizer precision)."""
     source: str = "<dict>"
     """Where the configuration came from (for error messages)."""
 
@@ -374,8 +503,11 @@ class TrainingConfig:
             out[name] = section
         return out
 
-    def validate(self, world_size: int) -> int:
+    def validate(self, world_size: int, platform: Any = None) -> int:
         """Check the layout against ``world_size`` before any process group starts; returns the DP size.
+
+        ``platform``: the :class:`~megatron_agentic.platform.Platform` the performance settings are checked for
+        (default: this machine; the planner passes the H100 platform it plans for).
 
         Raises ConfigError with a one-line message on the first problem.
         """
@@ -437,7 +569,24 @@ class TrainingConfig:
             raise ConfigError("model.attention_backend=local cannot run parallel.context > 1; use triton or auto")
         if t.exit_interval is not None and self.checkpoint.dir is None:
             raise ConfigError("train.exit_interval needs checkpoint.dir")
+        etp_group = p.expert_tensor * p.expert * p.pipeline
+        if world_size % etp_group:
+            raise ConfigError(
+                f"parallel.expert_tensor*expert*pipeline ({p.expert_tensor}*{p.expert}*{p.pipeline}) must divide "
+                f"world size {world_size}"
+            )
+        self.effective_settings(platform)  # refuses invalid performance combinations (FP8 without TE, ...)
         return dp
+
+    def effective_settings(self, platform: Any = None) -> Any:
+        """What megatron-core will be given on ``platform`` (default: this machine, detected without side effects).
+
+        Returns ``megatron_agentic.perf.EffectiveSettings``; raises ConfigError for invalid combinations.
+        """
+        from megatron_agentic.perf import resolve_settings
+        from megatron_agentic.platform import detect_platform
+
+        return resolve_settings(platform if platform is not None else detect_platform(), self)
 
 
 def _build_section(cls: type, values: dict[str, Any], section: str, source: str) -> Any:

@@ -3,7 +3,8 @@
 Reports the GPUs, CUDA/NCCL, Transformer Engine, Apex, DALI, Triton (driver or interpreter),
 megatron-core, transformers, and the resulting choices: platform (CUDA+NCCL or CPU+gloo with
 redirections), attention backend without and with context parallelism, MoE token dispatcher, precision,
-batch loader. ``--json`` for machines; ``--require-gpu`` exits 1 without a usable GPU (container checks).
+batch loader, and the effective performance settings (what megatron-core is given) for a recipe on this machine.
+``--json`` for machines; ``--require-gpu`` exits 1 without a usable GPU (container checks).
 """
 
 from __future__ import annotations
@@ -88,13 +89,27 @@ def library_report() -> dict[str, dict[str, Any]]:
     return out
 
 
+def effective_settings(recipe: str) -> dict[str, Any]:
+    """What megatron-core would be given for ``recipe`` on this machine (``megatron_agentic.perf``)."""
+    from megatron_agentic.recipes import RecipeError, load_recipe, training_config
+
+    try:
+        cfg = training_config(load_recipe(recipe), source=recipe)
+        settings = cfg.effective_settings()
+    except (RecipeError, ValueError) as exc:
+        return {"recipe": recipe, "error": str(exc)}
+    return {"recipe": recipe, "summary": settings.summary_lines(), **settings.as_dict()}
+
+
 def code_paths(gpu: dict[str, Any], libs: dict[str, dict[str, Any]]) -> dict[str, str]:
     """The implementation choices ``megatron-agentic train`` makes on this machine."""
-    from megatron_agentic.models.qwen3_moe.spec import resolve_attention_backend
-    from megatron_agentic.platform import cuda_available
+    from megatron_agentic.config import TrainingConfig
+    from megatron_agentic.perf import resolve_attention_backend
+    from megatron_agentic.platform import detect_platform
 
-    cuda = cuda_available()
-    te = libs["transformer-engine"]["available"] and cuda
+    platform = detect_platform()
+    cuda, te = platform.is_cuda, platform.has_transformer_engine
+    defaults = TrainingConfig().effective_settings(platform)
     triton_mode = "none"
     if libs["triton"]["available"]:
         triton_mode = "GPU driver" if cuda else "interpreter (TRITON_INTERPRET=1; tests and demos only)"
@@ -107,8 +122,8 @@ def code_paths(gpu: dict[str, Any], libs: dict[str, dict[str, Any]]) -> dict[str
         "layer spec": "Transformer Engine spec (grouped-GEMM experts)"
         if te
         else "local spec (SequentialMLP experts, SP RMSNorm)",
-        "MoE token dispatcher": "alltoall" if cuda else "allgather",
-        "precision (train.precision=auto)": "bf16" if cuda and gpu.get("bf16", False) else "fp32",
+        "MoE token dispatcher": defaults.moe_token_dispatcher,
+        "precision (train.precision=auto)": defaults.precision,
         "fused optimizer / norms": "Apex / TE" if (libs["apex"]["available"] or te) else "torch fallbacks",
         "triton kernels": triton_mode,
         "batch loader": "torch (default); dali available"
@@ -123,11 +138,17 @@ def code_paths(gpu: dict[str, Any], libs: dict[str, dict[str, Any]]) -> dict[str
     return paths
 
 
-def collect() -> dict[str, Any]:
-    """The whole report as a dict."""
+def collect(recipe: str = "qwen3-30b-a3b-stage1") -> dict[str, Any]:
+    """The whole report as a dict (effective performance settings for ``recipe``)."""
     gpu = gpu_report()
     libs = library_report()
-    return {"python": sys.version.split()[0], "gpu": gpu, "libraries": libs, "code_paths": code_paths(gpu, libs)}
+    return {
+        "python": sys.version.split()[0],
+        "gpu": gpu,
+        "libraries": libs,
+        "code_paths": code_paths(gpu, libs),
+        "effective": effective_settings(recipe),
+    }
 
 
 def _render(report: dict[str, Any]) -> None:
@@ -156,6 +177,9 @@ def _render(report: dict[str, Any]) -> None:
         t.add_row(name, status)
     for name, value in report["code_paths"].items():
         t.add_row(f"-> {name}", value)
+    effective = report["effective"]
+    for i, line in enumerate(effective.get("summary") or [f"[red]{effective.get('error')}[/]"]):
+        t.add_row(f"-> effective ({effective['recipe']})" if i == 0 else "", line)
     console.print(t)
 
 
@@ -164,12 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="megatron-agentic doctor", description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--require-gpu", action="store_true", help="exit 1 when no CUDA GPU is usable")
+    parser.add_argument(
+        "--recipe", default="qwen3-30b-a3b-stage1", help="recipe whose effective performance settings to show"
+    )
     args = parser.parse_args(argv)
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        report = collect()
+        report = collect(args.recipe)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -35,7 +35,9 @@ import json
 import sys
 from typing import Any
 
+from megatron_agentic.config import ConfigError
 from megatron_agentic.models.qwen3_moe.presets import ModelPreset
+from megatron_agentic.platform import Platform
 from megatron_agentic.recipes import (
     PlanAssumptions,
     RecipeError,
@@ -160,24 +162,100 @@ def params_per_rank(arch: ModelPreset, layout: Layout, first: bool = True, last:
     return {"dense": dense, "expert": expert}
 
 
-def activation_bytes_per_layer(
-    arch: ModelPreset, layout: Layout, seq_length: int, micro_batch: int, act_bytes: int, local_attention: bool
-) -> float:
-    """Activation bytes one layer saves for backward for one micro-batch on one GPU."""
+def activation_components(
+    arch: ModelPreset,
+    layout: Layout,
+    seq_length: int,
+    micro_batch: int,
+    act_bytes: int,
+    local_attention: bool,
+    gemm_input_bytes: float | None = None,
+) -> dict[str, float]:
+    """Activation bytes one layer saves for backward for one micro-batch on one GPU, by component.
+
+    Components are what selective recompute can drop: ``layernorm`` (the two norm outputs), ``core_attn``
+    (softmax statistics, and the score matrices of the unfused ``local`` backend), ``moe_act`` (SwiGLU output,
+    the fc2 input), ``router`` and ``experts`` (the rest of the MoE layer); ``residual`` and ``attention``
+    (Q/K/V through QK-norm and RoPE, attention output) stay. ``gemm_input_bytes`` is the size of tensors that
+    only feed GEMMs (1 with FP8: Transformer Engine saves them quantised), default ``act_bytes``.
+    """
     h, d, nq, nkv = arch.hidden_size, arch.kv_channels, arch.num_attention_heads, arch.num_query_groups
+    g = act_bytes if gemm_input_bytes is None else gemm_input_bytes
     tp, etp = layout.tensor, layout.expert_tensor or layout.tensor
     tokens = seq_length * micro_batch / layout.context
     tok_sp = tokens / tp if layout.sequence_parallel else tokens
     head_tp = 1.0 / tp
-    dense = tok_sp * 3 * h * act_bytes  # residual/norm inputs and outputs
-    attn = tokens * head_tp * (d * (4 * nq + 4 * nkv) * act_bytes + 4 * nq)
+    core_attn = tokens * head_tp * 4 * nq  # fp32 log-sum-exp per head
     if local_attention:
         kv_len = seq_length  # unfused attention: scores and probabilities over the whole (local) sequence
-        attn += micro_batch * nq * head_tp * (seq_length / layout.context) * kv_len * 2 * act_bytes
-    router = tok_sp * 8 * arch.num_experts
+        core_attn += micro_batch * nq * head_tp * (seq_length / layout.context) * kv_len * 2 * act_bytes
     routed = tok_sp * arch.moe_router_topk * etp
-    experts = routed * (2 * h + 3 * arch.moe_ffn_hidden_size / etp) * act_bytes
-    return dense + attn + router + experts
+    f = arch.moe_ffn_hidden_size / etp
+    return {
+        "residual": tok_sp * h * act_bytes,
+        "layernorm": tok_sp * 2 * h * g,
+        "attention": tokens * head_tp * d * (4 * nq + 4 * nkv) * act_bytes,
+        "core_attn": core_attn,
+        "router": tok_sp * 8 * arch.num_experts,
+        "experts": routed * (h * g + h * act_bytes + 2 * f * act_bytes),
+        "moe_act": routed * f * g,
+    }
+
+
+SELECTIVE_DROPS: dict[str, tuple[str, ...]] = {
+    "layernorm": ("layernorm",),
+    "core_attn": ("core_attn",),
+    "moe_act": ("moe_act",),
+    "moe": ("router", "experts", "moe_act"),
+    "mlp": (),  # no dense MLP in an all-MoE model
+    "shared_experts": (),  # Qwen3-30B-A3B has none
+}
+"""Activation components (of :func:`activation_components`) that each ``recompute_modules`` entry drops."""
+
+
+def activation_bytes_per_layer(
+    arch: ModelPreset,
+    layout: Layout,
+    seq_length: int,
+    micro_batch: int,
+    act_bytes: int,
+    local_attention: bool,
+    recompute_modules: list[str] | None = None,
+    gemm_input_bytes: float | None = None,
+) -> float:
+    """Activation bytes one layer keeps for backward (selective recompute drops ``recompute_modules``)."""
+    parts = activation_components(arch, layout, seq_length, micro_batch, act_bytes, local_attention, gemm_input_bytes)
+    dropped = {c for m in recompute_modules or () for c in SELECTIVE_DROPS[m]}
+    return sum(v for k, v in parts.items() if k not in dropped)
+
+
+def recompute_flops_per_token(
+    arch: ModelPreset,
+    seq_length: int,
+    recompute: str,
+    recompute_modules: list[str] | None = None,
+    layer_fraction: float = 1.0,
+) -> float:
+    """Extra FLOPs per token spent re-running forward passes in backward.
+
+    ``full``: one more forward of the recomputed layers (``layer_fraction`` of them): a third of their
+    training FLOPs. ``selective``: a forward of the recomputed modules (``core_attn``: the attention
+    product; ``moe``: router and routed experts); norms and activations are element-wise (no matmul FLOPs).
+    """
+    if recompute == "none":
+        return 0.0
+    b = param_breakdown(arch)
+    attention_fwd = 2 * arch.num_layers * seq_length * arch.num_attention_heads * arch.kv_channels
+    if recompute == "full":
+        per_layer_matmul = b.attention_per_layer + arch.num_experts * arch.hidden_size + b.topk * b.expert
+        return layer_fraction * (2.0 * arch.num_layers * per_layer_matmul + attention_fwd)
+    extra = 0.0
+    modules = set(recompute_modules or ())
+    if "core_attn" in modules:
+        extra += attention_fwd
+    if "moe" in modules:
+        extra += 2.0 * arch.num_layers * (b.topk * b.expert + arch.num_experts * arch.hidden_size)
+    return extra
 
 
 def flops_per_token(arch: ModelPreset, seq_length: int) -> float:
@@ -200,8 +278,14 @@ class PlanResult:
     """GPUs per node."""
     layout: Layout
     """Resolved parallel layout."""
-    recompute: bool
-    """Full activation recompute (``model.recompute``)."""
+    recompute: str
+    """Activation recompute: ``none``, ``full`` or ``selective`` (``model.recompute``)."""
+    recompute_modules: list[str] | None
+    """With selective recompute: the recomputed modules (``model.recompute_modules``)."""
+    expert_tensor_parallel: int
+    """Expert-tensor-parallel size (``parallel.expert_tensor``)."""
+    precision: str
+    """Training precision (bf16 / fp32) and FP8 recipe, e.g. ``bf16`` or ``bf16+fp8:tensorwise``."""
     total_params: int
     """All parameters of the model."""
     active_params: int
@@ -222,12 +306,26 @@ class PlanResult:
     """Token budget of the stage."""
     flops_per_token: float
     """Model training FLOPs per token."""
+    recompute_flops_per_token: float
+    """Extra FLOPs per token re-running forward passes (0 without recompute); step time includes them."""
+    mfu_assumed: float
+    """Model-FLOPs utilisation the time estimates use (fraction of ``peak_tflops``)."""
+    mfu_source: str
+    """Where ``mfu_assumed`` comes from: ``measured: FILE ...`` (``--throughput``) or ``assumption: ...``."""
+    mfu_range: list[float]
+    """[low, high] MFU bounds; the ``*_range`` fields are the estimates at these bounds."""
     step_time_s: float
-    """Estimated seconds per optimizer step at the assumed MFU."""
+    """Estimated seconds per optimizer step at ``mfu_assumed`` (model + recompute FLOPs)."""
+    step_time_range_s: list[float]
+    """Step time at [high MFU, low MFU]."""
     gpu_hours: float
     """Estimated GPU-hours for the whole budget."""
+    gpu_hours_range: list[float]
+    """GPU-hours at [high MFU, low MFU]."""
     wall_hours: float
     """Estimated wall-clock hours on ``nodes`` nodes."""
+    wall_hours_range: list[float]
+    """Wall-clock hours at [high MFU, low MFU]."""
     errors: list[str]
     """Problems that prevent the run (non-empty: ``plan`` exits 1)."""
     warnings: list[str]
@@ -249,32 +347,61 @@ def estimate_memory(
     micro_batch: int,
     num_microbatches: int,
     precision: str,
-    recompute: bool,
+    recompute: bool | str,
     distributed_optimizer: bool,
     local_attention: bool,
     overhead_gib: float,
+    recompute_modules: list[str] | None = None,
+    recompute_num_layers: int | None = None,
+    recompute_method: str = "uniform",
+    fp8: str | None = None,
+    fp8_param_gather: bool = False,
+    grad_bytes: int = 4,
 ) -> dict[str, float]:
-    """Per-GPU memory in GiB by category for the most loaded pipeline stage (first or last)."""
+    """Per-GPU memory in GiB by category for the most loaded pipeline stage (first or last).
+
+    ``recompute``: ``none``/``full``/``selective`` (booleans: full / none). Full ``uniform`` keeps each layer's
+    input; full ``block`` recomputes ``recompute_num_layers`` layers per stage and keeps the others whole.
+    FP8 (Transformer Engine): GEMM weights get an FP8 copy and its transpose (2 B per parameter on top of the
+    bf16 weights; with ``fp8_param_gather`` the FP8 copy replaces the bf16 weights), GEMM-only activations are
+    saved in FP8 (1 B). ``grad_bytes``: 4 with fp32 gradient reduction, 2 without.
+    """
+    mode = {True: "full", False: "none"}.get(recompute, recompute)  # type: ignore[call-overload]
     param_bytes = 2 if precision == "bf16" else 4
     opt_bytes = 12 if precision == "bf16" else 8
+    weight_bytes = float(param_bytes)
+    if fp8 is not None:
+        weight_bytes = 2.0 if fp8_param_gather else param_bytes + 2.0
+    gemm_bytes = 1.0 if fp8 is not None else None
     pp = layout.pipeline
-    per_layer = activation_bytes_per_layer(arch, layout, seq_length, micro_batch, param_bytes, local_attention)
+    modules = recompute_modules if mode == "selective" else None
+    full_layer = activation_bytes_per_layer(
+        arch, layout, seq_length, micro_batch, param_bytes, local_attention, None, gemm_bytes
+    )
+    per_layer = activation_bytes_per_layer(
+        arch, layout, seq_length, micro_batch, param_bytes, local_attention, modules, gemm_bytes
+    )
     layer_input = seq_length * micro_batch / layout.context * arch.hidden_size * param_bytes
     if layout.sequence_parallel:
         layer_input /= layout.tensor
     layers_per_stage = arch.num_layers // pp
     if pp == 1:
-        inflight_layers = float(layers_per_stage)
+        inflight = 1.0
     elif layout.virtual_pipeline:
-        inflight_layers = arch.num_layers * (1 + (pp - 1) / (pp * layout.virtual_pipeline))
+        inflight = arch.num_layers * (1 + (pp - 1) / (pp * layout.virtual_pipeline)) / layers_per_stage
     else:
-        inflight_layers = float(layers_per_stage * min(pp, num_microbatches))
-    if recompute:
-        first_acts = inflight_layers * layer_input + per_layer
-        last_acts = layers_per_stage * layer_input + per_layer
+        inflight = float(min(pp, num_microbatches))
+    if mode == "full":
+        recomputed = layers_per_stage
+        if recompute_method == "block" and recompute_num_layers is not None:
+            recomputed = min(recompute_num_layers, layers_per_stage)
+        kept = (layers_per_stage - recomputed) * full_layer + recomputed * layer_input
+        first_acts = inflight * kept + full_layer  # plus one layer's working set while recomputing
+        last_acts = kept + full_layer
     else:
-        first_acts = inflight_layers * per_layer
-        last_acts = layers_per_stage * per_layer
+        working = full_layer - per_layer  # the recomputed modules of one layer, live during its backward
+        first_acts = inflight * layers_per_stage * per_layer + working
+        last_acts = layers_per_stage * per_layer + working
     tokens = seq_length * micro_batch / layout.context
     # logits in the training dtype; with bf16 the vocabulary-parallel cross entropy adds an fp32 copy
     logits = tokens * arch.vocab_size / layout.tensor * (param_bytes + (4 if param_bytes < 4 else 0))
@@ -285,8 +412,8 @@ def estimate_memory(
         p = params_per_rank(arch, layout, first=first, last=last)
         n = p["dense"] + p["expert"]
         return {
-            "weights": n * param_bytes / GIB,
-            "gradients": n * 4 / GIB,
+            "weights": n * weight_bytes / GIB,
+            "gradients": n * grad_bytes / GIB,
             "optimizer": (p["dense"] * opt_bytes / dense_shard + p["expert"] * opt_bytes / expert_shard) / GIB,
             "activations": acts / GIB,
             "logits": (logits if last else 0.0) / GIB,
@@ -301,18 +428,103 @@ def estimate_memory(
     return worst
 
 
+class ThroughputError(ValueError):
+    """A problem with a throughput table, naming the file and field."""
+
+
+THROUGHPUT_SCHEMA = "megatron-agentic/throughput/1"
+"""``schema`` value of the throughput tables ``benchmarks/gpu_acceptance.py`` writes."""
+
+
+@dataclasses.dataclass
+class ThroughputTable:
+    """A measured throughput table (``benchmarks/gpu_acceptance.py --out DIR`` writes ``DIR/throughput.json``)."""
+
+    path: str
+    """File it was read from."""
+    gpu: str
+    """GPU name the measurement ran on."""
+    entries: list[dict[str, Any]]
+    """Rows: ``name``, ``precision`` (``bf16`` or ``fp8:<recipe>``), ``seq_length``, ``num_layers``,
+    ``num_experts``, ``tokens_per_s_per_gpu``, ``tflops_per_gpu`` (model FLOPs), ``peak_memory_gib``."""
+
+    def best_for(self, fp8: str | None) -> dict[str, Any] | None:
+        """The fastest row of the same precision family (FP8 rows for an FP8 recipe, else bf16 rows)."""
+        rows = [e for e in self.entries if e["precision"].startswith("fp8") == (fp8 is not None)]
+        return max(rows, key=lambda e: e["tflops_per_gpu"]) if rows else None
+
+
+def load_throughput(path: str) -> ThroughputTable:
+    """Read and check a throughput table; raises ThroughputError naming the file and field."""
+    try:
+        data = json.loads(open(path, encoding="utf-8").read())
+    except OSError as exc:
+        raise ThroughputError(f"{path}: cannot read: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ThroughputError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    if not isinstance(data, dict) or data.get("schema") != THROUGHPUT_SCHEMA:
+        raise ThroughputError(f"{path}: field 'schema' must be {THROUGHPUT_SCHEMA!r}")
+    entries = data.get("entries")
+    if not isinstance(entries, list) or not entries:
+        raise ThroughputError(f"{path}: field 'entries' must be a non-empty list")
+    for i, e in enumerate(entries):
+        for key, kind in (("name", str), ("precision", str), ("seq_length", int), ("tflops_per_gpu", (int, float))):
+            if not isinstance(e, dict) or not isinstance(e.get(key), kind):
+                raise ThroughputError(
+                    f"{path}: entries[{i}].{key} missing or not {getattr(kind, '__name__', 'number')}"
+                )
+        if e["tflops_per_gpu"] <= 0:
+            raise ThroughputError(f"{path}: entries[{i}].tflops_per_gpu must be > 0")
+    return ThroughputTable(path=str(path), gpu=str(data.get("gpu", "unknown GPU")), entries=entries)
+
+
+MEASURED_DISCOUNT = 0.7
+"""Low end of the MFU range from a measurement, as a fraction of it: the acceptance run measures a cut model
+(2-4 layers, 16-32 experts) on one node; the full model on many nodes adds inter-node expert all-to-all and
+data-parallel traffic."""
+
+
+def _mfu(assume: PlanAssumptions, train: Any, table: ThroughputTable | None) -> tuple[float, float, float, str]:
+    """(mfu, low, high, source) from a measured table when it has a matching row, else the recipe's assumption."""
+    row = table.best_for(train.fp8) if table is not None else None
+    if row is not None:
+        mfu = min(float(row["tflops_per_gpu"]) / assume.peak_tflops, 1.0)
+        source = (
+            f"measured: {table.path} row {row['name']!r} ({table.gpu}, {row['tflops_per_gpu']:.0f} TFLOP/s/GPU "
+            f"model FLOPs, seq {row['seq_length']}, {row.get('num_layers', '?')} layers, "
+            f"{row.get('num_experts', '?')} experts) / plan.peak_tflops {assume.peak_tflops:g}; low end "
+            f"x{MEASURED_DISCOUNT} for the full model across nodes"
+        )
+        return mfu, mfu * MEASURED_DISCOUNT, mfu, source
+    note = f" (no {'FP8' if train.fp8 else 'bf16'} row in {table.path})" if table is not None else ""
+    return assume.mfu, assume.mfu_low, assume.mfu_high, f"assumption: {assume.mfu_source}{note}"
+
+
+PLAN_PLATFORM = Platform("cuda", "nccl", True, False)
+"""The platform plans are made for: CUDA GPUs with Transformer Engine (the H100 image); its effective settings
+(:func:`megatron_agentic.perf.resolve_settings`) decide FP8, gradient-reduction dtype and recompute."""
+
+
 def make_plan(
     recipe_name: str,
     nodes: int | None = None,
     gpus_per_node: int | None = None,
     overrides: list[str] | None = None,
+    throughput: ThroughputTable | None = None,
 ) -> PlanResult:
-    """Validate the recipe's layout on ``nodes`` x ``gpus_per_node`` GPUs and estimate memory and time."""
-    return plan_recipe(load_recipe(recipe_name, overrides), recipe_name, nodes, gpus_per_node)
+    """Validate the recipe's layout on ``nodes`` x ``gpus_per_node`` GPUs and estimate memory and time.
+
+    ``throughput``: a measured table (``benchmarks/gpu_acceptance.py``); its MFU replaces the recipe's assumption.
+    """
+    return plan_recipe(load_recipe(recipe_name, overrides), recipe_name, nodes, gpus_per_node, throughput)
 
 
 def plan_recipe(
-    recipe: dict[str, Any], recipe_name: str, nodes: int | None = None, gpus_per_node: int | None = None
+    recipe: dict[str, Any],
+    recipe_name: str,
+    nodes: int | None = None,
+    gpus_per_node: int | None = None,
+    throughput: ThroughputTable | None = None,
 ) -> PlanResult:
     """:func:`make_plan` for an already resolved recipe dict."""
     assume: PlanAssumptions = plan_assumptions(recipe)
@@ -324,14 +536,21 @@ def plan_recipe(
     errors: list[str] = []
     warnings: list[str] = []
     try:
-        cfg.validate(world)
+        cfg.validate(world, PLAN_PLATFORM)
     except ValueError as exc:
         errors.append(str(exc))
+    try:
+        settings = cfg.effective_settings(PLAN_PLATFORM)
+        grad_bytes = 4 if settings.ddp["grad_reduce_in_fp32"] else 2
+    except ConfigError as exc:
+        errors.append(str(exc))
+        grad_bytes = 4
     layout = Layout(
         world=world,
         tensor=par.tensor,
         pipeline=par.pipeline,
         expert=par.expert,
+        expert_tensor=par.expert_tensor,
         context=par.context,
         virtual_pipeline=par.virtual_pipeline,
         sequence_parallel=par.use_sequence_parallel,
@@ -353,10 +572,18 @@ def plan_recipe(
         distributed_optimizer=train.distributed_optimizer,
         local_attention=local_attention,
         overhead_gib=assume.overhead_gib,
+        recompute_modules=cfg.model.recompute_modules,
+        recompute_num_layers=cfg.model.recompute_num_layers,
+        recompute_method=cfg.model.recompute_method,
+        fp8=train.fp8,
+        fp8_param_gather=train.fp8_param_gather,
+        grad_bytes=grad_bytes,
     )
     fits = memory["total"] <= assume.gpu_memory_gib
     if not fits:
-        hint = "" if cfg.model.recompute else "; try model.recompute=true"
+        hint = {"none": "; try model.recompute=selective or full", "selective": "; try model.recompute=full"}.get(
+            cfg.model.recompute, ""
+        )
         errors.append(
             f"estimated {memory['total']:.1f} GiB per GPU exceeds {assume.gpu_memory_gib:g} GiB "
             f"(activations {memory['activations']:.1f}, logits {memory['logits']:.1f}){hint}; "
@@ -376,8 +603,20 @@ def plan_recipe(
     if train.lr_warmup_iters >= max(iterations, 1):
         errors.append(f"train.lr_warmup_iters ({train.lr_warmup_iters}) >= iterations ({iterations})")
     fpt = flops_per_token(arch, train.seq_length)
-    per_gpu_flops = assume.peak_tflops * 1e12 * assume.mfu
-    step_time = tokens_per_step * fpt / (world * per_gpu_flops)
+    layers_per_stage = arch.num_layers // max(layout.pipeline, 1)
+    fraction = 1.0
+    if cfg.model.recompute == "full" and cfg.model.recompute_method == "block":
+        fraction = min(cfg.model.recompute_num_layers, layers_per_stage) / layers_per_stage
+    rfpt = recompute_flops_per_token(
+        arch, train.seq_length, cfg.model.recompute, cfg.model.recompute_modules, layer_fraction=fraction
+    )
+    mfu, mfu_low, mfu_high, mfu_source = _mfu(assume, train, throughput)
+
+    def step_time_at(u: float) -> float:
+        return tokens_per_step * (fpt + rfpt) / (world * assume.peak_tflops * 1e12 * u)
+
+    step_time = step_time_at(mfu)
+    steps = [step_time_at(mfu_high), step_time_at(mfu_low)]
     gpu_hours = iterations * step_time * world / 3600.0
     per_rank = params_per_rank(arch, layout, first=True, last=layout.pipeline == 1)
     return PlanResult(
@@ -386,6 +625,9 @@ def plan_recipe(
         gpus_per_node=gpus_per_node,
         layout=layout,
         recompute=cfg.model.recompute,
+        recompute_modules=list(cfg.model.recompute_modules) if cfg.model.recompute == "selective" else None,
+        expert_tensor_parallel=par.expert_tensor,
+        precision=precision + (f"+fp8:{train.fp8}" if train.fp8 else ""),
         total_params=breakdown.total,
         active_params=breakdown.active,
         params_per_gpu=per_rank["dense"] + per_rank["expert"],
@@ -396,9 +638,16 @@ def plan_recipe(
         tokens_per_step=tokens_per_step,
         train_tokens=int(train_tokens),
         flops_per_token=fpt,
+        recompute_flops_per_token=rfpt,
+        mfu_assumed=mfu,
+        mfu_source=mfu_source,
+        mfu_range=[mfu_low, mfu_high],
         step_time_s=step_time,
+        step_time_range_s=steps,
         gpu_hours=gpu_hours,
+        gpu_hours_range=[iterations * t * world / 3600.0 for t in steps],
         wall_hours=iterations * step_time / 3600.0,
+        wall_hours_range=[iterations * t / 3600.0 for t in steps],
         errors=errors,
         warnings=warnings,
     )
@@ -419,11 +668,13 @@ def search_layouts(
     gpus_per_node: int | None = None,
     overrides: list[str] | None = None,
     top: int = 10,
+    throughput: ThroughputTable | None = None,
 ) -> list[PlanResult]:
     """Layouts of the recipe that pass validation and fit in memory, best first (heuristic ranking).
 
-    Tries every combination of :data:`SEARCH_SPACE` (TP within a node) with and without full recompute.
-    Ranking: no recompute first (it costs a third more compute), then at least 10% memory headroom, then the
+    Tries every combination of :data:`SEARCH_SPACE` (TP within a node) with no, selective (the recipe's
+    ``model.recompute_modules``) and full recompute. Ranking: no recompute first, then selective (cheap
+    element-wise recompute), then full (a third more compute), then at least 10% memory headroom, then the
     smallest TP x CP x PP (least communication on the critical path), then the smallest EP, then the lowest
     memory. The step-time model does not distinguish layouts, so this ranks by what usually matters, not by a
     simulated step time.
@@ -432,8 +683,9 @@ def search_layouts(
     gpn = gpus_per_node or plan_assumptions(base).gpus_per_node
     limit = plan_assumptions(base).gpu_memory_gib
     found = []
+    order = {"none": 0, "selective": 1, "full": 2}
     for tp, cp, pp, ep, recompute in itertools.product(
-        *(SEARCH_SPACE[k] for k in ("tensor", "context", "pipeline", "expert")), (False, True)
+        *(SEARCH_SPACE[k] for k in ("tensor", "context", "pipeline", "expert")), tuple(order)
     ):
         if tp > gpn:
             continue
@@ -444,17 +696,17 @@ def search_layouts(
                 f"parallel.context={cp}",
                 f"parallel.pipeline={pp}",
                 f"parallel.expert={ep}",
-                f"model.recompute={str(recompute).lower()}",
+                f"model.recompute={recompute}",
                 "parallel.virtual_pipeline=null",
             ],
         )
         try:
-            result = plan_recipe(candidate, recipe_name, nodes, gpn)
+            result = plan_recipe(candidate, recipe_name, nodes, gpn, throughput)
         except RecipeError:
             continue
         if not result.errors:
             tight = result.memory_gib_per_gpu > 0.9 * limit
-            found.append((recompute, tight, tp * cp * pp, ep, result.memory_gib_per_gpu, result))
+            found.append((order[recompute], tight, tp * cp * pp, ep, result.memory_gib_per_gpu, result))
     found.sort(key=lambda item: item[:5])
     return [item[-1] for item in found[:top]]
 
@@ -484,8 +736,19 @@ def render_table(result: PlanResult) -> None:
         ("tokens per step", f"{result.tokens_per_step:,}"),
         ("iterations", f"{result.iterations:,} = {result.train_tokens:,} tokens / {result.tokens_per_step:,}"),
         ("model TFLOP per token", f"{result.flops_per_token / 1e12:.4f}"),
-        ("step time (est.)", f"{result.step_time_s:.2f} s"),
-        ("GPU-hours / wall-clock", f"{result.gpu_hours:,.0f} / {result.wall_hours:,.1f} h"),
+        ("recompute", result.recompute + (f" {result.recompute_modules}" if result.recompute_modules else "")),
+        ("precision", result.precision),
+        ("MFU assumed", f"{result.mfu_assumed:.3f} (range {result.mfu_range[0]:.3f}-{result.mfu_range[1]:.3f})"),
+        ("MFU source", result.mfu_source),
+        (
+            "step time (est.)",
+            f"{result.step_time_s:.2f} s ({result.step_time_range_s[0]:.2f}-{result.step_time_range_s[1]:.2f})",
+        ),
+        (
+            "GPU-hours / wall-clock",
+            f"{result.gpu_hours:,.0f} / {result.wall_hours:,.1f} h "
+            f"(wall {result.wall_hours_range[0]:,.1f}-{result.wall_hours_range[1]:,.1f} h)",
+        ),
     ]
     for k, v in rows:
         table.add_row(k, v)
@@ -511,7 +774,7 @@ def render_search(results: list[PlanResult]) -> None:
         table.add_column(col, justify="right")
     for r in results:
         lay = r.layout
-        recompute = "full" if r.recompute else "-"
+        recompute = r.recompute if r.recompute != "none" else "-"
         table.add_row(
             str(lay.tensor),
             str(lay.context),
@@ -537,14 +800,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus-per-node", type=int, default=None, help="GPUs per node (default: plan.gpus_per_node)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--throughput", metavar="FILE", help="measured throughput table (benchmarks/gpu_acceptance.py) for the MFU"
+    )
     parser.add_argument("--search", action="store_true", help="list the layouts that fit on these nodes, best first")
     parser.add_argument("--top", type=int, default=10, help="with --search: how many layouts to list")
     args = parser.parse_args(argv)
     if (args.nodes is not None and args.nodes < 1) or (args.gpus_per_node is not None and args.gpus_per_node < 1):
         parser.error("--nodes and --gpus-per-node must be >= 1")
+    try:
+        table = load_throughput(args.throughput) if args.throughput else None
+    except ThroughputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.search:
         try:
-            results = search_layouts(args.recipe, args.nodes, args.gpus_per_node, args.overrides, args.top)
+            results = search_layouts(args.recipe, args.nodes, args.gpus_per_node, args.overrides, args.top, table)
         except RecipeError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -554,7 +825,7 @@ def main(argv: list[str] | None = None) -> int:
             render_search(results)
         return 0 if results else 1
     try:
-        result = make_plan(args.recipe, args.nodes, args.gpus_per_node, args.overrides)
+        result = make_plan(args.recipe, args.nodes, args.gpus_per_node, args.overrides, table)
     except RecipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

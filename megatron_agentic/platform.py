@@ -19,6 +19,13 @@ megatron-core version, when it does not:
     The tensor-parallel CUDA RNG tracker keeps CPU generator states instead of CUDA ones.
 ``te_general_gemm``
     ``moe_utils.te_general_gemm`` is referenced but undefined when Transformer Engine is missing.
+``alltoall_dispatcher``
+    The ``alltoall`` token dispatcher (``MoEAlltoAllTokenDispatcher``) creates a ``torch.cuda.Stream`` for its
+    device-to-host copies of the split sizes and records/synchronizes an event on it. ``torch.cuda.Stream``,
+    ``torch.cuda.current_stream`` and ``torch.cuda.stream`` become a CPU stand-in stream whose wait, record
+    and synchronize are no-ops (CPU work is synchronous). Its ``maybe_move_tensor_to_cpu`` only converts CUDA
+    tensors to the NumPy split sizes ``all_to_all_single`` takes, so the dispatcher's binding of it also
+    converts CPU tensors when asked for NumPy. Together they let the GPU-default dispatcher run under gloo.
 
 On CUDA nothing is redirected. Transformer Engine and Apex are used when importable, never required.
 """
@@ -56,6 +63,10 @@ class Platform:
     """Whether Apex imports."""
     redirections: tuple[str, ...] = ()
     """Names of the active CPU redirections (empty on CUDA)."""
+    has_deep_ep: bool = False
+    """Whether DeepEP (``deep_ep.Buffer``, the ``flex`` dispatcher's ``deepep`` backend) imports."""
+    has_hybrid_ep: bool = False
+    """Whether HybridEP (``deep_ep.HybridEPBuffer``, the ``flex`` dispatcher's ``hybridep`` backend) imports."""
 
     @property
     def is_cuda(self) -> bool:
@@ -283,12 +294,101 @@ def _activate_te_general_gemm() -> Callable[[], None]:
     return undo
 
 
+# --------------------------------------------------------------------------------------------------
+# Redirection: the alltoall token dispatcher's CUDA side stream.
+
+
+class CpuStream:
+    """CPU stand-in for ``torch.cuda.Stream`` (installed by megatron_agentic.platform): CPU work is synchronous."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def wait_stream(self, stream: Any) -> None:
+        """Nothing to wait for."""
+
+    def wait_event(self, event: Any) -> None:
+        """Nothing to wait for."""
+
+    def record_event(self, event: Any = None) -> _CpuEvent:
+        """An event that is always complete."""
+        return _CpuEvent()
+
+    def synchronize(self) -> None:
+        """Nothing to wait for."""
+
+    def query(self) -> bool:
+        """Always idle."""
+        return True
+
+
+class _CpuEvent:
+    """CPU stand-in for ``torch.cuda.Event``: always complete."""
+
+    def synchronize(self) -> None:
+        """Nothing to wait for."""
+
+    def wait(self, stream: Any = None) -> None:
+        """Nothing to wait for."""
+
+    def query(self) -> bool:
+        """Always complete."""
+        return True
+
+
+_DEFAULT_CPU_STREAM = CpuStream()
+
+
+def _activate_alltoall_dispatcher() -> Callable[[], None]:
+    module_name = "megatron.core.transformer.moe.token_dispatcher"
+    _require(module_name, "MoEAlltoAllTokenDispatcher", "alltoall_dispatcher")
+    td = importlib.import_module(module_name)
+    dispatcher = td.MoEAlltoAllTokenDispatcher
+    if not hasattr(dispatcher, "cuda_dtoh_stream"):
+        raise RuntimeError(
+            "platform redirection 'alltoall_dispatcher': MoEAlltoAllTokenDispatcher.cuda_dtoh_stream not found in "
+            f"megatron-core {megatron_core_version()} (written for 0.16.1); update megatron_agentic/platform.py"
+        )
+    orig_move = _require(module_name, "maybe_move_tensor_to_cpu", "alltoall_dispatcher")
+    names = ("Stream", "current_stream", "stream")
+    originals = {name: _require("torch.cuda", name, "alltoall_dispatcher") for name in names}
+
+    def move_to_cpu(tensor: Any, as_numpy: bool = False, record_stream: bool = False) -> Any:
+        """``maybe_move_tensor_to_cpu`` that also gives NumPy split sizes for CPU tensors."""
+        if torch.is_tensor(tensor) and as_numpy:
+            return tensor.detach().cpu().numpy()
+        return orig_move(tensor, as_numpy=as_numpy, record_stream=record_stream)
+
+    def current_stream(device: Any = None) -> CpuStream:
+        """CPU stand-in for ``torch.cuda.current_stream``."""
+        return _DEFAULT_CPU_STREAM
+
+    def stream(s: Any) -> contextlib.AbstractContextManager[None]:
+        """CPU stand-in for ``torch.cuda.stream``: runs the block on the (only) CPU stream."""
+        return contextlib.nullcontext()
+
+    torch.cuda.Stream = CpuStream  # type: ignore[misc, assignment]
+    torch.cuda.current_stream = current_stream  # type: ignore[assignment]
+    torch.cuda.stream = stream  # type: ignore[assignment]
+    td.maybe_move_tensor_to_cpu = move_to_cpu
+
+    def undo() -> None:
+        for name, original in originals.items():
+            setattr(torch.cuda, name, original)
+        td.maybe_move_tensor_to_cpu = orig_move
+        if isinstance(dispatcher.cuda_dtoh_stream, CpuStream):
+            dispatcher.cuda_dtoh_stream = None  # a later CUDA run creates a real stream again
+
+    return undo
+
+
 REDIRECTIONS: dict[str, Callable[[], Callable[[], None]]] = {
     "current_device": _activate_current_device,
     "device_mode": _activate_device_mode,
     "cuda_synchronize": _activate_cuda_synchronize,
     "rng_tracker": _activate_rng_tracker,
     "te_general_gemm": _activate_te_general_gemm,
+    "alltoall_dispatcher": _activate_alltoall_dispatcher,
 }
 """CPU redirections in activation order: name -> activate function returning its undo function."""
 
@@ -320,18 +420,43 @@ def active_redirections() -> tuple[str, ...]:
     return tuple(_ACTIVE)
 
 
+def _has_attr(module: str, attr: str) -> bool:
+    try:
+        return hasattr(importlib.import_module(module), attr)
+    except Exception:
+        return False
+
+
+def detect_platform() -> Platform:
+    """The platform this process would train on, without side effects (no device set, nothing redirected).
+
+    The single place that decides CUDA vs CPU (``MEGATRON_AGENTIC_FORCE_CPU=1`` forces the CPU path even on a
+    GPU machine) and which optional libraries count: on CPU, Transformer Engine / DeepEP are reported absent
+    because their kernels cannot run there.
+    """
+    cuda = cuda_available()
+    te = cuda and has_transformer_engine()
+    return Platform(
+        "cuda" if cuda else "cpu",
+        "nccl" if cuda else "gloo",
+        te,
+        _module_available("apex"),
+        (),
+        has_deep_ep=cuda and _has_attr("deep_ep", "Buffer"),
+        has_hybrid_ep=cuda and _has_attr("deep_ep", "HybridEPBuffer"),
+    )
+
+
 def setup_platform(local_rank: int | None = None) -> Platform:
     """Pick CUDA+NCCL or CPU+gloo for this process and prepare it.
 
     On CUDA sets the current device to ``local_rank`` (``LOCAL_RANK`` by default) and activates
     nothing; on CPU activates the redirections megatron-core needs.
     """
-    te = has_transformer_engine()
-    apex = _module_available("apex")
-    if cuda_available():
+    plat = detect_platform()
+    if plat.is_cuda:
         if local_rank is None:
             local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local_rank % max(torch.cuda.device_count(), 1))
-        return Platform("cuda", "nccl", te, apex, ())
-    names = activate_cpu_redirections()
-    return Platform("cpu", "gloo", False, apex, names)
+        return plat
+    return dataclasses.replace(plat, redirections=activate_cpu_redirections())

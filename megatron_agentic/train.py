@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         cfg = load_config(args.config, args.overrides)
-        if args.print_config:
-            print(json.dumps(cfg.to_dict(), indent=2))
+        if args.print_config:  # the config plus what megatron-core is given on this machine (issue 13)
+            print(json.dumps({**cfg.to_dict(), "effective": cfg.effective_settings().as_dict()}, indent=2))
             return 0
         world = int(os.environ.get("WORLD_SIZE", "1"))
         dp = cfg.validate(world)

@@ -77,21 +77,23 @@ def build_local_model(arch: ModelPreset, tensor: int, pipeline: int, expert: int
     """This rank's ``GPTModel`` chunk with the local layer spec and no random initialisation."""
     from megatron.core import parallel_state
 
-    from megatron_agentic.config import ModelConfig, ParallelConfig
-    from megatron_agentic.models.qwen3_moe.model import build_model
+    from megatron_agentic.config import ModelConfig, ParallelConfig, TrainConfig, TrainingConfig
+    from megatron_agentic.models.qwen3_moe.model import build_model, transformer_config_from
+    from megatron_agentic.platform import Platform
 
     overrides = {f.name: getattr(arch, f.name) for f in dataclasses.fields(arch) if f.name != "name"}
-    model_cfg = ModelConfig(preset="qwen3-30b-a3b", attention_backend="local", overrides=overrides)
-    parallel_cfg = ParallelConfig(tensor=tensor, pipeline=pipeline, expert=expert)
+    cfg = TrainingConfig(
+        model=ModelConfig(preset="qwen3-30b-a3b", attention_backend="local", overrides=overrides),
+        parallel=ParallelConfig(tensor=tensor, pipeline=pipeline, expert=expert),
+        train=TrainConfig(precision=precision, seq_length=arch.max_position_embeddings),
+    )
+    settings = cfg.effective_settings(Platform("cpu", "gloo", False, False))
     return build_model(
-        model_cfg,
+        cfg,
         pre_process=parallel_state.is_pipeline_first_stage(),
         post_process=parallel_state.is_pipeline_last_stage(),
-        parallel_cfg=parallel_cfg,
-        precision=precision,
-        cuda=False,
-        seq_length=arch.max_position_embeddings,
-        perform_initialization=False,
+        transformer_config=transformer_config_from(cfg, settings, perform_initialization=False),
+        settings=settings,
     )
 
 

@@ -1,7 +1,7 @@
 """Recipe registry: YAML files that derive from a base and change a few fields.
 
 A recipe is a ``megatron-agentic train`` config (``model``, ``parallel``, ``train``, ``data``,
-``checkpoint``, ``log``; schema in :mod:`megatron_agentic.config`) plus a ``plan`` section holding the
+``checkpoint``, ``log``, ``perf``; schema in :mod:`megatron_agentic.config`) plus a ``plan`` section holding the
 planner's assumptions (nodes, GPUs per node, GPU memory, peak TFLOP/s, MFU). ``base: NAME`` inherits
 from another recipe: mappings merge recursively, scalars and lists replace. Recipes ship as
 ``megatron_agentic/recipes/*.yaml``; a path to any YAML file works wherever a name does.
@@ -27,7 +27,7 @@ import yaml
 RECIPE_DIR = Path(__file__).resolve().parent
 """Directory of the built-in recipe YAML files."""
 
-TRAIN_SECTIONS = ("model", "parallel", "train", "data", "checkpoint", "log")
+TRAIN_SECTIONS = ("model", "parallel", "train", "data", "checkpoint", "log", "perf")
 """Sections passed to ``megatron-agentic train``."""
 
 
@@ -48,7 +48,14 @@ class PlanAssumptions:
     peak_tflops: float = 989.0
     """Dense bf16 peak of one GPU in TFLOP/s (H100 SXM: 989)."""
     mfu: float = 0.25
-    """Assumed model-FLOPs utilisation for step-time and GPU-hour estimates."""
+    """Assumed model-FLOPs utilisation for step-time and GPU-hour estimates (``plan --throughput FILE`` replaces
+    it with a measured one)."""
+    mfu_low: float = 0.15
+    """Low end of the assumed MFU range (pessimistic estimate)."""
+    mfu_high: float = 0.30
+    """High end of the assumed MFU range (optimistic estimate)."""
+    mfu_source: str = "recipe plan.mfu (not measured)"
+    """Where the assumed MFU comes from (reported by ``plan`` as ``mfu_source``)."""
     overhead_gib: float = 4.0
     """Fixed per-GPU overhead: CUDA context, NCCL buffers, allocator fragmentation."""
 
@@ -60,8 +67,13 @@ class PlanAssumptions:
         for name in ("gpu_memory_gib", "peak_tflops"):
             if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
                 raise RecipeError(f"plan.{name} must be a positive number, got {getattr(self, name)!r}")
-        if not 0.0 < float(self.mfu) <= 1.0:
-            raise RecipeError(f"plan.mfu must be in (0, 1], got {self.mfu!r}")
+        for name in ("mfu", "mfu_low", "mfu_high"):
+            if not isinstance(getattr(self, name), (int, float)) or not 0.0 < float(getattr(self, name)) <= 1.0:
+                raise RecipeError(f"plan.{name} must be in (0, 1], got {getattr(self, name)!r}")
+        if not self.mfu_low <= self.mfu <= self.mfu_high:
+            raise RecipeError(
+                f"plan.mfu_low <= plan.mfu <= plan.mfu_high must hold, got {self.mfu_low}, {self.mfu}, {self.mfu_high}"
+            )
         if self.overhead_gib < 0:
             raise RecipeError(f"plan.overhead_gib must be >= 0, got {self.overhead_gib!r}")
 

@@ -7,6 +7,7 @@ Everything here is megatron-core: ``parallel_state``, ``GPTModel`` chunks per (v
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
@@ -23,16 +24,77 @@ from megatron.core.transformer import TransformerConfig
 
 from megatron_agentic.config import TrainingConfig
 from megatron_agentic.models.qwen3_moe.model import build_model, transformer_config_from
+from megatron_agentic.perf import EffectiveSettings, resolve_settings
 from megatron_agentic.platform import Platform
 
 logger = logging.getLogger(__name__)
 
 
 def resolve_precision(cfg: TrainingConfig, platform: Platform) -> str:
-    """``bf16`` on CUDA and ``fp32`` on CPU for ``train.precision=auto``."""
-    if cfg.train.precision == "auto":
-        return "bf16" if platform.is_cuda else "fp32"
-    return cfg.train.precision
+    """``bf16`` on CUDA and ``fp32`` on CPU for ``train.precision=auto`` (from :func:`resolve_settings`)."""
+    return resolve_settings(platform, cfg).precision
+
+
+def log_effective_settings(settings: EffectiveSettings) -> None:
+    """Log what megatron-core is given (first lines of a run)."""
+    for line in settings.summary_lines():
+        logger.info("effective: %s", line)
+
+
+class ManualGC:
+    """Python garbage collection at fixed steps (``perf.manual_gc``), as Megatron-LM's ``--manual-gc``.
+
+    Disables the automatic collector (whose pauses stall all ranks at random times) and collects every
+    ``interval`` steps on every rank at once. ``step(iteration)`` is called once per iteration.
+    """
+
+    def __init__(self, enabled: bool, interval: int) -> None:
+        self.enabled, self.interval = enabled, interval
+        if enabled:
+            gc.disable()
+            gc.collect()
+
+    @classmethod
+    def for_run(cls, cfg: TrainingConfig, platform: Platform) -> ManualGC:
+        """The collector the effective settings ask for (``perf.manual_gc``, ``perf.manual_gc_interval``)."""
+        settings = resolve_settings(platform, cfg)
+        return cls(settings.manual_gc, settings.manual_gc_interval)
+
+    def step(self, iteration: int) -> None:
+        """Collect when ``iteration`` is a multiple of the interval."""
+        if self.enabled and iteration % self.interval == 0:
+            gc.collect()
+
+    def close(self) -> None:
+        """Re-enable automatic collection."""
+        if self.enabled:
+            gc.enable()
+
+
+def sync_params(chunks: list[Any]) -> None:
+    """Finish the parameter all-gather of the last optimizer step now (before a checkpoint save or evaluation).
+
+    With ``perf.overlap_param_gather`` the distributed optimizer leaves the gather of updated parameters to the
+    next training forward's pre-hooks; until then other ranks' shards are stale in each chunk. Megatron-LM's
+    training loop syncs them before saving and evaluating (``disable_forward_pre_hook(param_sync=True)``); this
+    forces the same synchronous gather. No-op without the overlap.
+    """
+    for chunk in chunks:
+        if getattr(chunk, "ddp_config", None) is not None and chunk.ddp_config.overlap_param_gather:
+            chunk.start_param_sync(force_sync=True)
+
+
+def _init_tp_comm_overlap(cfg: TrainingConfig, tconfig: TransformerConfig) -> None:
+    """Initialise Transformer Engine userbuffers for ``tp_comm_overlap`` (Megatron-LM ``_initialize_tp_communicators``)."""
+    from transformer_engine.pytorch import module as te_module
+
+    shape = [cfg.train.seq_length * cfg.train.micro_batch_size // cfg.parallel.context, tconfig.hidden_size]
+    te_module.base.initialize_ub(
+        shape=shape,
+        tp_size=cfg.parallel.tensor,
+        use_fp8=tconfig.fp8 is not None,
+        bootstrap_backend="nccl",
+    )
 
 
 def _free_port() -> int:
@@ -89,24 +151,25 @@ def build_model_chunks(
     cfg: TrainingConfig, platform: Platform
 ) -> tuple[list[DistributedDataParallel], TransformerConfig]:
     """Model chunks for this rank (one per virtual pipeline stage), wrapped in megatron-core DDP."""
-    precision = resolve_precision(cfg, platform)
-    tconfig = transformer_config_from(cfg.model, cfg.parallel, precision=precision, cuda=platform.is_cuda)
+    settings = resolve_settings(platform, cfg)
+    if torch.distributed.get_rank() == 0:
+        log_effective_settings(settings)
+    tconfig = transformer_config_from(cfg, settings)
+    if tconfig.tp_comm_overlap:
+        _init_tp_comm_overlap(cfg, tconfig)
     vpp = cfg.parallel.virtual_pipeline
     chunks = []
     for vp_stage in range(vpp or 1):
         stage = vp_stage if vpp else None
         pre = parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage)
         post = parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage)
-        model = build_model(cfg, pre_process=pre, post_process=post, transformer_config=tconfig, vp_stage=stage)
+        model = build_model(
+            cfg, pre_process=pre, post_process=post, transformer_config=tconfig, settings=settings, vp_stage=stage
+        )
         if platform.is_cuda:
             model.cuda(torch.cuda.current_device())
         chunks.append(model)
-    ddp_config = DistributedDataParallelConfig(
-        grad_reduce_in_fp32=True,
-        overlap_grad_reduce=False,
-        use_distributed_optimizer=cfg.train.distributed_optimizer,
-        check_for_nan_in_grad=False,
-    )
+    ddp_config = DistributedDataParallelConfig(**settings.ddp)
     wrapped = [
         DistributedDataParallel(config=tconfig, ddp_config=ddp_config, module=chunk, disable_bucketing=(i > 0))
         for i, chunk in enumerate(chunks)
@@ -115,13 +178,22 @@ def build_model_chunks(
         chunk.broadcast_params()
     tconfig.finalize_model_grads_func = finalize_model_grads
     tconfig.no_sync_func = [c.no_sync for c in wrapped] if len(wrapped) > 1 else wrapped[0].no_sync
+    # As Megatron-LM's training.setup_model_and_optimizer (align_grad_reduce / align_param_gather): with
+    # overlapped reduce / gather the schedule starts each chunk's bucket sync itself.
+    if settings.ddp["overlap_grad_reduce"]:
+        funcs = [c.start_grad_sync for c in wrapped]
+        tconfig.grad_sync_func = funcs if len(funcs) > 1 else funcs[0]
+    if settings.ddp["overlap_param_gather"]:
+        funcs = [c.start_param_sync for c in wrapped]
+        tconfig.param_sync_func = funcs if len(funcs) > 1 else funcs[0]
     return wrapped, tconfig
 
 
 def build_optimizer(cfg: TrainingConfig, chunks: list[Any], platform: Platform) -> Any:
     """megatron-core Adam (AdamW-style decoupled weight decay) with the distributed optimizer."""
     t = cfg.train
-    bf16 = resolve_precision(cfg, platform) == "bf16"
+    settings = resolve_settings(platform, cfg)
+    bf16 = settings.precision == "bf16"
     opt_config = OptimizerConfig(
         optimizer="adam",
         lr=t.lr,
@@ -133,7 +205,7 @@ def build_optimizer(cfg: TrainingConfig, chunks: list[Any], platform: Platform) 
         clip_grad=t.clip_grad,
         bf16=bf16,
         params_dtype=torch.bfloat16 if bf16 else torch.float32,
-        use_distributed_optimizer=t.distributed_optimizer,
+        **settings.optimizer,
     )
     return get_megatron_optimizer(opt_config, chunks)
 

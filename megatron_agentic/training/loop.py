@@ -26,10 +26,12 @@ from megatron_agentic.config import TrainingConfig
 from megatron_agentic.platform import Platform, setup_platform
 from megatron_agentic.training import checkpoint as ckpt
 from megatron_agentic.training.builders import (
+    ManualGC,
     build_model_chunks,
     build_optimizer,
     build_scheduler,
     init_distributed,
+    sync_params,
     teardown_distributed,
     world_size_from_env,
 )
@@ -133,6 +135,7 @@ class Trainer:
         self.num_microbatches = cfg.train.global_batch_size // (cfg.train.micro_batch_size * self.dp_size)
         self._forward_backward = get_forward_backward_func()
         self._last_saved: int | None = None
+        self.manual_gc = ManualGC.for_run(cfg, self.platform)  # perf.manual_gc (issue 13)
         self._train_time = 0.0
         self._train_tokens_this_run = 0
 
@@ -178,6 +181,7 @@ class Trainer:
 
     def save(self) -> None:
         """Save a checkpoint at the current iteration."""
+        sync_params(self.chunks)  # perf.overlap_param_gather leaves the last gather to the next forward
         ckpt.save_checkpoint(
             self.cfg.checkpoint.dir,
             self.state.iteration,
@@ -246,6 +250,7 @@ class Trainer:
         elapsed = time.perf_counter() - start
         step_tokens = t.global_batch_size * t.seq_length
         self.state.iteration += 1
+        self.manual_gc.step(self.state.iteration)
         self.state.tokens += step_tokens
         self._train_time += elapsed
         self._train_tokens_this_run += step_tokens
@@ -264,6 +269,7 @@ class Trainer:
     def evaluate(self, datasets: Any) -> dict[str, float]:
         """Mean token loss on the first ``eval_iters`` global batches of the validation split and eval sets."""
         results: dict[str, float] = {}
+        sync_params(self.chunks)
         sets = ([("valid", datasets.valid)] if datasets.valid is not None else []) + list(datasets.eval_sets.items())
         if not sets:
             return results

@@ -131,7 +131,7 @@ def test_stage_recipes_fit_and_iterations():
 def test_rejects_layout_over_80gb_and_bad_world():
     result = planner.make_plan("qwen3-30b-a3b-stage2", overrides=["model.recompute=false"])
     assert not result.fits
-    assert any("exceeds 80 GiB" in e and "model.recompute=true" in e for e in result.errors)
+    assert any("exceeds 80 GiB" in e and "model.recompute=selective or full" in e for e in result.errors)
     result = planner.make_plan("qwen3-30b-a3b-stage2", nodes=3)
     assert any("world size 24 is not divisible" in e for e in result.errors)
     result = planner.make_plan("qwen3-30b-a3b-stage1", overrides=["parallel.tensor=8"])
@@ -141,7 +141,7 @@ def test_rejects_layout_over_80gb_and_bad_world():
 def test_more_context_parallel_less_activation_memory():
     base = planner.make_plan("qwen3-30b-a3b-stage2", overrides=["model.recompute=false"])
     more = planner.make_plan(
-        "qwen3-30b-a3b-stage2", nodes=64, overrides=["model.recompute=false", "parallel.context=16"]
+        "qwen3-30b-a3b-stage2", nodes=64, overrides=["model.recompute=false", "parallel.context=32"]
     )
     assert more.memory["activations"] == pytest.approx(base.memory["activations"] / 2, rel=1e-6)
 
@@ -152,7 +152,13 @@ def test_cli_json(capsys):
     assert rc == 0
     for key in ("total_params", "active_params", "memory_gib_per_gpu", "iterations", "gpu_hours"):
         assert key in data
-    assert data["layout"]["data"] == 256 // (2 * 2)
+    # issue 13 contract: the plan states its layout and assumptions
+    assert data["expert_tensor_parallel"] == 1 and data["recompute"] == "selective"
+    assert data["mfu_assumed"] == 0.25 and data["mfu_source"].startswith("assumption: ")
+    assert data["mfu_range"] == [0.15, 0.30]
+    assert data["step_time_range_s"][0] < data["step_time_s"] < data["step_time_range_s"][1]
+    assert data["memory_gib_per_gpu"] <= 80
+    assert data["layout"]["data"] == 256 // 4  # TP=1, CP=4
     rc = planner.main(["--recipe", "qwen3-30b-a3b-stage2", "--set", "model.recompute=false"])
     assert rc == 1
     assert "DOES NOT FIT" in capsys.readouterr().out
@@ -175,11 +181,112 @@ def test_search_lists_only_fitting_valid_layouts(capsys):
                 f"parallel.context={lay.context}",
                 f"parallel.pipeline={lay.pipeline}",
                 f"parallel.expert={lay.expert}",
-                f"model.recompute={str(r.recompute).lower()}",
+                f"model.recompute={r.recompute}",
             ],
         )
         assert again.memory_gib_per_gpu == r.memory_gib_per_gpu
-    ranks = [(r.recompute, r.memory_gib_per_gpu > 72) for r in results]
+    order = {"none": 0, "selective": 1, "full": 2}
+    ranks = [(order[r.recompute], r.memory_gib_per_gpu > 72) for r in results]
     assert ranks == sorted(ranks)  # no-recompute first, then the ones with headroom
     assert planner.main(["--recipe", "qwen3-30b-a3b-stage2", "--nodes", "1", "--search"]) == 1  # 8 GPUs: none fit
     assert "no layout fits" in capsys.readouterr().out
+
+
+def test_stage2_fits_on_32_nodes_and_etp_is_modelled():
+    result = planner.make_plan("qwen3-30b-a3b-stage2", nodes=32)
+    assert result.fits and result.memory_gib_per_gpu <= 80 and result.expert_tensor_parallel == 1
+    arch = get_preset("qwen3-30b-a3b")
+    etp1 = planner.params_per_rank(arch, planner.Layout(world=16, expert=8, expert_tensor=1))
+    etp2 = planner.params_per_rank(arch, planner.Layout(world=16, expert=8, expert_tensor=2))
+    assert etp2["expert"] * 2 == etp1["expert"] and etp2["dense"] == etp1["dense"]
+    etp = planner.make_plan("qwen3-30b-a3b-stage1", overrides=["parallel.expert_tensor=2"])
+    assert etp.layout.expert_tensor == 2 and etp.layout.expert_data == 256 // (2 * 8)
+    assert any(
+        "expert_tensor" in e
+        for e in planner.make_plan("qwen3-30b-a3b-stage1", overrides=["parallel.expert_tensor=5"]).errors
+    )
+
+
+def test_recompute_memory_and_cost():
+    runs = {
+        mode: planner.make_plan("qwen3-30b-a3b-stage1", overrides=[f"model.recompute={mode}"])
+        for mode in ("none", "selective", "full")
+    }
+    mem = {k: r.memory["activations"] for k, r in runs.items()}
+    assert mem["full"] < mem["selective"] < mem["none"]
+    assert runs["none"].recompute_flops_per_token == 0
+    assert runs["none"].step_time_s < runs["selective"].step_time_s < runs["full"].step_time_s
+    # full recompute = one more forward of every layer: a third of the layers' training FLOPs
+    arch = get_preset("qwen3-30b-a3b")
+    b = planner.param_breakdown(arch)
+    layer_fpt = runs["full"].flops_per_token - 6 * b.output_layer  # (embedding and final norm are not in it)
+    layer_fpt -= 6 * arch.num_layers * (2 * arch.hidden_size + 2 * arch.kv_channels)  # norms: no recompute GEMM
+    assert runs["full"].recompute_flops_per_token == pytest.approx(layer_fpt / 3, rel=1e-9)
+    expected = runs["none"].step_time_s * (1 + runs["full"].recompute_flops_per_token / runs["full"].flops_per_token)
+    assert runs["full"].step_time_s == pytest.approx(expected)
+    # selective drops exactly the components of the recomputed modules
+    layout = planner.Layout(world=8, expert=8, context=4)
+    parts = planner.activation_components(arch, layout, 32768, 1, 2, False)
+    moe = planner.activation_bytes_per_layer(arch, layout, 32768, 1, 2, False, ["moe"])
+    assert moe == pytest.approx(sum(parts.values()) - parts["router"] - parts["experts"] - parts["moe_act"])
+
+
+def test_fp8_memory():
+    arch = get_preset("qwen3-30b-a3b")
+    layout = planner.Layout(world=8, expert=8, context=4)
+    kw = dict(
+        seq_length=32768,
+        micro_batch=1,
+        num_microbatches=1,
+        precision="bf16",
+        recompute="none",
+        distributed_optimizer=True,
+        local_attention=False,
+        overhead_gib=0.0,
+    )
+    bf16 = planner.estimate_memory(arch, layout, **kw)
+    fp8 = planner.estimate_memory(arch, layout, fp8="tensorwise", **kw)
+    fp8_pg = planner.estimate_memory(arch, layout, fp8="tensorwise", fp8_param_gather=True, **kw)
+    assert fp8["weights"] == pytest.approx(2 * bf16["weights"])  # bf16 weights + FP8 copy and transpose
+    assert fp8_pg["weights"] == pytest.approx(bf16["weights"])  # the FP8 copy replaces the bf16 weights
+    assert fp8["activations"] < bf16["activations"]
+    plan = planner.make_plan("qwen3-30b-a3b-stage1", overrides=["train.fp8=tensorwise"])
+    assert plan.precision == "bf16+fp8:tensorwise" and not plan.errors
+
+
+def _write_table(path, rows):
+    path.write_text(json.dumps({"schema": planner.THROUGHPUT_SCHEMA, "gpu": "NVIDIA H100 80GB HBM3", "entries": rows}))
+    return path
+
+
+def test_planner_reads_measured_throughput(tmp_path, capsys):
+    row = {
+        "name": "bf16",
+        "precision": "bf16",
+        "seq_length": 4096,
+        "num_layers": 4,
+        "num_experts": 32,
+        "tokens_per_s_per_gpu": 1.0e4,
+        "tflops_per_gpu": 296.7,
+        "peak_memory_gib": 40.0,
+    }
+    fp8_row = dict(row, name="fp8", precision="fp8:tensorwise", tflops_per_gpu=395.6)
+    table_path = _write_table(tmp_path / "throughput.json", [row, fp8_row])
+    table = planner.load_throughput(str(table_path))
+    assumed = planner.make_plan("qwen3-30b-a3b-stage1")
+    measured = planner.make_plan("qwen3-30b-a3b-stage1", throughput=table)
+    assert measured.mfu_assumed == pytest.approx(296.7 / 989)
+    assert measured.mfu_source.startswith(f"measured: {table_path}") and "'bf16'" in measured.mfu_source
+    assert measured.mfu_range == pytest.approx([296.7 / 989 * planner.MEASURED_DISCOUNT, 296.7 / 989])
+    assert measured.step_time_s == pytest.approx(assumed.step_time_s * 0.25 / (296.7 / 989))
+    fp8 = planner.make_plan("qwen3-30b-a3b-stage1", overrides=["train.fp8=tensorwise"], throughput=table)
+    assert fp8.mfu_assumed == pytest.approx(395.6 / 989)
+    only_bf16 = planner.load_throughput(str(_write_table(tmp_path / "b.json", [row])))
+    fallback = planner.make_plan("qwen3-30b-a3b-stage1", overrides=["train.fp8=tensorwise"], throughput=only_bf16)
+    assert fallback.mfu_assumed == 0.25 and "no FP8 row" in fallback.mfu_source
+    rc = planner.main(["--recipe", "qwen3-30b-a3b-stage1", "--json", "--throughput", str(table_path)])
+    assert rc == 0 and json.loads(capsys.readouterr().out)["mfu_source"].startswith("measured")
+    bad = tmp_path / "bad.json"
+    _write_table(bad, [dict(row, tflops_per_gpu="fast")])
+    assert planner.main(["--recipe", "qwen3-30b-a3b-stage1", "--throughput", str(bad)]) == 2
+    assert "entries[0].tflops_per_gpu" in capsys.readouterr().err

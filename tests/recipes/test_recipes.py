@@ -66,7 +66,7 @@ def test_export_is_a_train_config(tmp_path):
     data = yaml.safe_load(out.read_text())
     assert "plan" not in data and data["log"]["dir"] == "/x"
     cfg = load_config(out)
-    assert cfg.model.architecture().rotary_base == 5e6 and cfg.model.recompute is True
+    assert cfg.model.architecture().rotary_base == 5e6 and cfg.model.recompute == "selective"
     assert cfg.validate(256) == 256 // (2 * 8)
     assert cfg.train.total_iters() == -(-100_000_000_000 // (32 * 131072))
 
@@ -121,4 +121,11 @@ def test_doctor_json(capsys):
     if not torch.cuda.is_available():
         assert report["code_paths"]["platform"].startswith("CPU + gloo")
         assert report["code_paths"]["attention (CP>1, 128K)"] == "triton"
+        # effective settings of the stage-1 recipe on this machine: the CPU decisions of megatron_agentic.perf
+        effective = report["effective"]
+        assert effective["recipe"] == "qwen3-30b-a3b-stage1" and effective["platform"] == "cpu"
+        assert effective["layer_spec"] == "local" and effective["moe_token_dispatcher"] == "allgather"
+        assert effective["transformer"]["expert_tensor_parallel_size"] == 1
+        assert effective["transformer"]["recompute_granularity"] == "selective"
+        assert not effective["ddp"]["overlap_grad_reduce"] and len(effective["summary"]) == 3
         assert doctor.main(["--require-gpu", "--json"]) == 1

@@ -100,3 +100,54 @@ def test_missing_target_fails_loudly(monkeypatch):
     monkeypatch.delattr(mrandom, "_get_cuda_rng_state")
     with pytest.raises(RuntimeError, match=r"rng_tracker.*_get_cuda_rng_state.*megatron-core"):
         platform.setup_platform()
+
+
+def test_alltoall_dispatcher_redirection(monkeypatch):
+    """The alltoall dispatcher's CUDA side stream and NumPy split sizes work on CPU, and are undone."""
+    import numpy as np
+    from megatron.core.transformer.moe import token_dispatcher as td
+
+    monkeypatch.delenv("MEGATRON_AGENTIC_FORCE_CPU", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    original_stream, original_move = torch.cuda.Stream, td.maybe_move_tensor_to_cpu
+    plat = platform.setup_platform()
+    assert "alltoall_dispatcher" in plat.redirections
+    stream = torch.cuda.Stream()
+    assert isinstance(stream, platform.CpuStream)
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        splits = td.maybe_move_tensor_to_cpu(torch.tensor([3, 5]), as_numpy=True)
+    stream.record_event().synchronize()
+    assert isinstance(splits, np.ndarray) and splits.tolist() == [3, 5]
+    tokens = torch.tensor([1, 2])
+    assert td.maybe_move_tensor_to_cpu(tokens) is tokens
+    platform.deactivate_cpu_redirections()
+    assert torch.cuda.Stream is original_stream and td.maybe_move_tensor_to_cpu is original_move
+
+
+def test_detect_platform_has_no_side_effects(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    plat = platform.detect_platform()
+    assert plat.device_type == "cpu" and plat.redirections == () and platform.active_redirections() == ()
+    assert not plat.has_transformer_engine and not plat.has_deep_ep and not plat.has_hybrid_ep
+
+
+def test_manual_gc_collects_at_the_interval(monkeypatch):
+    import gc
+
+    from megatron_agentic.training.builders import ManualGC
+
+    calls = []
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append(1) or 0)
+    manual = ManualGC(True, interval=3)
+    try:
+        assert not gc.isenabled()
+        for iteration in range(1, 8):
+            manual.step(iteration)
+        assert len(calls) == 1 + 2  # once at start, then at steps 3 and 6
+    finally:
+        manual.close()
+    assert gc.isenabled()
+    off = ManualGC(False, interval=1)
+    off.step(1)
+    assert len(calls) == 3 and gc.isenabled()

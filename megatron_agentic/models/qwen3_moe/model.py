@@ -1,6 +1,8 @@
 """Build a Qwen3-MoE ``GPTModel`` (megatron-core) from a preset and a parallel layout.
 
-``transformer_config_from`` maps our typed configs to megatron-core's ``TransformerConfig``;
+``transformer_config_from`` maps the typed training config and its effective settings
+(:func:`megatron_agentic.perf.resolve_settings`, the one place platform-dependent choices are made) to
+megatron-core's ``TransformerConfig``;
 ``build_model`` instantiates the model chunk for this pipeline stage with our layer spec. Parallel
 process groups must already be initialised (``megatron.core.parallel_state``).
 """
@@ -8,70 +10,41 @@ process groups must already be initialised (``megatron.core.parallel_state``).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from megatron.core.models.gpt import GPTModel
 from megatron.core.transformer import TransformerConfig
 
-from megatron_agentic.models.qwen3_moe.presets import ModelPreset
-from megatron_agentic.models.qwen3_moe.spec import qwen3_moe_block_spec, resolve_attention_backend
+from megatron_agentic.models.qwen3_moe.spec import qwen3_moe_block_spec
+
+if TYPE_CHECKING:
+    from megatron_agentic.config import TrainingConfig
+    from megatron_agentic.perf import EffectiveSettings
 
 logger = logging.getLogger(__name__)
 
 
-def _architecture(model_cfg: Any) -> ModelPreset:
-    """Accept a ModelPreset or a config.ModelConfig (preset name + overrides)."""
-    if isinstance(model_cfg, ModelPreset):
-        return model_cfg
-    if hasattr(model_cfg, "architecture"):
-        return model_cfg.architecture()
-    raise TypeError(f"expected ModelPreset or ModelConfig, got {type(model_cfg).__name__}")
-
-
 def transformer_config_from(
-    model_cfg: Any,
-    parallel_cfg: Any,
-    *,
-    precision: str = "fp32",
-    cuda: bool | None = None,
-    moe_token_dispatcher: str | None = None,
-    recompute: bool | None = None,
-    virtual_pipeline: int | None = None,
-    **extra: Any,
+    cfg: TrainingConfig, settings: EffectiveSettings | None = None, **extra: Any
 ) -> TransformerConfig:
-    """megatron-core ``TransformerConfig`` for a Qwen3-MoE architecture and parallel layout.
+    """megatron-core ``TransformerConfig`` for ``cfg`` (architecture, parallel layout) and its effective settings.
 
     Args:
-        model_cfg: ``ModelPreset`` or ``megatron_agentic.config.ModelConfig``.
-        parallel_cfg: ``megatron_agentic.config.ParallelConfig`` (tensor, pipeline, expert, context, SP).
-        precision: ``fp32`` or ``bf16`` (params and compute).
-        cuda: whether training runs on CUDA (default: ``torch.cuda.is_available()``); picks fusions,
-            the token dispatcher and the initialisation device.
-        moe_token_dispatcher: ``allgather``/``alltoall``; default from ``model_cfg`` or by platform.
-        recompute: full activation recomputation (default from ``model_cfg``).
-        virtual_pipeline: virtual pipeline size (default from ``parallel_cfg``).
+        cfg: the whole training config.
+        settings: from :func:`megatron_agentic.perf.resolve_settings` (default: ``cfg.effective_settings()`` on
+            this machine). Precision, dispatcher, grouped GEMM, fusions, recompute and FP8 come from here only.
         extra: further ``TransformerConfig`` fields, applied last.
     """
-    arch = _architecture(model_cfg)
-    if cuda is None:
-        cuda = torch.cuda.is_available()
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
-    bf16 = precision == "bf16"
-    dispatcher = moe_token_dispatcher or getattr(model_cfg, "moe_token_dispatcher", "auto")
-    if dispatcher == "auto":
-        dispatcher = "alltoall" if cuda else "allgather"
-    if recompute is None:
-        recompute = bool(getattr(model_cfg, "recompute", False))
-    if virtual_pipeline is None:
-        virtual_pipeline = getattr(parallel_cfg, "virtual_pipeline", None)
+    if settings is None:
+        settings = cfg.effective_settings()
+    arch, parallel_cfg = cfg.model.architecture(), cfg.parallel
+    cuda = settings.platform == "cuda"
+    bf16 = settings.precision == "bf16"
     tp, pp = parallel_cfg.tensor, parallel_cfg.pipeline
-    from megatron_agentic.platform import has_transformer_engine
-
-    te_grouped_gemm = bool(cuda and has_transformer_engine())
-    sp = parallel_cfg.use_sequence_parallel if hasattr(parallel_cfg, "use_sequence_parallel") else tp > 1
+    virtual_pipeline = parallel_cfg.virtual_pipeline
+    sp = parallel_cfg.use_sequence_parallel
     kwargs: dict[str, Any] = dict(
         num_layers=arch.num_layers,
         hidden_size=arch.hidden_size,
@@ -85,9 +58,7 @@ def transformer_config_from(
         moe_router_pre_softmax=arch.moe_router_pre_softmax,
         moe_router_load_balancing_type=arch.moe_router_load_balancing_type,
         moe_aux_loss_coeff=arch.moe_aux_loss_coeff,
-        moe_token_dispatcher_type=dispatcher,
         moe_router_dtype="fp32",
-        moe_grouped_gemm=te_grouped_gemm,  # the TE spec uses grouped-GEMM experts; the local spec SequentialMLP
         normalization="RMSNorm",
         layernorm_epsilon=arch.norm_epsilon,
         qk_layernorm=arch.qk_layernorm,
@@ -109,11 +80,8 @@ def transformer_config_from(
         pipeline_dtype=torch.bfloat16 if bf16 else torch.float32,
         autocast_dtype=torch.bfloat16 if bf16 else torch.float32,
         calculate_per_token_loss=True,
-        bias_activation_fusion=False,
-        bias_dropout_fusion=False,
-        masked_softmax_fusion=False,
-        apply_rope_fusion=False,
-        gradient_accumulation_fusion=False,
+        bias_dropout_fusion=False,  # no bias, no dropout: nothing to fuse
+        masked_softmax_fusion=False,  # flash/fused attention never materialises the softmax
         persist_layer_norm=False,
         use_cpu_initialization=not cuda,
         perform_initialization=True,
@@ -121,58 +89,41 @@ def transformer_config_from(
         batch_p2p_sync=cuda,  # torch.cuda.synchronize() after batched p2p: CUDA only
         cp_comm_type="p2p" if parallel_cfg.context > 1 else None,
     )
-    if recompute:
-        kwargs.update(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
+    kwargs.update(settings.transformer)  # dispatcher, grouped GEMM, fusions, recompute, FP8, overlaps, ETP
     kwargs.update(extra)
     return TransformerConfig(**kwargs)
 
 
 def build_model(
-    cfg: Any,
+    cfg: TrainingConfig,
     pre_process: bool = True,
     post_process: bool = True,
     *,
     transformer_config: TransformerConfig | None = None,
+    settings: EffectiveSettings | None = None,
     vp_stage: int | None = None,
-    te_available: bool | None = None,
     seq_length: int | None = None,
     init_seed: int | None = None,
-    **config_kwargs: Any,
 ) -> GPTModel:
     """Instantiate the Qwen3-MoE ``GPTModel`` chunk for this rank.
 
     Args:
-        cfg: the whole ``megatron_agentic.config.TrainingConfig`` (uses ``model``, ``parallel``, ``train``),
-            or a ``ModelConfig``/``ModelPreset`` (then pass ``transformer_config`` or the parallel config via
-            ``config_kwargs['parallel_cfg']``).
+        cfg: the whole training config (``model``, ``parallel``, ``train``, ``perf``).
         pre_process / post_process: whether this pipeline stage holds the embedding / output layer.
         transformer_config: a ready ``TransformerConfig`` (else built with :func:`transformer_config_from`).
+        settings: effective settings (default: ``cfg.effective_settings()`` on this machine); picks the
+            attention backend and layer spec.
         vp_stage: virtual pipeline stage of this chunk.
-        te_available: override Transformer Engine detection (tests).
-        seq_length: maximum sequence length (default: ``cfg.train.seq_length`` or the preset's).
+        seq_length: maximum sequence length (default: ``cfg.train.seq_length``).
         init_seed: reseed per global layer for layout-independent initialisation (default ``cfg.train.seed``).
-        config_kwargs: forwarded to :func:`transformer_config_from`.
     """
-    from megatron_agentic.platform import has_transformer_engine
-
-    model_cfg = getattr(cfg, "model", cfg)
-    arch = _architecture(model_cfg)
-    parallel_cfg = getattr(cfg, "parallel", None) or config_kwargs.pop("parallel_cfg", None)
+    if settings is None:
+        settings = cfg.effective_settings()
+    arch = cfg.model.architecture()
     if transformer_config is None:
-        if parallel_cfg is None:
-            raise ValueError("build_model needs a TrainingConfig, a transformer_config, or parallel_cfg=")
-        train_cfg = getattr(cfg, "train", None)
-        if train_cfg is not None and "precision" not in config_kwargs:
-            precision = train_cfg.precision
-            if precision == "auto":
-                precision = "bf16" if torch.cuda.is_available() else "fp32"
-            config_kwargs["precision"] = precision
-        transformer_config = transformer_config_from(model_cfg, parallel_cfg, **config_kwargs)
-    if te_available is None:
-        te_available = has_transformer_engine()
-    requested = getattr(model_cfg, "attention_backend", "auto")
-    backend = resolve_attention_backend(requested, transformer_config.context_parallel_size, te_available)
-    if init_seed is None and getattr(cfg, "train", None) is not None:
+        transformer_config = transformer_config_from(cfg, settings)
+    backend = settings.attention_backend
+    if init_seed is None:
         init_seed = cfg.train.seed
     spec = qwen3_moe_block_spec(
         transformer_config,
@@ -183,8 +134,7 @@ def build_model(
         init_seed=init_seed,
     )
     if seq_length is None:
-        train_cfg = getattr(cfg, "train", None)
-        seq_length = train_cfg.seq_length if train_cfg is not None else arch.max_position_embeddings
+        seq_length = cfg.train.seq_length
     model = GPTModel(
         config=transformer_config,
         transformer_layer_spec=spec,

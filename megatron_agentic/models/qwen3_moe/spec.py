@@ -26,30 +26,8 @@ from megatron_agentic.models.qwen3_moe.norm import SequenceParallelRMSNorm
 
 logger = logging.getLogger(__name__)
 
-ATTENTION_BACKENDS = ("auto", "local", "te", "triton")
-"""Values of ``model.attention_backend``."""
-
-
-def resolve_attention_backend(requested: str, context_parallel: int, te_available: bool) -> str:
-    """Concrete attention backend (``local``, ``te`` or ``triton``) for a requested one.
-
-    ``auto`` picks ``te`` when Transformer Engine imports, else ``triton`` when context parallelism is on
-    (megatron-core's local attention cannot do CP), else ``local``.
-    """
-    if requested not in ATTENTION_BACKENDS:
-        raise ValueError(f"model.attention_backend must be one of {ATTENTION_BACKENDS}, got {requested!r}")
-    if requested == "auto":
-        if te_available:
-            return "te"
-        return "triton" if context_parallel > 1 else "local"
-    if requested == "te" and not te_available:
-        raise ValueError("model.attention_backend=te needs Transformer Engine, which does not import here")
-    if requested == "local" and context_parallel > 1:
-        raise ValueError(
-            "model.attention_backend=local cannot run parallel.context > 1 (megatron-core's local attention "
-            "asserts CP == 1); use triton or auto"
-        )
-    return requested
+# The attention-backend choice is part of the one platform decision (megatron_agentic/perf.py); re-exported here.
+from megatron_agentic.perf import ATTENTION_BACKENDS, resolve_attention_backend  # noqa: E402, F401
 
 
 def triton_attention_class() -> type:
@@ -102,9 +80,9 @@ def qwen3_moe_layer_spec(
         get_gpt_layer_with_transformer_engine_spec,
     )
 
-    from megatron_agentic.platform import has_transformer_engine
+    from megatron_agentic.platform import detect_platform
 
-    use_te = backend == "te" or (backend == "triton" and has_transformer_engine())
+    use_te = backend == "te" or (backend == "triton" and detect_platform().has_transformer_engine)
     if use_te:
         spec = get_gpt_layer_with_transformer_engine_spec(
             num_experts=num_experts, moe_grouped_gemm=True, qk_layernorm=qk_layernorm

@@ -1,0 +1,340 @@
+"""The one decision function: what megatron-core is given, as a pure function of (platform, config).
+
+:func:`resolve_settings` turns the typed training config (``auto`` defaults included) and a
+:class:`~megatron_agentic.platform.Platform` into :class:`EffectiveSettings`: layer spec (TE or local),
+attention backend, precision, FP8, token dispatcher, grouped GEMM, fusions, recompute, DDP overlap and
+optimizer precision. It refuses invalid combinations with a one-line :class:`ConfigError` naming the fields,
+before any process group starts. Everything that builds the model, DDP and optimizer reads the result, and
+``train`` / ``doctor`` print it, so what an H100 run will use is decided (and unit-tested) on any machine.
+
+``auto`` means: the value of NVIDIA Megatron-Bridge's H100 Qwen3-30B-A3B recipes
+(``src/megatron/bridge/recipes/qwen/h100/qwen3_moe.py``, ``qwen3_30b_a3b_pretrain_8gpu_h100_bf16_config`` and
+``..._16gpu_h100_bf16_config``) when the platform has the parts (CUDA + Transformer Engine), off on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from megatron_agentic.config import ConfigError
+
+if TYPE_CHECKING:
+    from megatron_agentic.config import TrainingConfig
+    from megatron_agentic.platform import Platform
+
+
+BRIDGE_H100: dict[str, Any] = {
+    # recipes/qwen/h100/qwen3_moe.py, qwen3_30b_a3b_pretrain_8gpu_h100_bf16_config ("Kernel selections")
+    "moe_grouped_gemm": True,  # cfg.model.moe_grouped_gemm = True
+    "moe_permute_fusion": True,  # cfg.model.moe_permute_fusion = True
+    "cross_entropy_loss_fusion": True,  # cfg.model.cross_entropy_loss_fusion = True
+    "cross_entropy_fusion_impl": "te",  # cfg.model.cross_entropy_fusion_impl = "te"
+    # ... _16gpu_h100_bf16_config ("Precision and fused kernels")
+    "moe_router_fusion": True,  # cfg.model.moe_router_fusion = True
+    "bias_activation_fusion": True,  # cfg.model.bias_activation_fusion = True
+    "apply_rope_fusion": True,  # cfg.model.apply_rope_fusion = True
+    "grad_reduce_in_fp32": False,  # cfg.ddp.grad_reduce_in_fp32 = False
+    "precision_aware_optimizer": True,  # cfg.optimizer.use_precision_aware_optimizer = True
+    # Megatron-LM arguments.py default (--no-gradient-accumulation-fusion turns it off); needs TE or Apex.
+    "gradient_accumulation_fusion": True,
+    # ... _8gpu_h100_bf16_config ("DDP config")
+    "overlap_grad_reduce": True,  # cfg.ddp.overlap_grad_reduce = True
+    "overlap_param_gather": True,  # cfg.ddp.overlap_param_gather = True
+    "check_for_nan_in_grad": True,  # cfg.ddp.check_for_nan_in_grad = True
+    # ... ("Training config")
+    "manual_gc": True,  # cfg.train.manual_gc = True
+    # ... _16gpu: cfg.comm_overlap = CommOverlapConfig(tp_comm_overlap=True) (only meaningful with TP > 1)
+    "tp_comm_overlap": True,
+    # ... _8gpu: overlap_moe_expert_parallel_comm left False in the base recipe (True only in perf_recipes)
+    "overlap_moe_expert_parallel_comm": False,
+}
+"""Megatron-Bridge's H100 Qwen3-30B-A3B values for the ``auto`` performance fields (source line in comments)."""
+
+NEEDS_TE = (
+    "moe_grouped_gemm",
+    "moe_permute_fusion",
+    "moe_router_fusion",
+    "apply_rope_fusion",
+    "gradient_accumulation_fusion",
+    "precision_aware_optimizer",
+    "tp_comm_overlap",
+)
+"""``perf`` fields whose implementation is Transformer Engine (CUDA) code in megatron-core 0.16.1."""
+
+ATTENTION_BACKENDS = ("auto", "local", "te", "triton")
+"""Values of ``model.attention_backend``."""
+
+
+def resolve_attention_backend(requested: str, context_parallel: int, te_available: bool) -> str:
+    """Concrete attention backend (``local``, ``te`` or ``triton``) for a requested one.
+
+    ``auto`` picks ``te`` when Transformer Engine imports, else ``triton`` when context parallelism is on
+    (megatron-core's local attention cannot do CP), else ``local``.
+    """
+    if requested not in ATTENTION_BACKENDS:
+        raise ValueError(f"model.attention_backend must be one of {ATTENTION_BACKENDS}, got {requested!r}")
+    if requested == "auto":
+        if te_available:
+            return "te"
+        return "triton" if context_parallel > 1 else "local"
+    if requested == "te" and not te_available:
+        raise ValueError("model.attention_backend=te needs Transformer Engine, which does not import here")
+    if requested == "local" and context_parallel > 1:
+        raise ValueError(
+            "model.attention_backend=local cannot run parallel.context > 1 (megatron-core's local attention "
+            "asserts CP == 1); use triton or auto"
+        )
+    return requested
+
+
+RECOMPUTE_MODULES = ("core_attn", "moe_act", "layernorm", "mlp", "moe", "shared_experts")
+"""``model.recompute_modules`` values megatron-core 0.16.1 accepts for a Qwen3-MoE layer (selective recompute)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EffectiveSettings:
+    """What megatron-core is actually given for one run (the result of :func:`resolve_settings`)."""
+
+    platform: str
+    """``cuda`` or ``cpu``."""
+    layer_spec: str
+    """``te`` (megatron-core's Transformer Engine spec, grouped-GEMM experts) or ``local``."""
+    attention_backend: str
+    """Concrete attention backend: ``te``, ``local`` or ``triton``."""
+    precision: str
+    """``bf16`` or ``fp32`` (params and compute)."""
+    fp8: str | None
+    """FP8 recipe (``tensorwise``, ``delayed``, ``blockwise``) or None."""
+    moe_token_dispatcher: str
+    """``allgather``, ``alltoall`` or ``flex``."""
+    moe_flex_backend: str | None
+    """``deepep`` or ``hybridep`` with the flex dispatcher, else None."""
+    transformer: dict[str, Any]
+    """Performance-related ``TransformerConfig`` fields (fusions, grouped GEMM, recompute, FP8, overlaps, ETP)."""
+    ddp: dict[str, Any]
+    """``DistributedDataParallelConfig`` fields."""
+    optimizer: dict[str, Any]
+    """Performance-related ``OptimizerConfig`` fields."""
+    manual_gc: bool
+    """Disable Python's automatic GC and collect every ``manual_gc_interval`` steps."""
+    manual_gc_interval: int
+    """Steps between manual collections."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (dtypes as strings)."""
+        out = dataclasses.asdict(self)
+        for section in ("transformer", "ddp", "optimizer"):
+            out[section] = {
+                k: (str(v) if not isinstance(v, (bool, int, float, str, list, type(None))) else v)
+                for k, v in out[section].items()
+            }
+        return out
+
+    def summary_lines(self) -> list[str]:
+        """Short human-readable lines (logged at run start, shown by ``doctor``)."""
+        t, d, o = self.transformer, self.ddp, self.optimizer
+        on = sorted(k for k, v in {**t, **d, **o}.items() if v is True)
+        recompute = t.get("recompute_granularity") or "none"
+        if recompute == "selective":
+            recompute += f" {t.get('recompute_modules')}"
+        elif recompute == "full":
+            recompute += f" {t.get('recompute_method')} x{t.get('recompute_num_layers')}"
+        return [
+            f"platform={self.platform} spec={self.layer_spec} attention={self.attention_backend} "
+            f"precision={self.precision} fp8={self.fp8 or 'off'}",
+            f"dispatcher={self.moe_token_dispatcher}{'/' + self.moe_flex_backend if self.moe_flex_backend else ''} "
+            f"ETP={t.get('expert_tensor_parallel_size')} recompute={recompute} "
+            f"cuda_graph={t.get('cuda_graph_impl')} manual_gc={self.manual_gc_interval if self.manual_gc else 'off'}",
+            f"on: {', '.join(on) if on else 'none'}",
+        ]
+
+
+def _pick(value: Any, name: str, available: bool) -> bool:
+    """Resolve an ``auto | true | false`` field: ``auto`` -> Bridge's value when ``available``, else False."""
+    if value == "auto":
+        return bool(BRIDGE_H100[name]) if available else False
+    return bool(value)
+
+
+def resolve_settings(platform: Platform, cfg: TrainingConfig) -> EffectiveSettings:
+    """Effective settings for ``cfg`` on ``platform``; raises ConfigError (one line, naming fields) when invalid.
+
+    Pure: reads only ``platform``'s fields (device type, Transformer Engine, DeepEP/HybridEP availability) and
+    ``cfg``; imports nothing optional and touches no device.
+    """
+    m, p, t, perf = cfg.model, cfg.parallel, cfg.train, cfg.perf
+    cuda, te = platform.is_cuda, platform.is_cuda and platform.has_transformer_engine
+    arch = m.architecture()
+
+    precision = t.precision if t.precision != "auto" else ("bf16" if cuda else "fp32")
+    try:
+        attention = resolve_attention_backend(m.attention_backend, p.context, te)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+    # FP8 (Transformer Engine only).
+    if t.fp8 is not None:
+        if not te:
+            raise ConfigError(f"train.fp8={t.fp8} needs Transformer Engine on CUDA, which this machine does not have")
+        if precision != "bf16":
+            raise ConfigError(f"train.fp8={t.fp8} needs train.precision=bf16 (got {precision})")
+    if t.fp8_param_gather and t.fp8 is None:
+        raise ConfigError("train.fp8_param_gather=true needs train.fp8")
+    if t.fp8_param_gather and not t.distributed_optimizer:
+        raise ConfigError("train.fp8_param_gather=true needs train.distributed_optimizer=true")
+
+    # Token dispatcher.
+    dispatcher = m.moe_token_dispatcher
+    if dispatcher == "auto":
+        dispatcher = "alltoall" if cuda else "allgather"  # Bridge: moe_token_dispatcher_type = "alltoall"
+    flex_backend = None
+    if dispatcher == "flex":
+        flex_backend = m.moe_flex_backend
+        have = platform.has_deep_ep if flex_backend == "deepep" else platform.has_hybrid_ep
+        if not (cuda and have):
+            lib = "deep_ep.Buffer" if flex_backend == "deepep" else "deep_ep.HybridEPBuffer"
+            raise ConfigError(
+                f"model.moe_token_dispatcher=flex with model.moe_flex_backend={flex_backend} needs {lib} on CUDA, "
+                "which does not import here; use alltoall"
+            )
+
+    # Expert-tensor parallelism.
+    etp = p.expert_tensor
+    if arch.moe_ffn_hidden_size % etp:
+        raise ConfigError(
+            f"parallel.expert_tensor ({etp}) must divide model.moe_ffn_hidden_size ({arch.moe_ffn_hidden_size})"
+        )
+
+    # Fusions and kernels.
+    flags: dict[str, bool] = {}
+    for name in NEEDS_TE:
+        flags[name] = _pick(getattr(perf, name), name, te)
+        if flags[name] and not te:
+            raise ConfigError(f"perf.{name}=true needs Transformer Engine on CUDA, which this machine does not have")
+    if flags["tp_comm_overlap"] and perf.tp_comm_overlap == "auto" and not (p.tensor > 1 and p.use_sequence_parallel):
+        flags["tp_comm_overlap"] = False  # Bridge's CommOverlapConfig disables itself at TP=1
+    if flags["tp_comm_overlap"] and not (p.tensor > 1 and p.use_sequence_parallel):
+        raise ConfigError("perf.tp_comm_overlap=true needs parallel.tensor > 1 with parallel.sequence_parallel")
+    if te and not flags["moe_grouped_gemm"]:
+        raise ConfigError("perf.moe_grouped_gemm=false: the Transformer Engine layer spec uses grouped-GEMM experts")
+    for name in ("bias_activation_fusion", "cross_entropy_loss_fusion", "check_for_nan_in_grad", "manual_gc"):
+        flags[name] = _pick(getattr(perf, name), name, te)
+    ce_impl = perf.cross_entropy_fusion_impl
+    if ce_impl == "auto":
+        ce_impl = BRIDGE_H100["cross_entropy_fusion_impl"] if te else "native"
+    if flags["cross_entropy_loss_fusion"] and ce_impl == "te" and not te:
+        raise ConfigError("perf.cross_entropy_fusion_impl=te needs Transformer Engine on CUDA; use native")
+    # DDP and optimizer.
+    overlap_grad = _pick(perf.overlap_grad_reduce, "overlap_grad_reduce", cuda)
+    overlap_param = _pick(perf.overlap_param_gather, "overlap_param_gather", cuda and t.distributed_optimizer)
+    if overlap_param and not t.distributed_optimizer:
+        raise ConfigError("perf.overlap_param_gather=true needs train.distributed_optimizer=true")
+    if overlap_param and not overlap_grad:
+        raise ConfigError("perf.overlap_param_gather=true needs perf.overlap_grad_reduce=true")
+    grad_fp32 = perf.grad_reduce_in_fp32
+    if grad_fp32 == "auto":
+        # Bridge turns fp32 grad reduction off together with the precision-aware optimizer (16-GPU recipe);
+        # without it (CPU, fp32) gradients are reduced in fp32 as in bf16_mixed().
+        grad_fp32 = not (flags["precision_aware_optimizer"] and precision == "bf16")
+    if flags["precision_aware_optimizer"]:
+        if not t.distributed_optimizer:
+            raise ConfigError("perf.precision_aware_optimizer=true needs train.distributed_optimizer=true")
+        if precision != "bf16":
+            raise ConfigError("perf.precision_aware_optimizer=true needs train.precision=bf16")
+
+    # Recompute.
+    recompute: dict[str, Any] = {"recompute_granularity": None, "recompute_method": None, "recompute_num_layers": None}
+    if m.recompute == "full":
+        recompute.update(
+            recompute_granularity="full",
+            recompute_method=m.recompute_method,
+            recompute_num_layers=m.recompute_num_layers,
+        )
+    elif m.recompute == "selective":
+        recompute.update(recompute_granularity="selective", recompute_modules=list(m.recompute_modules))
+        if "moe_act" in m.recompute_modules and not flags["moe_grouped_gemm"]:
+            raise ConfigError("model.recompute_modules: moe_act needs perf.moe_grouped_gemm (Transformer Engine)")
+        if "layernorm" in m.recompute_modules and not te:
+            raise ConfigError("model.recompute_modules: layernorm recompute needs Transformer Engine on CUDA")
+        if t.fp8 == "delayed" and {"moe_act", "layernorm"} & set(m.recompute_modules):
+            raise ConfigError(
+                "model.recompute_modules: moe_act/layernorm recompute does not work with train.fp8=delayed"
+            )
+
+    # CUDA graphs: megatron-core's TE graphs are captured by the training loop (Megatron-LM's training.py
+    # calls TECudaGraphHelper.create_cudagraphs after warm-up); our loop has no capture step yet.
+    graph_impl = "none" if perf.cuda_graph_impl == "auto" else perf.cuda_graph_impl
+    if graph_impl != "none":
+        if not te:
+            raise ConfigError(f"perf.cuda_graph_impl={graph_impl} needs Transformer Engine on CUDA")
+        raise ConfigError(
+            f"perf.cuda_graph_impl={graph_impl}: the training loop has no CUDA-graph capture step yet; use none"
+        )
+
+    # EP communication overlap (megatron-core's combined 1F1B schedule).
+    ep_overlap = _pick(perf.overlap_moe_expert_parallel_comm, "overlap_moe_expert_parallel_comm", cuda)
+    if ep_overlap:
+        problems = []
+        if p.expert < 2:
+            problems.append("parallel.expert > 1")
+        if dispatcher not in ("alltoall", "flex"):
+            problems.append("model.moe_token_dispatcher alltoall or flex")
+        if m.recompute == "full":
+            problems.append("model.recompute != full")
+        if precision != "bf16":
+            problems.append("train.precision=bf16")
+        if not cuda:
+            problems.append("CUDA")
+        if problems:
+            raise ConfigError(f"perf.overlap_moe_expert_parallel_comm=true needs {', '.join(problems)}")
+
+    transformer: dict[str, Any] = {
+        "expert_tensor_parallel_size": etp,
+        "moe_token_dispatcher_type": dispatcher,
+        "moe_grouped_gemm": flags["moe_grouped_gemm"],
+        "moe_permute_fusion": flags["moe_permute_fusion"],
+        "moe_router_fusion": flags["moe_router_fusion"],
+        "cross_entropy_loss_fusion": flags["cross_entropy_loss_fusion"],
+        "cross_entropy_fusion_impl": ce_impl,
+        "bias_activation_fusion": flags["bias_activation_fusion"],
+        "apply_rope_fusion": flags["apply_rope_fusion"],
+        "gradient_accumulation_fusion": flags["gradient_accumulation_fusion"],
+        "tp_comm_overlap": flags["tp_comm_overlap"],
+        "overlap_moe_expert_parallel_comm": ep_overlap,
+        "cuda_graph_impl": graph_impl,
+        **recompute,
+    }
+    if flex_backend is not None:
+        transformer["moe_flex_dispatcher_backend"] = flex_backend
+    if t.fp8 is not None:
+        # Bridge's bf16_with_fp8_*_mixed(): fp8="hybrid" (E4M3 forward, E5M2 gradients) and the named recipe.
+        transformer.update(fp8="hybrid", fp8_recipe=t.fp8, fp8_param=t.fp8_param_gather)
+    ddp = {
+        "grad_reduce_in_fp32": bool(grad_fp32),
+        "overlap_grad_reduce": overlap_grad,
+        "overlap_param_gather": overlap_param,
+        "use_distributed_optimizer": t.distributed_optimizer,
+        "check_for_nan_in_grad": flags["check_for_nan_in_grad"],
+        "bucket_size": perf.ddp_bucket_size,
+        "fp8_param_gather": t.fp8_param_gather,
+    }
+    optimizer = {
+        "use_distributed_optimizer": t.distributed_optimizer,
+        "use_precision_aware_optimizer": flags["precision_aware_optimizer"],
+        "overlap_param_gather_with_optimizer_step": False,
+    }
+    return EffectiveSettings(
+        platform="cuda" if cuda else "cpu",
+        layer_spec="te" if te else "local",
+        attention_backend=attention,
+        precision=precision,
+        fp8=t.fp8,
+        moe_token_dispatcher=dispatcher,
+        moe_flex_backend=flex_backend,
+        transformer=transformer,
+        ddp=ddp,
+        optimizer=optimizer,
+        manual_gc=flags["manual_gc"],
+        manual_gc_interval=perf.manual_gc_interval,
+    )
