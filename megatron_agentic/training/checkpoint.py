@@ -63,6 +63,7 @@ def optimizer_format_for_load(saved_format: str | None, saved_layout: dict | Non
             )
     return fmt
 
+
 LATEST_FILE = "latest_checkpointed_iteration.txt"
 """Marker file naming the newest complete checkpoint."""
 
@@ -131,9 +132,7 @@ def retention_victims(
     complete = sorted(i for i in iterations if latest is None or i <= latest)
     newest = set(complete[-keep_last:])
     return [
-        i
-        for i in complete
-        if i not in newest and i != latest and not (keep_every and i > 0 and i % keep_every == 0)
+        i for i in complete if i not in newest and i != latest and not (keep_every and i > 0 and i % keep_every == 0)
     ]
 
 
@@ -241,17 +240,22 @@ def model_sharded_state_dict(model_chunks: list[Any]) -> dict[str, Any]:
 
 
 SAVE_HOOK_ENV = "MEGATRON_AGENTIC_TEST_SAVE_HOOK"
-"""Testing aid: ``sleep:SECONDS`` pauses every rank inside the save, after its shard files are written and
-before the latest marker moves (a window in which tests kill the job mid-save)."""
+"""Testing aid: ``sleep:SECONDS[@ITERATION]`` pauses every rank inside the save (of ``ITERATION`` only, when
+given), after its shard files are written and before the latest marker moves: a window in which tests kill
+the job mid-save."""
 
 
-def _test_save_hook() -> None:
+def _test_save_hook(iteration: int) -> None:
     value = os.environ.get(SAVE_HOOK_ENV, "")
-    if value.startswith("sleep:"):
-        import time
+    if not value.startswith("sleep:"):
+        return
+    seconds, _, at = value[6:].partition("@")
+    if at and int(at) != iteration:
+        return
+    import time
 
-        logger.warning("%s: pausing %s s inside the save", SAVE_HOOK_ENV, value[6:])
-        time.sleep(float(value[6:]))
+    logger.warning("%s: pausing %s s inside the save of iteration %d", SAVE_HOOK_ENV, seconds, iteration)
+    time.sleep(float(seconds))
 
 
 def save_checkpoint(
@@ -286,13 +290,18 @@ def save_checkpoint(
     state["optimizer_format"] = optimizer_format
     state.update(common)
     dist_checkpointing.save(state, str(target))
-    _test_save_hook()
+    _test_save_hook(iteration)
     torch.distributed.barrier()
     if rank == 0:
         write_latest_marker(root, iteration)
     torch.distributed.barrier()
     logger.info("saved checkpoint %s", target)
     return target
+
+
+def read_common(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's common (non-tensor) entries: iteration, config, scheduler, layout, ... (cheap, no tensors)."""
+    return dist_checkpointing.load_common_state_dict(str(ckpt_dir))
 
 
 def load_checkpoint(
@@ -401,7 +410,8 @@ def _load_optimizer_state(optimizer: Any, loaded: Any, sharding_type: str = "ful
         inner = sub.optimizer
         held = {p: st.pop("step") for p, st in inner.state.items() if "step" in st}
         try:
-            getattr(sub, f"load_parameter_state_from_{sharding_type}")(param_state)
+            with torch.no_grad():  # megatron-core 0.16.1's dp_reshardable loader copies into leaf params without it
+                getattr(sub, f"load_parameter_state_from_{sharding_type}")(param_state)
         finally:
             for p, value in held.items():
                 inner.state[p]["step"] = value.detach().clone()

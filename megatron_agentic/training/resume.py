@@ -89,7 +89,9 @@ def scheduler_differences(saved: dict[str, Any], built: dict[str, Any]) -> list[
     ]
 
 
-def resolve_scheduler_source(saved: dict[str, Any], built: dict[str, Any], scheduler_from: str | None, where: str) -> str:
+def resolve_scheduler_source(
+    saved: dict[str, Any], built: dict[str, Any], scheduler_from: str | None, where: str
+) -> str:
     """``checkpoint`` or ``config``: whose LR schedule the resumed run follows.
 
     Raises ConfigError naming ``train.scheduler_from`` when the schedules differ and it is not set.
