@@ -58,8 +58,6 @@ def _identity() -> dict[str, Any]:
 def holder_is_stale(holder: dict[str, Any], age_s: float, stale_after_s: float, me: dict[str, Any]) -> str:
     """Why a lock held by ``holder`` (heartbeat ``age_s`` seconds old) may be taken over ("" when it may not)."""
     if holder.get("host") == me["host"]:
-        if holder.get("pid") == me["pid"]:
-            return "held by this process"
         if not isinstance(holder.get("pid"), int) or not _pid_alive(holder["pid"]):
             return f"pid {holder.get('pid')} is not running"
         return ""

@@ -12,9 +12,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from megatron_agentic.config import ConfigError
+from megatron_agentic.config import ConfigError, config_from_dict
 
 INCOMPATIBLE_FIELDS: tuple[str, ...] = (
     "model.*",
@@ -39,12 +40,29 @@ _MODEL_RUNTIME_FIELDS = {"attention_backend", "moe_token_dispatcher", "recompute
 """``model`` fields that change how the model is computed, not its weights (may change on resume)."""
 
 
+def _architecture(model_section: dict[str, Any]) -> dict[str, Any] | None:
+    """The resolved model shape (preset + overrides) of a saved ``model`` section; None if it no longer parses."""
+    values = {k: v for k, v in model_section.items() if k not in _MODEL_RUNTIME_FIELDS}
+    try:
+        return dataclasses.asdict(config_from_dict({"model": values}).model.architecture())
+    except (ConfigError, TypeError):
+        return None
+
+
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Human-readable ``field: saved -> current`` lines for every incompatible change (empty: compatible)."""
+    """Human-readable ``field: saved -> current`` lines for every incompatible change (empty: compatible).
+
+    ``model.*`` compares the resolved architectures (preset defaults included), so a field set explicitly to
+    its preset value is no change.
+    """
     problems = []
     for pattern in INCOMPATIBLE_FIELDS:
         section, _, field = pattern.partition(".")
         old_section, new_section = saved.get(section) or {}, current.get(section) or {}
+        if field == "*" and section == "model":
+            old_arch, new_arch = _architecture(old_section), _architecture(new_section)
+            if old_arch is not None and new_arch is not None:
+                old_section, new_section = old_arch, new_arch
         if field == "*":
             names = sorted((set(old_section) | set(new_section)) - _MODEL_RUNTIME_FIELDS)
         else:
