@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="validate the config for WORLD_SIZE, check that blend prefixes and the pretrained checkpoint exist, exit",
     )
+    p.add_argument(
+        "--no-file-checks",
+        action="store_true",
+        help="with --validate-only: check the layout only, not that data and checkpoint files exist",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -123,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         dp = cfg.validate(world)
         if args.validate_only:
-            problems = preflight(cfg)
+            problems = [] if args.no_file_checks else preflight(cfg)
             if problems:
                 raise ConfigError("; ".join(problems))
             print(f"config OK for world size {world} (data parallel {dp}, {cfg.train.total_iters()} iterations)")
