@@ -107,7 +107,7 @@ HEAD_NODE=${HEAD_NODE:-$(scontrol show hostnames "${SLURM_JOB_NODELIST:-localhos
 TORCHRUN=(torchrun --nnodes "$NODES" --nproc-per-node "$GPUS_PER_NODE"
   --rdzv-backend c10d --rdzv-endpoint "$HEAD_NODE:$MASTER_PORT" --rdzv-id "$JOB_ID"
   -m megatron_agentic train --config "$CONFIG")
-SRUN=(srun --nodes "$NODES" --ntasks-per-node 1 --kill-on-bad-exit=1 --output "$JOB_DIR/%N.log")
+SRUN=(srun --nodes "$NODES" --ntasks-per-node 1 --kill-on-bad-exit=1 --output "$JOB_DIR/%N.log" --open-mode=append)
 if [[ -n "${CONTAINER_IMAGE:-}" ]]; then
   SRUN+=(--container-image "$CONTAINER_IMAGE" --container-mounts "${CONTAINER_MOUNTS:-$PWD:$PWD}"
     --container-workdir "$PWD")

@@ -258,6 +258,19 @@ def _test_save_hook(iteration: int) -> None:
     time.sleep(float(seconds))
 
 
+def save_strategy(fully_parallel: bool) -> Any:
+    """megatron-core's default ``torch_dist`` save strategy; with ``fully_parallel`` the writing of replicated
+    shards is spread over the data-parallel ranks (``FullyParallelSaveStrategyWrapper``)."""
+    from megatron.core.dist_checkpointing.serialization import get_default_save_sharded_strategy
+    from megatron.core.dist_checkpointing.strategies.fully_parallel import FullyParallelSaveStrategyWrapper
+
+    strategy = get_default_save_sharded_strategy()
+    if fully_parallel:
+        group = parallel_state.get_data_parallel_group(with_context_parallel=True)
+        strategy = FullyParallelSaveStrategyWrapper(strategy, group)
+    return strategy
+
+
 def save_checkpoint(
     root: str | os.PathLike,
     iteration: int,
@@ -266,11 +279,19 @@ def save_checkpoint(
     scheduler: Any,
     common: dict[str, Any],
     optimizer_format: str = "fully_reshardable",
+    async_queue: Any | None = None,
+    on_complete: Any | None = None,
 ) -> Path:
     """Save a full checkpoint at ``iteration`` and update the latest marker; returns its directory.
 
     The marker moves only after every rank finished writing and rank 0 fsynced the files, so a save killed
-    at any point leaves the previous checkpoint as the latest one.
+    at any point leaves the previous checkpoint as the latest one. ``on_complete`` runs on rank 0 after the
+    marker moved (e.g. retention).
+
+    With ``async_queue`` (a megatron-core ``AsyncCallsQueue``; CUDA only) the shards are written by background
+    processes through dist_checkpointing's async path (fully parallel over data-parallel ranks) and training
+    continues; the marker moves in the request's finalize step, when the caller's
+    ``async_queue.maybe_finalize_async_calls`` sees every rank done.
     """
     target = checkpoint_path(root, iteration)
     rank = torch.distributed.get_rank()
@@ -289,13 +310,27 @@ def save_checkpoint(
     state["layout"] = layout_signature()
     state["optimizer_format"] = optimizer_format
     state.update(common)
+
+    def finalize() -> None:
+        torch.distributed.barrier()
+        if rank == 0:
+            write_latest_marker(root, iteration)
+            if on_complete is not None:
+                on_complete()
+        torch.distributed.barrier()
+        logger.info("saved checkpoint %s", target)
+
+    if async_queue is not None:
+        request = dist_checkpointing.save(
+            state, str(target), sharded_strategy=save_strategy(fully_parallel=True), async_sharded_save=True
+        )
+        request.add_finalize_fn(finalize)
+        async_queue.schedule_async_request(request)
+        logger.info("saving checkpoint %s in the background", target)
+        return target
     dist_checkpointing.save(state, str(target))
     _test_save_hook(iteration)
-    torch.distributed.barrier()
-    if rank == 0:
-        write_latest_marker(root, iteration)
-    torch.distributed.barrier()
-    logger.info("saved checkpoint %s", target)
+    finalize()
     return target
 
 

@@ -155,6 +155,27 @@ class Trainer:
         self.guard = StepGuard(t.spike_factor, t.spike_window, t.max_skipped_in_a_row)
         self._lock: OutputLock | None = None
         self._lock_checkpoint_dir()
+        self.async_queue = self._async_queue()
+
+    def _async_queue(self) -> Any:
+        """megatron-core's ``AsyncCallsQueue`` when checkpoints are saved asynchronously (CUDA only), else None."""
+        wanted = self.cfg.checkpoint.async_save
+        if self.cfg.checkpoint.dir is None or wanted is False:
+            return None
+        if not self.platform.is_cuda:
+            if wanted is True and self.rank == 0:
+                logger.warning(
+                    "checkpoint.async_save=true needs CUDA; saving synchronously on %s", self.platform.device_type
+                )
+            return None
+        from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
+
+        return AsyncCallsQueue()
+
+    def finish_saves(self) -> None:
+        """Wait for background checkpoint writes and move the latest marker (a collective call)."""
+        if self.async_queue is not None:
+            self.async_queue.maybe_finalize_async_calls(blocking=True)
 
     def _lock_checkpoint_dir(self) -> None:
         """Rank 0 locks ``checkpoint.dir``; every rank raises LockedError when another live job holds it."""
@@ -247,7 +268,9 @@ class Trainer:
             logger.warning("LR schedule differs from %s; following the %s's (train.scheduler_from)", where, source)
 
     def save(self) -> None:
-        """Save a checkpoint at the current iteration."""
+        """Save a checkpoint at the current iteration (in the background with ``checkpoint.async_save`` on CUDA)."""
+        self.finish_saves()  # one background save at a time
+        c = self.cfg.checkpoint
         ckpt.save_checkpoint(
             self.cfg.checkpoint.dir,
             self.state.iteration,
@@ -261,13 +284,11 @@ class Trainer:
                 "guard_recent": list(self.guard.recent),
                 "config": self.cfg.to_dict(),
             },
-            optimizer_format=self.cfg.checkpoint.optimizer_format,
+            optimizer_format=c.optimizer_format,
+            async_queue=self.async_queue,
+            on_complete=partial(ckpt.prune_checkpoints, c.dir, c.keep_last, c.keep_every),
         )
         self._last_saved = self.state.iteration
-        if self.rank == 0:
-            ckpt.prune_checkpoints(
-                self.cfg.checkpoint.dir, self.cfg.checkpoint.keep_last, self.cfg.checkpoint.keep_every
-            )
 
     # ------------------------------------------------------------------------------------------ steps
     def _prepare(self, batches: list[dict[str, Any]]) -> Any:
@@ -462,12 +483,15 @@ class Trainer:
                     evaluated_at = step
                 if cfg.checkpoint.dir and cfg.checkpoint.interval and step % cfg.checkpoint.interval == 0:
                     self.save()
+                if self.async_queue is not None:
+                    self.async_queue.maybe_finalize_async_calls(blocking=False)
                 reason = self.stopper.agreed(self.device) if step < self.total_iters else ""
                 if reason:
                     self.metrics.close()
                     return self._stop_for(reason)
                 if t.exit_interval is not None and step >= t.exit_interval and step < self.total_iters:
                     logger.warning("train.exit_interval=%d reached: stopping without final checkpoint", t.exit_interval)
+                    self.finish_saves()
                     self.metrics.close()
                     return {"final_step": step, "exited": True}
         finally:
@@ -478,6 +502,7 @@ class Trainer:
             last_eval = self.evaluate(datasets)
         if cfg.checkpoint.dir and cfg.checkpoint.save_final and self._last_saved != self.state.iteration:
             self.save()
+        self.finish_saves()
         summary = self._summary(last_eval)
         if self.rank == 0:
             write_json_atomic(Path(cfg.log.dir) / "summary.json", summary)
@@ -490,6 +515,7 @@ class Trainer:
         if self.cfg.checkpoint.dir:
             if self._last_saved != step:
                 self.save()
+            self.finish_saves()
             logger.warning(
                 "rank %d: saved checkpoint at iteration %d for %s; exiting with code %d (rerun to continue)",
                 self.rank,
