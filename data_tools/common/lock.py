@@ -55,9 +55,15 @@ def _identity() -> dict[str, Any]:
     }
 
 
+_HELD: dict[str, OutputLock] = {}
+"""Locks this process holds, by path (a CLI ``main()`` called twice in one process, as tests do, re-enters its lock)."""
+
+
 def holder_is_stale(holder: dict[str, Any], age_s: float, stale_after_s: float, me: dict[str, Any]) -> str:
     """Why a lock held by ``holder`` (heartbeat ``age_s`` seconds old) may be taken over ("" when it may not)."""
     if holder.get("host") == me["host"]:
+        if holder.get("pid") == me["pid"]:
+            return "held by this process"
         if not isinstance(holder.get("pid"), int) or not _pid_alive(holder["pid"]):
             return f"pid {holder.get('pid')} is not running"
         return ""
@@ -127,6 +133,7 @@ class OutputLock:
         else:
             raise LockedError(f"{self.path.parent} is locked: could not take over {self.path}")
         self.held = True
+        _HELD[str(self.path.resolve())] = self
         if self.heartbeat_s > 0:
             self._thread = threading.Thread(target=self._beat, name="output-lock-heartbeat", daemon=True)
             self._thread.start()
@@ -148,6 +155,7 @@ class OutputLock:
         if holder.get("pid") == self._me["pid"] and holder.get("host") == self._me["host"]:
             self.path.unlink(missing_ok=True)
         self.held = False
+        _HELD.pop(str(self.path.resolve()), None)
 
     def __enter__(self) -> OutputLock:
         return self.acquire()
@@ -161,7 +169,12 @@ def _shard_suffix(shard_index: int, num_shards: int) -> str:
 
 
 def hold_lock(lock_path: str | os.PathLike, prog: str = "megatron-agentic") -> OutputLock:
-    """Take the lock at ``lock_path`` until this process exits; exit status 1 with a ``locked`` line if held."""
+    """Take the lock at ``lock_path`` until this process exits; exit status 1 with a ``locked`` line if held.
+
+    Re-entrant within one process (the same lock is returned)."""
+    held = _HELD.get(str(Path(lock_path).resolve()))
+    if held is not None and held.held:
+        return held
     lock = OutputLock(lock_path)
     try:
         lock.acquire()

@@ -10,9 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from data_tools.common.lock import LOCK_NAME, LockedError, OutputLock, holder_is_stale
+from data_tools.common.lock import LOCK_NAME, OutputLock, hold_lock, holder_is_stale
 
 REPO = Path(__file__).resolve().parents[2]
 HOLD = (
@@ -27,12 +25,29 @@ def _env() -> dict[str, str]:
     return env
 
 
-def test_second_lock_in_process_names_holder(tmp_path):
+def test_second_writer_process_names_holder(tmp_path):
     with OutputLock(tmp_path / LOCK_NAME):
-        with pytest.raises(LockedError, match=rf"locked by pid {os.getpid()} on host {socket.gethostname()}"):
-            OutputLock(tmp_path / LOCK_NAME).acquire()
+        other = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"from data_tools.common.lock import OutputLock; OutputLock({str(tmp_path / LOCK_NAME)!r}).acquire()",
+            ],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            cwd=REPO,
+        )
+        assert other.returncode != 0
+        assert f"is locked by pid {os.getpid()} on host {socket.gethostname()}" in other.stderr
+        assert hold_lock(tmp_path / LOCK_NAME).held  # re-entrant in the holding process
     OutputLock(tmp_path / LOCK_NAME).acquire().release()  # released: free again
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_lock_file_of_this_pid_without_a_live_lock_is_stale(tmp_path):
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "job": None}))
+    OutputLock(tmp_path / LOCK_NAME).acquire().release()  # e.g. a pid reused after a crash
 
 
 def test_stale_lock_of_dead_process_is_taken_over(tmp_path):
