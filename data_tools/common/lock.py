@@ -194,6 +194,7 @@ def lock_output_dir(
 def lock_output_file(
     path: str | os.PathLike, prog: str = "megatron-agentic", shard_index: int = 0, num_shards: int = 1
 ) -> OutputLock:
-    """Lock an output file or prefix through ``PATH[.shard-I-of-N].lock`` next to it."""
+    """Lock an output file or prefix through the hidden file ``.NAME[.shard-I-of-N].lock`` next to it (hidden, so
+    globs over the outputs, e.g. ``PREFIX*``, do not see it)."""
     path = Path(path)
-    return hold_lock(path.with_name(path.name + _shard_suffix(shard_index, num_shards) + ".lock"), prog)
+    return hold_lock(path.with_name(f".{path.name}{_shard_suffix(shard_index, num_shards)}.lock"), prog)
