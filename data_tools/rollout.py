@@ -28,6 +28,7 @@ from typing import Any
 
 from data_tools.common.cli_args import add_llm_args, llm_config_from_args
 from data_tools.common.jsonl import BadLine, ResumableJsonlWriter, atomic_write_json
+from data_tools.common.lock import lock_output_file
 from data_tools.common.sharding import add_shard_args, shard_from_args, shard_of
 from data_tools.env.policy import ScriptedPolicy
 from data_tools.env.questions import Question, builtin_questions, read_questions
@@ -204,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tok = load_tokenizer(args.tokenizer)
     out = Path(args.output)
+    lock_output_file(out, "data rollout", shard, num_shards)  # one writer per output (issue 16)
     client, system = None, None
     if args.backend == "openai":
         from data_tools.llm.client import LLMClient

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_tools.common.lock import lock_output_file
 from data_tools.indexed_io import IndexedWriter, dataset_exists, optimal_dtype, read_index, remove_dataset
 from data_tools.readers import (
     FileRange,
@@ -567,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns 0 on success, 1 on bad input in strict mode or other errors."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    lock_output_file(args.output_prefix, "data tokenize", args.shard_index, args.num_shards)  # issue 16
     try:
         cfg = TokenizeConfig(
             inputs=args.input,

@@ -214,6 +214,20 @@ class TrainConfig:
     """Keep parameters in FP8 and all-gather them in FP8 (``fp8_param`` / DDP ``fp8_param_gather``); needs ``fp8``
     and the distributed optimizer."""
 
+    # --- run resilience (issue 16): NaN/spike guard and LR-schedule resume rule ---------------------------------
+    spike_factor: float | None = 10.0
+    """Skip a step whose loss exceeds ``spike_factor`` x the median of the last ``spike_window`` good steps (the
+    optimizer is not stepped; counted as ``skipped`` in metrics). Null disables the spike test (non-finite loss
+    or grad norm is always skipped)."""
+    spike_window: int = 20
+    """Good steps in the running median of the spike test (no spike test before ``min(5, spike_window)``)."""
+    max_skipped_in_a_row: int = 5
+    """Stop the run with an error after this many consecutive skipped steps (0: never skip, stop at the first)."""
+    scheduler_from: str | None = None
+    """On resume, which LR schedule wins when the checkpoint's (max/min LR, warmup, decay steps and style) differs
+    from this config's: ``checkpoint`` or ``config``. Null: a difference is an error naming this field (Megatron-LM
+    asserts the same unless told)."""
+
     def __post_init__(self) -> None:
         for name in ("global_batch_size", "micro_batch_size", "seq_length", "eval_iters"):
             value = getattr(self, name)
@@ -250,6 +264,14 @@ class TrainConfig:
                 f"train.global_batch_size ({self.global_batch_size}) must be divisible by train.micro_batch_size "
                 f"({self.micro_batch_size})"
             )
+        if self.spike_factor is not None and not self.spike_factor > 1.0:
+            raise ConfigError(f"train.spike_factor must be null or > 1, got {self.spike_factor!r}")
+        if not isinstance(self.spike_window, int) or self.spike_window < 1:
+            raise ConfigError(f"train.spike_window must be an integer >= 1, got {self.spike_window!r}")
+        if not isinstance(self.max_skipped_in_a_row, int) or self.max_skipped_in_a_row < 0:
+            raise ConfigError(f"train.max_skipped_in_a_row must be an integer >= 0, got {self.max_skipped_in_a_row!r}")
+        if self.scheduler_from not in (None, "checkpoint", "config"):
+            raise ConfigError(f"train.scheduler_from must be null, checkpoint or config, got {self.scheduler_from!r}")
 
     def total_iters(self) -> int:
         """Iterations to train: from ``train_tokens`` when set, else ``iters``."""
@@ -359,9 +381,39 @@ class CheckpointConfig:
     save_final: bool = True
     """Save at the end of training when ``dir`` is set."""
 
+    # --- checkpoints at scale (issue 16): retention, walltime, async save, optimizer format --------------------
+    keep_last: int | None = None
+    """Keep only the newest N ``iter_*`` checkpoints (plus ``keep_every`` milestones); null keeps all. The one the
+    latest marker names is never deleted."""
+    keep_every: int | None = None
+    """Also keep every checkpoint whose iteration is a multiple of this (milestones); null: none."""
+    save_before_walltime_s: float = 600.0
+    """Save and exit (code 3) once this many seconds remain of the Slurm job's time limit (read from
+    ``SLURM_JOB_END_TIME`` or ``MEGATRON_AGENTIC_JOB_END_TIME``, epoch seconds); 0 disables."""
+    async_save: bool | str = "auto"
+    """Save through dist_checkpointing's asynchronous path (training continues while ranks write): ``auto``
+    (on with CUDA), true (CUDA only) or false."""
+    optimizer_format: str = "dp_reshardable"
+    """Distributed-optimizer state format: ``dp_reshardable`` (each rank writes its own shard, no gather; loads
+    into the same TP/PP/EP layout) or ``fully_reshardable`` (canonical per-parameter state, any layout).
+    ``dp_reshardable`` checkpoints are loaded as ``fully_reshardable`` automatically when the layout changed
+    is not possible: such a resume fails with a message; save with ``fully_reshardable`` before re-sharding."""
+
     def __post_init__(self) -> None:
         if self.interval is not None and (not isinstance(self.interval, int) or self.interval < 1):
             raise ConfigError(f"checkpoint.interval must be null or an integer >= 1, got {self.interval!r}")
+        for name in ("keep_last", "keep_every"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"checkpoint.{name} must be null or an integer >= 1, got {value!r}")
+        if not isinstance(self.save_before_walltime_s, (int, float)) or self.save_before_walltime_s < 0:
+            raise ConfigError(f"checkpoint.save_before_walltime_s must be >= 0, got {self.save_before_walltime_s!r}")
+        if self.async_save not in ("auto", True, False):
+            raise ConfigError(f"checkpoint.async_save must be auto, true or false, got {self.async_save!r}")
+        if self.optimizer_format not in ("dp_reshardable", "fully_reshardable"):
+            raise ConfigError(
+                f"checkpoint.optimizer_format must be dp_reshardable or fully_reshardable, got {self.optimizer_format!r}"
+            )
         for name in ("pretrained_load_optimizer", "pretrained_load_scheduler"):
             if getattr(self, name) and self.pretrained is None:
                 raise ConfigError(f"checkpoint.{name}=true needs checkpoint.pretrained")

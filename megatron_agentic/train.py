@@ -5,6 +5,10 @@ Examples::
     megatron-agentic train --config examples/configs/tiny_moe.yaml
     torchrun --nproc-per-node 2 -m megatron_agentic train --config examples/configs/tiny_moe.yaml \\
         --set parallel.tensor=2 --set train.iters=30 --set log.dir=runs/tp2
+
+Exit codes: 0 finished, 1 error (incl. a locked checkpoint.dir or too many skipped steps), 2 configuration error
+(retrying cannot help), 3 stopped for SIGTERM/SIGUSR1, the Slurm walltime or a stop file after saving a
+checkpoint at the step reached (rerun the same command to continue).
 """
 
 from __future__ import annotations
@@ -14,8 +18,17 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
-from megatron_agentic.config import ConfigError, load_config
+from megatron_agentic.config import (
+    ConfigError,
+    TrainingConfig,
+    load_blend_file,
+    load_config,
+    parse_blend,
+)
+from megatron_agentic.training.metrics import write_json_atomic
+from megatron_agentic.training.stop import EXIT_CONFIG, EXIT_STOPPED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,19 +46,80 @@ def _parser() -> argparse.ArgumentParser:
         help="override a config field (repeatable; later wins), e.g. --set parallel.tensor=2",
     )
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
-    p.add_argument("--validate-only", action="store_true", help="validate the config for WORLD_SIZE and exit")
+    p.add_argument(
+        "--validate-only",
+        action="store_true",
+        help="validate the config for WORLD_SIZE, check that blend prefixes and the pretrained checkpoint exist, exit",
+    )
+    p.add_argument(
+        "--no-file-checks",
+        action="store_true",
+        help="with --validate-only: check the layout only, not that data and checkpoint files exist",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
 
+def preflight(cfg: TrainingConfig) -> list[str]:
+    """Problems with the files a run needs (blend prefixes, eval sets, pretrained checkpoint); empty when fine."""
+    problems = []
+    prefixes: list[tuple[str, str]] = []
+    try:
+        if cfg.data.blend_file is not None:
+            prefixes += [("data.blend_file", p) for p in parse_blend(load_blend_file(cfg.data.blend_file))[0]]
+        if cfg.data.blend is not None:
+            prefixes += [("data.blend", p) for p in parse_blend(cfg.data.blend)[0]]
+    except ConfigError as exc:
+        problems.append(str(exc))
+    prefixes += [(f"data.eval_sets.{name}", p) for name, p in cfg.data.eval_sets.items()]
+    for where, prefix in prefixes:
+        missing = [ext for ext in (".bin", ".idx") if not Path(prefix + ext).is_file()]
+        if missing:
+            problems.append(f"{where}: {prefix}{'/'.join(missing)} not found")
+    if cfg.checkpoint.pretrained is not None and ckpt_latest(cfg.checkpoint.dir) is None:
+        from megatron_agentic.training.checkpoint import resolve_checkpoint_dir
+
+        try:
+            resolve_checkpoint_dir(cfg.checkpoint.pretrained)
+        except (FileNotFoundError, RuntimeError) as exc:
+            problems.append(f"checkpoint.pretrained: {exc}")
+    return problems
+
+
+def ckpt_latest(root: str | None) -> int | None:
+    """The latest complete iteration under ``root`` (None when none or unreadable)."""
+    from megatron_agentic.training.checkpoint import latest_iteration
+
+    try:
+        return latest_iteration(root)
+    except RuntimeError:
+        return None
+
+
+def write_exit_status(cfg: TrainingConfig | None, code: int, reason: str, iteration: int | None = None) -> None:
+    """Rank 0 records how the run ended in ``LOG_DIR/exit_status.json`` (read by the Slurm scripts, since
+    torchrun reports 1 for any failed rank)."""
+    if cfg is None or int(os.environ.get("RANK", "0")) != 0:
+        return
+    try:
+        Path(cfg.log.dir).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(
+            Path(cfg.log.dir) / "exit_status.json", {"code": code, "reason": reason, "iteration": iteration}
+        )
+    except OSError as exc:
+        logging.getLogger("megatron_agentic.train").warning("cannot write exit_status.json: %s", exc)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns a process exit code (2 for configuration errors)."""
+    """Entry point; returns a process exit code: 0 done, 1 error, 2 configuration error (do not retry),
+    3 stopped for a signal / the walltime after saving a checkpoint (rerun to continue)."""
     args = _parser().parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else (logging.INFO if rank == 0 else logging.WARNING),
         format=f"[rank{rank}] %(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    cfg = None
     try:
         cfg = load_config(args.config, args.overrides)
         if args.print_config:  # the config plus what megatron-core is given on this machine (issue 13)
@@ -54,20 +128,35 @@ def main(argv: list[str] | None = None) -> int:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         dp = cfg.validate(world)
         if args.validate_only:
+            problems = [] if args.no_file_checks else preflight(cfg)
+            if problems:
+                raise ConfigError("; ".join(problems))
             print(f"config OK for world size {world} (data parallel {dp}, {cfg.train.total_iters()} iterations)")
             return 0
     except ConfigError as exc:
         print(f"megatron-agentic train: config error: {exc}", file=sys.stderr)
-        return 2
+        write_exit_status(cfg, EXIT_CONFIG, f"config error: {exc}")
+        return EXIT_CONFIG
+    from data_tools.common.lock import LockedError
+    from megatron_agentic.training.guard import TooManySkippedSteps
     from megatron_agentic.training.loop import train
 
     try:
         summary = train(cfg)
     except ConfigError as exc:
         print(f"megatron-agentic train: config error: {exc}", file=sys.stderr)
-        return 2
+        write_exit_status(cfg, EXIT_CONFIG, f"config error: {exc}")
+        return EXIT_CONFIG
+    except (LockedError, TooManySkippedSteps) as exc:
+        print(f"megatron-agentic train: {exc}", file=sys.stderr)
+        write_exit_status(cfg, 1, str(exc))
+        return 1
+    if summary.get("exit_code") == EXIT_STOPPED:
+        write_exit_status(cfg, EXIT_STOPPED, f"saved for {summary.get('reason')}", summary.get("final_step"))
+        return EXIT_STOPPED
     if rank == 0 and not summary.get("exited"):
         logging.getLogger("megatron_agentic.train").info("summary: %s", json.dumps(summary))
+        write_exit_status(cfg, 0, "completed", summary.get("final_step"))
     return 0
 
 

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from data_tools.common.cli_args import add_llm_args, llm_config_from_args
+from data_tools.common.lock import lock_output_dir
 from data_tools.common.sharding import add_shard_args, shard_from_args
 from data_tools.fas.pipeline import FasConfig, run_fas
 
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data fas: memory file {args.memory} does not exist", file=sys.stderr)
         return 2
     index, num = shard_from_args(args)
+    lock_output_dir(args.output_dir, "data fas", index, num)  # one writer per output (issue 16)
     llm = None
     if args.backend == "openai":
         cache = Path(args.output_dir) / "llm_cache.sqlite"

@@ -21,6 +21,7 @@ from typing import Any
 
 from data_tools.common.cli_args import add_llm_args, llm_config_from_args
 from data_tools.common.jsonl import ResumableJsonlWriter, atomic_write_json
+from data_tools.common.lock import lock_output_file
 from data_tools.common.sharding import add_shard_args, shard_from_args, shard_of
 from data_tools.has.candidates import CollapseGuard, TemplateBackend
 from data_tools.has.expand import HasConfig, length_histogram, make_decisions, render_samples
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     shard, num_shards = shard_from_args(args)
     out = Path(args.output)
+    lock_output_file(out, "data has", shard, num_shards)  # one writer per output (issue 16)
     summary_path = Path(args.summary) if args.summary else out.with_name(out.name + ".summary.json")
 
     from data_tools.tokenizers import load_tokenizer

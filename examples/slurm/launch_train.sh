@@ -17,7 +17,10 @@
 #   CONTAINER_IMAGE pyxis image (e.g. /shared/images/megatron-agentic.sqsh); empty: run on the host
 #   CONTAINER_MOUNTS pyxis mounts (default: $PWD:$PWD)
 #   MAX_RESTARTS    relaunches of the whole job step after a failure (node loss, NCCL timeout; default 3);
-#                   each relaunch resumes from the latest complete checkpoint
+#                   each relaunch resumes from the latest complete checkpoint. A configuration error (exit 2)
+#                   is reported once and never retried.
+#   REQUEUE         1 (default inside Slurm): when training stops for a signal / the walltime (exit 3, after a
+#                   checkpoint), `scontrol requeue` this job so it resumes; 0: exit 3 instead
 #   MASTER_PORT     rendezvous port (default 29500)
 #   PYTHON          python used for the CPU-side steps (default: python3)
 # Flags: --dry-run  validate recipe + layout on CPU, print the commands, and train the tiny stand-in
@@ -70,19 +73,41 @@ CONFIG="$JOB_DIR/config.yaml"
 "$PYTHON" -m megatron_agentic.recipes export "$RECIPE" "${SETS[@]}" --output "$CONFIG" >/dev/null
 echo "[launch] recipe $RECIPE -> $CONFIG (nodes=$NODES x $GPUS_PER_NODE GPUs, job $JOB_ID)"
 
+# Exit codes of `megatron-agentic train` (torchrun reports 1 for any failed rank, so rank 0 also writes
+# $RUN_DIR/exit_status.json): 0 done, 2 configuration error, 3 saved and stopped for a signal / the walltime.
+EXIT_STATUS="$RUN_DIR/exit_status.json"
+status_code() { "$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["code"])' "$EXIT_STATUS" 2>/dev/null || echo ""; }
+
 # Validate the layout and memory before any GPU is touched (non-zero exit when it cannot run).
 "$PYTHON" -m megatron_agentic.planner --recipe "$RECIPE" --nodes "$NODES" --gpus-per-node "$GPUS_PER_NODE" \
   "${SETS[@]}" | tee "$JOB_DIR/plan.txt"
 "$PYTHON" -m megatron_agentic.planner --recipe "$RECIPE" --nodes "$NODES" --gpus-per-node "$GPUS_PER_NODE" \
   "${SETS[@]}" --json > "$JOB_DIR/plan.json"
-WORLD_SIZE=$((NODES * GPUS_PER_NODE)) MEGATRON_AGENTIC_FORCE_CPU=1 \
-  "$PYTHON" -m megatron_agentic train --config "$CONFIG" --validate-only
+# Pre-flight: the layout for the full world size, the blend prefixes and the pretrained checkpoint, checked with
+# the software that will train (inside the container image when there is one) before every node starts.
+PREFLIGHT=(env WORLD_SIZE=$((NODES * GPUS_PER_NODE)) MEGATRON_AGENTIC_FORCE_CPU=1
+  python -m megatron_agentic train --config "$CONFIG" --validate-only)
+set +e
+if [[ -n "${CONTAINER_IMAGE:-}" && $DRY_RUN == 0 ]]; then
+  srun --nodes 1 --ntasks 1 --container-image "$CONTAINER_IMAGE" --container-mounts "${CONTAINER_MOUNTS:-$PWD:$PWD}" \
+    --container-workdir "$PWD" "${PREFLIGHT[@]}"
+else
+  PREFLIGHT[3]=$PYTHON
+  [[ $DRY_RUN == 1 ]] && PREFLIGHT+=(--no-file-checks)  # the dry run trains a tiny stand-in on mock data
+  "${PREFLIGHT[@]}"
+fi
+rc=$?
+set -e
+if (( rc != 0 )); then
+  echo "[launch] pre-flight failed (rc=$rc): fix the configuration; not starting the job" | tee -a "$JOB_DIR/restarts.log"
+  exit 2
+fi
 
 HEAD_NODE=${HEAD_NODE:-$(scontrol show hostnames "${SLURM_JOB_NODELIST:-localhost}" 2>/dev/null | head -n1 || echo localhost)}
 TORCHRUN=(torchrun --nnodes "$NODES" --nproc-per-node "$GPUS_PER_NODE"
   --rdzv-backend c10d --rdzv-endpoint "$HEAD_NODE:$MASTER_PORT" --rdzv-id "$JOB_ID"
   -m megatron_agentic train --config "$CONFIG")
-SRUN=(srun --nodes "$NODES" --ntasks-per-node 1 --kill-on-bad-exit=1 --output "$JOB_DIR/%N.log")
+SRUN=(srun --nodes "$NODES" --ntasks-per-node 1 --kill-on-bad-exit=1 --output "$JOB_DIR/%N.log" --open-mode=append)
 if [[ -n "${CONTAINER_IMAGE:-}" ]]; then
   SRUN+=(--container-image "$CONTAINER_IMAGE" --container-mounts "${CONTAINER_MOUNTS:-$PWD:$PWD}"
     --container-workdir "$PWD")
@@ -114,15 +139,53 @@ if [[ $DRY_RUN == 1 ]]; then
   exit "${PIPESTATUS[0]}"
 fi
 
+# Stop requests: `#SBATCH --signal=B:USR1@300` (or `scancel --signal=USR1 --batch`) signals this shell; it
+# creates the stop file, which every rank sees through the shared file system: they finish the step, save, and
+# exit 3. The job's end time is passed on as well (the trainer saves checkpoint.save_before_walltime_s before it).
+export MEGATRON_AGENTIC_STOP_FILE="$JOB_DIR/stop_request"
+rm -f "$MEGATRON_AGENTIC_STOP_FILE"
+if [[ -n "${SLURM_JOB_ID:-}" ]]; then
+  end=$(squeue -h -j "$SLURM_JOB_ID" -o %e 2>/dev/null | head -n1 || true)
+  if [[ -n "$end" && "$end" != "N/A" && "$end" != "Unknown" ]]; then
+    MEGATRON_AGENTIC_JOB_END_TIME=$(date -d "$end" +%s 2>/dev/null || echo "")
+    export MEGATRON_AGENTIC_JOB_END_TIME
+  fi
+fi
+trap 'echo "[launch] stop requested (signal): asking the ranks to save and exit"; touch "$MEGATRON_AGENTIC_STOP_FILE"' USR1 TERM
+
 # Relaunch loop: a failed step (node loss, NCCL timeout, killed rank) starts again on the allocation and
-# `megatron-agentic train` resumes from checkpoint.dir's latest complete checkpoint. With `#SBATCH --requeue`
-# Slurm also requeues the whole job after a node failure; it resumes the same way.
+# `megatron-agentic train` resumes from checkpoint.dir's latest complete checkpoint. Exit 2 (configuration) is not
+# retried; exit 3 (saved for a signal / the walltime) requeues the job, which resumes when it starts again.
+REQUEUE=${REQUEUE:-$([[ -n "${SLURM_JOB_ID:-}" ]] && echo 1 || echo 0)}
+rm -f "$RUN_DIR/COMPLETED"
 attempt=0
-until "${SRUN[@]}" "${TORCHRUN[@]}"; do
-  rc=$?
+while true; do
+  rm -f "$EXIT_STATUS"
+  set +e
+  "${SRUN[@]}" "${TORCHRUN[@]}" &
+  step=$!
+  wait "$step"; rc=$?
+  while kill -0 "$step" 2>/dev/null; do wait "$step"; rc=$?; done  # `wait` returns early when a trap fires
+  set -e
+  code=$(status_code)
+  if [[ $rc == 0 && ${code:-0} == 0 ]]; then break; fi
+  if [[ $code == 2 ]]; then
+    echo "[launch] configuration error (exit 2): not retrying; see $JOB_DIR" | tee -a "$JOB_DIR/restarts.log"
+    exit 2
+  fi
+  if [[ $code == 3 || -e "$MEGATRON_AGENTIC_STOP_FILE" ]]; then
+    if [[ $REQUEUE == 1 ]]; then
+      echo "[launch] checkpoint saved for a stop request: requeueing job $SLURM_JOB_ID" | tee -a "$JOB_DIR/restarts.log"
+      scontrol requeue "$SLURM_JOB_ID"
+      exit 0
+    fi
+    echo "[launch] checkpoint saved for a stop request (exit 3); rerun to continue" | tee -a "$JOB_DIR/restarts.log"
+    exit 3
+  fi
   attempt=$((attempt + 1))
   echo "[launch] step failed (rc=$rc), attempt $attempt of $MAX_RESTARTS" | tee -a "$JOB_DIR/restarts.log"
   if (( attempt > MAX_RESTARTS )); then exit "$rc"; fi
   sleep "${RESTART_DELAY:-30}"
 done
-echo "[launch] done; logs in $JOB_DIR, metrics in $RUN_DIR/metrics.jsonl"
+touch "$RUN_DIR/COMPLETED"
+echo "[launch] done; logs in $JOB_DIR, metrics in $RUN_DIR/metrics.jsonl (marker $RUN_DIR/COMPLETED)"

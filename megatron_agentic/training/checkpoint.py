@@ -2,12 +2,15 @@
 
 Layout: ``DIR/iter_0000100/`` (one dist_checkpointing checkpoint per save) and
 ``DIR/latest_checkpointed_iteration.txt``, written atomically by rank 0 only after every rank finished
-the save, so a job killed mid-save resumes from the previous complete checkpoint.
+the save and its files were fsynced, so a job killed mid-save resumes from the previous complete checkpoint;
+the partial directory it left is deleted at the next start (:func:`clean_partial_checkpoints`). Older
+checkpoints are pruned by :func:`prune_checkpoints` (``checkpoint.keep_last`` / ``keep_every``).
 
 A checkpoint holds the model (sharded tensors: loadable into another TP/PP/EP layout), the optimizer
-(megatron-core's ``fully_reshardable`` format), the LR scheduler, the iteration
-(= data position, see ``training/data.py``), consumed tokens, and per-rank RNG states (restored only
-when the layout is unchanged).
+(megatron-core's ``dp_reshardable`` format: every rank writes its own shard, no gather, loadable when only
+the data-parallel size changed; or ``fully_reshardable``: any layout), the LR scheduler, the iteration,
+consumed samples (the data position) and tokens, the config, and per-rank RNG states (restored only when
+the layout is unchanged).
 """
 
 from __future__ import annotations
@@ -29,7 +32,39 @@ from megatron_agentic.models.qwen3_moe import layout as key_layout
 logger = logging.getLogger(__name__)
 
 OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "fully_reshardable", "chained_optim_avoid_prefix": True}
-"""Distributed-optimizer state in canonical per-parameter form: loadable into any TP/PP/EP/DP layout."""
+"""Distributed-optimizer state in canonical per-parameter form: loadable into any TP/PP/EP/DP layout (the
+format of checkpoints that do not record ``optimizer_format``)."""
+
+OPTIMIZER_FORMATS = ("dp_reshardable", "fully_reshardable")
+"""Supported ``checkpoint.optimizer_format`` values."""
+
+
+def optimizer_metadata(fmt: str) -> dict[str, Any]:
+    """dist_checkpointing metadata for the distributed optimizer's ``fmt`` state format."""
+    if fmt not in OPTIMIZER_FORMATS:
+        raise ValueError(f"unknown optimizer format {fmt!r}; expected one of {OPTIMIZER_FORMATS}")
+    return {**OPTIMIZER_METADATA, "distrib_optim_sharding_type": fmt}
+
+
+def optimizer_format_for_load(saved_format: str | None, saved_layout: dict | None, layout: dict) -> str:
+    """The optimizer format to read a checkpoint with; raises RuntimeError when its state cannot be resharded.
+
+    ``dp_reshardable`` state follows the distributed optimizer's buckets, which depend on the model-parallel
+    layout (TP, PP, EP, CP): it loads only when those are unchanged (the data-parallel size may change).
+    """
+    fmt = saved_format or "fully_reshardable"
+    if fmt == "dp_reshardable" and saved_layout is not None:
+        changed = [k for k in ("tp", "pp", "ep", "cp") if saved_layout.get(k) != layout.get(k)]
+        if changed:
+            raise RuntimeError(
+                "the checkpoint's optimizer state is dp_reshardable (saved with layout "
+                f"{ {k: saved_layout.get(k) for k in changed} }, now { {k: layout.get(k) for k in changed} }): it "
+                "loads only into the same tensor/pipeline/expert/context layout. Resume once in the old layout with "
+                "--set checkpoint.optimizer_format=fully_reshardable and save, or load weights only "
+                "(--set checkpoint.load_optimizer=false)"
+            )
+    return fmt
+
 
 LATEST_FILE = "latest_checkpointed_iteration.txt"
 """Marker file naming the newest complete checkpoint."""
@@ -55,6 +90,95 @@ def latest_iteration(root: str | os.PathLike | None) -> int | None:
     if not checkpoint_path(root, iteration).is_dir():
         raise RuntimeError(f"{marker} names iteration {iteration} but {checkpoint_path(root, iteration)} is missing")
     return iteration
+
+
+def checkpoint_iterations(root: str | os.PathLike) -> list[int]:
+    """Iterations of the ``iter_*`` directories under ``root``, ascending."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    out = []
+    for child in root.iterdir():
+        if child.is_dir() and child.name.startswith("iter_") and child.name[5:].isdigit():
+            out.append(int(child.name[5:]))
+    return sorted(out)
+
+
+def partial_checkpoints(root: str | os.PathLike) -> list[int]:
+    """Iterations of directories a killed save left behind: newer than the latest marker (all without one)."""
+    latest = latest_iteration(root)
+    return [i for i in checkpoint_iterations(root) if latest is None or i > latest]
+
+
+def clean_partial_checkpoints(root: str | os.PathLike | None) -> list[int]:
+    """Delete the directories of interrupted saves (call on one rank before any save); returns their iterations."""
+    if root is None:
+        return []
+    removed = partial_checkpoints(root)
+    for iteration in removed:
+        path = checkpoint_path(root, iteration)
+        logger.warning("removing %s: an interrupted save (not named by %s)", path, LATEST_FILE)
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
+def retention_victims(
+    iterations: list[int], latest: int | None, keep_last: int | None, keep_every: int | None
+) -> list[int]:
+    """Checkpoints to delete: all but the newest ``keep_last`` and the multiples of ``keep_every``.
+
+    The one ``latest`` names is always kept; ``keep_last=None`` keeps everything.
+    """
+    if keep_last is None:
+        return []
+    complete = sorted(i for i in iterations if latest is None or i <= latest)
+    newest = set(complete[-keep_last:])
+    return [
+        i for i in complete if i not in newest and i != latest and not (keep_every and i > 0 and i % keep_every == 0)
+    ]
+
+
+def prune_checkpoints(root: str | os.PathLike, keep_last: int | None, keep_every: int | None) -> list[int]:
+    """Delete the checkpoints :func:`retention_victims` selects (rank 0, after the marker moved); returns them."""
+    victims = retention_victims(checkpoint_iterations(root), latest_iteration(root), keep_last, keep_every)
+    for iteration in victims:
+        shutil.rmtree(checkpoint_path(root, iteration), ignore_errors=True)
+        logger.info("retention: removed %s", checkpoint_path(root, iteration))
+    return victims
+
+
+def _fsync_tree(path: Path) -> None:
+    """fsync every file under ``path`` and the directories themselves."""
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_latest_marker(root: str | os.PathLike, iteration: int) -> None:
+    """Point the latest marker at ``iteration``: fsync the checkpoint, then write + fsync + rename the marker."""
+    root = Path(root)
+    _fsync_tree(checkpoint_path(root, iteration))
+    marker = root / LATEST_FILE
+    tmp = marker.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(f"{iteration}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, marker)
+    _fsync_dir(root)
 
 
 def resolve_checkpoint_dir(path: str | os.PathLike) -> Path:
@@ -117,6 +241,38 @@ def model_sharded_state_dict(model_chunks: list[Any]) -> dict[str, Any]:
     return {f"model{i}": unwrap(chunk).sharded_state_dict() for i, chunk in enumerate(model_chunks)}
 
 
+SAVE_HOOK_ENV = "MEGATRON_AGENTIC_TEST_SAVE_HOOK"
+"""Testing aid: ``sleep:SECONDS[@ITERATION]`` pauses every rank inside the save (of ``ITERATION`` only, when
+given), after its shard files are written and before the latest marker moves: a window in which tests kill
+the job mid-save."""
+
+
+def _test_save_hook(iteration: int) -> None:
+    value = os.environ.get(SAVE_HOOK_ENV, "")
+    if not value.startswith("sleep:"):
+        return
+    seconds, _, at = value[6:].partition("@")
+    if at and int(at) != iteration:
+        return
+    import time
+
+    logger.warning("%s: pausing %s s inside the save of iteration %d", SAVE_HOOK_ENV, seconds, iteration)
+    time.sleep(float(seconds))
+
+
+def save_strategy(fully_parallel: bool) -> Any:
+    """megatron-core's default ``torch_dist`` save strategy; with ``fully_parallel`` the writing of replicated
+    shards is spread over the data-parallel ranks (``FullyParallelSaveStrategyWrapper``)."""
+    from megatron.core.dist_checkpointing.serialization import get_default_save_sharded_strategy
+    from megatron.core.dist_checkpointing.strategies.fully_parallel import FullyParallelSaveStrategyWrapper
+
+    strategy = get_default_save_sharded_strategy()
+    if fully_parallel:
+        group = parallel_state.get_data_parallel_group(with_context_parallel=True)
+        strategy = FullyParallelSaveStrategyWrapper(strategy, group)
+    return strategy
+
+
 def save_checkpoint(
     root: str | os.PathLike,
     iteration: int,
@@ -124,8 +280,21 @@ def save_checkpoint(
     optimizer: Any,
     scheduler: Any,
     common: dict[str, Any],
+    optimizer_format: str = "fully_reshardable",
+    async_queue: Any | None = None,
+    on_complete: Any | None = None,
 ) -> Path:
-    """Save a full checkpoint at ``iteration`` and update the latest marker; returns its directory."""
+    """Save a full checkpoint at ``iteration`` and update the latest marker; returns its directory.
+
+    The marker moves only after every rank finished writing and rank 0 fsynced the files, so a save killed
+    at any point leaves the previous checkpoint as the latest one. ``on_complete`` runs on rank 0 after the
+    marker moved (e.g. retention).
+
+    With ``async_queue`` (a megatron-core ``AsyncCallsQueue``; CUDA only) the shards are written by background
+    processes through dist_checkpointing's async path (fully parallel over data-parallel ranks) and training
+    continues; the marker moves in the request's finalize step, when the caller's
+    ``async_queue.maybe_finalize_async_calls`` sees every rank done.
+    """
     target = checkpoint_path(root, iteration)
     rank = torch.distributed.get_rank()
     if rank == 0:
@@ -134,22 +303,42 @@ def save_checkpoint(
         target.mkdir(parents=True)
     torch.distributed.barrier()
     state: dict[str, Any] = model_sharded_state_dict(model_chunks)
-    state["optimizer"] = optimizer.sharded_state_dict(state, is_loading=False, metadata=OPTIMIZER_METADATA)
+    state["optimizer"] = optimizer.sharded_state_dict(
+        state, is_loading=False, metadata=optimizer_metadata(optimizer_format)
+    )
     state["scheduler"] = scheduler.state_dict()
     state["rng_state"] = _rng_sharded_object(_rng_state())
     state["iteration"] = iteration
     state["layout"] = layout_signature()
+    state["optimizer_format"] = optimizer_format
     state.update(common)
+
+    def finalize() -> None:
+        torch.distributed.barrier()
+        if rank == 0:
+            write_latest_marker(root, iteration)
+            if on_complete is not None:
+                on_complete()
+        torch.distributed.barrier()
+        logger.info("saved checkpoint %s", target)
+
+    if async_queue is not None:
+        request = dist_checkpointing.save(
+            state, str(target), sharded_strategy=save_strategy(fully_parallel=True), async_sharded_save=True
+        )
+        request.add_finalize_fn(finalize)
+        async_queue.schedule_async_request(request)
+        logger.info("saving checkpoint %s in the background", target)
+        return target
     dist_checkpointing.save(state, str(target))
-    torch.distributed.barrier()
-    if rank == 0:
-        marker = Path(root) / LATEST_FILE
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(f"{iteration}\n", encoding="utf-8")
-        os.replace(tmp, marker)
-    torch.distributed.barrier()
-    logger.info("saved checkpoint %s", target)
+    _test_save_hook(iteration)
+    finalize()
     return target
+
+
+def read_common(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's common (non-tensor) entries: iteration, config, scheduler, layout, ... (cheap, no tensors)."""
+    return dist_checkpointing.load_common_state_dict(str(ckpt_dir))
 
 
 def load_checkpoint(
@@ -168,15 +357,20 @@ def load_checkpoint(
     """
     ckpt_dir = str(ckpt_dir)
     common = dist_checkpointing.load_common_state_dict(ckpt_dir)
-    same_layout = common.get("layout") == layout_signature()
+    layout = layout_signature()
+    same_layout = common.get("layout") == layout
     state: dict[str, Any] = model_sharded_state_dict(model_chunks)
     if key_layout.detect_legacy_layout(ckpt_dir):  # written before the TE key layout: request the old names
         renamed = key_layout.request_legacy_keys(state)
         if torch.distributed.get_rank() == 0:
             key_layout.log_legacy_load(ckpt_dir, renamed)
+    optimizer_format = None
     if optimizer is not None:
+        optimizer_format = optimizer_format_for_load(common.get("optimizer_format"), common.get("layout"), layout)
         _prime_torch_adam_state(optimizer)
-        state["optimizer"] = optimizer.sharded_state_dict(state, is_loading=True, metadata=OPTIMIZER_METADATA)
+        state["optimizer"] = optimizer.sharded_state_dict(
+            state, is_loading=True, metadata=optimizer_metadata(optimizer_format)
+        )
     if load_rng and same_layout:
         state["rng_state"] = _rng_sharded_object(None)
     loaded = dist_checkpointing.load(state, ckpt_dir)
@@ -186,7 +380,7 @@ def load_checkpoint(
         for i, chunk in enumerate(model_chunks):
             unwrap(chunk).load_state_dict(loaded[f"model{i}"])
     if optimizer is not None:
-        _load_optimizer_state(optimizer, loaded["optimizer"])
+        _load_optimizer_state(optimizer, loaded["optimizer"], optimizer_format)
     if scheduler is not None and "scheduler" in common:
         scheduler.load_state_dict(common["scheduler"])
     if "rng_state" in state:
@@ -232,11 +426,11 @@ def _saved_step(loaded: Any) -> Any:
     return None
 
 
-def _load_optimizer_state(optimizer: Any, loaded: Any) -> None:
+def _load_optimizer_state(optimizer: Any, loaded: Any, sharding_type: str = "fully_reshardable") -> None:
     """Load a (chained) distributed optimizer's state saved in any layout.
 
-    The parameter state (fp32 params, Adam moments) is megatron-core's layout-free ``fully_reshardable``
-    form and is loaded with ``load_parameter_state_from_fully_reshardable``. The non-tensor part (param
+    The parameter state (fp32 params, Adam moments) is in megatron-core's ``sharding_type`` form and is
+    loaded with ``load_parameter_state_from_<sharding_type>``. The non-tensor part (param
     groups) depends on the layout: with EP > 1 megatron-core chains a dense and an expert optimizer, with
     EP = 1 it builds one, so it is taken from the live optimizer with the checkpoint's step.
 
@@ -250,7 +444,6 @@ def _load_optimizer_state(optimizer: Any, loaded: Any) -> None:
     for i, sub in enumerate(subs):
         piece = loaded if len(subs) == 1 else loaded[i]
         param_state = piece["param_state"]
-        sharding_type = OPTIMIZER_METADATA["distrib_optim_sharding_type"]
         common = sub.state_dict()
         if step is not None:
             for group in common["optimizer"]["param_groups"]:
@@ -259,7 +452,8 @@ def _load_optimizer_state(optimizer: Any, loaded: Any) -> None:
         inner = sub.optimizer
         held = {p: st.pop("step") for p, st in inner.state.items() if "step" in st}
         try:
-            getattr(sub, f"load_parameter_state_from_{sharding_type}")(param_state)
+            with torch.no_grad():  # megatron-core 0.16.1's dp_reshardable loader copies into leaf params without it
+                getattr(sub, f"load_parameter_state_from_{sharding_type}")(param_state)
         finally:
             for p, value in held.items():
                 inner.state[p]["step"] = value.detach().clone()

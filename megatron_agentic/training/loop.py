@@ -5,11 +5,17 @@ Call :func:`train` with a validated :class:`~megatron_agentic.config.TrainingCon
 (``torchrun``); it validates the layout before any process group exists, trains to ``train.iters`` (or
 ``train.train_tokens``), evaluates the validation split and ``data.eval_sets``, and writes
 ``LOG_DIR/metrics.jsonl`` and ``LOG_DIR/summary.json``.
+
+Resilience (see docs/training.md, "Runs that survive a cluster"): a SIGTERM/SIGUSR1, the Slurm walltime or a
+stop file makes every rank finish the current step, save, and return ``{"exited": True, "exit_code": 3}``
+(:mod:`~megatron_agentic.training.stop`); non-finite or spiking steps are skipped
+(:mod:`~megatron_agentic.training.guard`); resume rules are enforced by :mod:`~megatron_agentic.training.resume`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from functools import partial
@@ -22,9 +28,11 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.transformer.moe import moe_utils
 from megatron.core.transformer.moe.router import TopKRouter
 
+from data_tools.common.lock import LOCK_NAME, LockedError, OutputLock
 from megatron_agentic.config import TrainingConfig
 from megatron_agentic.platform import Platform, setup_platform
 from megatron_agentic.training import checkpoint as ckpt
+from megatron_agentic.training import resume
 from megatron_agentic.training.builders import (
     ManualGC,
     build_model_chunks,
@@ -36,7 +44,9 @@ from megatron_agentic.training.builders import (
     world_size_from_env,
 )
 from megatron_agentic.training.data import MicroBatchLoader, build_datasets, build_loader, split_for_context_parallel
+from megatron_agentic.training.guard import StepGuard, Verdict
 from megatron_agentic.training.metrics import MetricsLogger, read_metrics, write_json_atomic
+from megatron_agentic.training.stop import EXIT_STOPPED, StopRequest
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +56,13 @@ class TrainState:
     """Progress of a run (saved in checkpoints)."""
 
     iteration: int = 0
-    """Completed optimizer steps (also the data position)."""
+    """Completed training iterations (applied or skipped steps)."""
     tokens: int = 0
     """Tokens consumed by completed steps."""
+    consumed_samples: int = 0
+    """Training samples consumed (the data position; survives a change of global batch size)."""
+    skipped: int = 0
+    """Steps skipped by the NaN/spike guard."""
 
 
 def loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -124,7 +138,8 @@ class Trainer:
         self.dp_rank = parallel_state.get_data_parallel_rank()
         self.cp_rank = parallel_state.get_context_parallel_rank()
         self.cp_size = parallel_state.get_context_parallel_world_size()
-        self.total_iters = cfg.train.total_iters()
+        t = cfg.train
+        self.total_iters = t.total_iters()
         self.arch = cfg.model.architecture()
         self.chunks, self.tconfig = build_model_chunks(cfg, self.platform)
         self.optimizer = build_optimizer(cfg, self.chunks, self.platform)
@@ -138,25 +153,90 @@ class Trainer:
         self.manual_gc = ManualGC.for_run(cfg, self.platform)  # perf.manual_gc (issue 13)
         self._train_time = 0.0
         self._train_tokens_this_run = 0
+        self._data_start_iteration = 0
+        self.stopper = StopRequest(cfg.checkpoint.save_before_walltime_s)
+        self.guard = StepGuard(t.spike_factor, t.spike_window, t.max_skipped_in_a_row)
+        self._lock: OutputLock | None = None
+        self._lock_checkpoint_dir()
+        self.async_queue = self._async_queue()
+
+    def _async_queue(self) -> Any:
+        """megatron-core's ``AsyncCallsQueue`` when checkpoints are saved asynchronously (CUDA only), else None."""
+        wanted = self.cfg.checkpoint.async_save
+        if self.cfg.checkpoint.dir is None or wanted is False:
+            return None
+        if not self.platform.is_cuda:
+            if wanted is True and self.rank == 0:
+                logger.warning(
+                    "checkpoint.async_save=true needs CUDA; saving synchronously on %s", self.platform.device_type
+                )
+            return None
+        from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
+
+        return AsyncCallsQueue()
+
+    def finish_saves(self) -> None:
+        """Wait for background checkpoint writes and move the latest marker (a collective call)."""
+        if self.async_queue is not None:
+            self.async_queue.maybe_finalize_async_calls(blocking=True)
+
+    def _lock_checkpoint_dir(self) -> None:
+        """Rank 0 locks ``checkpoint.dir``; every rank raises LockedError when another live job holds it."""
+        root = self.cfg.checkpoint.dir
+        if root is None:
+            return
+        message = ""
+        if self.rank == 0:
+            self._lock = OutputLock(Path(root) / LOCK_NAME)
+            try:
+                self._lock.acquire()
+            except LockedError as exc:
+                message = str(exc)
+        flag = torch.tensor([1 if message else 0], dtype=torch.int32, device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if flag.item():
+            raise LockedError(message or f"checkpoint.dir {root} is locked (see rank 0)")
 
     # ------------------------------------------------------------------------------------------ state
     def restore(self) -> None:
         """Resume from ``checkpoint.dir`` or initialise weights from ``checkpoint.pretrained``."""
         c = self.cfg.checkpoint
+        if c.dir is not None:
+            if self.rank == 0:
+                ckpt.clean_partial_checkpoints(c.dir)
+            torch.distributed.barrier()
         latest = ckpt.latest_iteration(c.dir)
         if latest is not None:
+            path = ckpt.checkpoint_path(c.dir, latest)
+            saved = ckpt.read_common(path)
+            resume.check_config_compatible(saved.get("config"), self.cfg.to_dict(), str(path))
+            if c.load_optimizer:
+                self._choose_scheduler(saved.get("scheduler") or {}, str(path))
             common = ckpt.load_checkpoint(
-                ckpt.checkpoint_path(c.dir, latest),
+                path,
                 self.chunks,
                 optimizer=self.optimizer if c.load_optimizer else None,
                 scheduler=self.scheduler if c.load_optimizer else None,
             )
             if not c.load_optimizer:
                 self.optimizer.reload_model_params()  # fp32 master weights from the loaded (bf16) weights
-            self.state = TrainState(iteration=int(common["iteration"]), tokens=int(common.get("tokens", 0)))
+            iteration = int(common["iteration"])
+            consumed = int(common.get("consumed_samples", iteration * self.cfg.train.global_batch_size))
+            self.state = TrainState(
+                iteration=iteration,
+                tokens=int(common.get("tokens", 0)),
+                consumed_samples=consumed,
+                skipped=int(common.get("skipped", 0)),
+            )
+            self.guard.recent.extend(common.get("guard_recent") or [])
+            self._data_start_iteration = resume.data_start_iteration(
+                consumed, self.cfg.train.global_batch_size, str(path)
+            )
             self._last_saved = self.state.iteration
             if self.rank == 0:
-                logger.info("resumed from %s at iteration %d", c.dir, self.state.iteration)
+                logger.info(
+                    "resumed from %s at iteration %d (%d samples consumed)", c.dir, self.state.iteration, consumed
+                )
             self.metrics.truncate_after(self.state.iteration)
         else:
             if c.pretrained is not None:
@@ -179,16 +259,38 @@ class Trainer:
             if self.rank == 0 and self.metrics.path.is_file() and self.total_iters > 0:
                 self.metrics.path.unlink()
 
+    def _choose_scheduler(self, saved: dict[str, Any], where: str) -> None:
+        """Apply ``train.scheduler_from`` to megatron-core's scheduler before it loads the saved state."""
+        source = resume.resolve_scheduler_source(
+            saved, self.scheduler.state_dict(), self.cfg.train.scheduler_from, where
+        )
+        # OptimizerParamScheduler._check_and_set: override -> the config's values, else the checkpoint's.
+        self.scheduler.override_opt_param_scheduler = source == "config"
+        self.scheduler.use_checkpoint_opt_param_scheduler = source == "checkpoint"
+        if self.rank == 0 and resume.scheduler_differences(saved, self.scheduler.state_dict()):
+            logger.warning("LR schedule differs from %s; following the %s's (train.scheduler_from)", where, source)
+
     def save(self) -> None:
-        """Save a checkpoint at the current iteration."""
+        """Save a checkpoint at the current iteration (in the background with ``checkpoint.async_save`` on CUDA)."""
+        self.finish_saves()  # one background save at a time
         sync_params(self.chunks)  # perf.overlap_param_gather leaves the last gather to the next forward
+        c = self.cfg.checkpoint
         ckpt.save_checkpoint(
             self.cfg.checkpoint.dir,
             self.state.iteration,
             self.chunks,
             self.optimizer,
             self.scheduler,
-            {"tokens": self.state.tokens, "config": self.cfg.to_dict()},
+            {
+                "tokens": self.state.tokens,
+                "consumed_samples": self.state.consumed_samples,
+                "skipped": self.state.skipped,
+                "guard_recent": list(self.guard.recent),
+                "config": self.cfg.to_dict(),
+            },
+            optimizer_format=c.optimizer_format,
+            async_queue=self.async_queue,
+            on_complete=partial(ckpt.prune_checkpoints, c.dir, c.keep_last, c.keep_every),
         )
         self._last_saved = self.state.iteration
 
@@ -244,26 +346,71 @@ class Trainer:
             forward_only=False,
         )
         lr = float(self.optimizer.param_groups[0]["lr"])
-        update_ok, grad_norm, _ = self.optimizer.step()
-        self.scheduler.step(increment=1)
         loss_sum, tokens = self._reduce_loss(losses)
+        loss = loss_sum / max(tokens, 1.0)
+        verdict, grad_norm = self._guarded_optimizer_step(loss)
+        if verdict.apply:
+            self.scheduler.step(increment=1)
         elapsed = time.perf_counter() - start
         step_tokens = t.global_batch_size * t.seq_length
         self.state.iteration += 1
         self.manual_gc.step(self.state.iteration)
         self.state.tokens += step_tokens
+        self.state.consumed_samples += t.global_batch_size
         self._train_time += elapsed
         self._train_tokens_this_run += step_tokens
-        return {
+        if not verdict.apply:
+            self.state.skipped += 1
+            if self.rank == 0:
+                logger.warning("step %d skipped: %s", self.state.iteration, verdict.reason)
+        self.guard.record(self.state.iteration, loss, verdict)
+        record = {
             "step": self.state.iteration,
-            "loss": loss_sum / max(tokens, 1.0),
+            "loss": loss,
             "lr": lr,
             "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
             "tokens": self.state.tokens,
             "tokens_per_s": step_tokens / elapsed,
             "step_time_s": elapsed,
-            "skipped": not bool(update_ok),
+            "skipped": not verdict.apply,
         }
+        if not verdict.apply:
+            record["skip_reason"] = verdict.reason
+            record["skipped_total"] = self.state.skipped
+        return record
+
+    def _guarded_optimizer_step(self, loss: float) -> tuple[Verdict, float | None]:
+        """megatron-core's optimizer step with the NaN/spike guard between the grad norm and the update.
+
+        The same calls as ``ChainedOptimizer.step`` (prepare grads, global grad norm, clip by that norm, step
+        with ready grads), so an applied step is identical to ``optimizer.step()``; a rejected one leaves
+        parameters and optimizer state untouched.
+        """
+        verdict = self.guard.check_loss(loss)
+        if not verdict.apply:
+            return verdict, None
+        if self.optimizer.prepare_grads():  # a loss scaler found inf/NaN gradients
+            return Verdict(False, "non-finite gradients (loss scaler)"), None
+        grad_norm = float(self.optimizer.get_grad_norm())
+        verdict = self.guard.check_grad_norm(grad_norm)
+        if not verdict.apply:
+            return verdict, grad_norm
+        from megatron.core.optimizer.clip_grads import clip_grad_by_total_norm_fp32
+
+        for sub in getattr(self.optimizer, "chained_optimizers", [self.optimizer]):
+            if getattr(sub, "is_stub_optimizer", False):
+                continue
+            params = sub.get_parameters()
+            if params and sub.config.clip_grad > 0.0:
+                clip_grad_by_total_norm_fp32(
+                    params,
+                    max_norm=sub.config.clip_grad,
+                    total_norm=grad_norm,
+                    use_decoupled_grad=sub.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8,
+                )
+        if not self.optimizer.step_with_ready_grads():
+            return Verdict(False, "optimizer reported an unsuccessful update"), grad_norm
+        return verdict, grad_norm
 
     @torch.no_grad()
     def evaluate(self, datasets: Any) -> dict[str, float]:
@@ -306,47 +453,127 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ run
     def run(self) -> dict[str, Any]:
-        """Train to the configured length; returns the summary (also written to ``summary.json``)."""
+        """Train to the configured length; returns the summary (also written to ``summary.json``).
+
+        Returns ``{"exited": True, "exit_code": 3, ...}`` instead when a stop was requested (signal, walltime,
+        stop file): every rank saved a checkpoint at the same step.
+        """
         cfg, t = self.cfg, self.cfg.train
         self.restore()
-        train_samples = max(self.total_iters, 1) * t.global_batch_size
+        finished = self._finished_summary()
+        if finished is not None:
+            return finished
+        remaining = max(self.total_iters - self.state.iteration, 0)
+        train_samples = max(
+            max(self.total_iters, 1) * t.global_batch_size,
+            self.state.consumed_samples + remaining * t.global_batch_size,
+        )
         datasets = build_datasets(cfg, train_samples, t.eval_iters * t.global_batch_size)
-        loader = build_loader(datasets.train, cfg, self.dp_rank, self.dp_size, start_iteration=self.state.iteration)
+        loader = build_loader(
+            datasets.train, cfg, self.dp_rank, self.dp_size, start_iteration=self._data_start_iteration
+        )
         last_eval: dict[str, float] = {}
         evaluated_at: int | None = None
-        while self.state.iteration < self.total_iters:
-            record = self.train_step(loader)
-            aux = self._aux_loss()
-            step = self.state.iteration
-            if step % cfg.log.interval == 0 or step == self.total_iters:
-                if aux is not None:
-                    record["aux_loss"] = aux
-                record["expert_load"] = self.expert_load.reduce_and_reset(self.device)
-                self.metrics.log_step(record)
-            if t.eval_interval and step % t.eval_interval == 0 and step < self.total_iters:
-                last_eval = self.evaluate(datasets)
-                evaluated_at = step
-            if cfg.checkpoint.dir and cfg.checkpoint.interval and step % cfg.checkpoint.interval == 0:
-                self.save()
-            if t.exit_interval is not None and step >= t.exit_interval and step < self.total_iters:
-                logger.warning("train.exit_interval=%d reached: stopping without final checkpoint", t.exit_interval)
-                close = getattr(loader, "close", None)
-                if close is not None:
-                    close()
-                self.metrics.close()
-                return {"final_step": step, "exited": True}
-        close = getattr(loader, "close", None)
-        if close is not None:
-            close()  # stop DataLoader workers
+        try:
+            while self.state.iteration < self.total_iters:
+                record = self.train_step(loader)
+                aux = self._aux_loss()
+                step = self.state.iteration
+                if step % cfg.log.interval == 0 or step == self.total_iters:
+                    if aux is not None:
+                        record["aux_loss"] = aux
+                    record["expert_load"] = self.expert_load.reduce_and_reset(self.device)
+                    self.metrics.log_step(record)
+                if t.eval_interval and step % t.eval_interval == 0 and step < self.total_iters:
+                    last_eval = self.evaluate(datasets)
+                    evaluated_at = step
+                if cfg.checkpoint.dir and cfg.checkpoint.interval and step % cfg.checkpoint.interval == 0:
+                    self.save()
+                if self.async_queue is not None:
+                    self.async_queue.maybe_finalize_async_calls(blocking=False)
+                reason = self.stopper.agreed(self.device) if step < self.total_iters else ""
+                if reason:
+                    self.metrics.close()
+                    return self._stop_for(reason)
+                if t.exit_interval is not None and step >= t.exit_interval and step < self.total_iters:
+                    logger.warning("train.exit_interval=%d reached: stopping without final checkpoint", t.exit_interval)
+                    self.finish_saves()
+                    self.metrics.close()
+                    return {"final_step": step, "exited": True}
+        finally:
+            close = getattr(loader, "close", None)
+            if close is not None:
+                close()  # stop DataLoader workers
         if evaluated_at != self.state.iteration:
             last_eval = self.evaluate(datasets)
         if cfg.checkpoint.dir and cfg.checkpoint.save_final and self._last_saved != self.state.iteration:
             self.save()
+        self.finish_saves()
         summary = self._summary(last_eval)
         if self.rank == 0:
             write_json_atomic(Path(cfg.log.dir) / "summary.json", summary)
         self.metrics.close()
         return summary
+
+    def _stop_for(self, reason: str) -> dict[str, Any]:
+        """Save at the current step (all ranks agreed to stop) and report exit code 3."""
+        step = self.state.iteration
+        if self.cfg.checkpoint.dir:
+            if self._last_saved != step:
+                self.save()
+            self.finish_saves()
+            logger.warning(
+                "rank %d: saved checkpoint at iteration %d for %s; exiting with code %d (rerun to continue)",
+                self.rank,
+                step,
+                reason,
+                EXIT_STOPPED,
+            )
+        else:
+            logger.warning(
+                "rank %d: stopping at iteration %d for %s without a checkpoint (no checkpoint.dir); exit code %d",
+                self.rank,
+                step,
+                reason,
+                EXIT_STOPPED,
+            )
+        return {"final_step": step, "exited": True, "exit_code": EXIT_STOPPED, "reason": reason}
+
+    def _finished_summary(self) -> dict[str, Any] | None:
+        """The summary of a run already complete at this iteration (rerun of a finished job), else None.
+
+        Nothing is evaluated or appended: metrics.jsonl keeps one eval record for the last step and
+        summary.json keeps its throughput.
+        """
+        if self.total_iters == 0 or self.state.iteration < self.total_iters:
+            return None
+        path = Path(self.cfg.log.dir) / "summary.json"
+        summary = None
+        if path.is_file():
+            try:
+                summary = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                summary = None
+        flag = torch.tensor(
+            [1 if isinstance(summary, dict) and summary.get("final_step") == self.state.iteration else 0],
+            dtype=torch.int32,
+            device=self.device,
+        )
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)  # every rank decides alike
+        if not flag.item():
+            return None
+        if self.rank == 0:
+            logger.info("%s already finished at iteration %d: nothing to do", self.cfg.log.dir, self.state.iteration)
+        self.metrics.close()
+        return summary
+
+    def _throughput(self, records: list[dict[str, Any]]) -> float:
+        """Tokens/s of this process's steps, or of the logged steps when it trained none (a resumed finish)."""
+        if self._train_time > 0:
+            return self._train_tokens_this_run / self._train_time
+        times = [float(r["step_time_s"]) for r in records if "step_time_s" in r]
+        steps_tokens = self.cfg.train.global_batch_size * self.cfg.train.seq_length * len(times)
+        return steps_tokens / sum(times) if times and sum(times) > 0 else 0.0
 
     def _summary(self, eval_losses: dict[str, float]) -> dict[str, Any]:
         records = [r for r in read_metrics(self.metrics.path) if "loss" in r] if self.rank == 0 else []
@@ -354,7 +581,7 @@ class Trainer:
         summary: dict[str, Any] = {
             "final_step": self.state.iteration,
             "tokens": self.state.tokens,
-            "tokens_per_s": self._train_tokens_this_run / self._train_time if self._train_time > 0 else 0.0,
+            "tokens_per_s": self._throughput(records),
             "eval": eval_losses,
             "losses": {},
             "model": self.arch.name,
@@ -379,4 +606,7 @@ def train(cfg: TrainingConfig) -> dict[str, Any]:
     try:
         return trainer.run()
     finally:
+        trainer.stopper.restore_handlers()
+        if trainer._lock is not None:
+            trainer._lock.release()
         teardown_distributed()

@@ -151,7 +151,12 @@ def _all_runs(root: Path) -> dict:
     results = {}
     ref_ckpt = root / "ref_ckpt"
     results["ref"] = r.run(
-        "ref", f"checkpoint.dir={ref_ckpt}", "checkpoint.interval=4", "train.eval_interval=4", "log.tensorboard=true"
+        "ref",
+        f"checkpoint.dir={ref_ckpt}",
+        "checkpoint.interval=4",
+        "train.eval_interval=4",
+        "log.tensorboard=true",
+        "checkpoint.optimizer_format=fully_reshardable",  # resumed below in TP=2 / EP=2 layouts (dp_reshardable: DP only)
     )
     results["ref_ckpt"] = ref_ckpt
     results["tp2"] = r.run("tp2", "parallel.tensor=2", nproc=2)
