@@ -19,8 +19,8 @@ import re
 from dataclasses import dataclass, field
 
 _MMA_LAYOUT = re.compile(
-    r"^(#mma\d*) = #ttg\.nvidia_mma<\{versionMajor = (\d+), versionMinor = \d+, warpsPerCTA = \[(\d+), (\d+)\], "
-    r"instrShape = \[(\d+), (\d+), (\d+)\]\}>"
+    r"^(#mma\d*) = #ttg\.nvidia_mma<\{versionMajor = (\d+), .*warpsPerCTA = \[(\d+), (\d+)\].*"
+    r"instrShape = \[(\d+), (\d+)(?:, (\d+))?\]"
 )
 _DOT_RESULT = re.compile(r"-> tensor<(\d+)x(\d+)xf32, (#mma\d*)>")
 _DOT_OPERAND_A = re.compile(r" : (?:!ttg\.memdesc|tensor)<(\d+)x(\d+)x")
@@ -119,7 +119,7 @@ def analyse_ttgir(ttgir: str, num_warps: int) -> MmaSummary:
     for line in ttgir.splitlines():
         if match := _MMA_LAYOUT.match(line):
             name, version, wm, wn, _im, inn, ik = match.groups()
-            layouts[name] = (int(version), int(wm), int(wn), int(inn), int(ik))
+            layouts[name] = (int(version), int(wm), int(wn), int(inn), int(ik or 16))
     warpgroups = max(1, num_warps // 4)
     stack: list[int] = []  # for each open brace: the scf.for line it belongs to, or -1
     loops: dict[int, LoopMma] = {}
