@@ -77,7 +77,12 @@ def test_mma_model_detects_duplicated_warpgroups():
     (loop,) = summary.loops
     score, dv = loop.dots
     # score: 64x64x128 on [8, 1] n32: each of the 2 warpgroups issues 1 (M) x 2 (N) x 8 (K) = 16 instructions
-    assert (score.per_warpgroup, score.instr_n, score.issued, score.required) == (16, 32, 2 * 16 * 64 * 32 * 16, 64**3 * 2)
+    assert (score.per_warpgroup, score.instr_n, score.issued, score.required) == (
+        16,
+        32,
+        2 * 16 * 64 * 32 * 16,
+        64**3 * 2,
+    )
     # dv: 64x128x64 on [4, 2] n64: 1 x 1 x 4 per warpgroup, the two warpgroups own different columns
     assert (dv.per_warpgroup, dv.issued, dv.required) == (4, 2 * 4 * 64 * 64 * 16, 64 * 128 * 64)
     assert loop.per_warpgroup == 20 and loop.minimum(2) == 12
