@@ -122,7 +122,7 @@ def _signature(kernel: str, dtype: str) -> tuple[dict[str, str], list[str]]:
             sig[name] = "i32"
             if name != "stride_lh":  # heads*dim and dim strides are multiples of 16; the LSE stride is the length
                 aligned.append(name)
-        elif name in ("num_heads", "num_kv_heads", "num_head_progs"):
+        elif name in ("num_heads", "num_kv_heads", "num_head_progs", "tune_seqlen"):
             sig[name] = "i32"
         elif name in ("qk_scale", "sm_scale"):
             sig[name] = "fp32"

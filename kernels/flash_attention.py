@@ -112,6 +112,7 @@ def _attn_fwd_kernel(
     stride_lh,
     num_heads,
     qk_scale,
+    tune_seqlen,  # autotune cache key only (power-of-two bucket of the longest segment)
     GROUP: tl.constexpr,
     CAUSAL: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -253,6 +254,7 @@ def _attn_bwd_dkdv_kernel(
     num_head_progs,
     sm_scale,
     qk_scale,
+    tune_seqlen,  # autotune cache key only (power-of-two bucket of the longest segment)
     GROUP: tl.constexpr,
     HEADS: tl.constexpr,
     FUSED_DQ: tl.constexpr,
@@ -394,6 +396,7 @@ def _attn_bwd_dq_kernel(
     num_heads,
     sm_scale,
     qk_scale,
+    tune_seqlen,  # autotune cache key only (power-of-two bucket of the longest segment)
     GROUP: tl.constexpr,
     CAUSAL: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -514,6 +517,7 @@ GPU_CONFIGS: dict[tuple[str, int], KernelConfig] = {
 INTERPRETER_CONFIG = KernelConfig(32, 32, 4, 1)
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
 _FORCE_GPU_CONFIGS = False
+_FORCE_AUTOTUNE = False  # tests: drive the autotuned launch path under the interpreter
 
 
 def _is_interpreter() -> bool:
@@ -593,6 +597,41 @@ def _grid(num_seqs: int, heads: int, max_seqlen: int, block: int) -> tuple[int, 
     return num_seqs * heads, tiles
 
 
+def _bucket(max_seqlen: int) -> int:
+    return triton.next_power_of_2(max(int(max_seqlen), 1))
+
+
+def _launch(
+    kind: str,
+    device: torch.device,
+    head_dim: int,
+    num_seqs: int,
+    head_progs: int,
+    max_seqlen: int,
+    tile: str,
+    args: tuple,
+    constexprs: dict[str, object],
+) -> None:
+    """Launch kernel ``kind``: autotuned on CUDA (cached per shape), else with its fixed configuration.
+
+    ``tile`` names the config field that tiles the grid's sequence axis (``block_m`` or ``block_n``).
+    """
+    from kernels import autotune
+
+    fn = AOT_KERNELS[kind][0]
+    if autotune.enabled(device) or _FORCE_AUTOTUNE:
+        meta_key = {"block_m": "BLOCK_M", "block_n": "BLOCK_N"}[tile]
+        tuned = autotune.autotuned_kernel(kind, head_dim)
+        tuned[lambda meta: _grid(num_seqs, head_progs, max_seqlen, meta[meta_key])](*args, **constexprs)
+        return
+    cfg = kernel_config(kind, head_dim, device)
+    grid = _grid(num_seqs, head_progs, max_seqlen, getattr(cfg, tile))
+    fn[grid](
+        *args, **constexprs, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
+    )  # fmt: skip
+
+
 def _contig(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
@@ -620,14 +659,12 @@ def flash_attn_block_forward(
     lse = torch.empty(heads, total_q, device=q.device, dtype=torch.float32)
     if total_q == 0 or num_seqs == 0:
         return out, lse
-    cfg = kernel_config("fwd", dim, q.device)
-    grid = _grid(num_seqs, heads, max_seqlen_q, cfg.block_m)
-    _attn_fwd_kernel[grid](
-        q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-        lse.stride(0), heads, softmax_scale * LOG2E,
-        GROUP=heads // k.shape[1], CAUSAL=causal, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=dim,
-        PREC=_precision(q.dtype), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    _launch(
+        "fwd", q.device, dim, num_seqs, heads, max_seqlen_q, "block_m",
+        (q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k,
+         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
+         lse.stride(0), heads, softmax_scale * LOG2E, _bucket(max_seqlen_q)),
+        dict(GROUP=heads // k.shape[1], CAUSAL=causal, HEAD_DIM=dim, PREC=_precision(q.dtype)),
     )  # fmt: skip
     return out, lse
 
@@ -675,26 +712,23 @@ def flash_attn_block_backward(
         deterministic = deterministic_default()
     kind = "bwd_dkdv" if deterministic else "bwd_fused"
     heads_per_prog = group if deterministic else 1
-    cfg = kernel_config(kind, dim, q.device)
-    grid = _grid(num_seqs, heads // heads_per_prog, max_seqlen_k, cfg.block_n)
-    _attn_bwd_dkdv_kernel[grid](
-        q, k, v, dout, lse, delta, dk, dv, dq, cu_seqlens_q, cu_seqlens_k,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), dout.stride(0), dout.stride(1),
-        dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), dq.stride(0), dq.stride(1), lse.stride(0),
-        heads // heads_per_prog, softmax_scale, softmax_scale * LOG2E,
-        GROUP=group, HEADS=heads_per_prog, FUSED_DQ=not deterministic, CAUSAL=causal, BLOCK_M=cfg.block_m,
-        BLOCK_N=cfg.block_n, HEAD_DIM=dim, PREC=prec, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    _launch(
+        kind, q.device, dim, num_seqs, heads // heads_per_prog, max_seqlen_k, "block_n",
+        (q, k, v, dout, lse, delta, dk, dv, dq, cu_seqlens_q, cu_seqlens_k,
+         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), dout.stride(0), dout.stride(1),
+         dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), dq.stride(0), dq.stride(1), lse.stride(0),
+         heads // heads_per_prog, softmax_scale, softmax_scale * LOG2E, _bucket(max_seqlen_k)),
+        dict(GROUP=group, HEADS=heads_per_prog, FUSED_DQ=not deterministic, CAUSAL=causal, HEAD_DIM=dim, PREC=prec),
     )  # fmt: skip
     if not deterministic:
         return dq, dk, dv
-    cfg = kernel_config("bwd_dq", dim, q.device)
-    grid = _grid(num_seqs, heads, max_seqlen_q, cfg.block_m)
-    _attn_bwd_dq_kernel[grid](
-        q, k, v, dout, lse, delta, dq, cu_seqlens_q, cu_seqlens_k,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), dout.stride(0), dout.stride(1),
-        dq.stride(0), dq.stride(1), lse.stride(0), heads, softmax_scale, softmax_scale * LOG2E,
-        GROUP=group, CAUSAL=causal, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=dim, PREC=prec,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    _launch(
+        "bwd_dq", q.device, dim, num_seqs, heads, max_seqlen_q, "block_m",
+        (q, k, v, dout, lse, delta, dq, cu_seqlens_q, cu_seqlens_k,
+         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), dout.stride(0), dout.stride(1),
+         dq.stride(0), dq.stride(1), lse.stride(0), heads, softmax_scale, softmax_scale * LOG2E,
+         _bucket(max_seqlen_q)),
+        dict(GROUP=group, CAUSAL=causal, HEAD_DIM=dim, PREC=prec),
     )  # fmt: skip
     return dq, dk, dv
 

@@ -231,3 +231,39 @@ def test_grid_limits_are_checked_not_overflowed():
     assert fa._grid(100_000, 32, 8192, 64) == (3_200_000, 128)
     with pytest.raises(ValueError, match="grid limit 65535"):
         fa._grid(1, 32, 65_536 * 16 + 1, 16)
+
+
+def test_autotuned_launch_path(monkeypatch):
+    """The CUDA path through ``triton.autotune`` (grid from META, key arguments) driven under the interpreter with
+    one candidate (the interpreter cannot benchmark several), fused backward included."""
+    from kernels import autotune
+
+    autotune.autotuned_kernel.cache_clear()
+    monkeypatch.setattr(autotune, "hopper_configs", lambda kind, head_dim: [fa.INTERPRETER_CONFIG])
+    monkeypatch.setattr(fa, "_FORCE_AUTOTUNE", True)
+    try:
+        q, k, v, dout = _inputs(1, 40, 40, 3, 1, 16, torch.float32, seed=21)
+        with _deterministic(False):
+            _check_against_reference(q, k, v, dout, causal=True)
+    finally:
+        autotune.autotuned_kernel.cache_clear()
+
+
+def test_hopper_autotune_space_is_pruned():
+    from kernels import autotune
+
+    for kind in fa.AOT_KERNELS:
+        for head_dim in fa.SUPPORTED_HEAD_DIMS:
+            configs = autotune.hopper_configs(kind, head_dim)
+            assert configs[0] == fa.gpu_config(kind, head_dim)  # the AOT-checked one is always a candidate
+            assert len(configs) == len(set(configs)) and len(configs) > 1, (kind, head_dim)
+            for cfg in configs[1:]:
+                assert not (cfg.num_warps == 8 and cfg.block_m * cfg.block_n < 128 * 128), cfg
+                rows = cfg.block_n if kind.startswith("bwd_") and kind != "bwd_dq" else cfg.block_m
+                assert rows >= 16 * cfg.num_warps, (kind, cfg)
+                assert autotune.smem_estimate(kind, head_dim, cfg) <= 227 * 1024
+    # the estimate reproduces the compile metadata of kernels/README.md's table (to within its 0.5 KiB extras)
+    assert autotune.smem_estimate("fwd", 128, fa.KernelConfig(128, 64, 8, 3)) == 128 * 1024
+    assert autotune.smem_estimate("bwd_fused", 128, fa.KernelConfig(64, 128, 8, 2)) == 160 * 1024
+    assert autotune.smem_estimate("bwd_dq", 128, fa.KernelConfig(128, 64, 8, 2)) == 128 * 1024
+    assert not autotune.enabled(torch.device("cpu"))
