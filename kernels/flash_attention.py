@@ -444,8 +444,9 @@ def _attn_bwd_dq_kernel(
         dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_vt, offs_m, seqlen_k, diag, full_end, hi, qk_scale,
         True, CAUSAL, BLOCK_N, HEAD_DIM, PREC,
     )  # fmt: skip
-    dq = dq * sm_scale
-    tl.store(DQ + rows * stride_dqt + h * stride_dqh + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=m_ok[:, None])
+    dq_ptrs = DQ + rows * stride_dqt + h * stride_dqh + offs_d[None, :]
+    dq = dq * sm_scale + tl.load(dq_ptrs, mask=m_ok[:, None], other=0.0)  # accumulate: the ring passes its dQ
+    tl.store(dq_ptrs, dq.to(DQ.dtype.element_ty), mask=m_ok[:, None])
 
 
 # kernel name -> (jit function, constexprs beyond the common ones given the GQA group), for ``kernels.aot``
@@ -688,12 +689,15 @@ def flash_attn_block_backward(
     causal: bool,
     softmax_scale: float,
     deterministic: bool | None = None,
+    dq_accum: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Packed backward given the (possibly ring-merged) ``lse`` and ``delta``; returns fp32 ``dq, dk, dv``.
 
     ``deterministic`` (default: :func:`deterministic_default`) selects the atomics-free backward: dK/dV summed over
     the GQA group in registers, dQ in its own kernel (7 matmuls per tile pair). Otherwise one kernel does 5 matmuls
     per tile pair, with a program per query head, and accumulates dQ and the group's dK/dV with fp32 atomics.
+    ``dq_accum`` (fp32, q's shape, contiguous) makes the kernels add dQ into that buffer in place (the ring's running
+    dQ) and return it as ``dq``.
     """
     _check_inputs(q, k, v)
     q, k, v, dout = _contig(q), _contig(k), _contig(v), _contig(dout.to(q.dtype))
@@ -701,7 +705,12 @@ def flash_attn_block_backward(
     total_q, heads, dim = q.shape
     kv_heads = k.shape[1]
     num_seqs = cu_seqlens_q.numel() - 1
-    dq = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
+    if dq_accum is not None:
+        if dq_accum.shape != q.shape or dq_accum.dtype != torch.float32 or not dq_accum.is_contiguous():
+            raise ValueError(f"dq_accum must be a contiguous fp32 tensor of shape {tuple(q.shape)}")
+        dq = dq_accum
+    else:
+        dq = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
     dk = torch.zeros(k.shape, device=q.device, dtype=torch.float32)
     dv = torch.zeros(v.shape, device=q.device, dtype=torch.float32)
     if total_q == 0 or k.shape[0] == 0 or num_seqs == 0:

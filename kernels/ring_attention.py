@@ -12,7 +12,7 @@ step ``i+1`` is posted before the block of step ``i`` is computed. Block outputs
 the stable form ``out -= sigmoid(lse_b - lse) * (out - out_b)``, ``lse -= logsigmoid(lse - lse_b)`` (one fused kernel
 per step with the Triton blocks, :mod:`kernels.ring_merge`). The backward
 reuses the final ``out``/``lse`` (so every block's probabilities are already normalised), accumulates dQ locally in
-fp32, and passes fp32 dK/dV around the ring with the K/V they belong to; after ``W`` steps each rank holds the
+fp32 (in place inside the Triton kernels), and passes fp32 dK/dV around the ring with the K/V they belong to; after ``W`` steps each rank holds the
 gradient of its own K/V.
 
 Block compute is pluggable (:class:`BlockBackend`): the Triton kernels on CUDA, the torch implementation
@@ -232,6 +232,8 @@ def _ring_backward(
     delta = _fa.attention_delta(out, dout)
     dout = dout.to(q.dtype)
     dq = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
+    # the Triton kernels add dQ into the running buffer themselves when a block covers every local query
+    in_place = {"dq_accum": dq} if be.name == "triton" else {}
     kv = torch.stack([k, v])
     dkv = None
     dkv_reqs: list = []
@@ -245,16 +247,19 @@ def _ring_backward(
         kv_rows = None  # rows of the visiting K/V this block touched (None: all of them)
         if kind in ("diag", "full"):
             dq_b, dk_b, dv_b = be.backward(
-                dout, q, k_cur, v_cur, lse, delta, lay.cu, lay.cu, lay.max_len, lay.max_len, kind == "diag", scale
-            )
-            dq.add_(dq_b)
+                dout, q, k_cur, v_cur, lse, delta, lay.cu, lay.cu, lay.max_len, lay.max_len, kind == "diag", scale,
+                **in_place,
+            )  # fmt: skip
+            if not in_place:
+                dq.add_(dq_b)
         elif kind == "kv_first_half":
             kv_rows = lay.first
             dq_b, dk_b, dv_b = be.backward(
                 dout, q, k_cur[kv_rows], v_cur[kv_rows], lse, delta,
-                lay.cu, lay.cu_half, lay.max_len, lay.max_half, False, scale,
+                lay.cu, lay.cu_half, lay.max_len, lay.max_half, False, scale, **in_place,
             )  # fmt: skip
-            dq.add_(dq_b)
+            if not in_place:
+                dq.add_(dq_b)
         else:
             rows = lay.second
             dq_b, dk_b, dv_b = be.backward(

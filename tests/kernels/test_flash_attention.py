@@ -267,3 +267,20 @@ def test_hopper_autotune_space_is_pruned():
     assert autotune.smem_estimate("bwd_fused", 128, fa.KernelConfig(64, 128, 8, 2)) == 160 * 1024
     assert autotune.smem_estimate("bwd_dq", 128, fa.KernelConfig(128, 64, 8, 2)) == 128 * 1024
     assert not autotune.enabled(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("deterministic", [False, True], ids=["fused_dq", "deterministic"])
+def test_backward_accumulates_dq_in_place(deterministic):
+    """``dq_accum``: the kernels add dQ into the caller's running fp32 buffer (what the ring passes)."""
+    cu = fa.uniform_cu_seqlens(1, 40, torch.device(DEVICE))
+    q, k, v, dout = (t[0].detach() for t in _inputs(1, 40, 40, 3, 1, 16, torch.float32, seed=17))
+    out, lse = fa.flash_attn_block_forward(q, k, v, cu, cu, 40, True, 0.25)
+    delta = fa.attention_delta(out, dout)
+    args = (dout, q, k, v, lse, delta, cu, cu, 40, 40, True, 0.25, deterministic)
+    dq, dk, dv = fa.flash_attn_block_backward(*args)
+    running = torch.full_like(dq, 0.5)
+    dq2, dk2, dv2 = fa.flash_attn_block_backward(*args, dq_accum=running)
+    assert dq2 is running
+    _assert_close("dq", running, dq + 0.5, 1e-6)
+    _assert_close("dk", dk2, dk, 1e-6)
+    _assert_close("dv", dv2, dv, 1e-6)
