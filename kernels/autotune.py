@@ -6,9 +6,9 @@ like the tutorial prunes it on Hopper (no 8-warp tile smaller than 128 x 128), p
 must have at least 16 rows per warp (otherwise two warpgroups compute the same wgmma), and the estimated shared
 memory must fit H100's 227 KiB. The AOT-checked configuration of :data:`kernels.flash_attention.GPU_CONFIGS` is
 always a candidate (first). ``triton.autotune`` benchmarks the candidates the first time a
-(power-of-two longest segment, heads, GQA group, causal, head dim, dtype) key appears and caches the winner; the
-fused backward's fp32 dQ/dK/dV buffers are zeroed between trials. ``MEGATRON_AGENTIC_ATTN_AUTOTUNE=0`` turns it
-off (fixed configurations). The interpreter never autotunes (it cannot benchmark).
+(power-of-two longest segment, heads, GQA group, causal, head dim, dtype) key appears and caches the winner;
+buffers the kernels accumulate into (fp32 dQ/dK/dV) are restored after every trial.
+``MEGATRON_AGENTIC_ATTN_AUTOTUNE=0`` turns it off (fixed configurations). The interpreter never autotunes (it cannot benchmark).
 """
 
 from __future__ import annotations
@@ -84,5 +84,7 @@ def autotuned_kernel(kind: str, head_dim: int) -> triton.runtime.Autotuner:
         triton.Config({"BLOCK_M": c.block_m, "BLOCK_N": c.block_n}, num_warps=c.num_warps, num_stages=c.num_stages)
         for c in hopper_configs(kind, head_dim)
     ]
-    reset = ["DQ", "DK", "DV"] if kind == "bwd_fused" else None
-    return triton.autotune(configs=configs, key=_KEYS[kind], reset_to_zero=reset)(fa.AOT_KERNELS[kind][0])
+    # Kernels that add into their outputs (the fused backward's atomics, dQ into the ring's running buffer) get those
+    # buffers restored after every trial; zeroing them instead would wipe a running dQ passed as ``dq_accum``.
+    restore = {"bwd_fused": ["DQ", "DK", "DV"], "bwd_dq": ["DQ"]}.get(kind)
+    return triton.autotune(configs=configs, key=_KEYS[kind], restore_value=restore)(fa.AOT_KERNELS[kind][0])
