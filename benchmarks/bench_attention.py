@@ -2,13 +2,16 @@
 
 Single GPU (H100/H200), causal, head dim 128, GQA 8:1 (32 query / 4 KV heads, Qwen3-30B-A3B), bf16::
 
-    python benchmarks/bench_attention.py                      # 4K..128K, forward and forward+backward
+    python benchmarks/bench_attention.py                      # 8K..128K, forward and forward+backward
     python benchmarks/bench_attention.py --seqlens 4096 16384 # a subset
 
 Ring (context-parallel) scaling on several GPUs of one node (CP = number of processes)::
 
     torchrun --nproc-per-node 8 benchmarks/bench_attention.py --ring --seqlens 131072
 
+Compared: ours (autotuned on first use per shape; ``MEGATRON_AGENTIC_ATTN_AUTOTUNE=0`` for the fixed AOT-checked
+tiles; the backward is the fused 5-matmul one unless ``torch.use_deterministic_algorithms`` is on), torch SDPA's
+flash backend, flash-attn 2 and FlashAttention-3 (``flash_attn_interface``) when installed.
 Prints TFLOP/s (causal FLOPs: forward 2 * 2 * s^2/2 * heads * dim per batch row, backward 2.5x forward) and the ratio
 to the baseline measured in the same run. On a machine without a GPU it says so and exits 0.
 """
@@ -74,6 +77,16 @@ def _implementations(q, k, v, causal: bool) -> dict[str, Callable[[], torch.Tens
         from flash_attn import flash_attn_func as fa2  # type: ignore[import-not-found]
 
         impls["flash-attn"] = lambda: fa2(q, k, v, causal=causal)
+    except ImportError:
+        pass
+    try:  # FlashAttention-3 (Hopper); older builds return (out, lse), newer ones out
+        from flash_attn_interface import flash_attn_func as fa3  # type: ignore[import-not-found]
+
+        def flash3() -> torch.Tensor:
+            result = fa3(q, k, v, causal=causal)
+            return result[0] if isinstance(result, tuple) else result
+
+        impls["flash-attn 3"] = flash3
     except ImportError:
         pass
     return impls
@@ -186,7 +199,7 @@ def ring(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark (exit 0 with a message when there is no GPU)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seqlens", type=int, nargs="+", default=[4096, 8192, 16384, 32768, 65536, 131072])
+    parser.add_argument("--seqlens", type=int, nargs="+", default=[8192, 16384, 32768, 65536, 131072])
     parser.add_argument("--tokens", type=int, default=32768, help="tokens per measurement (batch = tokens // seqlen)")
     parser.add_argument("--heads", type=int, default=32)
     parser.add_argument("--kv-heads", type=int, default=4)

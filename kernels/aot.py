@@ -2,9 +2,13 @@
 
 ``triton.compile(ASTSource(...), target=GPUTarget("cuda", 90, 32))`` lowers each kernel to PTX and a cubin with
 the ``ptxas`` Triton bundles; ``cuobjdump -res-usage`` on the cubin reports registers and local memory (spills),
-and the compile metadata reports shared memory. Run ``python -m kernels.aot`` for the markdown table kept in
-``kernels/README.md``. Must run with the Triton interpreter off (``TRITON_INTERPRET`` unset or 0): the
-interpreter replaces the kernels with Python functions that cannot be compiled.
+the compile metadata reports shared memory, and :mod:`kernels.mma_check` reads the tensor-core work of every loop
+body from the TTGIR (wgmma instructions per warpgroup, their N width, the minimum the tile sizes need, and the
+redundancy ratio; the per-dot counts must add up to the PTX's ``wgmma.mma_async`` count). A configuration fails
+on spills, shared memory over 227 KiB, a dot not lowered to wgmma, or redundant MMA. Every head dim the launchers
+accept is compiled (16/32/64/128/256), with the configuration :func:`kernels.flash_attention.gpu_config` picks.
+Run ``python -m kernels.aot`` for the markdown table kept in ``kernels/README.md``. Must run with the Triton
+interpreter off (``TRITON_INTERPRET`` unset or 0): the interpreter replaces the kernels with Python functions.
 """
 
 from __future__ import annotations
@@ -20,9 +24,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from kernels.mma_check import analyse_ttgir
+
 H100_MAX_SHARED_BYTES = 227 * 1024  # per block, opt-in maximum on sm_90
 H100_MAX_REGISTERS = 255
+H100_REGISTERS_PER_SM = 65536
 DTYPES = ("bf16", "fp16")
+DEFAULT_DTYPES = ("bf16",)  # fp16 lowers to the same layouts and instruction shapes; ``--dtype fp16`` adds it
 
 
 @dataclass(frozen=True)
@@ -53,18 +61,53 @@ class CompileReport:
     """Local memory per thread (cuobjdump ``LOCAL``); > 0 means register spills."""
     wgmma: int
     """``wgmma.mma_async`` instructions in the PTX (Hopper tensor cores)."""
+    wgmma_loop: int
+    """wgmma instructions per warpgroup in the heaviest loop body (TTGIR)."""
+    wgmma_min: int
+    """The minimum for that loop body derived from its tile sizes (at the chosen instruction widths)."""
+    widths: str
+    """Instruction N widths used in the loops (``n64``, ``n32+n64``, ...)."""
+    redundancy: float
+    """Worst issued / required MMA work over the loop bodies (1.0: no duplicated tensor-core work)."""
+    non_wgmma: int
+    """Dots not lowered to wgmma (Ampere mma or FMA)."""
+    ttgir_wgmma: int
+    """Per-warpgroup wgmma count summed over the TTGIR dots; must equal ``wgmma`` (model cross-check)."""
+
+    @property
+    def ctas_per_sm(self) -> int:
+        """Resident programs per SM allowed by registers and shared memory."""
+        by_regs = H100_REGISTERS_PER_SM // max(1, self.registers * self.num_warps * 32)
+        by_smem = H100_MAX_SHARED_BYTES // max(1, self.shared_bytes)
+        return min(by_regs, by_smem)
+
+    @property
+    def problems(self) -> list[str]:
+        """Why this configuration is not acceptable on H100 (empty: it is)."""
+        out = []
+        if self.local_bytes:
+            out.append("spills")
+        if self.shared_bytes > H100_MAX_SHARED_BYTES:
+            out.append("smem")
+        if self.non_wgmma or not self.wgmma:
+            out.append("no-wgmma")
+        if self.redundancy > 1.0 + 1e-9:
+            out.append("redundant-mma")
+        if self.ttgir_wgmma != self.wgmma:
+            out.append("ptx!=ttgir")
+        return out
 
     @property
     def ok(self) -> bool:
-        """No spills and shared memory within H100's limit."""
-        return self.local_bytes == 0 and self.shared_bytes <= H100_MAX_SHARED_BYTES
+        """No spills, shared memory within H100's limit, every dot on wgmma, no redundant MMA."""
+        return not self.problems
 
 
 def _signature(kernel: str, dtype: str) -> tuple[dict[str, str], list[str]]:
     """Argument types by name, and the names that get a divisibility-by-16 hint (as the JIT would at runtime)."""
     from kernels import flash_attention as fa
 
-    fn = {"fwd": fa._attn_fwd_kernel, "bwd_dkdv": fa._attn_bwd_dkdv_kernel, "bwd_dq": fa._attn_bwd_dq_kernel}[kernel]
+    fn = fa.AOT_KERNELS[kernel][0]
     sig: dict[str, str] = {}
     aligned: list[str] = []
     fp32_ptrs = {"LSE", "DELTA", "DQ", "DK", "DV"}
@@ -79,7 +122,7 @@ def _signature(kernel: str, dtype: str) -> tuple[dict[str, str], list[str]]:
             sig[name] = "i32"
             if name != "stride_lh":  # heads*dim and dim strides are multiples of 16; the LSE stride is the length
                 aligned.append(name)
-        elif name in ("num_heads", "num_kv_heads"):
+        elif name in ("num_heads", "num_kv_heads", "num_head_progs", "tune_seqlen"):
             sig[name] = "i32"
         elif name in ("qk_scale", "sm_scale"):
             sig[name] = "fp32"
@@ -98,12 +141,12 @@ def compile_config(kernel: str, head_dim: int, dtype: str, causal: bool, group: 
 
     if triton.knobs.runtime.interpret:
         raise RuntimeError("AOT compilation needs the Triton interpreter off (unset TRITON_INTERPRET)")
-    fn = {"fwd": fa._attn_fwd_kernel, "bwd_dkdv": fa._attn_bwd_dkdv_kernel, "bwd_dq": fa._attn_bwd_dq_kernel}[kernel]
-    cfg = fa.GPU_CONFIGS[(kernel, head_dim)]
+    fn, extra = fa.AOT_KERNELS[kernel]
+    cfg = fa.gpu_config(kernel, head_dim)
     sig, aligned = _signature(kernel, dtype)
     constexprs = {
         "GROUP": group, "CAUSAL": causal, "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n, "HEAD_DIM": head_dim,
-        "PREC": "tf32",
+        "PREC": "tf32", **extra(group),
     }  # fmt: skip
     attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
     src = ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
@@ -113,10 +156,13 @@ def compile_config(kernel: str, head_dim: int, dtype: str, causal: bool, group: 
     cubin = compiled.asm["cubin"]
     ptx = compiled.asm["ptx"]
     regs, local = _res_usage(cubin)
+    mma = analyse_ttgir(compiled.asm["ttgir"], cfg.num_warps)
     return CompileReport(
         kernel=kernel, head_dim=head_dim, dtype=dtype, causal=causal, block_m=cfg.block_m, block_n=cfg.block_n,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, registers=regs, shared_bytes=int(compiled.metadata.shared),
-        local_bytes=local, wgmma=len(re.findall(r"wgmma\.mma_async", ptx)),
+        local_bytes=local, wgmma=len(re.findall(r"wgmma\.mma_async", ptx)), wgmma_loop=mma.per_loop,
+        wgmma_min=mma.min_per_loop, widths=mma.widths, redundancy=mma.redundancy, non_wgmma=mma.non_wgmma_dots,
+        ttgir_wgmma=mma.total_per_warpgroup,
     )  # fmt: skip
 
 
@@ -135,11 +181,17 @@ def _res_usage(cubin: bytes) -> tuple[int, int]:
     return int(reg.group(1)), int(local.group(1))
 
 
-def all_configs(dtypes: tuple[str, ...] = DTYPES) -> list[tuple[str, int, str, bool]]:
-    """Every (kernel, head_dim, dtype, causal) the GPU path launches."""
+def all_configs(dtypes: tuple[str, ...] = DEFAULT_DTYPES) -> list[tuple[str, int, str, bool]]:
+    """Every (kernel, head_dim, dtype, causal) the GPU path can launch, fallback head dims included."""
     from kernels import flash_attention as fa
 
-    return [(kern, hd, dt, causal) for (kern, hd) in fa.GPU_CONFIGS for dt in dtypes for causal in (True, False)]
+    return [
+        (kern, hd, dt, causal)
+        for kern in fa.AOT_KERNELS
+        for hd in fa.SUPPORTED_HEAD_DIMS
+        for dt in dtypes
+        for causal in (True, False)
+    ]
 
 
 def _compile_tuple(config: tuple[str, int, str, bool]) -> CompileReport:
@@ -150,20 +202,21 @@ def markdown_table(reports: list[CompileReport]) -> str:
     """The resource table for ``kernels/README.md``."""
     rows = [
         "| kernel | head dim | dtype | causal | BM x BN | warps | stages | registers | shared KiB | local (spill) B "
-        "| wgmma | ok |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| CTAs/SM | wgmma | wgmma/loop | min/loop | N width | redundancy | ok |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
         rows.append(
             f"| {r.kernel} | {r.head_dim} | {r.dtype} | {'yes' if r.causal else 'no'} | {r.block_m} x {r.block_n} "
             f"| {r.num_warps} | {r.num_stages} | {r.registers} | {r.shared_bytes / 1024:.1f} | {r.local_bytes} "
-            f"| {r.wgmma} | {'yes' if r.ok else 'NO'} |"
+            f"| {r.ctas_per_sm} | {r.wgmma} | {r.wgmma_loop} | {r.wgmma_min} | {r.widths} | {r.redundancy:.2f} "
+            f"| {'yes' if r.ok else 'NO: ' + ', '.join(r.problems)} |"
         )
     return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Compile every configuration and print the markdown table; exit 1 if any spills or overflows shared memory."""
+    """Compile every configuration and print the markdown table; exit 1 if any configuration has a problem."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", action="append", choices=DTYPES, help="restrict to these dtypes (repeatable)")
     parser.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), help="parallel compile processes")
@@ -171,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         print("kernels.aot: unset TRITON_INTERPRET first (the interpreter cannot compile)", file=sys.stderr)
         return 2
-    configs = all_configs(tuple(args.dtype or DTYPES))
+    configs = all_configs(tuple(args.dtype or DEFAULT_DTYPES))
     if args.jobs > 1:
         ctx = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:

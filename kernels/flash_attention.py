@@ -21,8 +21,9 @@ module is imported), in fp32; that is how the tests check these kernels on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -111,6 +112,7 @@ def _attn_fwd_kernel(
     stride_lh,
     num_heads,
     qk_scale,
+    tune_seqlen,  # autotune cache key only (power-of-two bucket of the longest segment)
     GROUP: tl.constexpr,
     CAUSAL: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -118,8 +120,10 @@ def _attn_fwd_kernel(
     HEAD_DIM: tl.constexpr,
     PREC: tl.constexpr,
 ):
-    start_m = tl.num_programs(0) - 1 - tl.program_id(0)  # longest causal rows first: shorter tail
-    off_zh = tl.program_id(1)
+    # (segment x head) on grid axis 0 (2^31 - 1 programs), query tiles on axis 1 (65,535: 1M+ tokens at BM >= 16);
+    # longest causal rows first for a shorter tail
+    start_m = tl.num_programs(1) - 1 - tl.program_id(1)
+    off_zh = tl.program_id(0)
     z = off_zh // num_heads
     h = off_zh % num_heads
     q_start = tl.load(CU_Q + z)
@@ -174,15 +178,19 @@ def _bwd_dkdv_inner(
     do_base,
     lse_base,
     delta_base,
+    dq_base,
     stride_qt,
     stride_dot,
+    stride_dqt,
     offs_n,
     seqlen_q,
     diag,
     lo,
     hi,
+    sm_scale,
     qk_scale,
     MASKED: tl.constexpr,
+    FUSED_DQ: tl.constexpr,
     BLOCK_M: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     PREC: tl.constexpr,
@@ -205,8 +213,13 @@ def _bwd_dkdv_inner(
             p_t = tl.math.exp2(qk_t - lse2[None, :])
         dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=PREC)
         dp_t = tl.dot(v, tl.trans(do), input_precision=PREC)
-        ds_t = p_t * (dp_t - delta[None, :])
-        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=PREC)
+        ds_t = (p_t * (dp_t - delta[None, :])).to(q.dtype)
+        dk = tl.dot(ds_t, q, dk, input_precision=PREC)
+        if FUSED_DQ:
+            # the 5th matmul: this tile pair's dQ, accumulated in fp32 in global memory (FlashAttention-2/3 style)
+            dq = tl.dot(tl.trans(ds_t), k, input_precision=PREC) * sm_scale
+            dq_ptrs = dq_base + offs_m[:, None].to(tl.int64) * stride_dqt + offs_d[None, :]
+            tl.atomic_add(dq_ptrs, dq, mask=m_ok[:, None], sem="relaxed")
     return dk, dv
 
 
@@ -220,6 +233,7 @@ def _attn_bwd_dkdv_kernel(
     DELTA,
     DK,
     DV,
+    DQ,
     CU_Q,
     CU_K,
     stride_qt,
@@ -234,21 +248,30 @@ def _attn_bwd_dkdv_kernel(
     stride_dkh,
     stride_dvt,
     stride_dvh,
+    stride_dqt,
+    stride_dqh,
     stride_lh,
-    num_kv_heads,
+    num_head_progs,
     sm_scale,
     qk_scale,
+    tune_seqlen,  # autotune cache key only (power-of-two bucket of the longest segment)
     GROUP: tl.constexpr,
+    HEADS: tl.constexpr,
+    FUSED_DQ: tl.constexpr,
     CAUSAL: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     PREC: tl.constexpr,
 ):
-    start_n = tl.program_id(0)
-    off_zh = tl.program_id(1)
-    z = off_zh // num_kv_heads
-    hk = off_zh % num_kv_heads
+    # One program per (segment x head program, key tile). A head program covers HEADS query heads of one kv head:
+    # HEADS == GROUP sums the group's dK/dV in registers (deterministic); HEADS == 1 runs the group's query heads in
+    # parallel and reduces dK/dV in fp32 with atomics. FUSED_DQ adds dQ with fp32 atomics (5 matmuls per tile pair).
+    off_zh = tl.program_id(0)
+    start_n = tl.program_id(1)
+    z = off_zh // num_head_progs
+    h_first = (off_zh % num_head_progs) * HEADS
+    hk = h_first // GROUP
     q_start = tl.load(CU_Q + z)
     seqlen_q = tl.load(CU_Q + z + 1) - q_start
     k_start = tl.load(CU_K + z)
@@ -273,31 +296,30 @@ def _attn_bwd_dkdv_kernel(
     else:
         lo = 0
         full = 0
-    for g in range(GROUP):
-        h = hk * GROUP + g
+    for g in range(HEADS):
+        h = h_first + g
         q_base = Q + q_start.to(tl.int64) * stride_qt + h * stride_qh
         do_base = DO + q_start.to(tl.int64) * stride_dot + h * stride_doh
+        dq_base = DQ + q_start.to(tl.int64) * stride_dqt + h * stride_dqh
         lse_base = LSE + h.to(tl.int64) * stride_lh + q_start
         delta_base = DELTA + h.to(tl.int64) * stride_lh + q_start
         dk, dv = _bwd_dkdv_inner(
-            dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qt, stride_dot, offs_n, seqlen_q, diag,
-            lo, full, qk_scale, True, BLOCK_M, HEAD_DIM, PREC,
+            dk, dv, k, v, q_base, do_base, lse_base, delta_base, dq_base, stride_qt, stride_dot, stride_dqt, offs_n,
+            seqlen_q, diag, lo, full, sm_scale, qk_scale, True, FUSED_DQ, BLOCK_M, HEAD_DIM, PREC,
         )  # fmt: skip
         dk, dv = _bwd_dkdv_inner(
-            dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qt, stride_dot, offs_n, seqlen_q, diag,
-            full, seqlen_q, qk_scale, False, BLOCK_M, HEAD_DIM, PREC,
+            dk, dv, k, v, q_base, do_base, lse_base, delta_base, dq_base, stride_qt, stride_dot, stride_dqt, offs_n,
+            seqlen_q, diag, full, seqlen_q, sm_scale, qk_scale, False, FUSED_DQ, BLOCK_M, HEAD_DIM, PREC,
         )  # fmt: skip
     dk = dk * sm_scale
-    tl.store(
-        DK + (k_start + offs_n)[:, None].to(tl.int64) * stride_dkt + hk * stride_dkh + offs_d[None, :],
-        dk.to(DK.dtype.element_ty),
-        mask=n_ok[:, None],
-    )
-    tl.store(
-        DV + (k_start + offs_n)[:, None].to(tl.int64) * stride_dvt + hk * stride_dvh + offs_d[None, :],
-        dv.to(DV.dtype.element_ty),
-        mask=n_ok[:, None],
-    )
+    dk_ptrs = DK + (k_start + offs_n)[:, None].to(tl.int64) * stride_dkt + hk * stride_dkh + offs_d[None, :]
+    dv_ptrs = DV + (k_start + offs_n)[:, None].to(tl.int64) * stride_dvt + hk * stride_dvh + offs_d[None, :]
+    if HEADS < GROUP:  # several programs share this kv head: fp32 reduction in global memory
+        tl.atomic_add(dk_ptrs, dk, mask=n_ok[:, None], sem="relaxed")
+        tl.atomic_add(dv_ptrs, dv, mask=n_ok[:, None], sem="relaxed")
+    else:
+        tl.store(dk_ptrs, dk.to(DK.dtype.element_ty), mask=n_ok[:, None])
+        tl.store(dv_ptrs, dv.to(DV.dtype.element_ty), mask=n_ok[:, None])
 
 
 @triton.jit
@@ -374,6 +396,7 @@ def _attn_bwd_dq_kernel(
     num_heads,
     sm_scale,
     qk_scale,
+    tune_seqlen,  # autotune cache key only (power-of-two bucket of the longest segment)
     GROUP: tl.constexpr,
     CAUSAL: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -381,8 +404,10 @@ def _attn_bwd_dq_kernel(
     HEAD_DIM: tl.constexpr,
     PREC: tl.constexpr,
 ):
-    start_m = tl.num_programs(0) - 1 - tl.program_id(0)  # longest causal rows first: shorter tail
-    off_zh = tl.program_id(1)
+    # (segment x head) on grid axis 0 (2^31 - 1 programs), query tiles on axis 1 (65,535: 1M+ tokens at BM >= 16);
+    # longest causal rows first for a shorter tail
+    start_m = tl.num_programs(1) - 1 - tl.program_id(1)
+    off_zh = tl.program_id(0)
     z = off_zh // num_heads
     h = off_zh % num_heads
     q_start = tl.load(CU_Q + z)
@@ -419,8 +444,18 @@ def _attn_bwd_dq_kernel(
         dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_vt, offs_m, seqlen_k, diag, full_end, hi, qk_scale,
         True, CAUSAL, BLOCK_N, HEAD_DIM, PREC,
     )  # fmt: skip
-    dq = dq * sm_scale
-    tl.store(DQ + rows * stride_dqt + h * stride_dqh + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=m_ok[:, None])
+    dq_ptrs = DQ + rows * stride_dqt + h * stride_dqh + offs_d[None, :]
+    dq = dq * sm_scale + tl.load(dq_ptrs, mask=m_ok[:, None], other=0.0)  # accumulate: the ring passes its dQ
+    tl.store(dq_ptrs, dq.to(DQ.dtype.element_ty), mask=m_ok[:, None])
+
+
+# kernel name -> (jit function, constexprs beyond the common ones given the GQA group), for ``kernels.aot``
+AOT_KERNELS: dict[str, tuple[triton.JITFunction, Callable[[int], dict[str, object]]]] = {
+    "fwd": (_attn_fwd_kernel, lambda group: {}),
+    "bwd_dkdv": (_attn_bwd_dkdv_kernel, lambda group: {"HEADS": group, "FUSED_DQ": False}),
+    "bwd_fused": (_attn_bwd_dkdv_kernel, lambda group: {"HEADS": 1, "FUSED_DQ": True}),
+    "bwd_dq": (_attn_bwd_dq_kernel, lambda group: {}),
+}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -452,29 +487,73 @@ class KernelConfig:
             raise ValueError(f"KernelConfig.num_stages must be >= 1, got {self.num_stages}")
 
 
-# GPU configurations, checked for sm_90 (registers, shared memory, no spills) by tests/kernels/test_aot_compile.py.
+# GPU configurations per (kernel, head dim), every one compiled for sm_90 by ``python -m kernels.aot`` and chosen from
+# that output: each dot on wgmma, no duplicated MMA (warps never cover more rows than a tile has), no spills, shared
+# memory within 227 KiB. ``bwd_dkdv`` is the deterministic dK/dV kernel (a program sums its GQA group in registers;
+# dQ then runs in ``bwd_dq``); ``bwd_fused`` is the default backward (one query head per program, dQ and the GQA
+# dK/dV reduction with fp32 atomics). For the backward kernels BM is the query tile and BN the key tile.
 GPU_CONFIGS: dict[tuple[str, int], KernelConfig] = {
+    ("fwd", 16): KernelConfig(128, 64, 4, 3),
+    ("fwd", 32): KernelConfig(128, 64, 4, 3),
     ("fwd", 64): KernelConfig(128, 64, 4, 3),
     ("fwd", 128): KernelConfig(128, 64, 8, 3),
+    ("fwd", 256): KernelConfig(64, 32, 4, 1),
+    ("bwd_dkdv", 16): KernelConfig(64, 64, 4, 2),
+    ("bwd_dkdv", 32): KernelConfig(64, 64, 4, 2),
     ("bwd_dkdv", 64): KernelConfig(64, 64, 4, 2),
-    ("bwd_dkdv", 128): KernelConfig(64, 64, 8, 2),
+    ("bwd_dkdv", 128): KernelConfig(64, 128, 8, 2),
+    ("bwd_dkdv", 256): KernelConfig(64, 64, 4, 1),
+    ("bwd_fused", 16): KernelConfig(64, 64, 4, 2),
+    ("bwd_fused", 32): KernelConfig(64, 64, 4, 2),
+    ("bwd_fused", 64): KernelConfig(64, 64, 4, 2),
+    ("bwd_fused", 128): KernelConfig(64, 128, 8, 2),
+    ("bwd_fused", 256): KernelConfig(64, 64, 4, 1),
+    ("bwd_dq", 16): KernelConfig(64, 64, 4, 2),
+    ("bwd_dq", 32): KernelConfig(64, 64, 4, 2),
     ("bwd_dq", 64): KernelConfig(64, 64, 4, 2),
-    ("bwd_dq", 128): KernelConfig(64, 64, 8, 2),
+    ("bwd_dq", 128): KernelConfig(128, 64, 8, 2),
+    ("bwd_dq", 256): KernelConfig(64, 64, 4, 1),
 }
 # Interpreter configuration: small tiles so short test sequences still span several blocks.
 INTERPRETER_CONFIG = KernelConfig(32, 32, 4, 1)
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128, 256)
+_FORCE_GPU_CONFIGS = False
+_FORCE_AUTOTUNE = False  # tests: drive the autotuned launch path under the interpreter
 
 
 def _is_interpreter() -> bool:
     return triton.knobs.runtime.interpret
 
 
+def gpu_config(kind: str, head_dim: int) -> KernelConfig:
+    """The H100 tile configuration of kernel ``kind`` (``fwd``, ``bwd_dkdv``, ``bwd_fused``, ``bwd_dq``)."""
+    try:
+        return GPU_CONFIGS[(kind, head_dim)]
+    except KeyError:
+        raise ValueError(f"no GPU configuration for kernel {kind!r} at head dim {head_dim}") from None
+
+
 def kernel_config(kind: str, head_dim: int, device: torch.device) -> KernelConfig:
-    """The tile configuration for kernel ``kind`` (``fwd``, ``bwd_dkdv``, ``bwd_dq``) at ``head_dim``."""
-    if device.type != "cuda":
+    """The tile configuration for kernel ``kind`` at ``head_dim`` (GPU table on CUDA, small tiles otherwise)."""
+    if device.type != "cuda" and not _FORCE_GPU_CONFIGS:
         return INTERPRETER_CONFIG
-    return GPU_CONFIGS.get((kind, head_dim), KernelConfig(64, 32, 4, 1))
+    return gpu_config(kind, head_dim)
+
+
+@contextlib.contextmanager
+def gpu_configs_on_cpu() -> Iterator[None]:
+    """Run the interpreter with the GPU tile configurations (tests use it to check the H100 tiles' semantics)."""
+    global _FORCE_GPU_CONFIGS
+    previous, _FORCE_GPU_CONFIGS = _FORCE_GPU_CONFIGS, True
+    try:
+        yield
+    finally:
+        _FORCE_GPU_CONFIGS = previous
+
+
+def deterministic_default() -> bool:
+    """Deterministic backward (no atomics) when torch's deterministic algorithms are on."""
+    return torch.are_deterministic_algorithms_enabled()
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -502,15 +581,56 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         )
 
 
-MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y (segments x heads go there)
+MAX_GRID_X = 2**31 - 1  # CUDA's gridDim.x limit: segments x heads go there
+MAX_GRID_Y = 65535  # CUDA's gridDim.y limit: tiles along the longest segment go there
 
 
-def _check_grid(num_seqs: int, heads: int) -> None:
-    if num_seqs * heads > MAX_GRID_Y:
+def _grid(num_seqs: int, heads: int, max_seqlen: int, block: int) -> tuple[int, int]:
+    """``(segments x heads, tiles of the longest segment)``, checked against CUDA's grid limits."""
+    tiles = triton.cdiv(max(max_seqlen, 1), block)
+    if tiles > MAX_GRID_Y:
         raise ValueError(
-            f"{num_seqs} segments x {heads} heads = {num_seqs * heads} programs exceeds CUDA's grid limit "
-            f"{MAX_GRID_Y}; split the batch into fewer packed documents per call"
+            f"a segment of {max_seqlen} tokens needs {tiles} tiles of {block}, over CUDA's grid limit {MAX_GRID_Y}; "
+            "split the sequence (context parallelism) or use larger tiles"
         )
+    if num_seqs * heads > MAX_GRID_X:
+        raise ValueError(f"{num_seqs} segments x {heads} heads exceeds CUDA's grid limit {MAX_GRID_X}")
+    return num_seqs * heads, tiles
+
+
+def _bucket(max_seqlen: int) -> int:
+    return triton.next_power_of_2(max(int(max_seqlen), 1))
+
+
+def _launch(
+    kind: str,
+    device: torch.device,
+    head_dim: int,
+    num_seqs: int,
+    head_progs: int,
+    max_seqlen: int,
+    tile: str,
+    args: tuple,
+    constexprs: dict[str, object],
+) -> None:
+    """Launch kernel ``kind``: autotuned on CUDA (cached per shape), else with its fixed configuration.
+
+    ``tile`` names the config field that tiles the grid's sequence axis (``block_m`` or ``block_n``).
+    """
+    from kernels import autotune
+
+    fn = AOT_KERNELS[kind][0]
+    if autotune.enabled(device) or _FORCE_AUTOTUNE:
+        meta_key = {"block_m": "BLOCK_M", "block_n": "BLOCK_N"}[tile]
+        tuned = autotune.autotuned_kernel(kind, head_dim)
+        tuned[lambda meta: _grid(num_seqs, head_progs, max_seqlen, meta[meta_key])](*args, **constexprs)
+        return
+    cfg = kernel_config(kind, head_dim, device)
+    grid = _grid(num_seqs, head_progs, max_seqlen, getattr(cfg, tile))
+    fn[grid](
+        *args, **constexprs, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
+    )  # fmt: skip
 
 
 def _contig(x: torch.Tensor) -> torch.Tensor:
@@ -540,15 +660,12 @@ def flash_attn_block_forward(
     lse = torch.empty(heads, total_q, device=q.device, dtype=torch.float32)
     if total_q == 0 or num_seqs == 0:
         return out, lse
-    _check_grid(num_seqs, heads)
-    cfg = kernel_config("fwd", dim, q.device)
-    grid = (triton.cdiv(max(max_seqlen_q, 1), cfg.block_m), num_seqs * heads)
-    _attn_fwd_kernel[grid](
-        q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-        lse.stride(0), heads, softmax_scale * LOG2E,
-        GROUP=heads // k.shape[1], CAUSAL=causal, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=dim,
-        PREC=_precision(q.dtype), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    _launch(
+        "fwd", q.device, dim, num_seqs, heads, max_seqlen_q, "block_m",
+        (q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k,
+         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
+         lse.stride(0), heads, softmax_scale * LOG2E, _bucket(max_seqlen_q)),
+        dict(GROUP=heads // k.shape[1], CAUSAL=causal, HEAD_DIM=dim, PREC=_precision(q.dtype)),
     )  # fmt: skip
     return out, lse
 
@@ -571,40 +688,56 @@ def flash_attn_block_backward(
     max_seqlen_k: int,
     causal: bool,
     softmax_scale: float,
+    deterministic: bool | None = None,
+    dq_accum: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Packed backward given the (possibly ring-merged) ``lse`` and ``delta``; returns fp32 ``dq, dk, dv``."""
+    """Packed backward given the (possibly ring-merged) ``lse`` and ``delta``; returns fp32 ``dq, dk, dv``.
+
+    ``deterministic`` (default: :func:`deterministic_default`) selects the atomics-free backward: dK/dV summed over
+    the GQA group in registers, dQ in its own kernel (7 matmuls per tile pair). Otherwise one kernel does 5 matmuls
+    per tile pair, with a program per query head, and accumulates dQ and the group's dK/dV with fp32 atomics.
+    ``dq_accum`` (fp32, q's shape, contiguous) makes the kernels add dQ into that buffer in place (the ring's running
+    dQ) and return it as ``dq``.
+    """
     _check_inputs(q, k, v)
     q, k, v, dout = _contig(q), _contig(k), _contig(v), _contig(dout.to(q.dtype))
     lse, delta = lse.contiguous(), delta.contiguous()
     total_q, heads, dim = q.shape
     kv_heads = k.shape[1]
     num_seqs = cu_seqlens_q.numel() - 1
-    dq = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
+    if dq_accum is not None:
+        if dq_accum.shape != q.shape or dq_accum.dtype != torch.float32 or not dq_accum.is_contiguous():
+            raise ValueError(f"dq_accum must be a contiguous fp32 tensor of shape {tuple(q.shape)}")
+        dq = dq_accum
+    else:
+        dq = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
     dk = torch.zeros(k.shape, device=q.device, dtype=torch.float32)
     dv = torch.zeros(v.shape, device=q.device, dtype=torch.float32)
     if total_q == 0 or k.shape[0] == 0 or num_seqs == 0:
         return dq, dk, dv
-    _check_grid(num_seqs, heads)
     group = heads // kv_heads
     prec = _precision(q.dtype)
-    cfg = kernel_config("bwd_dkdv", dim, q.device)
-    grid = (triton.cdiv(max(max_seqlen_k, 1), cfg.block_n), num_seqs * kv_heads)
-    _attn_bwd_dkdv_kernel[grid](
-        q, k, v, dout, lse, delta, dk, dv, cu_seqlens_q, cu_seqlens_k,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), dout.stride(0), dout.stride(1),
-        dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), lse.stride(0), kv_heads, softmax_scale,
-        softmax_scale * LOG2E,
-        GROUP=group, CAUSAL=causal, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=dim, PREC=prec,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    if deterministic is None:
+        deterministic = deterministic_default()
+    kind = "bwd_dkdv" if deterministic else "bwd_fused"
+    heads_per_prog = group if deterministic else 1
+    _launch(
+        kind, q.device, dim, num_seqs, heads // heads_per_prog, max_seqlen_k, "block_n",
+        (q, k, v, dout, lse, delta, dk, dv, dq, cu_seqlens_q, cu_seqlens_k,
+         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), dout.stride(0), dout.stride(1),
+         dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), dq.stride(0), dq.stride(1), lse.stride(0),
+         heads // heads_per_prog, softmax_scale, softmax_scale * LOG2E, _bucket(max_seqlen_k)),
+        dict(GROUP=group, HEADS=heads_per_prog, FUSED_DQ=not deterministic, CAUSAL=causal, HEAD_DIM=dim, PREC=prec),
     )  # fmt: skip
-    cfg = kernel_config("bwd_dq", dim, q.device)
-    grid = (triton.cdiv(max(max_seqlen_q, 1), cfg.block_m), num_seqs * heads)
-    _attn_bwd_dq_kernel[grid](
-        q, k, v, dout, lse, delta, dq, cu_seqlens_q, cu_seqlens_k,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), dout.stride(0), dout.stride(1),
-        dq.stride(0), dq.stride(1), lse.stride(0), heads, softmax_scale, softmax_scale * LOG2E,
-        GROUP=group, CAUSAL=causal, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=dim, PREC=prec,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    if not deterministic:
+        return dq, dk, dv
+    _launch(
+        "bwd_dq", q.device, dim, num_seqs, heads, max_seqlen_q, "block_m",
+        (q, k, v, dout, lse, delta, dq, cu_seqlens_q, cu_seqlens_k,
+         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), dout.stride(0), dout.stride(1),
+         dq.stride(0), dq.stride(1), lse.stride(0), heads, softmax_scale, softmax_scale * LOG2E,
+         _bucket(max_seqlen_q)),
+        dict(GROUP=group, CAUSAL=causal, HEAD_DIM=dim, PREC=prec),
     )  # fmt: skip
     return dq, dk, dv
 

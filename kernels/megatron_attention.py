@@ -30,6 +30,12 @@ BACKEND_ENV = "MEGATRON_AGENTIC_ATTN_BLOCK_BACKEND"
 _CAUSAL_TYPES = (AttnMaskType.causal, AttnMaskType.padding_causal)
 
 
+def thd_max_seqlen(cu_seqlens: torch.Tensor) -> int:
+    """Longest document of a packed ``thd`` batch given its (possibly padded) ``cu_seqlens``."""
+    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    return int(lengths.max()) if lengths.numel() else 0
+
+
 class TritonAttention(MegatronModule):
     """Core attention (``q, k, v -> context``) on the Triton kernels, with zigzag ring attention when CP > 1.
 
@@ -135,7 +141,11 @@ class TritonAttention(MegatronModule):
     def _forward_thd(self, q, k, v, causal: bool, params: PackedSeqParams) -> torch.Tensor:
         # Documents padded for CP (cu_seqlens_*_padded) are the units of the per-document zigzag split; padding
         # sits at the end of each document, so under the causal mask real tokens never attend to it.
-        cu = params.cu_seqlens_q_padded if params.cu_seqlens_q_padded is not None else params.cu_seqlens_q
+        padded = params.cu_seqlens_q_padded is not None
+        cu = params.cu_seqlens_q_padded if padded else params.cu_seqlens_q
+        # params.max_seqlen_q counts real tokens; the kernels' grid must cover the padded documents (otherwise the
+        # padded tail rows of the longest document are never written)
+        max_seqlen = thd_max_seqlen(cu) if padded or params.max_seqlen_q is None else int(params.max_seqlen_q)
         if q.dim() == 4:  # [t, 1, h, d]
             q, k, v = q.squeeze(1), k.squeeze(1), v.squeeze(1)
         if self.cp_size > 1:
@@ -146,6 +156,6 @@ class TritonAttention(MegatronModule):
         else:
             out = _fa.flash_attn_func(
                 q, k, v, causal=causal, softmax_scale=self.softmax_scale, cu_seqlens=cu,
-                max_seqlen=params.max_seqlen_q, backend=self._backend(q),
+                max_seqlen=max_seqlen, backend=self._backend(q),
             )  # fmt: skip
         return out.reshape(out.shape[0], -1)

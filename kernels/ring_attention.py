@@ -9,9 +9,10 @@ only the *second* half of the local queries attend all of it (each is half of a 
 
 Communication. K and V travel around the ring as one buffer with ``dist.batch_isend_irecv``; the transfer for
 step ``i+1`` is posted before the block of step ``i`` is computed. Block outputs are written in fp32 and merged with
-the stable form ``out -= sigmoid(lse_b - lse) * (out - out_b)``, ``lse -= logsigmoid(lse - lse_b)``. The backward
+the stable form ``out -= sigmoid(lse_b - lse) * (out - out_b)``, ``lse -= logsigmoid(lse - lse_b)`` (one fused kernel
+per step with the Triton blocks, :mod:`kernels.ring_merge`). The backward
 reuses the final ``out``/``lse`` (so every block's probabilities are already normalised), accumulates dQ locally in
-fp32, and passes fp32 dK/dV around the ring with the K/V they belong to; after ``W`` steps each rank holds the
+fp32 (in place inside the Triton kernels), and passes fp32 dK/dV around the ring with the K/V they belong to; after ``W`` steps each rank holds the
 gradient of its own K/V.
 
 Block compute is pluggable (:class:`BlockBackend`): the Triton kernels on CUDA, the torch implementation
@@ -164,6 +165,25 @@ def _merge(out: torch.Tensor, lse: torch.Tensor, out_b: torch.Tensor, lse_b: tor
     lse.sub_(F.logsigmoid(lse - lse_b))
 
 
+def _merger(be: _fa.BlockBackend):
+    """The merge for ``be``: one fused Triton kernel per step with the Triton blocks, torch ops otherwise."""
+    if be.name == "triton":
+        from kernels.ring_merge import ring_merge_
+
+        return ring_merge_
+
+    def torch_merge(out, lse, out_b, lse_b, rows=None):
+        if rows is None:
+            _merge(out, lse, out_b, lse_b)
+            return
+        o_sub, l_sub = out[rows], lse[:, rows]
+        _merge(o_sub, l_sub, out_b, lse_b)
+        out[rows] = o_sub
+        lse[:, rows] = l_sub
+
+    return torch_merge
+
+
 def _step_kind(step: int, rank: int, causal: bool) -> str:
     """Which block a rank computes at ``step``: ``diag`` (causal), ``full``, ``kv_first_half`` or ``q_second_half``."""
     if not causal:
@@ -177,6 +197,7 @@ def _ring_forward(q, k, v, ring: _Ring, lay: _Layout, causal: bool, scale: float
     kv = torch.stack([k, v])
     out = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
     lse = torch.full((q.shape[1], q.shape[0]), float("-inf"), device=q.device, dtype=torch.float32)
+    merge = _merger(be)
     for step in range(ring.world_size):
         reqs: list = []
         if step + 1 < ring.world_size:
@@ -189,19 +210,16 @@ def _ring_forward(q, k, v, ring: _Ring, lay: _Layout, causal: bool, scale: float
                 out.copy_(o_b)
                 lse.copy_(l_b)
             else:
-                _merge(out, lse, o_b, l_b)
+                merge(out, lse, o_b, l_b)
         elif kind == "kv_first_half":
             o_b, l_b = be.forward(
                 q, k_cur[lay.first], v_cur[lay.first], lay.cu, lay.cu_half, lay.max_len, False, scale, torch.float32
             )
-            _merge(out, lse, o_b, l_b)
+            merge(out, lse, o_b, l_b)
         else:
             rows = lay.second
             o_b, l_b = be.forward(q[rows], k_cur, v_cur, lay.cu_half, lay.cu, lay.max_half, False, scale, torch.float32)
-            o_sub, l_sub = out[rows], lse[:, rows]
-            _merge(o_sub, l_sub, o_b, l_b)
-            out[rows] = o_sub
-            lse[:, rows] = l_sub
+            merge(out, lse, o_b, l_b, rows)
         if reqs:
             _wait(reqs)
             kv = kv_next
@@ -214,6 +232,8 @@ def _ring_backward(
     delta = _fa.attention_delta(out, dout)
     dout = dout.to(q.dtype)
     dq = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
+    # the Triton kernels add dQ into the running buffer themselves when a block covers every local query
+    in_place = {"dq_accum": dq} if be.name == "triton" else {}
     kv = torch.stack([k, v])
     dkv = None
     dkv_reqs: list = []
@@ -227,16 +247,19 @@ def _ring_backward(
         kv_rows = None  # rows of the visiting K/V this block touched (None: all of them)
         if kind in ("diag", "full"):
             dq_b, dk_b, dv_b = be.backward(
-                dout, q, k_cur, v_cur, lse, delta, lay.cu, lay.cu, lay.max_len, lay.max_len, kind == "diag", scale
-            )
-            dq.add_(dq_b)
+                dout, q, k_cur, v_cur, lse, delta, lay.cu, lay.cu, lay.max_len, lay.max_len, kind == "diag", scale,
+                **in_place,
+            )  # fmt: skip
+            if not in_place:
+                dq.add_(dq_b)
         elif kind == "kv_first_half":
             kv_rows = lay.first
             dq_b, dk_b, dv_b = be.backward(
                 dout, q, k_cur[kv_rows], v_cur[kv_rows], lse, delta,
-                lay.cu, lay.cu_half, lay.max_len, lay.max_half, False, scale,
+                lay.cu, lay.cu_half, lay.max_len, lay.max_half, False, scale, **in_place,
             )  # fmt: skip
-            dq.add_(dq_b)
+            if not in_place:
+                dq.add_(dq_b)
         else:
             rows = lay.second
             dq_b, dk_b, dv_b = be.backward(

@@ -20,7 +20,7 @@ def _configs(cp: int):
     return TransformerConfig(context_parallel_size=cp, **common), TransformerConfig(**common)
 
 
-def compare(rank: int, world_size: int) -> None:
+def compare(rank: int, world_size: int, backend: str | None = None) -> None:
     """Forward and input gradients of both implementations agree on every rank's zigzag shard."""
     from megatron.core import parallel_state
     from megatron.core.transformer.dot_product_attention import DotProductAttention
@@ -30,7 +30,9 @@ def compare(rank: int, world_size: int) -> None:
     from kernels.megatron_attention import TritonAttention
 
     cfg_cp, cfg_ref = _configs(world_size)
-    ours = TritonAttention(cfg_cp, layer_number=1, attn_mask_type=AttnMaskType.causal, attention_type="self")
+    ours = TritonAttention(
+        cfg_cp, layer_number=1, attn_mask_type=AttnMaskType.causal, attention_type="self", block_backend=backend
+    )
     ref_pg = _ref_pg()
     ref = DotProductAttention(
         cfg_ref, layer_number=1, attn_mask_type=AttnMaskType.causal, attention_type="self", pg_collection=ref_pg
@@ -60,7 +62,7 @@ def compare(rank: int, world_size: int) -> None:
     for name, got, want in checks:
         err = (got - want).abs().max().item()
         if err > 2e-5:
-            raise AssertionError(f"CP={world_size} rank {rank} {name}: max abs error {err:.3g}")
+            raise AssertionError(f"CP={world_size} {backend} rank {rank} {name}: max abs error {err:.3g}")
     parallel_state.destroy_model_parallel()
 
 
@@ -72,7 +74,7 @@ def _ref_pg():
     return pgs
 
 
-def worker(rank: int, world_size: int, init_file: str) -> None:
+def worker(rank: int, world_size: int, init_file: str, backend: str | None = None) -> None:
     """``mp.spawn`` entry: initialise megatron's parallel state with CP = world size and run :func:`compare`."""
     from megatron.core import parallel_state
 
@@ -81,6 +83,6 @@ def worker(rank: int, world_size: int, init_file: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         parallel_state.initialize_model_parallel(context_parallel_size=world_size)
-        compare(rank, world_size)
+        compare(rank, world_size, backend)
     finally:
         dist.destroy_process_group()

@@ -21,6 +21,11 @@ CASES = {
         ("gqa2_causal_triton", 1, 44, 4, 2, 16, True, "triton", None),
         ("packed_docs_triton", 1, 0, 2, 1, 16, True, "triton", [12, 32]),
     ],
+    3: [
+        ("gqa3_causal_torch", 1, 36, 6, 2, 16, True, "torch", None),
+        ("gqa3_causal_triton", 1, 24, 3, 1, 16, True, "triton", None),
+        ("packed_docs_gqa3_triton", 1, 0, 3, 1, 16, True, "triton", [12, 24]),
+    ],
     4: [
         ("gqa8_causal_torch", 2, 40, 8, 1, 16, True, "torch", None),
         ("packed_docs_torch", 1, 0, 4, 2, 16, True, "torch", [16, 8, 40]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -162,3 +163,124 @@ def test_compiled_kernels_on_gpu(dim, dtype):
     _assert_close("out", out, torch.cat(ref_out), atol)
     for name, got, want in zip(("dq", "dk", "dv"), grads, ref_grads):
         _assert_close(name, got, want, gtol * 4)  # dK/dV sum over 8 query heads and ~700 rows
+
+
+@contextlib.contextmanager
+def _deterministic(enabled: bool):
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(enabled)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _check_against_reference(q, k, v, dout, causal, rows=slice(None)):
+    """Forward, LSE and gradients vs the float64 reference; query rows outside ``rows`` must see no key."""
+    out, lse = fa.flash_attn_func(q, k, v, causal=causal, return_lse=True)
+    grads = _grads(out, q, k, v, dout)
+    qr, kr, vr = (t.detach().cpu().double().requires_grad_(True) for t in (q, k, v))
+    ref_out, ref_lse = reference_attention(qr[:, rows], kr, vr, causal)
+    ref_g = torch.autograd.grad(ref_out, (qr, kr, vr), dout.cpu().double()[:, rows])
+    atol, gtol = TOLERANCES[torch.float32]
+    _assert_close("out", out[:, rows], ref_out, atol)
+    _assert_close("lse", lse[:, :, rows], ref_lse, atol)
+    for name, got, want in zip(("dq", "dk", "dv"), grads, ref_g):
+        _assert_close(name, got, want, gtol)
+    return out, lse, grads
+
+
+@pytest.mark.parametrize("deterministic", [False, True], ids=["fused_dq", "deterministic"])
+def test_gpu_tile_configs_head_dim_128(deterministic):
+    """The H100 tiles (fwd 128x64, backward per GPU_CONFIGS) at head dim 128, GQA 3, ragged tail, both backwards."""
+    q, k, v, dout = _inputs(1, 136, 136, 3, 1, 128, torch.float32, seed=5)
+    with fa.gpu_configs_on_cpu(), _deterministic(deterministic):
+        assert fa.kernel_config("fwd", 128, q.device) == fa.GPU_CONFIGS[("fwd", 128)]
+        _check_against_reference(q, k, v, dout, causal=True)
+
+
+@pytest.mark.parametrize("deterministic", [False, True], ids=["fused_dq", "deterministic"])
+def test_rows_without_visible_keys(deterministic):
+    """Causal with seq_q > seq_k: the first seq_q - seq_k query rows see no key -> zero output, lse -inf, zero dQ."""
+    sq, sk = 72, 30
+    q, k, v, dout = _inputs(2, sq, sk, 6, 2, 32, torch.float32, seed=9)  # GQA 3
+    with _deterministic(deterministic):
+        out, lse, (dq, _, _) = _check_against_reference(q, k, v, dout, causal=True, rows=slice(sq - sk, None))
+    blind = slice(0, sq - sk)
+    assert torch.equal(out[:, blind], torch.zeros_like(out[:, blind]))
+    assert torch.isneginf(lse[:, :, blind]).all()
+    assert torch.equal(dq[:, blind], torch.zeros_like(dq[:, blind]))
+
+
+def test_fused_and_deterministic_backward_agree():
+    """The 5-matmul backward (atomics) and the deterministic one give the same gradients; GQA 3, packed documents."""
+    cu = torch.tensor([0, 33, 34, 90], dtype=torch.int32)
+    q, k, v, dout = _inputs(1, 90, 90, 3, 1, 16, torch.float32, seed=13)
+    q, k, v, dout = q[0], k[0], v[0], dout[0]
+    results = []
+    for deterministic in (False, True):
+        with _deterministic(deterministic):
+            out = fa.flash_attn_func(q, k, v, cu_seqlens=cu)
+            results.append(_grads(out, q, k, v, dout))
+    for name, a, b in zip(("dq", "dk", "dv"), *results):
+        _assert_close(name, a, b, 1e-5)
+
+
+def test_grid_limits_are_checked_not_overflowed():
+    """Segments x heads go on grid axis x (no 65,535 cap); only tiles per segment are bounded, with a clear error."""
+    assert fa._grid(100_000, 32, 8192, 64) == (3_200_000, 128)
+    with pytest.raises(ValueError, match="grid limit 65535"):
+        fa._grid(1, 32, 65_536 * 16 + 1, 16)
+
+
+def test_autotuned_launch_path(monkeypatch):
+    """The CUDA path through ``triton.autotune`` (grid from META, key arguments) driven under the interpreter with
+    one candidate (the interpreter cannot benchmark several), fused backward included."""
+    from kernels import autotune
+
+    autotune.autotuned_kernel.cache_clear()
+    monkeypatch.setattr(autotune, "hopper_configs", lambda kind, head_dim: [fa.INTERPRETER_CONFIG])
+    monkeypatch.setattr(fa, "_FORCE_AUTOTUNE", True)
+    try:
+        q, k, v, dout = _inputs(1, 40, 40, 3, 1, 16, torch.float32, seed=21)
+        with _deterministic(False):
+            _check_against_reference(q, k, v, dout, causal=True)
+    finally:
+        autotune.autotuned_kernel.cache_clear()
+
+
+def test_hopper_autotune_space_is_pruned():
+    from kernels import autotune
+
+    for kind in fa.AOT_KERNELS:
+        for head_dim in fa.SUPPORTED_HEAD_DIMS:
+            configs = autotune.hopper_configs(kind, head_dim)
+            assert configs[0] == fa.gpu_config(kind, head_dim)  # the AOT-checked one is always a candidate
+            assert len(configs) == len(set(configs)) and len(configs) > 1, (kind, head_dim)
+            for cfg in configs[1:]:
+                assert not (cfg.num_warps == 8 and cfg.block_m * cfg.block_n < 128 * 128), cfg
+                rows = cfg.block_n if kind.startswith("bwd_") and kind != "bwd_dq" else cfg.block_m
+                assert rows >= 16 * cfg.num_warps, (kind, cfg)
+                assert autotune.smem_estimate(kind, head_dim, cfg) <= 227 * 1024
+    # the estimate reproduces the compile metadata of kernels/README.md's table (to within its 0.5 KiB extras)
+    assert autotune.smem_estimate("fwd", 128, fa.KernelConfig(128, 64, 8, 3)) == 128 * 1024
+    assert autotune.smem_estimate("bwd_fused", 128, fa.KernelConfig(64, 128, 8, 2)) == 160 * 1024
+    assert autotune.smem_estimate("bwd_dq", 128, fa.KernelConfig(128, 64, 8, 2)) == 128 * 1024
+    assert not autotune.enabled(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("deterministic", [False, True], ids=["fused_dq", "deterministic"])
+def test_backward_accumulates_dq_in_place(deterministic):
+    """``dq_accum``: the kernels add dQ into the caller's running fp32 buffer (what the ring passes)."""
+    cu = fa.uniform_cu_seqlens(1, 40, torch.device(DEVICE))
+    q, k, v, dout = (t[0].detach() for t in _inputs(1, 40, 40, 3, 1, 16, torch.float32, seed=17))
+    out, lse = fa.flash_attn_block_forward(q, k, v, cu, cu, 40, True, 0.25)
+    delta = fa.attention_delta(out, dout)
+    args = (dout, q, k, v, lse, delta, cu, cu, 40, 40, True, 0.25, deterministic)
+    dq, dk, dv = fa.flash_attn_block_backward(*args)
+    running = torch.full_like(dq, 0.5)
+    dq2, dk2, dv2 = fa.flash_attn_block_backward(*args, dq_accum=running)
+    assert dq2 is running
+    _assert_close("dq", running, dq + 0.5, 1e-6)
+    _assert_close("dk", dk2, dk, 1e-6)
+    _assert_close("dv", dv2, dv, 1e-6)

@@ -1,4 +1,4 @@
-"""Zigzag ring attention on CP=2 and CP=4 gloo ranks vs single-rank full attention (forward and all gradients)."""
+"""Zigzag ring attention on CP=2, 3 and 4 gloo ranks vs single-rank full attention (forward and all gradients)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import kernel_ring_worker  # noqa: E402
 from kernels.ring_attention import zigzag_indices, zigzag_merge, zigzag_split  # noqa: E402
 
 
-@pytest.mark.parametrize("world_size", [2, 4])
+@pytest.mark.parametrize("world_size", [2, 3, 4])
 def test_ring_matches_full_attention(world_size, tmp_path):
     """Torch and Triton-interpreter block backends, batched/GQA/non-causal/packed documents (see CASES)."""
     mp.spawn(kernel_ring_worker.worker, args=(world_size, str(tmp_path / "init")), nprocs=world_size, join=True)

@@ -1,0 +1,90 @@
+"""Hopper autotuning of the attention kernels: a pruned configuration space, used on CUDA only, cached per shape.
+
+The space is the Triton tutorial's (``BLOCK_M`` 64/128, ``BLOCK_N`` 32/64/128, 4/8 warps, 2-4 stages), pruned
+like the tutorial prunes it on Hopper (no 8-warp tile smaller than 128 x 128), plus two rules from
+``python -m kernels.aot``: the tile that carries the MMA rows (``BLOCK_M`` for forward/dQ, ``BLOCK_N`` for dK/dV)
+must have at least 16 rows per warp (otherwise two warpgroups compute the same wgmma), and the estimated shared
+memory must fit H100's 227 KiB. The AOT-checked configuration of :data:`kernels.flash_attention.GPU_CONFIGS` is
+always a candidate (first). ``triton.autotune`` benchmarks the candidates the first time a
+(power-of-two longest segment, heads, GQA group, causal, head dim, dtype) key appears and caches the winner;
+buffers the kernels accumulate into (fp32 dQ/dK/dV) are restored after every trial.
+``MEGATRON_AGENTIC_ATTN_AUTOTUNE=0`` turns it off (fixed configurations). The interpreter never autotunes (it cannot benchmark).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import triton
+
+from kernels import flash_attention as fa
+
+ENV = "MEGATRON_AGENTIC_ATTN_AUTOTUNE"
+H100_MAX_SHARED_BYTES = 227 * 1024
+_KEYS = {
+    "fwd": ["tune_seqlen", "num_heads", "GROUP", "CAUSAL", "HEAD_DIM", "PREC"],
+    "bwd_dkdv": ["tune_seqlen", "num_head_progs", "GROUP", "HEADS", "CAUSAL", "HEAD_DIM", "PREC"],
+    "bwd_fused": ["tune_seqlen", "num_head_progs", "GROUP", "HEADS", "CAUSAL", "HEAD_DIM", "PREC"],
+    "bwd_dq": ["tune_seqlen", "num_heads", "GROUP", "CAUSAL", "HEAD_DIM", "PREC"],
+}
+
+
+def smem_estimate(kind: str, head_dim: int, cfg: fa.KernelConfig, elem_bytes: int = 2) -> int:
+    """Shared memory (bytes) of a configuration: resident tiles plus ``num_stages`` buffers of the streamed ones.
+
+    Matches the AOT compile metadata of the checked configurations to within 1 KiB (e.g. forward d=128 128 x 64,
+    3 stages: 128 KiB; fused backward d=128 64 x 128, 2 stages: 160 KiB).
+    """
+    d = head_dim
+    if kind == "fwd":  # Q resident, K and V streamed
+        return elem_bytes * (cfg.block_m * d + cfg.num_stages * 2 * cfg.block_n * d)
+    if kind in ("bwd_dkdv", "bwd_fused"):  # K, V resident, Q and dO streamed (+ dS^T staged for the dQ matmul)
+        total = elem_bytes * (2 * cfg.block_n * d + cfg.num_stages * 2 * cfg.block_m * d)
+        return total + (2 * elem_bytes * cfg.block_m * cfg.block_n if kind == "bwd_fused" else 0)
+    if kind == "bwd_dq":  # Q, dO resident, K and V streamed
+        return elem_bytes * (2 * cfg.block_m * d + cfg.num_stages * 2 * cfg.block_n * d)
+    raise ValueError(f"unknown kernel {kind!r}")
+
+
+def keep_config(kind: str, head_dim: int, cfg: fa.KernelConfig) -> bool:
+    """Whether ``cfg`` stays in the Hopper space of ``kind`` at ``head_dim``."""
+    if cfg.num_warps == 8 and cfg.block_m * cfg.block_n < 128 * 128:
+        return False  # the tutorial's Hopper prune
+    mma_rows = cfg.block_n if kind in ("bwd_dkdv", "bwd_fused") else cfg.block_m
+    if mma_rows < 16 * cfg.num_warps:
+        return False  # warps would cover more rows than the tile has: duplicated wgmma
+    return smem_estimate(kind, head_dim, cfg) <= H100_MAX_SHARED_BYTES
+
+
+def hopper_configs(kind: str, head_dim: int) -> list[fa.KernelConfig]:
+    """The pruned candidates, the AOT-checked configuration first."""
+    base = fa.gpu_config(kind, head_dim)
+    out = [base]
+    for bm in (64, 128):
+        for bn in (32, 64, 128):
+            for warps in (4, 8):
+                for stages in (2, 3, 4):
+                    cfg = fa.KernelConfig(bm, bn, warps, stages)
+                    if cfg != base and keep_config(kind, head_dim, cfg):
+                        out.append(cfg)
+    return out
+
+
+def enabled(device: torch.device) -> bool:
+    """Autotune on CUDA unless ``MEGATRON_AGENTIC_ATTN_AUTOTUNE=0`` (never under the interpreter)."""
+    return device.type == "cuda" and not fa._is_interpreter() and os.environ.get(ENV, "1") != "0"
+
+
+@functools.cache
+def autotuned_kernel(kind: str, head_dim: int) -> triton.runtime.Autotuner:
+    """``triton.autotune`` over :func:`hopper_configs` for one (kernel, head dim); results cached per key."""
+    configs = [
+        triton.Config({"BLOCK_M": c.block_m, "BLOCK_N": c.block_n}, num_warps=c.num_warps, num_stages=c.num_stages)
+        for c in hopper_configs(kind, head_dim)
+    ]
+    # Kernels that add into their outputs (the fused backward's atomics, dQ into the ring's running buffer) get those
+    # buffers restored after every trial; zeroing them instead would wipe a running dQ passed as ``dq_accum``.
+    restore = {"bwd_fused": ["DQ", "DK", "DV"], "bwd_dq": ["DQ"]}.get(kind)
+    return triton.autotune(configs=configs, key=_KEYS[kind], restore_value=restore)(fa.AOT_KERNELS[kind][0])
