@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -805,7 +806,7 @@ def flash_attn_func(
     max_seqlen: int | None = None,
     return_lse: bool = False,
     *,
-    backend: str = "triton",
+    backend: str | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Flash attention in flash-attn's conventions.
 
@@ -818,12 +819,16 @@ def flash_attn_func(
         cu_seqlens: int32 ``[num_docs + 1]`` document boundaries of the packed layout; no cross-document attention.
         max_seqlen: longest document (computed from ``cu_seqlens`` when omitted).
         return_lse: also return the natural-log LSE, fp32, ``[batch, heads, seq_q]`` (packed: ``[heads, total]``).
-        backend: block implementation, ``triton`` (default), ``torch`` (CPU fallback) or ``auto``.
+        backend: block implementation: ``triton``, ``torch`` (materialises scores; the CPU path) or ``auto``
+            (Triton on CUDA, torch elsewhere). Default: Triton on CUDA or under the Triton interpreter
+            (``TRITON_INTERPRET=1``), torch on CPU otherwise.
 
     Returns:
         ``out`` shaped like ``q`` (and ``lse`` when ``return_lse``).
     """
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    if backend is None:
+        backend = "triton" if q.device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1" else "torch"
     be = get_block_backend(backend, q.device)
     if cu_seqlens is not None:
         if q.dim() != 3:
