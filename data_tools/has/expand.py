@@ -24,6 +24,7 @@ from data_tools.serialize import (
     decision_text,
     has_history_turns,
     has_step_turns,
+    render_turn,
     serialize_has,
     serialize_prefix,
 )
@@ -150,7 +151,8 @@ def render_samples(
     backend: str,
 ) -> list[dict[str, Any]]:
     """Render a judged trajectory's decisions as one or more ``{"id", "type", "text", "meta"}`` samples."""
-    if traj.judgment is None:
+    outcome = traj.outcome
+    if outcome is None:
         raise ValueError(f"trajectory {traj.id} has no judgment")
     steps = [d.as_step() for d in decisions]
     n = len(steps)
@@ -158,7 +160,12 @@ def render_samples(
     # at a special token), so each piece is encoded once; replayed history is only counted when splitting.
     prefix = count_tokens(serialize_prefix(traj.question, traj.system))
     blocks = [count_tokens(has_step_turns(st, k + 1)) for k, st in enumerate(steps[:-1])]
-    last_block = count_tokens(has_step_turns(steps[-1], n, decision_text(traj.judgment)))
+    decision = decision_text(outcome)
+    if traj.ending_note:  # DeepResearch's limit text after the last step, then the decision in its own turn
+        closing = render_turn("user", traj.ending_note) + render_turn("assistant", decision)
+        last_block = count_tokens(has_step_turns(steps[-1], n) + closing)
+    else:
+        last_block = count_tokens(has_step_turns(steps[-1], n, decision))
     if prefix + sum(blocks) + last_block <= cfg.max_tokens:
         plain = [0] * n
         parts = [Part(0, n, 0)]
@@ -175,10 +182,11 @@ def render_samples(
         text = serialize_has(
             traj.question,
             steps[part.start : part.end],
-            traj.judgment if final else None,
+            outcome if final else None,
             history,
             traj.system,
             first_step=part.start + 1,
+            ending_note=traj.ending_note if final else None,
         )
         meta = {
             "trajectory_id": traj.id,
@@ -197,9 +205,11 @@ def render_samples(
                 for k in range(part.start, part.end)
             ],
             "judgment": traj.judgment,
+            "outcome": outcome,
             "judge": traj.judge_reason,
-            "decision": decision_text(traj.judgment) if final else None,
+            "decision": decision if final else None,
             "termination": traj.termination,
+            "dropped_turns": traj.dropped_turns,
             "candidates": cfg.candidates,
             "seed": cfg.seed,
             "backend": backend,
