@@ -178,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     ready.append(t)
             alts = backend.generate(ready, cfg.candidates, cfg.seed)
+            origs = backend.originals(ready, cfg.seed)
             for t in ready:
-                decisions = make_decisions(t, alts[t.id], cfg.seed)
+                decisions = make_decisions(t, alts[t.id], cfg.seed, origs[t.id])
                 for d in decisions:
                     guard.record_set(d.options)
                     counts["decisions"] += 1
