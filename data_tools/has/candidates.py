@@ -31,12 +31,12 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
-from data_tools.answers import content_words, numbers
+from data_tools.answers import content_words, numbers, split_sentences
 from data_tools.serialize import TOOL_CALL_END, TOOL_CALL_START, render_answer, render_think, render_tool_call
 from data_tools.trajectory import Step, Trajectory
 
 THOUGHTS_PATH = Path(__file__).resolve().parent.parent / "templates" / "has" / "v1" / "action_thoughts.json"
-_LINK = re.compile(r"\[([^\]\n]{1,200})\]\((https?://[^)\s]+)\)")
+_LINK = re.compile(r"\[([^\]\n]{1,200})\]\((https?://[^\s()]*(?:\([^\s()]*\)[^\s()]*)*)\)")
 _CAPS = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:of|the|de|and|[A-Z][\w'’-]*))*(?<!\bof)(?<!\bthe)(?<!\band)")
 
 
@@ -261,6 +261,10 @@ class StepContext:
     """The ``goal`` of the most recent ``visit`` call so far (else the question): what a visit alternative uses."""
     seen_numbers: list[str] = field(default_factory=list)
     """Numbers that appeared in earlier tool responses (distractors for numeric answers)."""
+    sentences: list[str] = field(default_factory=list)
+    """Sentences of earlier tool responses (labels and links removed): where phrase-like wrong answers come from."""
+    answer_lengths: list[int] = field(default_factory=list)
+    """Word counts of the trajectory's own final answers (wrong answers follow the policy's habit)."""
     query_lengths: list[int] = field(default_factory=list)
     """Keyword counts of the trajectory's own search queries (alternatives' queries follow the policy's habit)."""
 
@@ -301,7 +305,11 @@ class StepContext:
                     goal = c.arguments["goal"]
         nums = list(dict.fromkeys(f"{x:g}" for x in numbers(plain) if abs(x) < 1e7))
         qlens = [len(_keywords(q)) for q in (_first_query(Action.from_step(s)) for s in traj.steps) if q]
-        return StepContext(traj.question, links, uniq, list(related), goal, nums, [n for n in qlens if n >= 2])
+        sents = [x for x in split_sentences(plain) if len(x.split()) >= 4]
+        alens = [len(st.answer.split()) for st in traj.steps if st.answer]
+        return StepContext(
+            traj.question, links, uniq, list(related), goal, nums, sents, alens, [n for n in qlens if n >= 2]
+        )
 
 
 Strategy = Callable[[Action, StepContext, random.Random], "Action | None"]
@@ -401,19 +409,33 @@ def _numeric_distractor(orig: Action, ctx: StepContext, rng: random.Random) -> s
     return f"{x + delta:g}"
 
 
+def _wrong_answer(orig: Action, ctx: StepContext, rng: random.Random) -> str | None:
+    """A plausible wrong answer as long as the policy's answers: a span of a sentence seen so far for phrase-like
+    answers, else a page title / entity seen so far."""
+    length = len(orig.answer.split()) if orig.answer else rng.choice(ctx.answer_lengths or [2])
+    pool = [e for e in ctx.answer_pool() if orig.answer is None or e.lower() not in orig.answer.lower()]
+    if length > 3 and ctx.sentences:
+        words = rng.choice(ctx.sentences).rstrip(".").split()
+        start = rng.randrange(max(1, len(words) - length + 1))
+        span = " ".join(words[start : start + length]).strip(",;:")
+        if span and (orig.answer is None or span.lower() != orig.answer.lower()):
+            return span
+    return rng.choice(pool) if pool else None
+
+
 def s_premature(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
-    """Answer now with an entity seen so far, without further checking."""
-    pool = ctx.answer_pool()
-    return Action.make("", answer=rng.choice(pool)) if pool else None
+    """Answer now with something seen so far, without further checking."""
+    ans = _wrong_answer(orig, ctx, rng)
+    return Action.make("", answer=ans) if ans else None
 
 
 def s_alt_answer(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
-    """For an answering step: answer with another number (numeric answers) or another entity seen so far."""
+    """For an answering step: answer with another number (numeric answers) or another span / entity seen so far."""
     num = _numeric_distractor(orig, ctx, rng)
     if num is not None:
         return Action.make("", answer=num)
-    pool = [e for e in ctx.answer_pool() if orig.answer is None or e.lower() not in orig.answer.lower()]
-    return Action.make("", answer=rng.choice(pool)) if pool else None
+    ans = _wrong_answer(orig, ctx, rng) if orig.answer is not None else None
+    return Action.make("", answer=ans) if ans else None
 
 
 def s_verify(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
