@@ -400,7 +400,7 @@ def parse_trajectory(record: Mapping[str, Any], source: str = "") -> Trajectory:
                 continue
             if carry:
                 think = "\n\n".join([*carry, think]).strip()
-            verbatim = None if not text_format or (len(calls) <= 1 and not carry) else content
+            verbatim = content if text_format and len(calls) > 1 and not carry else None
             step = Step(think, calls, answer, [], note, verbatim)
             note, carry = None, []
             if calls:
