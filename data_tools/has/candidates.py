@@ -378,6 +378,15 @@ def s_question(orig: Action, ctx: StepContext, rng: random.Random) -> Action | N
     return _search(" ".join(_keywords(ctx.question, n=ctx.query_length(rng))))
 
 
+def s_sample(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
+    """Search a random subset of the question's keywords and of words seen so far (another angle)."""
+    pool = list(dict.fromkeys(_keywords(ctx.question) + [w for e in ctx.entities[:10] for w in _keywords(e)]))
+    if len(pool) < 3:
+        return None
+    picked = sorted(rng.sample(range(len(pool)), min(len(pool), max(2, ctx.query_length(rng)))))
+    return _search(" ".join(pool[i] for i in picked))
+
+
 def s_drift(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
     """Search for another entity seen so far (drifting away from the target)."""
     if not ctx.entities:
@@ -450,13 +459,14 @@ STRATEGIES: dict[str, Strategy] = {
     "drop": s_drop,
     "question": s_question,
     "drift": s_drift,
+    "sample": s_sample,
     "verify": s_verify,
     "visit_seen": s_visit_seen,
     "premature": s_premature,
     "alt_answer": s_alt_answer,
 }
 STRATEGY_KINDS: dict[str, tuple[str, ...]] = {
-    "search": ("broaden", "narrow", "tail", "drop", "question", "drift", "verify"),
+    "search": ("broaden", "narrow", "tail", "drop", "question", "drift", "sample", "verify"),
     "visit": ("visit_seen",),
     "answer": ("alt_answer", "premature"),
 }
@@ -521,24 +531,39 @@ class TemplateBackend:
         """The original step with its action kept exactly and its thinking drawn from the shared pool."""
         return phrase(Action.from_step(traj.steps[k]), self.context(traj, k), step_rng(seed, traj.id, k, "orig"))
 
-    def capacity(self, traj: Trajectory, k: int) -> dict[str, int]:
-        """How many alternatives of each kind step ``k`` can have (visits need links seen and not chosen)."""
+    def pools(self, traj: Trajectory, k: int, n: int, rng: random.Random) -> dict[str, list[Action]]:
+        """Up to ``n`` distinct candidates of each kind for step ``k`` (none duplicating the original), with
+        thinking from the shared pool; the pool sizes are what the step can offer of each kind."""
         orig = Action.from_step(traj.steps[k])
         ctx = self.context(traj, k)
-        urls = {u for c in orig.calls for u in (c["arguments"].get("url") or [])} if orig.kind == "visit" else set()
-        return {"search": 99, "visit": len({u for _, u in ctx.links} - urls), "answer": 99 if ctx.answer_pool() else 0}
+        out: dict[str, list[Action]] = {}
+        for kind, names in STRATEGY_KINDS.items():
+            tries = list(names) * (2 + self.max_regenerate)
+            rng.shuffle(tries)
+            acc: list[Action] = []
+            for name in tries:
+                if len(acc) >= n:
+                    break
+                cand = STRATEGIES[name](orig, ctx, rng)
+                if cand is None:
+                    continue
+                cand = phrase(Action(cand.think, cand.tool_calls, cand.answer, f"template:{name}"), ctx, rng)
+                if not self.guard.same(cand, orig) and not any(self.guard.same(cand, a) for a in acc):
+                    acc.append(cand)
+            out[kind] = acc
+        return out
 
-    def plan(self, traj: Trajectory, n: int, seed: int) -> list[list[str]]:
+    def plan(self, traj: Trajectory, caps: Sequence[dict[str, int]], n: int, seed: int) -> list[list[str]]:
         """Kinds of the alternatives of every step, so that over the trajectory each kind appears ``n`` times as
-        often among alternatives as among the original steps (as far as the steps allow): then an option's kind
-        tells nothing about whether it is the original. Greedy by remaining deficit, ties broken by a seeded RNG.
+        often among alternatives as among the original steps, as far as the steps' ``caps`` (candidates per kind)
+        allow: then an option's kind tells nothing about whether it is the original. Greedy by remaining deficit
+        (most constrained steps first); a slot is left empty rather than given a kind already over its share.
         """
         rng = step_rng(seed, traj.id, -1, "plan")
         kinds = Counter(Action.from_step(s).kind for s in traj.steps)
-        target = {kd: n * kinds.get(kd, 0) for kd in ("search", "visit", "answer")}
+        target = {kd: n * kinds.get(kd, 0) for kd in STRATEGY_KINDS}
         if not any(target.values()):
             target["search"] = n * len(traj.steps)
-        caps = [self.capacity(traj, k) for k in range(len(traj.steps))]
         used: Counter = Counter()
         plan: list[list[str]] = [[] for _ in traj.steps]
         for k in sorted(range(len(traj.steps)), key=lambda i: (sum(v > 0 for v in caps[i].values()), i)):
@@ -548,6 +573,8 @@ class TemplateBackend:
                 if not open_kinds:
                     break
                 best = max(open_kinds, key=lambda kd: (target[kd] - used[kd], rng.random()))
+                if target[best] - used[best] <= 0 and sum(target.values()) <= sum(used.values()):
+                    break
                 plan[k].append(best)
                 used[best] += 1
                 cap[best] -= 1
@@ -561,33 +588,24 @@ class TemplateBackend:
         rng: random.Random,
         have: Sequence[Action] = (),
         kinds: Sequence[str] | None = None,
+        pools: dict[str, list[Action]] | None = None,
     ) -> list[Action]:
         """Up to ``n`` alternatives to step ``k`` of ``traj`` distinct from the original and from ``have``.
 
-        ``kinds``: the kind of each wanted alternative (see :meth:`plan`; default: drawn from the trajectory's
-        own kinds); a slot tries its kind's strategies in random order, then any strategy. Every accepted
-        alternative gets its thinking from the shared pool.
+        ``kinds``: the kind of each wanted alternative (see :meth:`plan`); default: any kind, drawn from the
+        trajectory's own kinds first. ``pools``: the step's candidates (see :meth:`pools`).
         """
         orig = Action.from_step(traj.steps[k])
-        ctx = self.context(traj, k)
+        pools = pools if pools is not None else self.pools(traj, k, n, rng)
         if kinds is None:
             weights = kind_weights(traj)
-            kinds = rng.choices(list(weights), list(weights.values()), k=n)
+            kinds = rng.choices(list(weights), list(weights.values()), k=n) + list(STRATEGY_KINDS) * n
         accepted: list[Action] = list(have)
-        wanted = [*kinds, *kinds]  # a second pass for slots lost to the collapse guard
-        for slot in range(len(wanted) * (1 + self.max_regenerate)):
+        for kind in kinds:
             if len(accepted) >= n:
                 break
-            names = list(STRATEGY_KINDS[wanted[slot % len(wanted)]])
-            rng.shuffle(names)
-            rest = [s for s in STRATEGIES if s not in names]
-            rng.shuffle(rest)
-            for name in names + rest:
-                cand = STRATEGIES[name](orig, ctx, rng)
-                if cand is None:
-                    continue
-                cand = phrase(Action(cand.think, cand.tool_calls, cand.answer, f"template:{name}"), ctx, rng)
-                if self.guard.offer(cand, orig, accepted):
+            while pools.get(kind):
+                if self.guard.offer(pools[kind].pop(0), orig, accepted):
                     break
         if len(accepted) < n:
             self.shortfall += 1
@@ -606,9 +624,11 @@ class TemplateBackend:
         """Alternatives for every step of every trajectory (RNG seeded per step, so order does not matter)."""
         out: AltMap = {}
         for t in trajs:
-            plan = self.plan(t, n, seed)
+            pools = [self.pools(t, k, n, step_rng(seed, t.id, k, "alt")) for k in range(len(t.steps))]
+            plan = self.plan(t, [{kd: len(v) for kd, v in p.items()} for p in pools], n, seed)
             out[t.id] = [
-                self.alternatives(t, k, n, step_rng(seed, t.id, k, "alt"), kinds=plan[k]) for k in range(len(t.steps))
+                self.alternatives(t, k, n, step_rng(seed, t.id, k, "pick"), kinds=plan[k], pools=pools[k])
+                for k in range(len(t.steps))
             ]
         return out
 
