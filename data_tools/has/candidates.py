@@ -339,11 +339,11 @@ def _search(query: str) -> Action | None:
 
 
 def s_broaden(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
-    """Search with the original query's keywords less the last one or two (broader)."""
+    """Search with the original query's keywords less the last one to half of them (broader)."""
     words = _keywords(_first_query(orig) or "")
     if len(words) < 4:
         return None
-    return _search(" ".join(words[: len(words) - rng.choice((1, 2))]))
+    return _search(" ".join(words[: len(words) - rng.randint(1, max(1, len(words) // 2))]))
 
 
 def s_tail(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
@@ -351,7 +351,7 @@ def s_tail(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
     words = _keywords(ctx.question)
     if len(words) < 4:
         return None
-    return _search(" ".join(words[-max(2, ctx.query_length(rng)) :]))
+    return _search(" ".join(words[-max(2, ctx.query_length(rng) - rng.randint(0, 2)) :]))
 
 
 def s_drop(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
@@ -557,7 +557,7 @@ class TemplateBackend:
         """Kinds of the alternatives of every step, so that over the trajectory each kind appears ``n`` times as
         often among alternatives as among the original steps, as far as the steps' ``caps`` (candidates per kind)
         allow: then an option's kind tells nothing about whether it is the original. Greedy by remaining deficit
-        (most constrained steps first); a slot is left empty rather than given a kind already over its share.
+        (most constrained steps first); a slot is only left empty when the step has no candidate left.
         """
         rng = step_rng(seed, traj.id, -1, "plan")
         kinds = Counter(Action.from_step(s).kind for s in traj.steps)
@@ -573,8 +573,6 @@ class TemplateBackend:
                 if not open_kinds:
                     break
                 best = max(open_kinds, key=lambda kd: (target[kd] - used[kd], rng.random()))
-                if target[best] - used[best] <= 0 and sum(target.values()) <= sum(used.values()):
-                    break
                 plan[k].append(best)
                 used[best] += 1
                 cap[best] -= 1
@@ -596,7 +594,7 @@ class TemplateBackend:
         trajectory's own kinds first. ``pools``: the step's candidates (see :meth:`pools`).
         """
         orig = Action.from_step(traj.steps[k])
-        pools = pools if pools is not None else self.pools(traj, k, n, rng)
+        pools = pools if pools is not None else self.pools(traj, k, 2 * n, rng)
         if kinds is None:
             weights = kind_weights(traj)
             kinds = rng.choices(list(weights), list(weights.values()), k=n) + list(STRATEGY_KINDS) * n

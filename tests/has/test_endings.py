@@ -71,8 +71,11 @@ def ending_records() -> dict[str, dict]:
     m = [
         {"role": "system", "content": SYSTEM},
         {"role": "user", "content": Q},
-        {"role": "assistant", "content": "<think>\nSearch.\n</think>\n<tool_call>\n{'name': 'search', 'arguments': "
-         "{'query': ['Eiffel Tower height',],},}\n</tool_call>"},  # fmt: skip
+        {
+            "role": "assistant",
+            "content": "<think>\nSearch.\n</think>\n<tool_call>\n{'name': 'search', 'arguments': "
+            "{'query': ['Eiffel Tower height',],},}\n</tool_call>",
+        },  # fmt: skip
         tool_response(SEARCH_RESULT),
         assistant("The result says 330 m.", answer="330 metres"),
     ]
@@ -140,7 +143,10 @@ def test_each_ending_parses_with_its_shape():
     assert '"query": [}' in e[0].action_text() and e[1].tool_calls[0].arguments == SEARCH["arguments"]
     assert judge(t["error_recovery"]) is False
 
-    assert t["server_error"].dropped_turns == 1 and [st.answer for st in t["server_error"].steps] == [None, "330 metres"]
+    assert t["server_error"].dropped_turns == 1 and [st.answer for st in t["server_error"].steps] == [
+        None,
+        "330 metres",
+    ]
     two = t["two_calls"].steps[0]
     assert [c.name for c in two.tool_calls] == ["search"] and two.responses == [SEARCH_RESULT]
     assert two.text is not None and two.text.count("<tool_call>") == 2  # the message is kept verbatim
@@ -181,8 +187,9 @@ def test_has_on_every_ending(tmp_path, capsys):
     assert ends["context_answer"] == "My decision is Correct<|im_end|>"
     assert ends["error_recovery"] == "My decision is Incorrect<|im_end|>"
     # the overwritten response is what the agent saw: the limit text as a user turn, then the decision
-    assert f"<|im_start|>user\n{LLM_LIMIT_TEXT}<|im_end|>\n<|im_start|>assistant\nMy decision is Unfinished" in (
-        samples["llm_limit"]["text"]
+    assert (
+        f"<|im_start|>user\n{LLM_LIMIT_TEXT}<|im_end|>\n<|im_start|>assistant\nMy decision is Unfinished"
+        in (samples["llm_limit"]["text"])
     )
     assert samples["server_error"]["meta"]["dropped_turns"] == 1
     for s in samples.values():
