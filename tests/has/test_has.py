@@ -174,7 +174,7 @@ def test_llm_backend_guard_and_fallback(tmp_path, traj_file):
             # a first step without a corpus may have fewer distinct fill candidates than asked for (counted)
             short += len(st["options"]) < 4
             assert len(st["options"]) >= 3 and st["sources"].count("original") == 1
-            assert "llm" in st["sources"] and any(x.startswith("template:") for x in st["sources"])
+            assert "llm" in st["sources"] and (any(x.startswith("template:") for x in st["sources"]) or short)
             assert sum('"history of science overview"' in o for o in st["options"]) == 1
     assert short == summary["short_decisions"] <= 0.1 * summary["decisions"]
 
