@@ -42,7 +42,7 @@ _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 
 REPORT_STYLES = ("report_synthesis",)
 """Question styles judged by the rubric rather than by short-answer matching."""
-REPORT_MIN_WORDS = 12
+REPORT_MIN_WORDS = 8
 """A gold answer with at least this many content words is judged by the rubric whatever its style."""
 
 
