@@ -54,7 +54,8 @@ def normalize_answer(text: str | None) -> str:
     t = unicodedata.normalize("NFKC", text or "").lower()
     t = re.sub(r"(?<=\d),(?=\d{3}\b)", "", t)
     t = "".join(" " if unicodedata.category(ch).startswith(("P", "S")) and ch not in ".-" else ch for ch in t)
-    t = re.sub(r"(?<!\d)[.-]|[.-](?!\d)", " ", t)  # keep decimal points and minus signs of numbers only
+    t = re.sub(r"(?<!\d)\.|\.(?!\d)", " ", t)  # keep decimal points only
+    t = re.sub(r"-(?!\d)|(?<=\w)-", " ", t)  # keep minus signs only
     t = _ARTICLES.sub(" ", t)
     return " ".join(t.split())
 
