@@ -226,10 +226,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         train, test = read_decisions(args.train, args.limit), read_decisions(args.test, args.limit)
-        res = run_probe(train, test, args.l2)
     except (ValueError, FileNotFoundError) as exc:
         print(f"data has-probe: {exc}", file=sys.stderr)
         return 2
+    if not train or not test:  # e.g. a tiny demo split: say so, do not fail the pipeline
+        msg = f"no decisions to probe (train {len(train)}, test {len(test)})"
+        if args.output:
+            atomic_write_json(Path(args.output), {"train": args.train, "test": args.test, "skipped": msg})
+        print(f"data has-probe: {msg}")
+        return 0
+    res = run_probe(train, test, args.l2)
     if args.output:
         atomic_write_json(Path(args.output), {"train": args.train, "test": args.test, **res.as_dict()})
     print(f"data has-probe: {res.line()}")

@@ -526,8 +526,8 @@ def report_step() -> Step:
 
 def _probe_line(probe: dict) -> str:
     """The HAS tell probe's result (``data has-probe``: can word n-grams + lengths pick the original option?)."""
-    if not probe:
-        return "Tell probe: not run."
+    if not probe or "accuracy" not in probe:
+        return f"Tell probe: {probe.get('skipped', 'not run')}."
     return (
         f"Tell probe (`data has-probe`, word n-grams + lengths, fitted on train, scored on held-out): accuracy "
         f"{probe['accuracy']:.3f} at picking the original option vs chance {probe['chance']:.3f} "
