@@ -182,3 +182,15 @@ def test_openai_policy_against_fake_server(tmp_path, capsys):
     trajs = list(load_trajectories(out))
     assert len(trajs) == 6 and all(len(t.steps) == 2 and t.termination == "answer" for t in trajs)
     assert all(t.steps[1].answer == t.steps[0].responses[0].split("1. [", 1)[1].split("]", 1)[0] for t in trajs)
+
+
+def test_rerun_keeps_summary(tmp_path):
+    """A rerun of a finished ``data rollout`` writes nothing and keeps the summary's totals (issue 17 interface)."""
+    out = tmp_path / "t.jsonl"
+    args = ["--questions", "builtin:6", "--corpus", "builtin:200", "--output", str(out), "--max-calls", "2"]
+    assert R.main(args) == 0
+    first = json.loads((tmp_path / "t.jsonl.summary.json").read_text())
+    assert R.main(args) == 0
+    again = json.loads((tmp_path / "t.jsonl.summary.json").read_text())
+    assert first["trajectories_ok"] == again["trajectories_ok"] == 6 and again["already_done"] == 6
+    assert again["terminations"] == first["terminations"] and sum(first["terminations"].values()) == 6
