@@ -268,3 +268,24 @@ def test_cli_llm_judge(tmp_path, traj_file):
     assert all(s["text"].endswith("My decision is Correct<|im_end|>\n") for s in samples)
     summary = json.loads(out.with_name("j.jsonl.summary.json").read_text())
     assert summary["judge_correct"] == len(samples) and summary["llm"]["requests"] == len(samples)
+
+
+def test_llm_backend_rewrites_the_original(tmp_path):
+    """With the openai backend the original goes through the same rewrite: its thinking is the model's
+    ``original_think``, its action is kept exactly."""
+    from data_tools.llm.fake_server import FakeLLMServer
+
+    def responder(body):
+        alts = [{"think": f"Other idea {i}.", "tool": "search", "arguments": {"query": [f"topic number {i} x"]}}
+                for i in range(3)]  # fmt: skip
+        return {"original_think": "Rewritten in the same voice.", "alternatives": alts}
+
+    src = write_jsonl(tmp_path / "t.jsonl", [deepresearch_record()])
+    with FakeLLMServer(responder) as url:
+        _, samples = run_has(tmp_path, src, "o.jsonl", "--backend", "openai", "--llm-url", url)
+    traj = next(iter(load_trajectories(src)))
+    for k, st in enumerate(samples[0]["meta"]["steps"]):
+        orig = st["options"][st["original_index"]]
+        assert orig.startswith("<think>\nRewritten in the same voice.\n</think>")
+        assert _action(orig).tool_calls == Action.from_step(traj.steps[k]).tool_calls
+        assert traj.steps[k].think not in orig  # the recorded wording is gone
