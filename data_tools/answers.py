@@ -31,6 +31,13 @@ STOPWORDS = frozenset(STOPWORDS_EN_PLUS) | {
 }  # fmt: skip
 """English stop words (bm25s' extended list plus question words)."""
 
+INSTRUCTION_WORDS = frozenset(
+    "write describe explain summarize summarise report list give find name identify tell provide compare discuss "
+    "short brief detailed question answer sentence subject blank called named page open described describes "
+    "following information".split()
+)
+"""Words of instructions rather than of a question's subject ("Write a short report on ..."): never search terms."""
+
 _ABBREV = frozenset(
     "mr mrs ms dr prof st jr sr vs etc e.g i.e no mt ft gen col lt sgt inc ltd co c ca approx fig vol u.s u.k d.c "
     "jan feb mar apr jun jul aug sep sept oct nov dec ed rev op cf al".split()

@@ -15,7 +15,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from data_tools.answers import content_words, split_sentences
+from data_tools.answers import INSTRUCTION_WORDS, content_words, split_sentences
 from data_tools.env.search import Document, SearchEnvironment
 from data_tools.serialize import render_action
 
@@ -26,8 +26,8 @@ _BEFORE = re.compile(r"^\s*how many years before (\d{3,4})", re.I)
 _NUMERIC = re.compile(r"^\s*(how (many|much|long|old|tall|far)|when|in what year|what year)\b", re.I)
 _YEAR = re.compile(r"\b(\d{3,4})\b")
 _NUMBER = re.compile(r"\b\d[\d,.]*\b")
-# Question scaffolding words that carry no information about the subject.
-_SCAFFOLD = frozenset("subject described describe describes sentence question name named called blank".split())
+# Question scaffolding / instruction words that carry no information about the subject (shared with HAS).
+_SCAFFOLD = INSTRUCTION_WORDS
 
 
 def fill_blank(masked: str, text: str) -> str | None:

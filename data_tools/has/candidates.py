@@ -31,7 +31,7 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
-from data_tools.answers import content_words, numbers, split_sentences
+from data_tools.answers import INSTRUCTION_WORDS, content_words, numbers, split_sentences
 from data_tools.serialize import TOOL_CALL_END, TOOL_CALL_START, render_answer, render_think, render_tool_call
 from data_tools.trajectory import Step, Trajectory
 
@@ -237,12 +237,7 @@ _BOILERPLATE = re.compile(
     r"[^\n]* as follows:|Evidence in page:|Summary:|No results found for '[^'\n]*'\.|Try with a more general query\."
 )
 _LABELS = frozenset("summary evidence web results result google search visit page error tool sorry the no".split())
-# Words of instructions rather than of the subject: never a query on their own.
-_INSTRUCTION = frozenset(
-    "write describe explain summarize summarise report list give find name identify tell provide compare discuss "
-    "short brief detailed question answer sentence subject blank called named page open described describes "
-    "following information".split()
-)
+_INSTRUCTION = INSTRUCTION_WORDS
 
 
 @dataclass
