@@ -16,9 +16,10 @@ from data_tools.has.probe import main as probe_main
 
 from .conftest import write_jsonl
 
-# The target is chance + 0.05. Measured on this test's data (2 x 200 scripted rollouts): see docs/has.md.
-# Without the shared phrasing pool (the old behaviour) the same probe reaches accuracy 1.000 at chance 0.250.
-MAX_EXCESS = 0.10
+# The bound: chance + 0.05. Measured on this test's data (2 x 200 scripted rollouts, 706 held-out
+# decisions): accuracy 0.276 at chance 0.250. The old template backend (strategy-specific phrasing, original
+# verbatim) reached 1.000 on the same kind of data. Other data sets measure higher: see docs/has.md.
+MAX_EXCESS = 0.05
 
 
 @pytest.fixture(scope="module")
