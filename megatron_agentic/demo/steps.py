@@ -401,6 +401,8 @@ def _synthesis_steps(cfg: DemoConfig, split: str) -> list[Step]:
             str(cfg.seed),
             "--summary",
             str(synth(ctx, split, "has.summary.json")),
+            "--corpus",  # related pages of the split give the alternatives more than the question's own words
+            corpus(ctx),
             *llm_args(ctx, "template"),
         )
 
