@@ -26,24 +26,27 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from data_tools.answers import judge_answer
 from data_tools.common.cli_args import add_llm_args, llm_config_from_args
-from data_tools.common.jsonl import BadLine, ResumableJsonlWriter, atomic_write_json
+from data_tools.common.jsonl import BadLine, ResumableJsonlWriter, atomic_write_json, iter_jsonl
 from data_tools.common.lock import lock_output_file
 from data_tools.common.sharding import add_shard_args, shard_from_args, shard_of
 from data_tools.env.policy import ScriptedPolicy
 from data_tools.env.questions import Question, builtin_questions, read_questions
 from data_tools.env.search import EnvConfig, SearchEnvironment, load_environment
-from data_tools.serialize import render_chat, render_tool_response
-from data_tools.trajectory import MalformedTrajectory, match_answer, parse_action_text
+from data_tools.serialize import TOOL_RESPONSE_START, render_chat, render_tool_response
+from data_tools.trajectory import (
+    CONTEXT_LIMIT_TEXT,
+    LLM_LIMIT_TEXT,
+    SERVER_ERROR_PREFIX,
+    TOOL_JSON_ERROR,
+    parse_action_text,
+)
 
 log = logging.getLogger("data_tools.rollout")
 
-TOOL_JSON_ERROR = 'Error: Tool call is not a valid JSON. Tool call must contain a valid "name" and "arguments" field.'
-FORCE_ANSWER = (
-    "You have now reached the maximum context length you can handle. You should stop making tool calls and, "
-    "based on all the information above, think again and provide what you consider the most likely answer in "
-    "the following format:<think>your final thinking</think>\n<answer>your answer</answer>"
-)
+FORCE_ANSWER = CONTEXT_LIMIT_TEXT
+"""Alias of :data:`data_tools.trajectory.CONTEXT_LIMIT_TEXT` (DeepResearch's forced-answer instruction)."""
 STOP = ["\n<tool_response>", "<tool_response>"]
 
 
@@ -77,43 +80,55 @@ async def rollout(
     count_tokens: Callable[[str], int],
     system: str | None = None,
 ) -> dict[str, Any]:
-    """Roll out one question; returns a trajectory record in the ingested JSONL format."""
+    """Roll out one question the way Alibaba-NLP/DeepResearch ``react_agent.py`` does; returns its record.
+
+    The loop and the record are DeepResearch's: the first ``<tool_call>`` of a turn is executed (an invalid one
+    gets the "not a valid JSON" error as its response), a failed model call leaves a "vllm server error!!!"
+    turn, a turn without a call or an answer gets no response, the last message is overwritten with the
+    llm-call limit text when the calls run out, and past the context budget with the forced-answer instruction,
+    after which one more turn gives the answer (termination ``generate an answer as token limit reached``, or
+    ``format error: ...`` without one). :mod:`data_tools.trajectory` ingests every such record.
+    """
     messages: list[dict[str, str]] = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": q.question}
     ]
-    prediction, termination, forced = None, "exceed available llm calls", False
-    for call in range(cfg.max_calls + 1):
-        if call == cfg.max_calls and not forced:
-            break
+    prediction: str | None = None
+    termination: str | None = None
+
+    async def turn(call: int) -> str:
         content = await act(messages, call)
         if content is None:
-            termination = "llm error"
-            break
-        content = content.strip()
+            return SERVER_ERROR_PREFIX + " (request failed)"
+        pos = content.find(TOOL_RESPONSE_START)
+        return (content[:pos] if pos >= 0 else content).strip()
+
+    calls_left = cfg.max_calls
+    while calls_left > 0:
+        calls_left -= 1
+        content = await turn(cfg.max_calls - calls_left - 1)
         messages.append({"role": "assistant", "content": content})
-        try:
-            _, calls, answer = parse_action_text(content, len(messages) - 1)
-        except MalformedTrajectory as exc:
-            if exc.reason == "no_action":
-                termination = "format error: no tool call and no answer"
-                break
-            calls, answer, response = [], None, TOOL_JSON_ERROR
-        else:
-            response = None
-        if answer is not None:
+        _, calls, answer = parse_action_text(content, len(messages) - 1)
+        if calls:
+            first = calls[0]
+            result = TOOL_JSON_ERROR if first.raw is not None else env.call(first.name, first.arguments)
+            messages.append({"role": "user", "content": render_tool_response(result)})
+        elif answer is not None:
             prediction, termination = answer, "answer"
             break
-        if forced:
-            termination = "generate an answer as token limit reached"
-            break
-        if response is None:
-            response = "\n".join(render_tool_response(env.call(c.name, c.arguments)) for c in calls)
-        else:
-            response = render_tool_response(response)
-        messages.append({"role": "user", "content": response})
+        if calls_left <= 0:
+            messages[-1]["content"] = LLM_LIMIT_TEXT
         if count_tokens(render_chat(messages)) > cfg.max_context_tokens:
-            messages.append({"role": "user", "content": FORCE_ANSWER})
-            forced = True
+            messages[-1]["content"] = CONTEXT_LIMIT_TEXT
+            content = await turn(cfg.max_calls - calls_left)
+            messages.append({"role": "assistant", "content": content})
+            _, _, answer = parse_action_text(content)
+            if answer is not None:
+                prediction, termination = answer, "generate an answer as token limit reached"
+            else:
+                prediction, termination = content, "format error: generate an answer as token limit reached"
+            break
+    if termination is None:
+        prediction, termination = "No answer found.", "exceed available llm calls"
     rec = {
         "id": q.id,
         "question": q.question,
@@ -122,9 +137,10 @@ async def rollout(
         "prediction": prediction,
         "termination": termination,
     }
-    judgment = match_answer(prediction, q.answer, "contains")
-    if judgment is not None:
-        rec["judgment"] = judgment
+    if termination in ("answer", "generate an answer as token limit reached"):
+        verdict = judge_answer(prediction, q.answer, style=q.style)
+        if verdict.correct is not None:
+            rec["judgment"], rec["judge"] = verdict.correct, f"{verdict.method}: {verdict.reason}"
     if q.style:
         rec["style"] = q.style
     return rec
@@ -135,7 +151,7 @@ def scripted_act(env: SearchEnvironment, q: Question, seed: int) -> Act:
     policy = ScriptedPolicy(env, q.question, random.Random(f"{seed}:{q.id}"))
 
     async def act(messages: list[dict[str, str]], call: int) -> str | None:
-        if messages[-1]["content"] == FORCE_ANSWER:
+        if messages[-1]["content"] == CONTEXT_LIMIT_TEXT:
             return policy.answer()
         return policy.act()
 
@@ -255,8 +271,15 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run_all())
     if client is not None:
         client.close()
+    totals: Counter = Counter()
+    for _, rec in iter_jsonl(out):
+        if isinstance(rec, dict):
+            totals["trajectories"] += 1
+            totals[f"termination: {rec.get('termination')}"] += 1
     summary = {
         "command": "data rollout",
+        "trajectories_ok": totals["trajectories"],
+        "terminations": {k.split(": ", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith("termination: ")},
         "backend": args.backend,
         "questions": len(questions),
         "bad_question_lines": len(bad),

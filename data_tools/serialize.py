@@ -24,7 +24,8 @@ Format (``FORMAT_VERSION`` = ``"qwen3-react-v1"``)::
 * HAS samples (higher-order action synthesis): question, then for every step an assistant turn that lists the
   candidate actions ``Option 1:`` ... ``Option N+1:`` and ends with ``I will choose option n``, followed by the
   real tool response as a user turn; the last assistant turn ends with ``My decision is Correct`` or
-  ``My decision is Incorrect`` (the trajectory's judgment). A long trajectory split into several samples
+  ``My decision is Incorrect`` (the trajectory's judgment), or ``My decision is Unfinished`` when the trajectory
+  stopped without a final answer (DeepResearch's llm-call / context limits). A long trajectory split into several samples
   replays earlier steps without options (``history``) and only its last part carries the decision.
 * General text is returned unchanged (no chat markup).
 
@@ -61,6 +62,7 @@ SPECIAL_TOKEN_IDS: dict[str, int] = {
 
 DECISION_CORRECT = "My decision is Correct"
 DECISION_INCORRECT = "My decision is Incorrect"
+DECISION_UNFINISHED = "My decision is Unfinished"
 ROLES = ("system", "user", "assistant", "tool")
 RECORD_TYPES = ("planning", "reasoning", "has", "general")
 
@@ -242,18 +244,30 @@ def has_step_turns(step: Mapping[str, Any], step_no: int | None, decision: str |
     return out + (render_turn("assistant", decision) if decision is not None else "")
 
 
-def decision_text(judgment: bool) -> str:
-    """``My decision is Correct`` or ``My decision is Incorrect``."""
-    return DECISION_CORRECT if judgment else DECISION_INCORRECT
+def decision_text(outcome: bool | str) -> str:
+    """The closing line of a HAS sample for an outcome.
+
+    ``True``/``"correct"`` -> ``My decision is Correct``; ``False``/``"incorrect"`` -> ``My decision is
+    Incorrect``; ``"unfinished"`` (the trajectory stopped without a final answer: llm-call limit, context limit
+    without an answer) -> ``My decision is Unfinished``.
+    """
+    if outcome is True or outcome == "correct":
+        return DECISION_CORRECT
+    if outcome is False or outcome == "incorrect":
+        return DECISION_INCORRECT
+    if outcome == "unfinished":
+        return DECISION_UNFINISHED
+    raise ValueError(f"unknown HAS outcome {outcome!r} (expected True/False or correct/incorrect/unfinished)")
 
 
 def serialize_has(
     question: str,
     steps: Sequence[Mapping[str, Any]],
-    judgment: bool | None,
+    judgment: bool | str | None,
     history: Sequence[Mapping[str, Any]] = (),
     system: str | None = None,
     first_step: int = 1,
+    ending_note: str | None = None,
 ) -> str:
     """HAS decision text for one trajectory (or one part of a split trajectory).
 
@@ -261,17 +275,19 @@ def serialize_has(
     string, a list of strings (several tool calls) or None (the answering step).
     ``history``: earlier steps replayed without options, ``{"action": rendered S_k, "response": R_k}``.
     Either may carry a ``note`` (a user turn that preceded the step).
-    ``judgment``: True/False appends ``My decision is Correct/Incorrect`` to the last step; None (a non-final
-    part) appends nothing. ``first_step`` numbers the steps in the option headers.
+    ``judgment``: the outcome (see :func:`decision_text`) appended to the last step; None (a non-final part)
+    appends nothing. ``first_step`` numbers the steps in the option headers. ``ending_note``: a user turn after
+    the last step (DeepResearch's "Sorry, the number of llm calls exceeds the limit."), rendered before the
+    decision, which then gets its own assistant turn.
     """
     out = [_prefix(question, system)]
     out.extend(has_history_turns(h["action"], h.get("response"), h.get("note")) for h in history)
+    final = decision_text(judgment) if judgment is not None else None
     for i, step in enumerate(steps):
         last = i == len(steps) - 1
-        decision = decision_text(judgment) if last and judgment is not None else None
-        out.append(has_step_turns(step, first_step + i, decision))
-    if not steps and judgment is not None:
-        out.append(render_turn("assistant", decision_text(judgment)))
+        out.append(has_step_turns(step, first_step + i, final if last and not ending_note else None))
+    if final is not None and (ending_note or not steps):
+        out.append((render_turn("user", ending_note) if ending_note else "") + render_turn("assistant", final))
     return "".join(out)
 
 

@@ -11,10 +11,11 @@ Two message conventions are understood, also mixed within one file:
   optional ``reasoning_content``; results as ``role: tool`` messages.
 
 A trajectory becomes a question plus steps S_k (thinking + tool calls, or a final answer) with their responses
-R_k. Malformed trajectories are never fatal: :func:`parse_trajectory` raises :class:`MalformedTrajectory` with
-one of :data:`MALFORMED_REASONS`, and :func:`load_trajectories` counts them by reason. The judgment (did the
-trajectory answer correctly?) comes from an explicit field, a normalized match against the ground truth, or an
-LLM judge (:func:`judge_with_llm`).
+R_k. Every ending DeepResearch writes is kept (see :func:`parse_trajectory`); only unusable records (no messages,
+not JSON, no question, no action at all) raise :class:`MalformedTrajectory` with one of :data:`MALFORMED_REASONS`,
+and :func:`load_trajectories` counts them by reason and the parsed ones by termination. The judgment (did the
+trajectory answer correctly?) comes from an explicit field, the answer judge (:mod:`data_tools.answers`), or an
+LLM judge (:func:`judge_with_llm`); a trajectory without a final answer is ``unfinished``.
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ import json
 import logging
 import os
 import re
-import string
-import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import json5
+
+from data_tools.answers import Verdict, judge_answer, llm_judge, normalize_answer
 from data_tools.common.jsonl import BadLine, iter_jsonl
 from data_tools.serialize import (
     ANSWER_END,
@@ -45,6 +47,8 @@ from data_tools.serialize import (
     TOOL_RESPONSE_END,
     TOOL_RESPONSE_START,
     render_action,
+    render_think,
+    render_tool_call,
     render_tool_response,
 )
 
@@ -53,13 +57,10 @@ log = logging.getLogger(__name__)
 MALFORMED_REASONS = (
     "invalid_line",  # not UTF-8 / not JSON / not an object (the JSONL reader's reasons)
     "missing_question",
-    "missing_messages",
+    "missing_messages",  # no messages (DeepResearch writes failed runs as {"error": ..., "messages": []})
     "bad_message",  # a message that is not {role, content:str} or has an unknown role
-    "invalid_tool_call_json",
-    "missing_response",  # a tool call with no tool response after it
     "unexpected_response",  # a tool response with no tool call before it
-    "no_action",  # an assistant turn with neither a tool call nor an answer
-    "empty_steps",
+    "empty_steps",  # messages, but not one assistant action
 )
 JUDGE_MODES = ("auto", "field", "exact", "contains", "llm")
 _JUDGMENT_FIELDS = ("judgment", "correct", "is_correct")
@@ -70,6 +71,29 @@ _TAG = {
     "response": re.compile(re.escape(TOOL_RESPONSE_START) + r"\n?(.*?)\n?" + re.escape(TOOL_RESPONSE_END), re.S),
     "code": re.compile(re.escape(CODE_START) + r"(.*?)" + re.escape(CODE_END), re.S),
 }
+_NAME = re.compile(r"""["']?name["']?\s*:\s*["']([^"']+)["']""")
+
+# Texts Alibaba-NLP/DeepResearch inference/react_agent.py writes (it overwrites messages[-1] with the first two).
+LLM_LIMIT_TEXT = "Sorry, the number of llm calls exceeds the limit."
+CONTEXT_LIMIT_TEXT = (
+    "You have now reached the maximum context length you can handle. You should stop making tool calls and, "
+    "based on all the information above, think again and provide what you consider the most likely answer in "
+    "the following format:<think>your final thinking</think>\n<answer>your answer</answer>"
+)
+TOOL_JSON_ERROR = 'Error: Tool call is not a valid JSON. Tool call must contain a valid "name" and "arguments" field.'
+SERVER_ERROR_PREFIX = "vllm server error!!!"
+_OVERWRITES = (LLM_LIMIT_TEXT, CONTEXT_LIMIT_TEXT[:60])
+
+# DeepResearch terminations (react_agent.py) and the outcome each implies when the record has no judgment.
+TERMINATIONS = (
+    "answer",
+    "generate an answer as token limit reached",
+    "format error: generate an answer as token limit reached",
+    "exceed available llm calls",
+    "answer not found",
+    "No answer found after 2h30mins",
+)
+OUTCOMES = ("correct", "incorrect", "unfinished")
 
 
 class MalformedTrajectory(ValueError):
@@ -91,6 +115,9 @@ class ToolCall:
     """JSON arguments."""
     code: str | None = None
     """Code of a DeepResearch ``PythonInterpreter`` call (sent in ``<code>``), else ``None``."""
+    raw: str | None = None
+    """The call's text when it is not valid JSON/JSON5 (the agent got DeepResearch's "not a valid JSON" error
+    back); rendered verbatim. ``None`` for a valid call."""
 
     def to_dict(self) -> dict[str, Any]:
         """``{"name", "arguments"[, "code"]}`` as accepted by :func:`data_tools.serialize.render_action`."""
@@ -98,6 +125,12 @@ class ToolCall:
         if self.code is not None:
             d["code"] = self.code
         return d
+
+    def render(self) -> str:
+        """``<tool_call>`` block: canonical JSON, or the raw text of an invalid call."""
+        if self.raw is not None:
+            return f"{TOOL_CALL_START}\n{self.raw}\n{TOOL_CALL_END}"
+        return render_tool_call(self.name, self.arguments, self.code)
 
 
 @dataclass
@@ -107,14 +140,18 @@ class Step:
     think: str
     """The step's reasoning (``<think>`` content), possibly empty."""
     tool_calls: list[ToolCall] = field(default_factory=list)
-    """Tool calls of the step (DeepResearch makes one; OpenAI-style agents may make several)."""
+    """Tool calls of the step (DeepResearch executes one; OpenAI-style agents may make several)."""
     answer: str | None = None
     """Final answer when this is the answering step (then ``tool_calls`` is empty)."""
     responses: list[str] = field(default_factory=list)
-    """Tool responses R_k, one per tool call (empty for the answering step)."""
+    """Tool responses R_k, one per tool call (empty for the answering step, and for a call whose response
+    DeepResearch overwrote with its llm-call / context limit text)."""
     note: str | None = None
     """A user turn (not a tool response) that came right before this step, e.g. DeepResearch's forced-answer
     instruction; kept so the step's context is faithful."""
+    text: str | None = None
+    """The assistant message verbatim when it differs from the canonical rendering (extra ``<tool_call>`` blocks
+    DeepResearch never executed, action-less turns merged in); used by :meth:`Trajectory.to_record`."""
 
     def __post_init__(self) -> None:
         if bool(self.tool_calls) == (self.answer is not None):
@@ -124,8 +161,8 @@ class Step:
         """The step rendered as assistant text (thinking, then tool call(s) or answer)."""
         if self.answer is not None:
             return render_action(self.think, answer=self.answer)
-        parts = [render_action(self.think if i == 0 else None, c.to_dict()) for i, c in enumerate(self.tool_calls)]
-        return "\n".join(parts)
+        head = [render_think(self.think)] if self.think.strip() else []
+        return "\n".join(head + [c.render() for c in self.tool_calls])
 
     def response_text(self) -> str | None:
         """The responses rendered as ``<tool_response>`` blocks (one user turn), or ``None``."""
@@ -147,19 +184,36 @@ class Trajectory:
     answer: str | None = None
     """Ground-truth answer, if known."""
     prediction: str | None = None
-    """The agent's final answer (record field, else the answering step's answer)."""
+    """The agent's final answer (the answering step's answer, else the record field)."""
     termination: str | None = None
-    """Why the rollout stopped (DeepResearch: ``answer``, ``exceed available llm calls``, ...)."""
+    """Why the rollout stopped (DeepResearch: one of :data:`TERMINATIONS`; inferred when the field is missing)."""
     system: str | None = None
     """System prompt of the rollout, if any."""
     judgment: bool | None = None
-    """True if the trajectory is judged correct, False if not, None if not judged yet."""
+    """True if the trajectory is judged correct, False if not, None if not judged (or unfinished)."""
     judge_reason: str = ""
-    """How the judgment was made (``field``, ``exact``, ``contains``, ``llm: ...``)."""
+    """How the judgment was made (``field``, ``exact: ...``, ``rubric: ...``, ``llm (...): reason``)."""
     source: str = ""
     """``file:line`` the trajectory was read from."""
+    ending_note: str | None = None
+    """A user turn after the last step (DeepResearch's "Sorry, the number of llm calls exceeds the limit.")."""
+    dropped_turns: int = 0
+    """Assistant turns that were not agent output ("vllm server error!!!", a limit text written over an
+    assistant turn) and were left out of the steps."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Other fields of the input record (kept for provenance)."""
+
+    @property
+    def finished(self) -> bool:
+        """Whether the trajectory ends with a final answer."""
+        return bool(self.steps) and self.steps[-1].answer is not None
+
+    @property
+    def outcome(self) -> str | None:
+        """``correct`` / ``incorrect`` (judged), ``unfinished`` (no final answer, not judged), or None."""
+        if self.judgment is not None:
+            return "correct" if self.judgment else "incorrect"
+        return None if self.finished else "unfinished"
 
     def to_record(self) -> dict[str, Any]:
         """The trajectory in DeepResearch JSONL form (what :func:`parse_trajectory` reads back)."""
@@ -170,9 +224,11 @@ class Trajectory:
         for step in self.steps:
             if step.note:
                 messages.append({"role": "user", "content": step.note})
-            messages.append({"role": "assistant", "content": step.action_text()})
+            messages.append({"role": "assistant", "content": step.text or step.action_text()})
             if step.responses:
                 messages.append({"role": "user", "content": step.response_text() or ""})
+        if self.ending_note:
+            messages.append({"role": "user", "content": self.ending_note})
         rec: dict[str, Any] = {
             "id": self.id,
             "question": self.question,
@@ -187,7 +243,16 @@ class Trajectory:
         return rec
 
 
+def _loads(body: str) -> Any:
+    """JSON, else JSON5 (trailing commas, single quotes, comments: what DeepResearch's ``json5.loads`` accepts)."""
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError:
+        return json5.loads(body)
+
+
 def _parse_tool_call(raw: str) -> ToolCall:
+    """Parse a ``<tool_call>`` body; an invalid one becomes a :class:`ToolCall` with ``raw`` set (never raises)."""
     body = raw.strip()
     code_m = _TAG["code"].search(body)
     code = None
@@ -195,26 +260,28 @@ def _parse_tool_call(raw: str) -> ToolCall:
         code = code_m.group(1).strip()
         body = (body[: code_m.start()] + body[code_m.end() :]).strip()
     try:
-        obj = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise MalformedTrajectory("invalid_tool_call_json", f"{exc.msg} at char {exc.pos}: {body[:80]!r}") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not obj["name"].strip():
-        raise MalformedTrajectory("invalid_tool_call_json", f"tool call without a string 'name': {body[:80]!r}")
-    args = obj.get("arguments", {})
-    if isinstance(args, str):
-        try:
-            args = json.loads(args) if args.strip() else {}
-        except json.JSONDecodeError as exc:
-            raise MalformedTrajectory("invalid_tool_call_json", f"arguments string is not JSON: {exc.msg}") from None
-    if not isinstance(args, dict):
-        raise MalformedTrajectory("invalid_tool_call_json", f"arguments must be an object, got {type(args).__name__}")
+        obj = _loads(body)
+        args = obj.get("arguments", {}) if isinstance(obj, dict) else None
+        if isinstance(args, str):
+            args = _loads(args) if args.strip() else {}
+        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not obj["name"].strip():
+            raise ValueError("tool call without a string 'name'")
+        if not isinstance(args, dict):
+            raise ValueError("arguments must be an object")
+    except ValueError:  # json.JSONDecodeError and json5's errors are ValueErrors
+        if code is not None and "python" in body.lower():  # DeepResearch runs the code whatever the JSON says
+            return ToolCall("PythonInterpreter", {}, code)
+        m = _NAME.search(body)
+        return ToolCall(m.group(1) if m else "invalid", {}, code, raw=raw.strip())
     return ToolCall(obj["name"], args, code)
 
 
 def parse_action_text(content: str, idx: int = 0) -> tuple[str, list[ToolCall], str | None]:
     """Split DeepResearch assistant text into ``(think, tool calls, answer)``.
 
-    Raises :class:`MalformedTrajectory` (``invalid_tool_call_json`` or ``no_action``); ``idx`` names the message.
+    Every ``<tool_call>`` block is returned (DeepResearch executes only the first); an invalid call comes back
+    with ``raw`` set. A turn with neither a call nor an answer returns ``(think, [], None)``. ``idx`` is kept
+    for the callers' messages.
     """
     think_m = _TAG["think"].search(content)
     calls = [_parse_tool_call(m.group(1)) for m in _TAG["tool_call"].finditer(content)]
@@ -224,22 +291,23 @@ def parse_action_text(content: str, idx: int = 0) -> tuple[str, list[ToolCall], 
     else:  # no <think>: the text before the first action tag is the reasoning
         cut = min([p for p in (content.find(TOOL_CALL_START), content.find(ANSWER_START)) if p >= 0] or [len(content)])
         think = content[:cut].replace(THINK_END, "").strip()
-    if TOOL_CALL_START in content and not calls:
-        raise MalformedTrajectory("invalid_tool_call_json", f"message {idx}: unterminated <tool_call>")
     if calls:
         return think, calls, None
     if answer_m:
         return think, [], answer_m.group(1).strip()
-    raise MalformedTrajectory("no_action", f"message {idx}: assistant turn has neither a tool call nor an answer")
+    return think, [], None
 
 
-def _openai_calls(msg: Mapping[str, Any], idx: int) -> list[ToolCall]:
+def _openai_calls(msg: Mapping[str, Any]) -> list[ToolCall]:
     calls = []
     for c in msg.get("tool_calls") or []:
-        fn = c.get("function", c) if isinstance(c, Mapping) else None
-        if not isinstance(fn, Mapping):
-            raise MalformedTrajectory("invalid_tool_call_json", f"message {idx}: tool_calls entry is not an object")
-        calls.append(_parse_tool_call(json.dumps({"name": fn.get("name"), "arguments": fn.get("arguments", {})})))
+        fn = c.get("function", c) if isinstance(c, Mapping) else {}
+        fn = fn if isinstance(fn, Mapping) else {}
+        args = fn.get("arguments", {})
+        body = json.dumps({"name": fn.get("name"), "arguments": args}) if not isinstance(args, str) else None
+        if body is None:
+            body = '{"name": ' + json.dumps(fn.get("name")) + ', "arguments": ' + (args.strip() or "{}") + "}"
+        calls.append(_parse_tool_call(body))
     return calls
 
 
@@ -248,26 +316,46 @@ def _stable_id(record: Mapping[str, Any]) -> str:
     return "traj-" + hashlib.sha1(payload.encode("utf-8")).hexdigest()[:16]
 
 
+def _infer_termination(steps: list[Step], ending_note: str | None, last_note: str | None) -> str:
+    if steps and steps[-1].answer is not None:
+        forced = steps[-1].note is not None and steps[-1].note.startswith(CONTEXT_LIMIT_TEXT[:60])
+        return TERMINATIONS[1] if forced else TERMINATIONS[0]
+    if (ending_note or "").startswith(CONTEXT_LIMIT_TEXT[:60]) or (last_note or "").startswith(CONTEXT_LIMIT_TEXT[:60]):
+        return TERMINATIONS[2]
+    return TERMINATIONS[3] if ending_note == LLM_LIMIT_TEXT else TERMINATIONS[4]
+
+
 def parse_trajectory(record: Mapping[str, Any], source: str = "") -> Trajectory:
-    """Parse one trajectory record; raises :class:`MalformedTrajectory` (with a reason) if it is unusable."""
+    """Parse one trajectory record; raises :class:`MalformedTrajectory` (with a reason) if it is unusable.
+
+    Every ending Alibaba-NLP/DeepResearch writes is kept: a tool response overwritten with the llm-call or
+    context-limit text (the call keeps no response; the text becomes the next step's ``note`` or the
+    trajectory's ``ending_note``), JSON5 calls, invalid calls answered with the "not a valid JSON" error (kept as
+    the step's raw call and its response), several ``<tool_call>`` blocks in one message (only the first was
+    executed), "vllm server error!!!" turns (dropped, counted), action-less turns (their thinking is carried into
+    the next step), and a missing ``question`` field (the first user turn is the question).
+    """
     messages = record.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise MalformedTrajectory("missing_messages", "no 'messages' list")
+        raise MalformedTrajectory("missing_messages", "no 'messages' list" + (" (error record)" if "error" in record
+                                                                               else ""))  # fmt: skip
     system = None
     question = record.get("question")
     steps: list[Step] = []
-    pending: tuple[str, list[ToolCall], str | None] | None = None  # a tool-calling step awaiting its responses
-    responses: list[str] = []
+    pending: Step | None = None  # a tool-calling step collecting its responses
+    text_format = False  # the pending step came from DeepResearch text (only its first call ran)
     seen_user = False
     note: str | None = None
+    carry: list[str] = []  # thinking of action-less assistant turns, prepended to the next step's
+    dropped = 0
 
     def flush() -> None:
-        nonlocal pending, responses
+        nonlocal pending
         if pending is not None:
-            if len(responses) < len(pending[1]):
-                raise MalformedTrajectory("missing_response", f"step {len(steps) + 1}: tool call without a response")
-            steps.append(Step(pending[0], pending[1], None, responses, pending[2]))
-        pending, responses = None, []
+            if text_format and len(pending.tool_calls) > max(1, len(pending.responses)):
+                pending.tool_calls = pending.tool_calls[: max(1, len(pending.responses))]  # never executed
+            steps.append(pending)
+        pending = None
 
     for i, msg in enumerate(messages):
         if not isinstance(msg, Mapping) or msg.get("role") not in ("system", "user", "assistant", "tool"):
@@ -281,10 +369,8 @@ def parse_trajectory(record: Mapping[str, Any], source: str = "") -> Trajectory:
             if pending is None:
                 raise MalformedTrajectory("unexpected_response", f"message {i}: tool response without a tool call")
             found = [m.group(1) for m in _TAG["response"].finditer(content)] if role == "user" else [content]
-            responses.extend(found or [content])
+            pending.responses.extend(found or [content])
         elif role == "user":
-            if pending is not None and len(responses) < len(pending[1]):
-                raise MalformedTrajectory("missing_response", f"message {i}: user turn where a tool response was due")
             flush()
             if not seen_user:  # the first user turn is the question as the agent saw it
                 seen_user = True
@@ -297,27 +383,43 @@ def parse_trajectory(record: Mapping[str, Any], source: str = "") -> Trajectory:
             if steps and steps[-1].answer is not None:
                 log.debug("%s: ignoring assistant turns after the final answer", source)
                 break
-            step_note, note = note, None
+            if content.strip().startswith(SERVER_ERROR_PREFIX) or content.strip() in _OVERWRITES:
+                dropped += 1
+                continue
             if msg.get("tool_calls"):
                 m = _TAG["think"].search(content)
                 think = (msg.get("reasoning_content") or (m.group(1) if m else content)).strip()
-                pending = (think, _openai_calls(msg, i), step_note)
+                calls, answer, text_format = _openai_calls(msg), None, False
             else:
                 think, calls, answer = parse_action_text(content, i)
                 think = (msg.get("reasoning_content") or "").strip() or think
-                if calls:
-                    pending = (think, calls, step_note)
-                else:
-                    steps.append(Step(think, [], answer, [], step_note))
-    if pending is not None:
-        flush()
+                text_format = True
+            if not calls and answer is None:  # think-only turn: DeepResearch just asks again
+                if think:
+                    carry.append(think)
+                continue
+            if carry:
+                think = "\n\n".join([*carry, think]).strip()
+            verbatim = content if text_format and len(calls) > 1 and not carry else None
+            step = Step(think, calls, answer, [], note, verbatim)
+            note, carry = None, []
+            if calls:
+                pending = step
+            else:
+                steps.append(step)
+    flush()
     if not isinstance(question, str) or not question.strip():
         raise MalformedTrajectory("missing_question", "no question field and no user turn")
     if not steps:
-        raise MalformedTrajectory("empty_steps", "no assistant steps")
-    prediction = record.get("prediction")
-    if not isinstance(prediction, str) or not prediction.strip():
-        prediction = steps[-1].answer
+        raise MalformedTrajectory("empty_steps", "no assistant action (tool call or answer)")
+    ending_note = note
+    prediction = steps[-1].answer
+    if prediction is None and steps[-1].answer is None:
+        rec_pred = record.get("prediction")
+        prediction = rec_pred if isinstance(rec_pred, str) and rec_pred.strip() else None
+    termination = record.get("termination")
+    if not isinstance(termination, str) or not termination.strip():
+        termination = _infer_termination(steps, ending_note, steps[-1].note)
     answer = record.get("answer")
     known = {"id", "question", "answer", "messages", "prediction", "termination", *_JUDGMENT_FIELDS}
     traj = Trajectory(
@@ -326,9 +428,11 @@ def parse_trajectory(record: Mapping[str, Any], source: str = "") -> Trajectory:
         steps=steps,
         answer=None if answer is None else str(answer),
         prediction=prediction,
-        termination=record.get("termination"),
+        termination=termination,
         system=system,
         source=source,
+        ending_note=ending_note,
+        dropped_turns=dropped,
         extra={k: v for k, v in record.items() if k not in known},
     )
     for key in _JUDGMENT_FIELDS:
@@ -341,78 +445,65 @@ def parse_trajectory(record: Mapping[str, Any], source: str = "") -> Trajectory:
 # ----------------------------------------------------------------------------------------------- judgment
 
 
-def normalize_answer(text: str) -> str:
-    """Lowercase, NFKC, drop punctuation and English articles, collapse whitespace (SQuAD-style)."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = "".join(" " if ch in string.punctuation or unicodedata.category(ch).startswith("P") else ch for ch in text)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
 def match_answer(prediction: str | None, gold: str | None, mode: str = "contains") -> bool | None:
-    """Compare a prediction with the ground truth after :func:`normalize_answer`.
+    """Compare a prediction with the ground truth with :func:`data_tools.answers.judge_answer`.
 
-    ``exact``: equal; ``contains``: equal, or the gold answer occurs as a whole-word span of the prediction.
-    Returns None when there is no gold answer; an empty prediction is incorrect.
+    ``contains``: every rule (exact, numeric tolerance, whole-word span, rubric for long gold answers);
+    ``exact``: only normalised equality. Returns None when there is no gold answer; an empty prediction is
+    incorrect.
     """
-    if gold is None or not normalize_answer(gold):
-        return None
-    if not prediction:
-        return False
-    p, g = normalize_answer(prediction), normalize_answer(gold)
-    if p == g:
-        return True
-    return mode == "contains" and f" {g} " in f" {p} "
+    v = judge_answer(prediction, gold)
+    if mode == "exact" and v.correct:
+        return normalize_answer(prediction) == normalize_answer(gold)
+    return v.correct
 
 
 def judge(traj: Trajectory, mode: str = "auto") -> bool | None:
     """Set and return ``traj.judgment`` for ``mode`` in :data:`JUDGE_MODES` (except ``llm``, see below).
 
-    ``auto`` keeps an explicit judgment field and otherwise uses ``contains``; ``field`` only uses the field.
+    ``auto`` keeps an explicit judgment field and otherwise uses the answer judge (:mod:`data_tools.answers`,
+    with the record's ``style``, ``aliases`` and ``required_facts`` when present); ``field`` only uses the field.
+    An unfinished trajectory (no final answer) is not judged: its outcome is ``unfinished``.
     """
     if mode not in JUDGE_MODES or mode == "llm":
         raise ValueError(f"judge mode must be one of {JUDGE_MODES[:-1]} here (llm: judge_with_llm), got {mode!r}")
     if mode in ("auto", "field") and traj.judge_reason == "field":
         return traj.judgment
+    traj.judgment, traj.judge_reason = None, ""
     if mode == "field":
-        traj.judgment, traj.judge_reason = None, ""
         return None
-    m = "contains" if mode == "auto" else mode
-    traj.judgment = match_answer(traj.prediction, traj.answer, m)
-    traj.judge_reason = m if traj.judgment is not None else ""
+    if not traj.finished:
+        traj.judge_reason = f"unfinished: {traj.termination}"
+        return None
+    aliases = traj.extra.get("aliases") if isinstance(traj.extra.get("aliases"), list) else ()
+    facts = traj.extra.get("required_facts") if isinstance(traj.extra.get("required_facts"), list) else ()
+    style = traj.extra.get("style") if isinstance(traj.extra.get("style"), str) else None
+    v = judge_answer(traj.prediction, traj.answer, style=style, aliases=aliases, required_facts=facts)
+    if mode == "exact" and v.correct and normalize_answer(traj.prediction) != normalize_answer(traj.answer):
+        v = Verdict(False, "exact", f"not equal (would pass by {v.method})")
+    traj.judgment = v.correct
+    traj.judge_reason = f"{v.method}: {v.reason}" if v.correct is not None else ""
     return traj.judgment
 
 
 def judge_with_llm(trajs: list[Trajectory], client: Any, keep_field: bool = False) -> Counter:
-    """Judge trajectories with an LLM (``data_tools.llm.client.LLMClient``) using the ``has/judge`` template.
+    """Judge finished trajectories with an LLM (:func:`data_tools.answers.llm_judge`, the ``has/judge`` template).
 
-    The reply is a structured ``{"verdict": "correct"|"incorrect", "reason"}``. Trajectories without a ground
-    truth are left alone, and so are those with an explicit judgment field when ``keep_field``; an empty
-    prediction is Incorrect without asking; a failed request leaves ``judgment`` None. Returns counts by outcome.
+    Trajectories without a ground truth or without a final answer are left alone, and so are those with an
+    explicit judgment field when ``keep_field``; a failed request leaves ``judgment`` None. The model's reason
+    is kept in ``judge_reason``. Returns counts by outcome.
     """
-    from data_tools.llm.prompts import load_prompt
-
-    tpl = load_prompt("has", "judge")
     counts: Counter = Counter()
-    asks = []
-    for t in trajs:
-        if (keep_field and t.judge_reason == "field") or t.answer is None:
-            continue
+    todo = [t for t in trajs if not (keep_field and t.judge_reason == "field") and t.answer is not None and t.finished]
+    for t in todo:
         t.judgment, t.judge_reason = None, ""
-        if not t.prediction:
-            t.judgment, t.judge_reason = False, "empty prediction"
-            counts["incorrect"] += 1
-            continue
-        msgs = tpl.render(question=t.question, answer=t.answer, prediction=t.prediction)
-        asks.append((t, {"messages": msgs, "schema": tpl.schema, "seed": 0, "temperature": 0.0}))
-    results = client.run_batch([req for _, req in asks]) if asks else []
-    for (t, _), res in zip(asks, results):
-        if res.error or not isinstance(res.parsed, dict):
+    verdicts = llm_judge([(t.question, t.answer or "", t.prediction or "") for t in todo], client) if todo else []
+    for t, v in zip(todo, verdicts):
+        if v is None:
             counts["judge_failed"] += 1
             continue
-        t.judgment = res.parsed["verdict"] == "correct"
-        t.judge_reason = f"llm ({tpl.tag}): " + str(res.parsed.get("reason", ""))[:200]
-        counts["correct" if t.judgment else "incorrect"] += 1
+        t.judgment, t.judge_reason = v.correct, v.reason if v.method == "llm" else f"{v.method}: {v.reason}"
+        counts["correct" if v.correct else "incorrect"] += 1
     return counts
 
 
@@ -431,6 +522,8 @@ class LoadReport:
     """Malformed trajectories by reason (:data:`MALFORMED_REASONS`)."""
     examples: dict[str, str] = field(default_factory=dict)
     """First ``file:line: detail`` per malformed reason."""
+    terminations: Counter = field(default_factory=Counter)
+    """Parsed trajectories by termination (DeepResearch's ``termination`` field, inferred when missing)."""
 
     def summary(self) -> str:
         """``read N, ok M, malformed K (reason=n, ...)``."""
@@ -455,6 +548,7 @@ def load_trajectories(path: str | os.PathLike, report: LoadReport | None = None)
                 reason, detail = exc.reason, exc.detail
             else:
                 report.ok += 1
+                report.terminations[traj.termination or "unknown"] += 1
                 yield traj
                 continue
         report.malformed[reason] += 1

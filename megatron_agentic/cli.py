@@ -29,6 +29,7 @@ COMMANDS: dict[str, dict[str | None, tuple[str, str]]] = {
         "fas": ("data_tools.fas", "first-order action synthesis (planning + reasoning)"),
         "rollout": ("data_tools.rollout", "roll out agent trajectories in the offline environment"),
         "has": ("data_tools.has", "higher-order action synthesis from trajectories"),
+        "has-probe": ("data_tools.has.probe", "tell probe: can a classifier find the original HAS option?"),
         "mix": ("data_tools.mix", "compute stage blends from real token counts"),
     },
 }

@@ -15,7 +15,8 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from data_tools.env.search import Document, SearchEnvironment, content_words
+from data_tools.answers import INSTRUCTION_WORDS, content_words, split_sentences
+from data_tools.env.search import Document, SearchEnvironment
 from data_tools.serialize import render_action
 
 _MASKED = re.compile(r'"([^"]*___[^"]*)"')
@@ -25,8 +26,8 @@ _BEFORE = re.compile(r"^\s*how many years before (\d{3,4})", re.I)
 _NUMERIC = re.compile(r"^\s*(how (many|much|long|old|tall|far)|when|in what year|what year)\b", re.I)
 _YEAR = re.compile(r"\b(\d{3,4})\b")
 _NUMBER = re.compile(r"\b\d[\d,.]*\b")
-# Question scaffolding words that carry no information about the subject.
-_SCAFFOLD = frozenset("subject described describe describes sentence question name named called blank".split())
+# Question scaffolding / instruction words that carry no information about the subject (shared with HAS).
+_SCAFFOLD = INSTRUCTION_WORDS
 
 
 def fill_blank(masked: str, text: str) -> str | None:
@@ -36,8 +37,11 @@ def fill_blank(masked: str, text: str) -> str | None:
     if not left.strip() and not right.strip():
         return None
     pattern = re.escape(left) + r"(.{1,80}?)" + (re.escape(right) if right.strip() else r"(?=[.,;:]|$)")
-    m = re.search(pattern, text, re.S)
-    return m.group(1).strip() if m else None
+    for sentence in split_sentences(text):  # a filler never runs across a sentence boundary
+        m = re.search(pattern, sentence, re.S)
+        if m:
+            return m.group(1).strip()
+    return None
 
 
 @dataclass

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import bm25s
-from bm25s.stopwords import STOPWORDS_EN_PLUS
 
+from data_tools.answers import content_words, split_sentences
 from data_tools.common.jsonl import BadLine, iter_jsonl
 
 log = logging.getLogger(__name__)
@@ -35,19 +34,6 @@ VISIT_FAILURE = (
     "Evidence in page: \nThe provided webpage content could not be accessed. Please check the URL or file format.\n\n"
     "Summary: \nThe webpage content could not be processed, and therefore, no information is available.\n\n"
 )
-_SENT_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
-_WORD = re.compile(r"\w\w+", re.U)
-_STOP = frozenset(STOPWORDS_EN_PLUS) | {"also", "described", "does", "did", "which", "what", "who", "whom", "whose"}
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split text into sentences at ``. ! ?`` followed by whitespace and an upper-case letter/digit/quote."""
-    return [s.strip() for s in _SENT_SPLIT.split(text.strip()) if s.strip()]
-
-
-def content_words(text: str) -> list[str]:
-    """Lower-cased words of two or more characters, English stop words removed."""
-    return [w for w in _WORD.findall(text.lower()) if w not in _STOP]
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ rest; with an LLM backend the judge model does.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from data_tools.answers import judge_answer
 from data_tools.fas.actions import knowledge_lines, tool_call_problem
-from data_tools.fas.knowledge import content_words, normalize_answer
+from data_tools.fas.knowledge import content_words
 from data_tools.llm.prompts import load_prompt
 
 REASONS = (
@@ -62,18 +62,9 @@ def _vocab(*texts: str) -> set[str]:
 
 
 def answers_agree(answer: str, truth: str, style: str) -> bool:
-    """Whether a final answer agrees with the ground truth (numbers equal, normalized match, or report coverage)."""
-    a, t = normalize_answer(answer), normalize_answer(truth)
-    if not a:
-        return False
-    if style == "report_synthesis":
-        need = set(content_words(truth))
-        return bool(need) and len(need & set(content_words(answer))) >= 0.6 * len(need)
-    if style == "numerical_computation":
-        na, nt = re.findall(r"-?\d+(?:\.\d+)?", a.replace(",", "")), re.findall(r"-?\d+(?:\.\d+)?", t.replace(",", ""))
-        if na and nt:
-            return float(na[0]) == float(nt[0])
-    return a == t or (len(t) >= 3 and f" {t} " in f" {a} ") or (len(a) >= 3 and f" {a} " in f" {t} ")
+    """Whether a final answer agrees with the ground truth: the project's one answer judge
+    (:func:`data_tools.answers.judge_answer`: exact / numeric tolerance / whole-word span, rubric for reports)."""
+    return bool(judge_answer(answer, truth, style=style).correct)
 
 
 def structural_planning(plan: dict[str, Any]) -> Verdict | None:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+# One implementation of these for FAS and HAS (re-exported here for the FAS modules that import them from here).
+from data_tools.answers import content_words, normalize_answer, split_sentences  # noqa: F401
+
 MONTHS = {
     m: i
     for i, m in enumerate(
@@ -32,56 +35,6 @@ MONTHS = {
     )
 }
 _MONTH_RE = "(?:January|February|March|April|May|June|July|August|September|October|November|December)"
-_ABBREV = {
-    "mr",
-    "mrs",
-    "ms",
-    "dr",
-    "prof",
-    "st",
-    "jr",
-    "sr",
-    "vs",
-    "etc",
-    "e.g",
-    "i.e",
-    "no",
-    "mt",
-    "ft",
-    "gen",
-    "col",
-    "lt",
-    "sgt",
-    "inc",
-    "ltd",
-    "co",
-    "c",
-    "ca",
-    "approx",
-    "fig",
-    "vol",
-    "u.s",
-    "u.k",
-    "d.c",
-    "jan",
-    "feb",
-    "mar",
-    "apr",
-    "jun",
-    "jul",
-    "aug",
-    "sep",
-    "sept",
-    "oct",
-    "nov",
-    "dec",
-    "ed",
-    "rev",
-    "op",
-    "cf",
-    "al",
-}
-_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 STOPWORDS = frozenset(
     """a an the and or but if of at by for with about against between into through during before after above below
     to from up down in out on off over under again further then once here there when where why how all any both
@@ -166,24 +119,6 @@ class DateMention:
     """Character offset in the text."""
 
 
-def split_sentences(text: str) -> list[str]:
-    """Split text into sentences, keeping abbreviations (``Dr.``, ``U.S.``) and initials (``J. R. R.``) intact."""
-    text = re.sub(r"\s+", " ", text or "").strip()
-    if not text:
-        return []
-    parts = _SPLIT.split(text)
-    out: list[str] = []
-    for part in parts:
-        if out:
-            prev = out[-1]
-            last = prev.rsplit(" ", 1)[-1].rstrip(".").lower().strip("(\"'")
-            if last in _ABBREV or re.fullmatch(r"[A-Z]", prev.rsplit(" ", 1)[-1].rstrip(".")):
-                out[-1] = prev + " " + part
-                continue
-        out.append(part)
-    return [s.strip() for s in out if len(s.strip()) > 1]
-
-
 _DATE_PATTERNS: list[tuple[re.Pattern, str]] = [
     (re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b"), "iso"),
     (re.compile(rf"\b(\d{{1,2}}) ({_MONTH_RE}) (\d{{3,4}})\b"), "dmy"),
@@ -262,24 +197,3 @@ def tone_of(sentence: str) -> str:
         if any(c in low for c in cues):
             return tone
     return "neutral"
-
-
-_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-]*")
-
-
-def content_words(text: str) -> list[str]:
-    """Lower-cased words of ``text`` without stop words, in order, unique."""
-    seen: list[str] = []
-    for w in _WORD.findall(text.lower()):
-        w = w.strip("'-")
-        if len(w) > 1 and w not in STOPWORDS and w not in seen:
-            seen.append(w)
-    return seen
-
-
-def normalize_answer(text: str) -> str:
-    """Normalisation for answer matching: lower case, articles/punctuation removed, whitespace collapsed."""
-    t = (text or "").lower()
-    t = re.sub(r"\b(a|an|the)\b", " ", t)
-    t = re.sub(r"[^\w\s]", " ", t)
-    return " ".join(t.split())

@@ -3,7 +3,7 @@
 CLI: ``megatron-agentic data has`` (:func:`main`, implemented in :mod:`data_tools.has.cli`); also
 ``python -m data_tools.has``. Pieces: :mod:`~data_tools.has.candidates` (alternatives + collapse guard),
 :mod:`~data_tools.has.llm_backend` (model-generated alternatives), :mod:`~data_tools.has.expand` (decisions,
-shuffling, long-context splitting).
+shuffling, long-context splitting), :mod:`~data_tools.has.probe` (the tell probe, ``data has-probe``).
 """
 
 from __future__ import annotations

@@ -4,9 +4,13 @@ An :class:`Action` is one candidate step (thinking + tool call(s), or thinking +
 propose N alternatives to a trajectory's step S_k given its context C_k = (Q, S_1, R_1, ..., S_{k-1}, R_{k-1}):
 
 * :class:`TemplateBackend` (offline, deterministic): perturbs the original action with rules: broaden or
-  narrow a search query, drift to another entity seen in earlier results, search the question verbatim, visit
-  another page seen earlier, switch tool, answer prematurely or with another entity. Thinking text comes from
-  the phrasing bank ``data_tools/templates/has/v1/offline_thoughts.json``. Every option records its strategy.
+  narrow a search query, drift to another entity seen in earlier results, search another facet of the question,
+  visit another page seen earlier, answer prematurely or with another entity / number. Each alternative's
+  *kind* (search / visit / answer / other tool) is drawn from the kinds of the trajectory's own steps, so over a
+  file the kind of an option says nothing about whether it is the original. Thinking text for every option,
+  **the original included** (its action kept exactly), comes from one pool keyed by the kind of action
+  (``data_tools/templates/has/v1/action_thoughts.json``), so the wording does not give the original away
+  (``data has-probe`` measures this). Every option records its strategy in ``source``.
 * ``LLMBackend`` (:mod:`data_tools.has.llm_backend`): asks an OpenAI-compatible model.
 
 :class:`CollapseGuard` rejects candidates that duplicate the original or each other (same tool and the same
@@ -27,12 +31,12 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
-from data_tools.env.search import content_words
-from data_tools.serialize import render_answer, render_think, render_tool_call
+from data_tools.answers import INSTRUCTION_WORDS, content_words, numbers, split_sentences
+from data_tools.serialize import TOOL_CALL_END, TOOL_CALL_START, render_answer, render_think, render_tool_call
 from data_tools.trajectory import Step, Trajectory
 
-THOUGHTS_PATH = Path(__file__).resolve().parent.parent / "templates" / "has" / "v1" / "offline_thoughts.json"
-_LINK = re.compile(r"\[([^\]\n]{1,200})\]\((https?://[^)\s]+)\)")
+THOUGHTS_PATH = Path(__file__).resolve().parent.parent / "templates" / "has" / "v1" / "action_thoughts.json"
+_LINK = re.compile(r"\[([^\]\n]{1,200})\]\((https?://[^\s()]*(?:\([^\s()]*\)[^\s()]*)*)\)")
 _CAPS = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:of|the|de|and|[A-Z][\w'’-]*))*(?<!\bof)(?<!\bthe)(?<!\band)")
 
 
@@ -50,6 +54,8 @@ class Action:
     """Where it came from: ``original``, ``template:<strategy>``, ``llm``."""
     codes: tuple[str | None, ...] = field(default=(), compare=False)
     """``PythonInterpreter`` code per tool call (original steps only)."""
+    raws: tuple[str | None, ...] = field(default=(), compare=False)
+    """Verbatim text per tool call that was not valid JSON (original steps only; rendered as written)."""
 
     @staticmethod
     def make(think: str, calls: Sequence[dict] = (), answer: str | None = None, source: str = "template") -> Action:
@@ -63,7 +69,20 @@ class Action:
         if step.answer is not None:
             return Action(step.think, (), step.answer, "original")
         calls = tuple((c.name, json.dumps(c.arguments, ensure_ascii=False)) for c in step.tool_calls)
-        return Action(step.think, calls, None, "original", tuple(c.code for c in step.tool_calls))
+        codes = tuple(c.code for c in step.tool_calls)
+        return Action(step.think, calls, None, "original", codes, tuple(c.raw for c in step.tool_calls))
+
+    def with_think(self, think: str) -> Action:
+        """The same action (calls, code, raw text, source) with other thinking."""
+        return Action(think.strip(), self.tool_calls, self.answer, self.source, self.codes, self.raws)
+
+    @property
+    def kind(self) -> str:
+        """``answer``, ``search`` (also ``google_scholar``), ``visit``, or ``tool`` (anything else)."""
+        if self.answer is not None:
+            return "answer"
+        name = self.tool_calls[0][0] if self.tool_calls else ""
+        return "search" if name in ("search", "google_scholar") else "visit" if name == "visit" else "tool"
 
     @property
     def calls(self) -> list[dict[str, Any]]:
@@ -80,8 +99,12 @@ class Action:
         if self.answer is not None:
             parts.append(render_answer(self.answer))
         codes = self.codes or (None,) * len(self.tool_calls)
-        for (name, args), code in zip(self.tool_calls, codes):
-            parts.append(render_tool_call(name, json.loads(args), code))
+        raws = self.raws or (None,) * len(self.tool_calls)
+        for (name, args), code, raw in zip(self.tool_calls, codes, raws):
+            if raw is not None:
+                parts.append(f"{TOOL_CALL_START}\n{raw}\n{TOOL_CALL_END}")
+            else:
+                parts.append(render_tool_call(name, json.loads(args), code))
         return "\n".join(parts)
 
     def target_words(self) -> frozenset[str]:
@@ -100,7 +123,10 @@ class Action:
         words: list[str] = []
         for name, args in self.tool_calls:
             words.append(f"<{name}>")
-            words.extend(content_words(" ".join(_strings(json.loads(args)))))
+            a = json.loads(args)
+            if name == "visit" and isinstance(a, dict) and a.get("url"):
+                a = {"url": a["url"]}  # which page is the decision; the goal is the same whichever page is opened
+            words.extend(content_words(" ".join(_strings(a))))
         return frozenset(words)
 
     def signature(self) -> str:
@@ -198,11 +224,20 @@ class CollapseGuard:
 
 @lru_cache(maxsize=4)
 def load_thoughts(path: str = str(THOUGHTS_PATH)) -> dict[str, list[str]]:
-    """The offline backend's phrasing bank: strategy -> thinking templates (``str.format`` placeholders)."""
+    """The phrasing pool: action kind -> thinking templates (``str.format`` placeholders)."""
     with open(path, encoding="utf-8") as f:
         bank = json.load(f)
     bank.pop("_comment", None)
     return bank
+
+
+# Tool-output labels and boilerplate that capitalised-span extraction must not take for entities.
+_BOILERPLATE = re.compile(
+    r"A Google search for '[^'\n]*' found \d+ results:|## Web Results|The useful information in \S+ for user goal"
+    r"[^\n]* as follows:|Evidence in page:|Summary:|No results found for '[^'\n]*'\.|Try with a more general query\."
+)
+_LABELS = frozenset("summary evidence web results result google search visit page error tool sorry the no".split())
+_INSTRUCTION = INSTRUCTION_WORDS
 
 
 @dataclass
@@ -217,10 +252,28 @@ class StepContext:
     """Candidate entity names: link titles, then capitalized spans of the question and responses."""
     related: list[tuple[str, str]] = field(default_factory=list)
     """``(title, url)`` of corpus pages related to the question ("memory" guesses; needs a corpus)."""
+    goal: str = ""
+    """The ``goal`` of the most recent ``visit`` call so far (else the question): what a visit alternative uses."""
+    seen_numbers: list[str] = field(default_factory=list)
+    """Numbers that appeared in earlier tool responses (distractors for numeric answers)."""
+    sentences: list[str] = field(default_factory=list)
+    """Sentences of earlier tool responses (labels and links removed): where phrase-like wrong answers come from."""
+    answer_lengths: list[int] = field(default_factory=list)
+    """Word counts of the trajectory's own final answers (wrong answers follow the policy's habit)."""
+    query_lengths: list[int] = field(default_factory=list)
+    """Keyword counts of the trajectory's own search queries (alternatives' queries follow the policy's habit)."""
+
+    def query_length(self, rng: random.Random, default: int = 6) -> int:
+        """A query length (in keywords) drawn from the trajectory's own queries."""
+        return rng.choice(self.query_lengths) if self.query_lengths else default
 
     def answer_pool(self) -> list[str]:
         """Plausible wrong answers: titles of pages seen so far, else related corpus titles or other entities."""
         return [t for t, _ in self.links] or [t for t, _ in self.related] or self.entities
+
+    def title_of(self, url: str) -> str:
+        """Title of a URL seen so far (else the URL itself)."""
+        return next((t for t, u in [*self.links, *self.related] if u == url), url)
 
     @staticmethod
     def of(traj: Trajectory, k: int, related: Sequence[tuple[str, str]] = ()) -> StepContext:
@@ -229,23 +282,32 @@ class StepContext:
         links = list(dict.fromkeys((t.strip(), u) for t, u in _LINK.findall(seen_text)))
         qwords = set(content_words(traj.question))
         ents = [t for t, _ in links]
-        for m in _CAPS.finditer(traj.question + " " + seen_text[:4000]):
+        plain = _BOILERPLATE.sub(" ", _LINK.sub(" ", seen_text[:4000]))
+        for m in _CAPS.finditer(traj.question + " " + plain):
             ents.append(m.group(0).strip())
         uniq = []
         for e in dict.fromkeys(ents):
-            if len(e) > 2 and not set(content_words(e)) <= qwords:
+            words = set(content_words(e))
+            if len(e) > 2 and words and not words <= qwords and not words <= _LABELS:
                 uniq.append(e)
         for title, _ in related:
             if title not in uniq and not set(content_words(title)) <= qwords:
                 uniq.append(title)
-        return StepContext(traj.question, links, uniq, list(related))
+        goal = traj.question
+        for s in traj.steps[:k]:
+            for c in s.tool_calls:
+                if c.name == "visit" and isinstance(c.arguments.get("goal"), str) and c.arguments["goal"].strip():
+                    goal = c.arguments["goal"]
+        nums = list(dict.fromkeys(f"{x:g}" for x in numbers(plain) if abs(x) < 1e7))
+        qlens = [len(_keywords(q)) for q in (_first_query(Action.from_step(s)) for s in traj.steps) if q]
+        sents = [x for x in split_sentences(plain) if len(x.split()) >= 4]
+        alens = [len(st.answer.split()) for st in traj.steps if st.answer]
+        return StepContext(
+            traj.question, links, uniq, list(related), goal, nums, sents, alens, [n for n in qlens if n >= 2]
+        )
 
 
 Strategy = Callable[[Action, StepContext, random.Random], "Action | None"]
-
-
-def _think(rng: random.Random, key: str, **values: str) -> str:
-    return rng.choice(load_thoughts()[key]).format(**values)
 
 
 def _first_query(orig: Action) -> str | None:
@@ -259,115 +321,130 @@ def _first_query(orig: Action) -> str | None:
 
 
 def _keywords(text: str, n: int | None = None) -> list[str]:
-    """Distinct content words of ``text`` in order of appearance (the first ``n`` when given)."""
-    words = list(dict.fromkeys(content_words(text)))
+    """Distinct content words of ``text`` that are not instruction words, in order (the first ``n`` when given)."""
+    words = [w for w in content_words(text) if w not in _INSTRUCTION and w.strip("_")]
     return words if n is None else words[:n]
 
 
-def s_broaden(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
-    """Search with only the first one or two content words of the original query (too broad)."""
-    q = _first_query(orig)
-    if not q or len(_keywords(q)) < 3:
+def _search(query: str) -> Action | None:
+    """A search action, or None for a trivial query (fewer than two content words)."""
+    if len(_keywords(query)) < 2:
         return None
-    broad = " ".join(_keywords(q, n=rng.choice((1, 2))))
-    return Action.make(_think(rng, "broaden", query=broad), [{"name": "search", "arguments": {"query": [broad]}}])
+    return Action.make("", [{"name": "search", "arguments": {"query": [query]}}])
+
+
+def s_broaden(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
+    """Search with the original query's keywords less the last one to half of them (broader)."""
+    words = _keywords(_first_query(orig) or "")
+    if len(words) < 4:
+        return None
+    return _search(" ".join(words[: len(words) - rng.randint(1, max(1, len(words) // 2))]))
 
 
 def s_tail(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
-    """Search only the last two or three content words of the question (a different facet of it)."""
+    """Search the last keywords of the question (a different facet of it)."""
     words = _keywords(ctx.question)
     if len(words) < 4:
         return None
-    tail = " ".join(words[-rng.choice((2, 3)) :])
-    return Action.make(_think(rng, "broaden", query=tail), [{"name": "search", "arguments": {"query": [tail]}}])
+    return _search(" ".join(words[-max(2, ctx.query_length(rng) - rng.randint(0, 2)) :]))
 
 
 def s_drop(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
     """Search the question's keywords with one of them left out (a slightly different focus)."""
-    words = _keywords(ctx.question)[:8]
-    if len(words) < 2:
+    words = _keywords(ctx.question)[: ctx.query_length(rng) + 1]
+    if len(words) < 3:
         return None
     words.pop(rng.randrange(len(words)))
-    query = " ".join(words)
-    return Action.make(_think(rng, "narrow", query=query), [{"name": "search", "arguments": {"query": [query]}}])
-
-
-def s_visit_related(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
-    """Open a corpus page guessed from the question without searching first (needs a corpus)."""
-    if not ctx.related:
-        return None
-    title, url = rng.choice(ctx.related)
-    goal = " ".join(ctx.question.split()[:20])
-    return Action.make(
-        _think(rng, "visit", title=title), [{"name": "visit", "arguments": {"url": [url], "goal": goal}}]
-    )
+    return _search(" ".join(words))
 
 
 def s_narrow(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
-    """Search with the original query plus question words it lacks (over-specific)."""
-    q = _first_query(orig) or ""
-    extra = [w for w in _keywords(ctx.question) if w not in set(content_words(q))]
-    if not extra:
+    """Search with the original query's keywords plus question keywords it lacks (over-specific)."""
+    have = _keywords(_first_query(orig) or "")
+    extra = [w for w in _keywords(ctx.question) if w not in set(have)]
+    if not extra or not have:
         return None
     rng.shuffle(extra)
-    narrow = (q + " " + " ".join(extra[:3])).strip()
-    return Action.make(_think(rng, "narrow", query=narrow), [{"name": "search", "arguments": {"query": [narrow]}}])
+    return _search(" ".join(have + extra[: rng.choice((1, 2, 3))]))
 
 
 def s_question(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
-    """Search the question itself, verbatim (a common naive move)."""
-    q = " ".join(ctx.question.split()[:16])
-    return Action.make(_think(rng, "question", query=q), [{"name": "search", "arguments": {"query": [q]}}])
+    """Search the question's first keywords (a plain first move)."""
+    return _search(" ".join(_keywords(ctx.question, n=ctx.query_length(rng))))
+
+
+def s_sample(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
+    """Search a random subset of the question's keywords and of words seen so far (another angle)."""
+    pool = list(dict.fromkeys(_keywords(ctx.question) + [w for e in ctx.entities[:10] for w in _keywords(e)]))
+    if len(pool) < 3:
+        return None
+    picked = sorted(rng.sample(range(len(pool)), min(len(pool), max(2, ctx.query_length(rng)))))
+    return _search(" ".join(pool[i] for i in picked))
 
 
 def s_drift(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
     """Search for another entity seen so far (drifting away from the target)."""
     if not ctx.entities:
         return None
-    ent = rng.choice(ctx.entities)
-    kw = _keywords(ctx.question, n=2)
-    query = f"{ent} {rng.choice(kw)}" if kw else ent
-    return Action.make(
-        _think(rng, "drift", entity=ent, query=query), [{"name": "search", "arguments": {"query": [query]}}]
-    )
+    ent = _keywords(rng.choice(ctx.entities), n=3)
+    kw = [w for w in _keywords(ctx.question) if w not in ent]
+    return _search(" ".join(ent + kw[: max(1, ctx.query_length(rng) - len(ent))]))
 
 
 def s_visit_seen(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
-    """Visit a page that appeared in earlier results (possibly the wrong one)."""
-    if not ctx.links:
-        return s_visit_related(orig, ctx, rng)
-    title, url = rng.choice(ctx.links)
-    goal = " ".join(ctx.question.split()[:20])
-    return Action.make(
-        _think(rng, "visit", title=title), [{"name": "visit", "arguments": {"url": [url], "goal": goal}}]
-    )
+    """Visit a page that appeared in earlier results (possibly the wrong one); only URLs actually seen."""
+    urls = {u for c in orig.calls for u in (c["arguments"].get("url") or [])} if orig.kind == "visit" else set()
+    links = [(t, u) for t, u in ctx.links if u not in urls]
+    if not links:
+        return None
+    title, url = rng.choice(links)
+    return Action.make("", [{"name": "visit", "arguments": {"url": [url], "goal": ctx.goal}}])
+
+
+def _numeric_distractor(orig: Action, ctx: StepContext, rng: random.Random) -> str | None:
+    got = numbers(orig.answer or "")
+    if not got or len((orig.answer or "").split()) > 3:
+        return None
+    pool = [n for n in ctx.seen_numbers if float(n) != got[0]]
+    if pool and rng.random() < 0.7:
+        return rng.choice(pool)
+    x = got[0]
+    delta = rng.choice((-10, -2, -1, 1, 2, 10)) if float(x).is_integer() else x * rng.choice((-0.1, 0.1))
+    return f"{x + delta:g}"
+
+
+def _wrong_answer(orig: Action, ctx: StepContext, rng: random.Random) -> str | None:
+    """A plausible wrong answer as long as the policy's answers: a span of a sentence seen so far for phrase-like
+    answers, else a page title / entity seen so far."""
+    length = len(orig.answer.split()) if orig.answer else rng.choice(ctx.answer_lengths or [2])
+    pool = [e for e in ctx.answer_pool() if orig.answer is None or e.lower() not in orig.answer.lower()]
+    if length > 3 and ctx.sentences:
+        words = rng.choice(ctx.sentences).rstrip(".").split()
+        start = rng.randrange(max(1, len(words) - length + 1))
+        span = " ".join(words[start : start + length]).strip(",;:")
+        if span and (orig.answer is None or span.lower() != orig.answer.lower()):
+            return span
+    return rng.choice(pool) if pool else None
 
 
 def s_premature(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
-    """Answer now with an entity seen so far (or give up), without further checking."""
-    pool = ctx.answer_pool()
-    if pool:
-        ans = rng.choice(pool)
-        return Action.make(_think(rng, "premature", answer=ans), answer=ans)
-    return Action.make(_think(rng, "give_up"), answer="I could not find enough information to answer.")
+    """Answer now with something seen so far, without further checking."""
+    ans = _wrong_answer(orig, ctx, rng)
+    return Action.make("", answer=ans) if ans else None
 
 
 def s_alt_answer(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
-    """For an answering step: answer with another entity seen so far."""
-    pool = [e for e in ctx.answer_pool() if orig.answer is None or e.lower() not in orig.answer.lower()]
-    if not pool:
-        return None
-    ans = rng.choice(pool)
-    return Action.make(_think(rng, "alt_answer", answer=ans), answer=ans)
+    """For an answering step: answer with another number (numeric answers) or another span / entity seen so far."""
+    num = _numeric_distractor(orig, ctx, rng)
+    if num is not None:
+        return Action.make("", answer=num)
+    ans = _wrong_answer(orig, ctx, rng) if orig.answer is not None else None
+    return Action.make("", answer=ans) if ans else None
 
 
 def s_verify(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
     """For an answering step: keep searching to verify instead of answering."""
-    kw = _keywords((orig.answer or "") + " " + ctx.question, n=5)
-    if not kw:
-        return None
-    query = " ".join(kw)
-    return Action.make(_think(rng, "verify", query=query), [{"name": "search", "arguments": {"query": [query]}}])
+    return _search(" ".join(_keywords((orig.answer or "") + " " + ctx.question, n=ctx.query_length(rng))))
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -377,13 +454,35 @@ STRATEGIES: dict[str, Strategy] = {
     "drop": s_drop,
     "question": s_question,
     "drift": s_drift,
+    "sample": s_sample,
+    "verify": s_verify,
     "visit_seen": s_visit_seen,
     "premature": s_premature,
     "alt_answer": s_alt_answer,
-    "verify": s_verify,
 }
-TOOL_STEP_STRATEGIES = ("broaden", "narrow", "tail", "drop", "question", "drift", "visit_seen", "premature")
-ANSWER_STEP_STRATEGIES = ("alt_answer", "verify", "visit_seen", "drift", "premature", "question", "tail")
+STRATEGY_KINDS: dict[str, tuple[str, ...]] = {
+    "search": ("broaden", "narrow", "tail", "drop", "question", "drift", "sample", "verify"),
+    "visit": ("visit_seen",),
+    "answer": ("alt_answer", "premature"),
+}
+"""Strategies by the kind of action they produce."""
+
+
+def phrase(action: Action, ctx: StepContext, rng: random.Random) -> Action:
+    """``action`` with thinking drawn from the kind-keyed pool (the same pool for originals and alternatives)."""
+    pool = load_thoughts()
+    kind = action.kind
+    if kind == "answer":
+        text = rng.choice(pool["answer"]).format(answer=action.answer)
+    elif kind == "search":
+        text = rng.choice(pool["search"]).format(query=_first_query(action) or "")
+    elif kind == "visit":
+        urls = action.calls[0]["arguments"].get("url") if action.calls else None
+        url = urls[0] if isinstance(urls, list) and urls else str(urls or "")
+        text = rng.choice(pool["visit"]).format(title=ctx.title_of(url))
+    else:
+        text = rng.choice(pool["tool"]).format(tool=action.tool_calls[0][0] if action.tool_calls else "a tool")
+    return action.with_think(text)
 
 
 def step_rng(seed: int, traj_id: str, k: int, purpose: str) -> random.Random:
@@ -393,6 +492,14 @@ def step_rng(seed: int, traj_id: str, k: int, purpose: str) -> random.Random:
 
 AltMap = dict[str, list[list[Action]]]
 """Alternatives per trajectory id, one list per step."""
+
+
+def kind_weights(traj: Trajectory) -> dict[str, float]:
+    """Share of each action kind among the trajectory's own steps (what alternatives' kinds are drawn from)."""
+    kinds = Counter(Action.from_step(s).kind for s in traj.steps)
+    kinds.pop("tool", None)  # no template strategy writes other tools' arguments
+    total = sum(kinds.values())
+    return {k: v / total for k, v in kinds.items()} if total else {"search": 1.0}
 
 
 class TemplateBackend:
@@ -405,27 +512,94 @@ class TemplateBackend:
         self.max_regenerate = max_regenerate
         self.env = env
         """Optional :class:`~data_tools.env.search.SearchEnvironment`: corpus pages related to the question feed
-        the drift / premature-answer / visit strategies (the paper's perturbation "from the corpus and memory")."""
+        the drift / premature-answer strategies (the paper's perturbation "from the corpus and memory")."""
         self.related_k = related_k
         self._related: dict[str, list[tuple[str, str]]] = {}
         self.shortfall = 0
         """Steps that got fewer than the requested number of alternatives."""
 
-    def alternatives(
-        self, traj: Trajectory, k: int, n: int, rng: random.Random, have: Sequence[Action] = ()
-    ) -> list[Action]:
-        """Up to ``n`` alternatives to step ``k`` of ``traj`` distinct from the original and from ``have``."""
+    def context(self, traj: Trajectory, k: int) -> StepContext:
+        """The :class:`StepContext` of step ``k``."""
+        return StepContext.of(traj, k, self.related(traj))
+
+    def original(self, traj: Trajectory, k: int, seed: int) -> Action:
+        """The original step with its action kept exactly and its thinking drawn from the shared pool."""
+        return phrase(Action.from_step(traj.steps[k]), self.context(traj, k), step_rng(seed, traj.id, k, "orig"))
+
+    def pools(self, traj: Trajectory, k: int, n: int, rng: random.Random) -> dict[str, list[Action]]:
+        """Up to ``n`` distinct candidates of each kind for step ``k`` (none duplicating the original), with
+        thinking from the shared pool; the pool sizes are what the step can offer of each kind."""
         orig = Action.from_step(traj.steps[k])
-        ctx = StepContext.of(traj, k, self.related(traj))
-        names = list(ANSWER_STEP_STRATEGIES if orig.answer is not None else TOOL_STEP_STRATEGIES)
-        rng.shuffle(names)
+        ctx = self.context(traj, k)
+        out: dict[str, list[Action]] = {}
+        for kind, names in STRATEGY_KINDS.items():
+            tries = list(names) * (2 + self.max_regenerate)
+            rng.shuffle(tries)
+            acc: list[Action] = []
+            for name in tries:
+                if len(acc) >= n:
+                    break
+                cand = STRATEGIES[name](orig, ctx, rng)
+                if cand is None:
+                    continue
+                cand = phrase(Action(cand.think, cand.tool_calls, cand.answer, f"template:{name}"), ctx, rng)
+                if not self.guard.same(cand, orig) and not any(self.guard.same(cand, a) for a in acc):
+                    acc.append(cand)
+            out[kind] = acc
+        return out
+
+    def plan(self, traj: Trajectory, caps: Sequence[dict[str, int]], n: int, seed: int) -> list[list[str]]:
+        """Kinds of the alternatives of every step, so that over the trajectory each kind appears ``n`` times as
+        often among alternatives as among the original steps, as far as the steps' ``caps`` (candidates per kind)
+        allow: then an option's kind tells nothing about whether it is the original. Greedy by remaining deficit
+        (most constrained steps first); a slot is only left empty when the step has no candidate left.
+        """
+        rng = step_rng(seed, traj.id, -1, "plan")
+        kinds = Counter(Action.from_step(s).kind for s in traj.steps)
+        target = {kd: n * kinds.get(kd, 0) for kd in STRATEGY_KINDS}
+        if not any(target.values()):
+            target["search"] = n * len(traj.steps)
+        used: Counter = Counter()
+        plan: list[list[str]] = [[] for _ in traj.steps]
+        for k in sorted(range(len(traj.steps)), key=lambda i: (sum(v > 0 for v in caps[i].values()), i)):
+            cap = dict(caps[k])
+            for _ in range(n):
+                open_kinds = [kd for kd, c in cap.items() if c > 0]
+                if not open_kinds:
+                    break
+                best = max(open_kinds, key=lambda kd: (target[kd] - used[kd], rng.random()))
+                plan[k].append(best)
+                used[best] += 1
+                cap[best] -= 1
+        return plan
+
+    def alternatives(
+        self,
+        traj: Trajectory,
+        k: int,
+        n: int,
+        rng: random.Random,
+        have: Sequence[Action] = (),
+        kinds: Sequence[str] | None = None,
+        pools: dict[str, list[Action]] | None = None,
+    ) -> list[Action]:
+        """Up to ``n`` alternatives to step ``k`` of ``traj`` distinct from the original and from ``have``.
+
+        ``kinds``: the kind of each wanted alternative (see :meth:`plan`); default: any kind, drawn from the
+        trajectory's own kinds first. ``pools``: the step's candidates (see :meth:`pools`).
+        """
+        orig = Action.from_step(traj.steps[k])
+        pools = pools if pools is not None else self.pools(traj, k, 2 * n, rng)
+        if kinds is None:
+            weights = kind_weights(traj)
+            kinds = rng.choices(list(weights), list(weights.values()), k=n) + list(STRATEGY_KINDS) * n
         accepted: list[Action] = list(have)
-        for name in names * (1 + self.max_regenerate):
+        for kind in kinds:
             if len(accepted) >= n:
                 break
-            cand = STRATEGIES[name](orig, ctx, rng)
-            if cand is not None:
-                self.guard.offer(Action(cand.think, cand.tool_calls, cand.answer, f"template:{name}"), orig, accepted)
+            while pools.get(kind):
+                if self.guard.offer(pools[kind].pop(0), orig, accepted):
+                    break
         if len(accepted) < n:
             self.shortfall += 1
         return accepted[len(have) : n]
@@ -441,7 +615,16 @@ class TemplateBackend:
 
     def generate(self, trajs: Sequence[Trajectory], n: int, seed: int) -> AltMap:
         """Alternatives for every step of every trajectory (RNG seeded per step, so order does not matter)."""
-        return {
-            t.id: [self.alternatives(t, k, n, step_rng(seed, t.id, k, "alt")) for k in range(len(t.steps))]
-            for t in trajs
-        }
+        out: AltMap = {}
+        for t in trajs:
+            pools = [self.pools(t, k, n, step_rng(seed, t.id, k, "alt")) for k in range(len(t.steps))]
+            plan = self.plan(t, [{kd: len(v) for kd, v in p.items()} for p in pools], n, seed)
+            out[t.id] = [
+                self.alternatives(t, k, n, step_rng(seed, t.id, k, "pick"), kinds=plan[k], pools=pools[k])
+                for k in range(len(t.steps))
+            ]
+        return out
+
+    def originals(self, trajs: Sequence[Trajectory], seed: int) -> dict[str, list[Action]]:
+        """The re-phrased original of every step (see :meth:`original`)."""
+        return {t.id: [self.original(t, k, seed) for k in range(len(t.steps))] for t in trajs}

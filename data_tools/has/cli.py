@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from data_tools.common.cli_args import add_llm_args, llm_config_from_args
-from data_tools.common.jsonl import ResumableJsonlWriter, atomic_write_json
+from data_tools.common.jsonl import ResumableJsonlWriter, atomic_write_json, iter_jsonl
 from data_tools.common.lock import lock_output_file
 from data_tools.common.sharding import add_shard_args, shard_from_args, shard_of
 from data_tools.has.candidates import CollapseGuard, TemplateBackend
@@ -74,6 +74,31 @@ def _completed(writer: ResumableJsonlWriter) -> set[str]:
             parts.setdefault(tid, set()).add(int(i))
             totals[tid] = int(n)
     return {tid for tid, got in parts.items() if len(got) == totals[tid]}
+
+
+def output_totals(path: Path) -> dict[str, Any]:
+    """Totals over everything in the output file (so a resumed or repeated run reports the whole result).
+
+    ``trajectories`` (complete ones: their last part is written), ``samples``, ``tokens``, and complete
+    trajectories by ``outcome`` and ``termination``.
+    """
+    totals: dict[str, Any] = {"trajectories": 0, "samples": 0, "tokens": 0, "outcomes": Counter(),
+                              "terminations": Counter()}  # fmt: skip
+    if not path.is_file():
+        return totals
+    for _, rec in iter_jsonl(path):
+        meta = rec.get("meta") if isinstance(rec, dict) else None
+        if not isinstance(meta, dict):
+            continue
+        totals["samples"] += 1
+        totals["tokens"] += int(meta.get("tokens") or 0)
+        if meta.get("part") == int(meta.get("num_parts") or 1) - 1:
+            totals["trajectories"] += 1
+            totals["outcomes"][str(meta.get("outcome"))] += 1
+            totals["terminations"][str(meta.get("termination"))] += 1
+    totals["outcomes"] = dict(sorted(totals["outcomes"].items()))
+    totals["terminations"] = dict(sorted(totals["terminations"].items()))
+    return totals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,13 +175,14 @@ def main(argv: list[str] | None = None) -> int:
             for t in batch:
                 if args.judge != "llm":
                     judge(t, args.judge)
-                if t.judgment is None:
+                if t.outcome is None:
                     counts["skipped_no_judgment"] += 1
                 else:
                     ready.append(t)
             alts = backend.generate(ready, cfg.candidates, cfg.seed)
+            origs = backend.originals(ready, cfg.seed)
             for t in ready:
-                decisions = make_decisions(t, alts[t.id], cfg.seed)
+                decisions = make_decisions(t, alts[t.id], cfg.seed, origs[t.id])
                 for d in decisions:
                     guard.record_set(d.options)
                     counts["decisions"] += 1
@@ -167,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                     counts["oversize_samples"] += s["meta"]["oversize"]
                     counts["samples_written"] += writer.write(s)
                 counts["split_trajectories"] += len(samples) > 1
-                counts["correct" if t.judgment else "incorrect"] += 1
+                counts[t.outcome or "unjudged"] += 1
                 counts["trajectories_expanded"] += 1
             log.info("expanded %d trajectories, %d samples", counts["trajectories_expanded"], counts["samples_written"])
 
@@ -196,9 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         "shard": [shard, num_shards],
         "trajectories_read": report.read,
         "trajectories_ok": report.ok,
+        "terminations": dict(sorted(report.terminations.items())),
         "malformed": dict(sorted(report.malformed.items())),
         "malformed_examples": report.examples,
         **{k: v for k, v in sorted(counts.items())},
+        "output_totals": output_totals(out),
         "diversity": guard.report(),
         "shortfall_steps": backend.shortfall,
         "llm_backend": dict(getattr(backend, "counts", {})),

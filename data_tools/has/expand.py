@@ -24,6 +24,7 @@ from data_tools.serialize import (
     decision_text,
     has_history_turns,
     has_step_turns,
+    render_turn,
     serialize_has,
     serialize_prefix,
 )
@@ -85,13 +86,25 @@ class Decision:
         }
 
 
-def make_decisions(traj: Trajectory, alternatives: Sequence[Sequence[Action]], seed: int) -> list[Decision]:
-    """Merge each step's alternatives with the original action and shuffle them (seeded per step)."""
+def make_decisions(
+    traj: Trajectory,
+    alternatives: Sequence[Sequence[Action]],
+    seed: int,
+    originals: Sequence[Action] | None = None,
+) -> list[Decision]:
+    """Merge each step's alternatives with the original action and shuffle them (seeded per step).
+
+    ``originals``: the original steps as the backend rendered them (same action, thinking from the same pool as
+    the alternatives); default: the recorded steps verbatim.
+    """
     if len(alternatives) != len(traj.steps):
         raise ValueError(f"{traj.id}: {len(alternatives)} alternative lists for {len(traj.steps)} steps")
+    if originals is not None and len(originals) != len(traj.steps):
+        raise ValueError(f"{traj.id}: {len(originals)} originals for {len(traj.steps)} steps")
     out = []
     for k, (step, alts) in enumerate(zip(traj.steps, alternatives)):
-        options = [*alts, Action.from_step(step)]
+        orig = originals[k] if originals is not None else Action.from_step(step)
+        options = [*alts, orig]
         order = list(range(len(options)))
         step_rng(seed, traj.id, k, "shuffle").shuffle(order)
         out.append(Decision([options[i] for i in order], order.index(len(alts)), list(step.responses), step.note))
@@ -150,35 +163,45 @@ def render_samples(
     backend: str,
 ) -> list[dict[str, Any]]:
     """Render a judged trajectory's decisions as one or more ``{"id", "type", "text", "meta"}`` samples."""
-    if traj.judgment is None:
+    outcome = traj.outcome
+    if outcome is None:
         raise ValueError(f"trajectory {traj.id} has no judgment")
     steps = [d.as_step() for d in decisions]
+    chosen = [st["options"][st["chosen"]] for st in steps]  # replayed history shows the option that was chosen
     n = len(steps)
     # Token counts of the pieces add up exactly to the count of the rendered text (every piece starts and ends
     # at a special token), so each piece is encoded once; replayed history is only counted when splitting.
     prefix = count_tokens(serialize_prefix(traj.question, traj.system))
     blocks = [count_tokens(has_step_turns(st, k + 1)) for k, st in enumerate(steps[:-1])]
-    last_block = count_tokens(has_step_turns(steps[-1], n, decision_text(traj.judgment)))
+    decision = decision_text(outcome)
+    if traj.ending_note:  # DeepResearch's limit text after the last step, then the decision in its own turn
+        closing = render_turn("user", traj.ending_note) + render_turn("assistant", decision)
+        last_block = count_tokens(has_step_turns(steps[-1], n) + closing)
+    else:
+        last_block = count_tokens(has_step_turns(steps[-1], n, decision))
     if prefix + sum(blocks) + last_block <= cfg.max_tokens:
         plain = [0] * n
         parts = [Part(0, n, 0)]
     else:
         blocks.append(count_tokens(has_step_turns(steps[-1], n)))
-        plain = [count_tokens(has_history_turns(s.action_text(), s.responses or None, s.note)) for s in traj.steps]
+        plain = [
+            count_tokens(has_history_turns(chosen[k], s.responses or None, s.note)) for k, s in enumerate(traj.steps)
+        ]
         parts = plan_parts(prefix, plain, blocks, last_block, cfg)
     out = []
     for i, part in enumerate(parts):
         final = i == len(parts) - 1
-        history = [{"action": traj.steps[k].action_text(), "response": traj.steps[k].responses or None,
+        history = [{"action": chosen[k], "response": traj.steps[k].responses or None,
                     "note": traj.steps[k].note}
                    for k in range(part.history_start, part.start)]  # fmt: skip
         text = serialize_has(
             traj.question,
             steps[part.start : part.end],
-            traj.judgment if final else None,
+            outcome if final else None,
             history,
             traj.system,
             first_step=part.start + 1,
+            ending_note=traj.ending_note if final else None,
         )
         meta = {
             "trajectory_id": traj.id,
@@ -197,9 +220,11 @@ def render_samples(
                 for k in range(part.start, part.end)
             ],
             "judgment": traj.judgment,
+            "outcome": outcome,
             "judge": traj.judge_reason,
-            "decision": decision_text(traj.judgment) if final else None,
+            "decision": decision if final else None,
             "termination": traj.termination,
+            "dropped_turns": traj.dropped_turns,
             "candidates": cfg.candidates,
             "seed": cfg.seed,
             "backend": backend,

@@ -4,7 +4,9 @@ For every step S_k the ``has/alternatives`` prompt template (``data_tools/templa
 the steps so far (tool results abbreviated) and the original step, and asks for N alternatives as structured
 output. Replies pass the :class:`~data_tools.has.candidates.CollapseGuard`; steps left short are asked again
 with another seed (up to ``max_regenerate`` rounds), then filled by the offline template backend, and every
-option records where it came from (``llm`` or ``template:<strategy>``).
+option records where it came from (``llm`` or ``template:<strategy>``). The original step goes through the same
+rewrite: the model also returns ``original_think``, the original's reasoning in the voice of its alternatives,
+which replaces the recorded wording (its action is kept exactly), so the original is not recognisable by style.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ class LLMBackend:
         self.template = load_prompt("has", "alternatives")
         self.fallback = TemplateBackend(guard, max_regenerate)
         self.counts: Counter = Counter()
-        """``requests``, ``failed_requests``, ``invalid_items``, ``filled_by_template`` counts."""
+        """``requests``, ``failed_requests``, ``invalid_items``, ``filled_by_template``, ``original_rewrites``."""
+        self._rewrites: dict[tuple[str, int], str] = {}
 
     @property
     def shortfall(self) -> int:
@@ -105,6 +108,10 @@ class LLMBackend:
                     self.counts["failed_requests"] += 1
                     continue
                 traj = by_id[tid]
+                rewrite = res.parsed.get("original_think")
+                if isinstance(rewrite, str) and rewrite.strip() and (tid, k) not in self._rewrites:
+                    self._rewrites[(tid, k)] = rewrite.strip()
+                    self.counts["original_rewrites"] += 1
                 tools = {c.name for s in traj.steps for c in s.tool_calls} | set(DEFAULT_TOOLS)
                 orig = Action.from_step(traj.steps[k])
                 for item in res.parsed.get("alternatives", []):
@@ -123,4 +130,17 @@ class LLMBackend:
                 self.counts["filled_by_template"] += len(extra)
                 acc = acc + extra
             out[tid].append(acc[:n])
+        return out
+
+    def originals(self, trajs: Sequence[Trajectory], seed: int) -> dict[str, list[Action]]:
+        """The original steps with the model's rewrite of their thinking (the same voice as the alternatives);
+        steps the model did not rewrite get the template pool's phrasing, never their recorded wording."""
+        out: dict[str, list[Action]] = {}
+        for t in trajs:
+            out[t.id] = []
+            for k, step in enumerate(t.steps):
+                rewrite = self._rewrites.pop((t.id, k), None)
+                out[t.id].append(
+                    Action.from_step(step).with_think(rewrite) if rewrite else self.fallback.original(t, k, seed)
+                )
         return out

@@ -169,6 +169,7 @@ def collect(ctx: DemoContext) -> dict[str, Any]:
     data["eval"]["eval_stage1"] = eval_losses(final)
     data["samples"] = {kind: _first_text(text_input(ctx, kind, "train")) for kind in DATA_TYPES}
     data["has_lengths"] = read_json(synth(ctx, "train", "has.summary.json")).get("length_histogram_tokens", {})
+    data["has_probe"] = read_json(ctx.path("synth", "has_probe.json"))
     data["steps"] = _step_times(ctx)
     return data
 
@@ -396,6 +397,8 @@ def render_markdown(ctx: DemoContext, data: dict[str, Any], plots: dict[str, Pat
         "",
         "Candidate diversity: mean pairwise distance between the options of a decision (1 = all different).",
         "",
+        _probe_line(data.get("has_probe") or {}),
+        "",
         "## 4. Tokens (Qwen3 tokenizer, megatron `.bin/.idx`)",
         "",
     ]
@@ -518,4 +521,15 @@ def report_step() -> Step:
         title="report.md with plots",
         func=write_report,
         outputs=lambda ctx: [ctx.path("report.md")],
+    )
+
+
+def _probe_line(probe: dict) -> str:
+    """The HAS tell probe's result (``data has-probe``: can word n-grams + lengths pick the original option?)."""
+    if not probe or "accuracy" not in probe:
+        return f"Tell probe: {probe.get('skipped', 'not run')}."
+    return (
+        f"Tell probe (`data has-probe`, word n-grams + lengths, fitted on train, scored on held-out): accuracy "
+        f"{probe['accuracy']:.3f} at picking the original option vs chance {probe['chance']:.3f} "
+        f"({probe['test_decisions']} decisions); well above chance would mean the original is recognisable by style."
     )

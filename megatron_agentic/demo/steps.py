@@ -287,6 +287,27 @@ def build_steps(cfg: DemoConfig) -> list[Step]:
     ]
     for split in SPLITS:
         steps += _synthesis_steps(cfg, split)
+    steps.append(
+        Step(
+            name="has-probe",
+            title="HAS tell probe (fit on train decisions, score held-out)",
+            command=lambda ctx: cli(
+                ctx,
+                "data",
+                "has-probe",
+                "--train",
+                str(synth(ctx, "train", "has.jsonl")),
+                "--test",
+                str(synth(ctx, "heldout", "has.jsonl")),
+                "--output",
+                str(ctx.path("synth", "has_probe.json")),
+            ),
+            outputs=lambda ctx: [ctx.path("synth", "has_probe.json")],
+            clean=lambda ctx: [ctx.path("synth", "has_probe.json")],
+            resumable=False,
+            modules=("data_tools.has.probe",),
+        )
+    )
     for split in SPLITS:
         for kind in DATA_TYPES:
             steps.append(_tokenize_step(cfg, kind, split))
@@ -380,6 +401,8 @@ def _synthesis_steps(cfg: DemoConfig, split: str) -> list[Step]:
             str(cfg.seed),
             "--summary",
             str(synth(ctx, split, "has.summary.json")),
+            "--corpus",  # related pages of the split give the alternatives more than the question's own words
+            corpus(ctx),
             *llm_args(ctx, "template"),
         )
 

@@ -54,8 +54,9 @@ def test_decision_invariants(tmp_path, traj_file, capsys):
         tmp_path, traj_file, "o.jsonl", "--candidates", "3", "--seed", "5", "--corpus", "builtin:600"
     )
     line = capsys.readouterr().out
-    assert "read 28 trajectories, malformed 2 (invalid_line=1, missing_response=1)" in line
-    assert "samples written 26" in line
+    # the trajectory whose tool response is missing is kept now (DeepResearch overwrites responses at its limits)
+    assert "read 28 trajectories, malformed 1 (invalid_line=1)" in line
+    assert "samples written 27" in line
     trajs = {t.id: t for t in load_trajectories(traj_file)}
     positions = set()
     guard = CollapseGuard(0.8)
@@ -66,9 +67,12 @@ def test_decision_invariants(tmp_path, traj_file, capsys):
         assert meta["num_parts"] == 1 and len(meta["steps"]) == len(traj.steps)
         choices = re.findall(r"I will choose option (\d+)", text)
         for k, st in enumerate(meta["steps"]):
-            original = traj.steps[k].action_text()
+            # the original's action is kept exactly (its thinking comes from the shared phrasing pool)
+            original = Action.from_step(traj.steps[k])
             assert len(st["options"]) == 4  # N + 1
-            assert [i for i, o in enumerate(st["options"]) if o == original] == [st["original_index"]]
+            same = [i for i, o in enumerate(st["options"]) if _action(o).tool_calls == original.tool_calls
+                    and _action(o).answer == original.answer]  # fmt: skip
+            assert same == [st["original_index"]]
             assert st["chosen_index"] == st["original_index"] and st["sources"][st["original_index"]] == "original"
             assert int(choices[k]) == st["chosen_index"] + 1
             positions.add(st["original_index"])
@@ -79,16 +83,14 @@ def test_decision_invariants(tmp_path, traj_file, capsys):
             r for st in traj.steps for r in st.responses
         ]
         assert meta["judgment"] is traj.judgment
-        assert text.endswith(
-            ("My decision is Correct" if traj.judgment else "My decision is Incorrect") + "<|im_end|>\n"
-        )
+        ending = {True: "Correct", False: "Incorrect", None: "Unfinished"}[traj.judgment]
+        assert text.endswith(f"My decision is {ending}<|im_end|>\n")
     assert positions == {0, 1, 2, 3}  # the original is not always in the same place
     assert {s["meta"]["judgment"] for s in samples} == {True, False}
     summary = json.loads(out.with_name("o.jsonl.summary.json").read_text())
-    assert summary["malformed"] == {"invalid_line": 1, "missing_response": 1}
-    assert (
-        summary["short_decisions"] == 0 and summary["diversity"]["candidates"]["accepted"] == 3 * summary["decisions"]
-    )
+    assert summary["malformed"] == {"invalid_line": 1}
+    assert summary["diversity"]["candidates"]["accepted"] == 3 * summary["decisions"] - summary["short_decisions"]
+    assert summary["short_decisions"] <= 0.1 * summary["decisions"]
     assert 0.3 < summary["diversity"]["mean_pairwise_distance"] <= 1.0
 
 
@@ -166,11 +168,15 @@ def test_llm_backend_guard_and_fallback(tmp_path, traj_file):
     cand = summary["diversity"]["candidates"]
     assert cand["dup_original"] >= summary["decisions"] and cand["invalid"] >= summary["decisions"]
     assert summary["llm_backend"]["filled_by_template"] > 0 and summary["llm"]["failed"] == 0
+    short = 0
     for s in samples:
         for st in s["meta"]["steps"]:
-            assert len(st["options"]) == 4 and st["sources"].count("original") == 1
-            assert "llm" in st["sources"] and any(x.startswith("template:") for x in st["sources"])
+            # a first step without a corpus may have fewer distinct fill candidates than asked for (counted)
+            short += len(st["options"]) < 4
+            assert len(st["options"]) >= 3 and st["sources"].count("original") == 1
+            assert "llm" in st["sources"] and (any(x.startswith("template:") for x in st["sources"]) or short)
             assert sum('"history of science overview"' in o for o in st["options"]) == 1
+    assert short == summary["short_decisions"] <= 0.1 * summary["decisions"]
 
 
 def test_resume_after_torn_write_equals_uninterrupted(tmp_path, traj_file):
@@ -262,3 +268,24 @@ def test_cli_llm_judge(tmp_path, traj_file):
     assert all(s["text"].endswith("My decision is Correct<|im_end|>\n") for s in samples)
     summary = json.loads(out.with_name("j.jsonl.summary.json").read_text())
     assert summary["judge_correct"] == len(samples) and summary["llm"]["requests"] == len(samples)
+
+
+def test_llm_backend_rewrites_the_original(tmp_path):
+    """With the openai backend the original goes through the same rewrite: its thinking is the model's
+    ``original_think``, its action is kept exactly."""
+    from data_tools.llm.fake_server import FakeLLMServer
+
+    def responder(body):
+        alts = [{"think": f"Other idea {i}.", "tool": "search", "arguments": {"query": [f"topic number {i} x"]}}
+                for i in range(3)]  # fmt: skip
+        return {"original_think": "Rewritten in the same voice.", "alternatives": alts}
+
+    src = write_jsonl(tmp_path / "t.jsonl", [deepresearch_record()])
+    with FakeLLMServer(responder) as url:
+        _, samples = run_has(tmp_path, src, "o.jsonl", "--backend", "openai", "--llm-url", url)
+    traj = next(iter(load_trajectories(src)))
+    for k, st in enumerate(samples[0]["meta"]["steps"]):
+        orig = st["options"][st["original_index"]]
+        assert orig.startswith("<think>\nRewritten in the same voice.\n</think>")
+        assert _action(orig).tool_calls == Action.from_step(traj.steps[k]).tool_calls
+        assert traj.steps[k].think not in orig  # the recorded wording is gone

@@ -7,7 +7,7 @@ import json
 
 from data_tools import rollout as R
 from data_tools.env.questions import Question, builtin_questions, read_questions
-from data_tools.trajectory import load_trajectories, match_answer, parse_trajectory
+from data_tools.trajectory import LLM_LIMIT_TEXT, LoadReport, load_trajectories, match_answer, parse_trajectory
 
 from .conftest import write_jsonl
 
@@ -37,6 +37,7 @@ def test_scripted_rollouts_are_valid(small_env, qwen3_tok):
 
 
 def test_limits_calls_and_context(small_env, qwen3_tok):
+    """The DeepResearch ``react_agent.py`` endings: limit texts overwrite the last message."""
     q = Question("q1", "Which subject is described as an unanswerable riddle?", "nothing")
 
     async def searcher(messages, call):  # a policy that never answers unless forced
@@ -45,26 +46,73 @@ def test_limits_calls_and_context(small_env, qwen3_tok):
         return f'<think>\nsearch {call}\n</think>\n<tool_call>\n{{"name": "search", "arguments": {{"query": ["city {call}"]}}}}\n</tool_call>'
 
     rec = asyncio.run(R.rollout(q, searcher, small_env, R.RolloutConfig(max_calls=3), _count(qwen3_tok)))
-    assert rec["termination"] == "exceed available llm calls" and rec["prediction"] is None
+    assert rec["termination"] == "exceed available llm calls" and rec["prediction"] == "No answer found."
     assert sum(m["role"] == "assistant" for m in rec["messages"]) == 3
-    assert rec["judgment"] is False and parse_trajectory(rec).judgment is False  # no answer = incorrect
+    assert rec["messages"][-1]["content"] == LLM_LIMIT_TEXT  # the last tool response, overwritten
+    assert "judgment" not in rec and parse_trajectory(rec).outcome == "unfinished"
 
     rec = asyncio.run(
         R.rollout(q, searcher, small_env, R.RolloutConfig(max_calls=50, max_context_tokens=600), _count(qwen3_tok))
     )
-    assert rec["termination"] == "answer" and rec["prediction"] == "nothing at all"
-    assert rec["messages"][-2]["content"] == R.FORCE_ANSWER
-    assert rec["judgment"] is True
+    assert rec["termination"] == "generate an answer as token limit reached"
+    assert rec["prediction"] == "nothing at all" and rec["messages"][-2]["content"] == R.FORCE_ANSWER
+    assert rec["messages"][-3]["role"] == "assistant" and rec["judgment"] is True
 
     async def bad_json(messages, call):
         return (
             '<think>\nx\n</think>\n<tool_call>\n{"name": "search", "arguments": \n</tool_call>'
             if call == 0
+            else None
+            if call == 1
             else "<answer>a</answer>"
         )
 
     rec = asyncio.run(R.rollout(q, bad_json, small_env, R.RolloutConfig(max_calls=4), _count(qwen3_tok)))
     assert rec["messages"][2]["content"] == f"<tool_response>\n{R.TOOL_JSON_ERROR}\n</tool_response>"
+    assert rec["messages"][3]["content"].startswith("vllm server error!!!")  # a failed call, as DeepResearch writes
+    t = parse_trajectory(rec)
+    assert t.dropped_turns == 1 and t.steps[0].tool_calls[0].raw is not None and t.prediction == "a"
+
+
+def rollout_records(env, tok, n: int) -> list[dict]:
+    cfg = R.RolloutConfig(max_calls=8)
+    return [
+        asyncio.run(R.rollout(q, R.scripted_act(env, q, 0), env, cfg, _count(tok)))
+        for q in builtin_questions(env.docs, n)
+    ]
+
+
+def test_rollout_round_trip(small_env, qwen3_tok, tmp_path):
+    """Everything ``data rollout`` writes is ingested: every ending, no malformed record, steps preserved."""
+
+    async def flaky(messages, call):
+        if messages[-1]["content"] == R.FORCE_ANSWER:
+            return "<think>\nforced\n</think>\nno tags"
+        return [
+            '<think>\na\n</think>\n<tool_call>\n{"name": "search", "arguments": {"query": ["paris",],}}\n</tool_call>',
+            None,
+            '<tool_call>\n{"name": "search", "arguments": {"query": [}\n</tool_call>',
+            "<think>\nonly thinking\n</think>",
+            '<tool_call>\n{"name": "visit", "arguments": {"url": ["x"], "goal": "g"}}\n</tool_call>\n<tool_call>\n{}\n</tool_call>',
+        ][call % 5]
+
+    recs = []
+    for i, (calls, ctx) in enumerate([(4, 32768), (7, 32768), (50, 700)]):
+        q = Question(f"q{i}", "Which subject is described as the capital of France?", "Paris")
+        recs.append(asyncio.run(R.rollout(q, flaky, small_env, R.RolloutConfig(calls, ctx), _count(qwen3_tok))))
+    recs += rollout_records(small_env, qwen3_tok, 10)
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    report = LoadReport()
+    trajs = list(load_trajectories(path, report))
+    assert report.ok == len(recs) and not report.malformed
+    assert {recs[0]["termination"], recs[2]["termination"]} == {
+        "exceed available llm calls",
+        "format error: generate an answer as token limit reached",
+    }
+    for t in trajs:
+        back = parse_trajectory(t.to_record())
+        assert back.steps == t.steps and back.termination == t.termination
 
 
 def test_read_questions_skips_bad_lines(tmp_path):
@@ -134,3 +182,15 @@ def test_openai_policy_against_fake_server(tmp_path, capsys):
     trajs = list(load_trajectories(out))
     assert len(trajs) == 6 and all(len(t.steps) == 2 and t.termination == "answer" for t in trajs)
     assert all(t.steps[1].answer == t.steps[0].responses[0].split("1. [", 1)[1].split("]", 1)[0] for t in trajs)
+
+
+def test_rerun_keeps_summary(tmp_path):
+    """A rerun of a finished ``data rollout`` writes nothing and keeps the summary's totals (issue 17 interface)."""
+    out = tmp_path / "t.jsonl"
+    args = ["--questions", "builtin:6", "--corpus", "builtin:200", "--output", str(out), "--max-calls", "2"]
+    assert R.main(args) == 0
+    first = json.loads((tmp_path / "t.jsonl.summary.json").read_text())
+    assert R.main(args) == 0
+    again = json.loads((tmp_path / "t.jsonl.summary.json").read_text())
+    assert first["trajectories_ok"] == again["trajectories_ok"] == 6 and again["already_done"] == 6
+    assert again["terminations"] == first["terminations"] and sum(first["terminations"].values()) == 6

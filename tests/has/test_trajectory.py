@@ -90,6 +90,7 @@ def _broken(kind: str) -> dict:
         msgs.insert(2, tool_response("stray"))
     elif kind == "no_action":
         msgs[4]["content"] = "<think>\nHmm, let me think more.\n</think>"
+        del msgs[5]  # DeepResearch appends no tool response after a turn without a call
     elif kind == "empty_steps":
         rec["messages"] = msgs[:2]
     elif kind == "missing_messages":
@@ -103,14 +104,18 @@ def _broken(kind: str) -> dict:
 
 
 REASONS = [
-    "invalid_tool_call_json",
-    "missing_response",
     "unexpected_response",
-    "no_action",
     "empty_steps",
     "missing_messages",
     "bad_message",
 ]
+KEPT = ["invalid_tool_call_json", "missing_response", "no_action"]  # DeepResearch endings: kept, not malformed
+
+
+@pytest.mark.parametrize("kind", KEPT)
+def test_deepresearch_irregularities_are_kept(kind):
+    t = parse_trajectory(_broken(kind))
+    assert t.steps and t.steps[-1].answer == "330 metres"
 
 
 @pytest.mark.parametrize("reason", REASONS)
@@ -128,8 +133,8 @@ def test_load_counts_by_reason(tmp_path):
     assert got == ["ok1", "ok2"]
     assert report.read == len(lines) and report.ok == 2
     assert report.malformed == {r: 1 for r in REASONS} | {"invalid_line": 1}
-    assert report.examples["missing_response"].startswith("t.jsonl:")
-    assert "malformed 8" in report.summary()
+    assert report.examples["bad_message"].startswith("t.jsonl:")
+    assert "malformed 5" in report.summary()
 
 
 def test_judgment_sources():
@@ -138,7 +143,7 @@ def test_judgment_sources():
     assert match_answer("3300 metres", "330 metres") is False  # whole-word spans only
     assert match_answer("", "x") is False and match_answer("x", None) is None
     wrong = parse_trajectory(deepresearch_record(prediction="300 metres"))
-    assert judge(wrong) is False and wrong.judge_reason == "contains"
+    assert judge(wrong) is False and wrong.judge_reason.startswith("numeric")
     rec = deepresearch_record(prediction="300 metres")
     rec["judgment"] = True  # an explicit verdict (e.g. from the user's own judge) wins in auto mode
     t = parse_trajectory(rec)
