@@ -28,6 +28,7 @@ from data_tools.common.jsonl import (
     iter_jsonl,
     read_jsonl,
 )
+from data_tools.common.settings import claim_settings
 from data_tools.common.sharding import shard_of, shard_suffix
 from data_tools.fas import actions, judge
 from data_tools.fas import records as R
@@ -43,7 +44,7 @@ from data_tools.fas.questions import (
     template_questions,
     validate_llm_questions,
 )
-from data_tools.fas.summary import write_summary
+from data_tools.fas.summary import finished_summary, write_summary
 from data_tools.llm.client import LLMClient, LLMConfig
 
 log = logging.getLogger(__name__)
@@ -146,8 +147,10 @@ def normalize_item(rec: dict[str, Any]) -> dict[str, Any]:
     return {**rec, "id": str(rec["id"]), "statements": sts, "related": related}
 
 
-def iter_memory(cfg: FasConfig, bad: Counter) -> Iterator[dict[str, Any]]:
-    """This shard's memory items (bad lines and invalid items counted in ``bad``)."""
+def iter_memory(cfg: FasConfig, bad: Counter, valid: Counter | None = None) -> Iterator[dict[str, Any]]:
+    """This shard's memory items (bad lines and invalid items counted in ``bad``, valid lines of all shards in
+    ``valid["records"]``)."""
+    valid = Counter() if valid is None else valid
     n = 0
     for _, rec in iter_jsonl(
         cfg.memory_path, required=["id", "entity", "statements"], types={"entity": str, "statements": list}
@@ -156,6 +159,7 @@ def iter_memory(cfg: FasConfig, bad: Counter) -> Iterator[dict[str, Any]]:
             bad[rec.reason] += 1
             log.warning("skipping memory line: %s", rec)
             continue
+        valid["records"] += 1
         if shard_of(str(rec["id"]), cfg.num_shards) != cfg.shard_index:
             continue
         try:
@@ -182,6 +186,32 @@ class FasRunner:
         else:
             tags = {"generator": R.TEMPLATE_GENERATOR}
         self.template_tags = tags
+
+    def settings(self) -> dict[str, Any]:
+        """What determines this shard's outputs (stored as ``settings.json``; a resume must match it)."""
+        cfg = self.cfg
+        out: dict[str, Any] = {
+            "tool": "fas",
+            "fas_version": R.FAS_VERSION,
+            "memory": str(Path(cfg.memory_path).resolve()),
+            "questions_per_memory": cfg.questions_per_memory,
+            "seed": cfg.seed,
+            "backend": cfg.backend,
+            "dedup_threshold": cfg.dedup_threshold,
+            "shard_index": cfg.shard_index,
+            "num_shards": cfg.num_shards,
+            "templates": self.template_tags,
+        }
+        if cfg.llm is not None:
+            out.update(
+                model=cfg.llm.model,
+                temperature=cfg.llm.temperature,
+                top_p=cfg.llm.top_p,
+                max_tokens=cfg.llm.max_tokens,
+                extra_body=cfg.llm.extra_body,
+                judge_temperature=cfg.judge_temperature,
+            )
+        return out
 
     # -- per item ----------------------------------------------------------------------------------------------
     def _seed(self, *parts: Any) -> int:
@@ -307,6 +337,11 @@ class FasRunner:
         cfg = self.cfg
         out_dir = cfg.out_dir
         out_dir.mkdir(parents=True, exist_ok=True)
+        settings = self.settings()
+        existed = claim_settings(out_dir, settings)  # raises SettingsMismatch naming what differs
+        if existed and not cfg.retry_failed and (done := finished_summary(out_dir, cfg)) is not None:
+            log.info("%s is already done with these settings", out_dir)
+            return {**done, "already_done": True}
         t0 = time.time()
         retried = drop_failed_items(out_dir) if cfg.retry_failed else 0
         if retried:
@@ -320,7 +355,8 @@ class FasRunner:
                     dedup.add(q["id"], q["question"])
         resumed = len(progress)
         bad: Counter = Counter()
-        items = (it for it in iter_memory(cfg, bad) if it["id"] not in progress)
+        valid: Counter = Counter()
+        items = (it for it in iter_memory(cfg, bad, valid) if it["id"] not in progress)
         # Enough running items to keep every request slot busy (an item has at most 2K requests in flight and
         # 4 sequential stages).
         window = cfg.window or max(4, 2 * (cfg.llm.concurrency if cfg.llm else 1) // max(1, cfg.questions_per_memory))
@@ -360,7 +396,16 @@ class FasRunner:
             if self.client is not None:
                 await self.client.aclose()
         llm_stats = self.client.stats.as_dict() if self.client else None
-        return write_summary(out_dir, cfg, bad, llm_stats, resumed_items=resumed, seconds=time.time() - t0)
+        return write_summary(
+            out_dir,
+            cfg,
+            bad,
+            llm_stats,
+            resumed_items=resumed,
+            seconds=time.time() - t0,
+            settings=settings,
+            valid_records=valid["records"],
+        )
 
     def _commit(self, item, result: ItemResult, writers, progress: ResumableJsonlWriter, dedup) -> None:
         plan_w, reas_w, rej_w = (writers[n] for n in OUTPUT_FILES)

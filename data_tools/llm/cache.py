@@ -18,7 +18,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-
 KEY_NOISE_PATTERNS: tuple[str, ...] = (
     r"(?i)(current date|today's date|today is|the date is)\s*:?\s*\d{4}-\d{2}-\d{2}",
     r"(?i)(current date|today's date|today is)\s*:?\s*[A-Z][a-z]+ \d{1,2}, \d{4}",
