@@ -127,3 +127,24 @@ def test_llm_args(monkeypatch):
     assert cfg.cache_path == "/tmp/x.sqlite"
     with pytest.raises(SystemExit):
         llm_config_from_args(p.parse_args(["--backend", "openai"]))
+
+
+def test_iter_jsonl_skips_oversize_lines_without_holding_them(tmp_path):
+    import tracemalloc
+
+    big = json.dumps({"text": "x" * (24 << 20)})  # a 24 MiB line between two good ones
+    for name, opener in (("a.jsonl", open), ("a.jsonl.gz", gzip.open)):
+        path = tmp_path / name
+        with opener(path, "wt", encoding="utf-8") as f:
+            f.write('{"text": "first"}\n' + big + '\n{"text": "last"}\n')
+        tracemalloc.start()
+        got = list(iter_jsonl(path, required=["text"], max_line_bytes=1 << 20))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert [r["text"] for _, r in got if not isinstance(r, BadLine)] == ["first", "last"]
+        bad = [(n, r.reason) for n, r in got if isinstance(r, BadLine)]
+        assert bad == [(2, "line_too_long")] and got[2][0] == 3
+        assert peak < 8 << 20, peak  # never the 24 MiB line
+    # a larger cap lets the same line through
+    got = iter_jsonl(tmp_path / "a.jsonl", max_line_bytes=32 << 20)
+    assert len([r for _, r in got if not isinstance(r, BadLine)]) == 3
