@@ -80,16 +80,15 @@ def build_memory(
             descriptions[title] = str(d["description"])
     stats: dict[str, Any] = {"documents": len(docs)}
     if backend == "openai":
-        from tqdm import tqdm
-
+        from data_tools.common.progress import SynthesisProgress
         from data_tools.llm.client import LLMClient
 
         client = LLMClient(llm_cfg)
-        bar = tqdm(total=len(docs), desc="memory", unit="doc", disable=None if progress is None else not progress)
+        bar = SynthesisProgress("memory", len(docs), unit="doc", enabled=progress, stats=client.stats)
 
         async def run() -> tuple[list[RawStatement], Counter]:
             try:
-                return await llm_statements_for_docs(client, docs, cfg, seed, on_done=bar.update)
+                return await llm_statements_for_docs(client, docs, cfg, seed, on_done=bar.advance)
             finally:
                 await client.aclose()
 

@@ -28,6 +28,7 @@ from data_tools.common.jsonl import (
     iter_jsonl,
     read_jsonl,
 )
+from data_tools.common.progress import SynthesisProgress, count_lines
 from data_tools.common.settings import claim_settings
 from data_tools.common.sharding import shard_of, shard_suffix
 from data_tools.fas import actions, judge
@@ -362,7 +363,19 @@ class FasRunner:
         window = cfg.window or max(4, 2 * (cfg.llm.concurrency if cfg.llm else 1) // max(1, cfg.questions_per_memory))
         if cfg.backend == "template":
             window = 1
-        bar = _progress_bar(cfg.progress, resumed)
+        total = count_lines(cfg.memory_path)
+        if total is not None and cfg.num_shards > 1:
+            total = -(-total // cfg.num_shards)  # about this shard's share
+        if cfg.max_items is not None:
+            total = cfg.max_items if total is None else min(total, cfg.max_items)
+        bar = SynthesisProgress(
+            "fas",
+            total,
+            unit="item",
+            enabled=cfg.progress,
+            initial=resumed,
+            stats=self.client.stats if self.client else None,
+        )
         pending: deque = deque()  # (item, task) in input (= commit) order
         exhausted = False
 
@@ -384,8 +397,9 @@ class FasRunner:
             while pending:
                 while pending and pending[0][1].done():
                     item, task = pending.popleft()
-                    self._commit(item, task.result(), writers, progress, dedup)
-                    bar.update(1)
+                    result = task.result()
+                    self._commit(item, result, writers, progress, dedup)
+                    bar.advance(1, failed=int(any(r["rejection"]["kind"] == "failure" for r in result.rejected)))
                 fill()
                 if pending and not pending[0][1].done():
                     await asyncio.wait([t for _, t in pending if not t.done()], return_when=asyncio.FIRST_COMPLETED)
@@ -464,22 +478,6 @@ def _read_progress(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(enabled: bool | None, initial: int):
-    if enabled is False:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(desc="fas", unit="item", initial=initial, disable=None if enabled is None else False)
 
 
 def run_fas(cfg: FasConfig) -> dict[str, Any]:
