@@ -113,10 +113,11 @@ DEEPRESEARCH_TOOLS: list[dict[str, Any]] = [
     ),
 ]
 
-#: System prompt of every agentic sample (FAS planning/reasoning, HAS, rollouts) before the tool block.
+#: System prompt of every agentic sample (FAS planning/reasoning, HAS, rollouts) before the tool block. It names
+#: no special token (a literal ``<think>`` here would become special id 151667 in every sample).
 AGENT_SYSTEM_PROMPT = (
-    "You are a deep research assistant. Investigate the user's question with the tools below, reasoning inside "
-    "<think></think> before every action, and give the definitive final answer enclosed in <answer></answer>."
+    "You are a deep research assistant. Investigate the user's question with the tools below, thinking before "
+    "every action, and give the definitive final answer enclosed in <answer></answer> tags."
 )
 
 _TOOLS_HEAD = (

@@ -10,6 +10,7 @@ from data_tools.common.jsonl import read_jsonl
 from data_tools.fas import main as fas_main
 from data_tools.fas.actions import TOOL_SCHEMAS
 from data_tools.fas.questions import STYLES, knowledge_index
+from data_tools.serialize import AGENT_SYSTEM_PROMPT
 
 FILES = ("planning.jsonl", "reasoning.jsonl", "rejected.jsonl", "progress.jsonl")
 
@@ -52,12 +53,13 @@ def test_template_run_outputs_and_determinism(wiki_memory, tmp_path):
         assert r["verdict"]["accepted"] and r["verdict"]["judge"] == "rules"
         if r["style"] != "report_synthesis":
             assert r["ground_truth"].lower() not in r["question"].lower().replace("___", "")
-        assert r["text"].startswith("<|im_start|>user\n" + r["question"])
+        assert r["text"].startswith("<|im_start|>system\n" + AGENT_SYSTEM_PROMPT + "\n\n# Tools\n")
+        assert "<|im_end|>\n<|im_start|>user\n" + r["question"] + "<|im_end|>\n" in r["text"]
     for r in plan:
         call = r["tool_call"]
         assert call["name"] in TOOL_SCHEMAS
         assert f"<tool_call>\n{json.dumps(call, ensure_ascii=False)}\n</tool_call><|im_end|>" in r["text"]
-        assert "<think>\n" + r["think"] in r["text"]
+        assert "<think>\n" + r["think"] + "\n</think>\n\n<tool_call>" in r["text"]
     for r in reas:
         assert r["text"].count("<|im_start|>assistant") == 2 and f"<answer>{r['final_answer']}</answer>" in r["text"]
 
@@ -146,8 +148,11 @@ def test_training_text_tokenizes_to_qwen3_special_tokens(wiki_memory, tmp_path):
     plan = out["planning.jsonl"][0]
     ids = tok.encode(plan["text"])
     specials = [i for i in ids if i >= 151643]
-    assert specials == [im_start, im_end, im_start, think, think_end, tool_call, tool_call_end, im_end]
+    # the tool block names <tool_call></tool_call> and shows the call format: two pairs, as in Qwen3 itself
+    system = [im_start, tool_call, tool_call_end, tool_call, tool_call_end, im_end]
+    assert specials == [*system, im_start, im_end, im_start, think, think_end, tool_call, tool_call_end, im_end]
     assert tok.decode(ids) == plan["text"]
     reas = out["reasoning.jsonl"][0]
     specials = [i for i in tok.encode(reas["text"]) if i >= 151643]
-    assert specials == [im_start, im_end, im_start, think, think_end, im_end, im_start, im_end, im_start, im_end]
+    turns = [im_start, im_end, im_start, im_end, im_start, im_end]  # question, A1 draft, knowledge
+    assert specials == [*system, *turns, im_start, think, think_end, im_end]
