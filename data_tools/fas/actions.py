@@ -36,10 +36,9 @@ TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["url", "goal"],
         "additionalProperties": False,
     },
-    "PythonInterpreter": {
+    "PythonInterpreter": {  # DeepResearch: empty arguments, the code in <code>...</code> after the JSON
         "type": "object",
         "properties": {"code": {"type": "string", "minLength": 1}},
-        "required": ["code"],
         "additionalProperties": False,
     },
     "parse_file": {

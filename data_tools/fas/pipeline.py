@@ -31,7 +31,7 @@ from data_tools.common.jsonl import (
 from data_tools.common.progress import SynthesisProgress, count_lines
 from data_tools.common.settings import claim_settings
 from data_tools.common.sharding import shard_of, shard_suffix
-from data_tools.fas import actions, judge
+from data_tools.fas import actions, judge, template_actions
 from data_tools.fas import records as R
 from data_tools.fas.dedup import NearDuplicateFilter
 from data_tools.fas.knowledge import find_dates
@@ -263,7 +263,7 @@ class FasRunner:
 
     async def _planning(self, item, q, knowledge, prov, out: ItemResult) -> None:
         if self.cfg.backend == "template":
-            plan = actions.template_plan(q)
+            plan = template_actions.template_plan(q, item["entity"])
             verdict = judge.rule_judge_planning(q, knowledge, plan)
         else:
             res = await self._chat(actions.llm_plan_request(q), self._seed(q["id"], "planning"))
@@ -288,8 +288,8 @@ class FasRunner:
 
     async def _reasoning(self, item, q, knowledge, prov, out: ItemResult) -> None:
         if self.cfg.backend == "template":
-            a1 = actions.template_a1(q)
-            a2 = actions.template_a2(q, knowledge)
+            a1 = template_actions.template_a1(q, item)
+            a2 = template_actions.template_a2(q, knowledge, a1)
             verdict = judge.rule_judge_reasoning(q, knowledge, a1, a2)
         else:
             rid = "reas-" + q["id"][2:]

@@ -90,6 +90,13 @@ def _numerical(item, rng, used):
     if pairs:
         a, b = rng.choice(pairs)
         ya, yb = a["times"][0]["year"], b["times"][0]["year"]
+        if rng.random() < 0.4:
+            # numbers stated in the question: a computation, no lookup needed
+            q = (
+                f'Sources on {item["entity"]} say "{a["text"]}" and also "{b["text"]}". '
+                f"How many years separate the two dates ({a['times'][0]['surface']} and {b['times'][0]['surface']})?"
+            )
+            return q, str(abs(ya - yb)), [a["id"], b["id"]]
         ma, mb = _mask(a["text"], a["times"][0]["surface"]), _mask(b["text"], b["times"][0]["surface"])
         q = f'How many years passed between these two events: (1) "{ma}" and (2) "{mb}"?'
         return q, str(abs(ya - yb)), [a["id"], b["id"]]
