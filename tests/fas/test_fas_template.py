@@ -57,9 +57,18 @@ def test_template_run_outputs_and_determinism(wiki_memory, tmp_path):
         assert "<|im_end|>\n<|im_start|>user\n" + r["question"] + "<|im_end|>\n" in r["text"]
     for r in plan:
         call = r["tool_call"]
+        if call is None:  # a direct answer
+            assert f"<think>\n{r['think']}\n</think>\n\n<answer>{r['answer']}</answer><|im_end|>" in r["text"]
+            continue
         assert call["name"] in TOOL_SCHEMAS
-        assert f"<tool_call>\n{json.dumps(call, ensure_ascii=False)}\n</tool_call><|im_end|>" in r["text"]
+        body = json.dumps({"name": call["name"], "arguments": call["arguments"]}, ensure_ascii=False)
+        code = f"\n<code>\n{call['code']}\n</code>" if call.get("code") else ""
+        assert f"<tool_call>\n{body}{code}\n</tool_call><|im_end|>" in r["text"]
         assert "<think>\n" + r["think"] + "\n</think>\n\n<tool_call>" in r["text"]
+    assert {"search", "visit"} <= {(r["tool_call"] or {}).get("name") for r in plan}
+    # the offline judge rejects, with reasons
+    judged = [r for r in rej if r["rejection"]["kind"] == "judge"]
+    assert judged and all(r["rejection"]["reason"] and r["rejection"]["detail"] for r in judged)
     for r in reas:
         assert r["text"].count("<|im_start|>assistant") == 2 and f"<answer>{r['final_answer']}</answer>" in r["text"]
 
