@@ -340,3 +340,24 @@ def test_python_first_action_is_checked_by_evaluating_the_arithmetic():
     assert judge.rule_judge_planning(q, [], unsafe).reason == "invalid_tool"
     a1 = template_actions.template_a1(q, item)
     assert a1["draft_answer"] == "673"
+
+
+def test_memory_drops_citation_artefacts_and_fragments():
+    from data_tools.fas.memory_build import is_fragment, strip_citations
+    from data_tools.memory import spread_indices
+
+    assert strip_citations("Born in 1815.[note 1] She wrote[12] notes[a].") == "Born in 1815. She wrote notes."
+    doc = {
+        "title": "One Thousand and One Nights",
+        "text": "One Thousand and One Nights is a collection of Middle Eastern folk tales.[note 1] "
+        "The Nights were compiled in Arabic during the Islamic Golden Age. "
+        "Abd al-Rahman I ruled from Cordoba; the West later knew the tales through Antoine Galland.",
+    }
+    (st_a, st_b, st_c) = heuristic_statements(doc, MemoryConfig(), "t:1")
+    mentions = [m for st in (st_a, st_b, st_c) for m in st.mentions]
+    assert "Antoine Galland" in mentions and "Cordoba" in mentions and "Islamic Golden Age" in mentions
+    assert not {"Nights", "Abd", "West"} & set(mentions) and not any("note" in m for m in mentions)
+    assert "[note" not in st_a.text
+    assert not is_fragment("UN", "The UN met.", [], None) and is_fragment("BCE", "In 300 BCE.", [], None)
+    # --limit samples the whole corpus, not its (alphabetical) head
+    assert spread_indices(10, 3) == [0, 3, 6] and spread_indices(4, None) == [0, 1, 2, 3]
