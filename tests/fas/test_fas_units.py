@@ -361,3 +361,33 @@ def test_memory_drops_citation_artefacts_and_fragments():
     assert not is_fragment("UN", "The UN met.", [], None) and is_fragment("BCE", "In 300 BCE.", [], None)
     # --limit samples the whole corpus, not its (alphabetical) head
     assert spread_indices(10, 3) == [0, 3, 6] and spread_indices(4, None) == [0, 1, 2, 3]
+
+
+def test_two_hop_chain_question_is_answered_through_the_bridge_entity():
+    from data_tools.fas.actions import template_a2 as derive
+    from data_tools.fas.questions import _chain
+
+    via = {"id": "s1", "text": "Ford is headquartered in Dearborn, in the United States."}
+    rel = {
+        "entity": "United States",
+        "statements": [
+            {
+                "id": "s2",
+                "text": "The American Civil War was fought in the United States from 1861.",
+                "times": [{"surface": "1861", "value": "1861", "year": 1861}],
+                "mentions": ["American Civil War"],
+            }
+        ],
+    }
+    import random
+
+    made = next(
+        c
+        for seed in range(20)
+        if (c := _chain(rel, "Ford is headquartered in Dearborn, in the ___.", random.Random(seed)))
+    )
+    q, answer, sid = made
+    assert answer == "1861" and sid == "s2" and "the entity" in q and "United States" not in q
+    question = {"question": q, "style": "multi_hop", "answer": answer, "statement_ids": ["s1", "s2"]}
+    a2 = derive(question, [via, rel["statements"][0]])
+    assert a2["answer"] == "1861" and "United States" in a2["reasoning"]  # the bridge was found first
