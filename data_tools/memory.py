@@ -46,11 +46,18 @@ def read_corpus(
     if builtin_wiki:
         from data_tools.corpus import wiki_summaries
 
-        for i, doc in enumerate(wiki_summaries(lang, limit)):
-            docs.append((f"builtin-wiki-{lang}:{i + 1}", doc))
+        every = list(wiki_summaries(lang))
+        for i in spread_indices(len(every), limit):
+            docs.append((f"builtin-wiki-{lang}:{i + 1}", every[i]))
         return docs, bad
     assert path is not None
+    from data_tools.common.progress import count_lines
+
+    lines = count_lines(path)
+    keep = set(spread_indices(lines, limit)) if limit is not None and lines else None
     for lineno, rec in iter_jsonl(path, required=[cfg.text_key], types={cfg.text_key: str}):
+        if keep is not None and lineno - 1 not in keep:
+            continue
         if isinstance(rec, BadLine):
             bad[rec.reason] += 1
             log.warning("skipping %s", rec)
@@ -62,6 +69,14 @@ def read_corpus(
         if limit is not None and len(docs) >= limit:
             break
     return docs, bad
+
+
+def spread_indices(n: int, limit: int | None) -> list[int]:
+    """``limit`` indices spread evenly over ``range(n)`` (all of them without a limit): ``--limit`` samples the
+    whole corpus instead of its head (the built-in corpus is sorted by title)."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    return sorted({(i * n) // limit for i in range(limit)})
 
 
 def build_memory(
@@ -81,16 +96,15 @@ def build_memory(
             descriptions[title] = str(d["description"])
     stats: dict[str, Any] = {"documents": len(docs)}
     if backend == "openai":
-        from tqdm import tqdm
-
+        from data_tools.common.progress import SynthesisProgress
         from data_tools.llm.client import LLMClient
 
         client = LLMClient(llm_cfg)
-        bar = tqdm(total=len(docs), desc="memory", unit="doc", disable=None if progress is None else not progress)
+        bar = SynthesisProgress("memory", len(docs), unit="doc", enabled=progress, stats=client.stats)
 
         async def run() -> tuple[list[RawStatement], Counter]:
             try:
-                return await llm_statements_for_docs(client, docs, cfg, seed, on_done=bar.update)
+                return await llm_statements_for_docs(client, docs, cfg, seed, on_done=bar.advance)
             finally:
                 await client.aclose()
 

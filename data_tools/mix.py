@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from data_tools.common.provenance import tokenized_synthetic_inputs
+
 logger = logging.getLogger(__name__)
 
 SOURCE_TYPES = ("planning", "reasoning", "has", "general", "tool_use", "replay")
@@ -274,6 +276,14 @@ def compute_mix(config: StageMix, base_dir: str | os.PathLike = ".", strict: boo
     if dupes:
         raise MixError(f"duplicate source names {dupes}; give each source a distinct name")
     stats = {s.name: read_index_stats(s.prefix) for s in sources}
+    for s in sources:
+        synthetic = tokenized_synthetic_inputs(str(s.prefix))
+        if synthetic:
+            warnings.append(
+                f"source {s.name} ({s.prefix}) was tokenized from template-backend synthetic text "
+                f"(synthetic_template: true in {', '.join(synthetic[:3])}): fine for demos and tests, not for "
+                f"real training; synthesize with --backend openai"
+            )
     for s in sources:
         if stats[s.name].tokens == 0:
             raise MixError(f"source {s.name} ({s.prefix}): dataset holds 0 tokens")

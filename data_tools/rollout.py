@@ -22,7 +22,6 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -225,10 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     client, system = None, None
     if args.backend == "openai":
         from data_tools.llm.client import LLMClient
-        from data_tools.llm.prompts import load_prompt
+        from data_tools.serialize import DEEPRESEARCH_TOOLS, agent_system
 
         client = LLMClient(llm_config_from_args(args, default_cache=str(out.with_name(out.name + ".llm_cache.sqlite"))))
-        system = load_prompt("has", "react_system").render(date=date.today().isoformat())[0]["content"]
+        # the one agent format (data_tools.serialize), declaring the tools this offline environment serves
+        system = agent_system(tools=[t for t in DEEPRESEARCH_TOOLS if t["function"]["name"] in ("search", "visit")])
 
     counts: Counter = Counter()
     steps_total = 0

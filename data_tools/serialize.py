@@ -6,13 +6,19 @@ by Alibaba-NLP/DeepResearch agents, so the tokenizer maps the markup onto Qwen3'
 ``<tool_response>`` 151665, ``</tool_response>`` 151666, ``<think>`` 151667, ``</think>`` 151668) when it
 encodes with special tokens allowed. ``<answer>`` is ordinary text (it is not a Qwen3 special token).
 
-Format (``FORMAT_VERSION`` = ``"qwen3-react-v1"``)::
+Format (``FORMAT_VERSION`` = ``"qwen3-react-v2"``), exactly what Qwen3's chat template renders for the same
+messages and tools (``tests/fas/test_format.py`` checks it against the official template with ``transformers``)::
 
-    <|im_start|>system\\n{system}<|im_end|>\\n              (only when a system prompt is given)
+    <|im_start|>system\\n{system}\\n\\n# Tools\\n...<tools>\\n{tool JSON per line}\\n</tools>...<|im_end|>\\n
     <|im_start|>user\\n{question}<|im_end|>\\n
-    <|im_start|>assistant\\n<think>\\n{reasoning}\\n</think>\\n<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call><|im_end|>\\n
+    <|im_start|>assistant\\n<think>\\n{reasoning}\\n</think>\\n\\n<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call><|im_end|>\\n
     <|im_start|>user\\n<tool_response>\\n{result}\\n</tool_response><|im_end|>\\n
-    <|im_start|>assistant\\n<think>\\n...\\n</think>\\n<answer>{final answer}</answer><|im_end|>\\n
+    <|im_start|>assistant\\n<think>\\n...\\n</think>\\n\\n<answer>{final answer}</answer><|im_end|>\\n
+
+* Every agentic sample opens with the same system turn: :data:`AGENT_SYSTEM_PROMPT` followed by Qwen3's tool
+  block declaring the DeepResearch tool set (:data:`DEEPRESEARCH_TOOLS`: ``search``, ``visit``,
+  ``google_scholar``, ``PythonInterpreter``, ``parse_file``). A sample's own ``system`` text (e.g. a recorded
+  trajectory's) replaces the prompt; ``system=""`` leaves the system turn out.
 
 * Tool results come back as a *user* turn wrapping ``<tool_response>`` (DeepResearch; Qwen3's template renders
   OpenAI ``role: tool`` messages the same way, grouping consecutive ones into one user turn).
@@ -38,7 +44,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-FORMAT_VERSION = "qwen3-react-v1"
+FORMAT_VERSION = "qwen3-react-v2"
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
@@ -65,6 +71,85 @@ DECISION_INCORRECT = "My decision is Incorrect"
 DECISION_UNFINISHED = "My decision is Unfinished"
 ROLES = ("system", "user", "assistant", "tool")
 RECORD_TYPES = ("planning", "reasoning", "has", "general")
+
+
+def _fn(name: str, description: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    params = {"type": "object", "properties": properties, "required": required}
+    return {"type": "function", "function": {"name": name, "description": description, "parameters": params}}
+
+
+_QUERIES = {"type": "array", "items": {"type": "string"}, "minItems": 1, "description": "One or more queries."}
+
+#: The DeepResearch tool set (names and argument shapes of Alibaba-NLP/DeepResearch's agent) as OpenAI function
+#: declarations, the ``tools`` of every agentic sample. ``PythonInterpreter`` takes empty arguments; its code
+#: follows the JSON inside the call as ``<code>...</code>``.
+DEEPRESEARCH_TOOLS: list[dict[str, Any]] = [
+    _fn("search", "Web search; returns the top results for each query.", {"query": _QUERIES}, ["query"]),
+    _fn(
+        "visit",
+        "Read web page(s) and return the parts relevant to a goal.",
+        {
+            "url": {"type": "array", "items": {"type": "string"}, "minItems": 1, "description": "Page URL(s)."},
+            "goal": {"type": "string", "description": "What information is needed from the page(s)."},
+        },
+        ["url", "goal"],
+    ),
+    _fn(
+        "google_scholar",
+        "Search academic publications; returns the top results per query.",
+        {"query": _QUERIES},
+        ["query"],
+    ),
+    _fn(
+        "PythonInterpreter",
+        "Run Python code in a sandbox and return its printed output. The arguments are an empty object; the code "
+        "follows the JSON inside the call, enclosed in <code></code>.",
+        {},
+        [],
+    ),
+    _fn(
+        "parse_file",
+        "Parse user-provided files (PDF, DOCX, XLSX, CSV, TXT, ...) and return their content.",
+        {"files": {"type": "array", "items": {"type": "string"}, "minItems": 1, "description": "File names."}},
+        ["files"],
+    ),
+]
+
+#: System prompt of every agentic sample (FAS planning/reasoning, HAS, rollouts) before the tool block. It names
+#: no special token (a literal ``<think>`` here would become special id 151667 in every sample).
+AGENT_SYSTEM_PROMPT = (
+    "You are a deep research assistant. Investigate the user's question with the tools below, thinking before "
+    "every action, and give the definitive final answer enclosed in <answer></answer> tags."
+)
+
+_TOOLS_HEAD = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
+)
+_TOOLS_TAIL = (
+    "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+    '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}'
+    "\n</tool_call>"
+)
+
+
+def render_system(system: str | None, tools: Sequence[Mapping[str, Any]] | None) -> str:
+    """System turn content as Qwen3's chat template writes it: the prompt, then the ``# Tools`` block."""
+    if not tools:
+        return system or ""
+    head = f"{system}\n\n" if system else ""
+    decls = "".join("\n" + json.dumps(t, ensure_ascii=False) for t in tools)
+    return head + _TOOLS_HEAD + decls + _TOOLS_TAIL
+
+
+def agent_system(system: str | None = None, tools: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """The system text of an agentic sample: ``system`` (default :data:`AGENT_SYSTEM_PROMPT`) with the tool
+    block for ``tools`` (default :data:`DEEPRESEARCH_TOOLS`); a ``system`` that already declares ``<tools>`` (a
+    recorded DeepResearch trajectory's) is kept as it is."""
+    system = AGENT_SYSTEM_PROMPT if system is None else system
+    if "<tools>" in system:
+        return system
+    return render_system(system, DEEPRESEARCH_TOOLS if tools is None else tools)
 
 
 def render_think(text: str) -> str:
@@ -120,9 +205,8 @@ def render_action(think: str | None, tool_call: Mapping[str, Any] | None = None,
     """Render one agent action S_k: optional thinking, then exactly one of a tool call or a final answer."""
     if (tool_call is None) == (answer is None):
         raise ValueError("an action has exactly one of tool_call or answer")
-    parts = [render_think(think)] if think and think.strip() else []
-    parts.append(_tool_call_from_dict(tool_call) if tool_call is not None else render_answer(answer or ""))
-    return "\n".join(parts)
+    head = render_think(think) + "\n\n" if think and think.strip() else ""
+    return head + (_tool_call_from_dict(tool_call) if tool_call is not None else render_answer(answer or ""))
 
 
 def render_chat(messages: Sequence[Mapping[str, Any]]) -> str:
@@ -131,6 +215,10 @@ def render_chat(messages: Sequence[Mapping[str, Any]]) -> str:
     Each message has ``role`` (system, user, assistant or tool) and ``content``. Assistant messages may also
     carry OpenAI-style ``reasoning_content`` (rendered as ``<think>``) and ``tool_calls``; ``tool`` messages
     become ``<tool_response>`` blocks, consecutive ones grouped into one user turn as Qwen3 does.
+
+    The text equals Qwen3's chat template output for the same messages with two deliberate differences for
+    training text: thinking is kept on *every* assistant turn (the template drops it before the last user
+    query), and an assistant turn without thinking gets no empty ``<think>\\n\\n</think>`` block.
     """
     out: list[str] = []
     pending_tool: list[str] = []
@@ -148,23 +236,22 @@ def render_chat(messages: Sequence[Mapping[str, Any]]) -> str:
             out.append(render_turn("user", "\n".join(pending_tool)))
             pending_tool = []
         if role == "assistant":
-            parts = []
-            if msg.get("reasoning_content"):
-                parts.append(render_think(msg["reasoning_content"]))
-            if content.strip():
-                parts.append(content.strip())
-            parts.extend(_tool_call_from_dict(c) for c in msg.get("tool_calls") or [])
-            content = "\n".join(parts)
+            head = render_think(msg["reasoning_content"]) + "\n\n" if msg.get("reasoning_content") else ""
+            body = content.strip()
+            for call in msg.get("tool_calls") or []:
+                body += ("\n" if body else "") + _tool_call_from_dict(call)
+            content = head + body
         out.append(render_turn(role, content))
     if pending_tool:
         out.append(render_turn("user", "\n".join(pending_tool)))
     return "".join(out)
 
 
-def _prefix(question: str, system: str | None) -> str:
+def _prefix(question: str, system: str | None, tools: Sequence[Mapping[str, Any]] | None = None) -> str:
     if not isinstance(question, str) or not question.strip():
         raise ValueError("a sample needs a non-empty question")
-    return (render_turn("system", system.strip()) if system else "") + render_turn("user", question.strip())
+    sys_text = "" if system == "" else agent_system(system.strip() if system else None, tools)
+    return (render_turn("system", sys_text) if sys_text else "") + render_turn("user", question.strip())
 
 
 def serialize_planning(
@@ -173,9 +260,11 @@ def serialize_planning(
     tool_call: Mapping[str, Any] | None,
     answer: str | None,
     system: str | None = None,
+    tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
-    """FAS planning action: the question, then the analysis and either the first tool call or a direct answer."""
-    return _prefix(question, system) + render_turn("assistant", render_action(think, tool_call, answer))
+    """FAS planning action: the agent system turn, the question, then the analysis and either the first tool
+    call or a direct answer (``system``/``tools``: see :func:`agent_system`; ``system=""``: no system turn)."""
+    return _prefix(question, system, tools) + render_turn("assistant", render_action(think, tool_call, answer))
 
 
 def _knowledge_text(item: Any) -> str:
@@ -188,20 +277,33 @@ def _knowledge_text(item: Any) -> str:
     raise ValueError(f"knowledge item must be a string or have a 'statement'/'text' field, got {item!r}")
 
 
-def serialize_reasoning(question: str, a1: str, knowledge: Iterable[Any], a2: str, system: str | None = None) -> str:
+def serialize_reasoning(
+    question: str,
+    a1: str,
+    knowledge: Iterable[Any],
+    a2: str,
+    system: str | None = None,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+) -> str:
     """FAS reasoning action: draft A1 from internal knowledge, the mapped knowledge, then the refined A2.
 
-    ``knowledge`` items are strings or dicts with a ``statement``/``text`` field. A2 is wrapped in
-    ``<answer>`` unless it already contains one (then it is kept verbatim, e.g. reasoning followed by an answer).
+    A1 is the assistant's first visible attempt; the knowledge comes back as a user turn; A2's reasoning (the
+    text before ``<answer>``) is its thinking, followed by ``<answer>`` (a bare A2 is all answer). This is what
+    Qwen3's chat template renders for ``[user, assistant(A1), user(knowledge), assistant(reasoning_content,
+    answer)]``. ``knowledge`` items are strings or dicts with a ``statement``/``text`` field.
     """
     items = [_knowledge_text(k) for k in knowledge]
     listing = "\n".join(f"{i}. {k}" for i, k in enumerate(items, 1)) or "(none)"
-    a2_text = a2.strip() if ANSWER_START in a2 else render_answer(a2)
+    if ANSWER_START in a2:
+        why, _, rest = a2.partition(ANSWER_START)
+        final = render_action(why, answer=rest.rsplit(ANSWER_END, 1)[0])
+    else:
+        final = render_answer(a2)
     return (
-        _prefix(question, system)
-        + render_turn("assistant", render_think(a1))
+        _prefix(question, system, tools)
+        + render_turn("assistant", a1.strip())
         + render_turn("user", f"Relevant knowledge:\n{listing}")
-        + render_turn("assistant", a2_text)
+        + render_turn("assistant", final)
     )
 
 
@@ -292,7 +394,7 @@ def serialize_has(
 
 
 def serialize_prefix(question: str, system: str | None = None) -> str:
-    """The opening of every sample: optional system turn and the question turn."""
+    """The opening of every agentic sample: the system turn (see :func:`agent_system`) and the question turn."""
     return _prefix(question, system)
 
 
@@ -318,10 +420,12 @@ def serialize_record(record: Mapping[str, Any]) -> str:
     * ``has``: ``question`` + ``steps`` (+ ``judgment``, ``history``) as in :func:`serialize_has`, or a
       ready ``text``.
     * ``general``: ``text``.
-    Optional ``system`` is used as a system prompt. Raises ``ValueError`` naming the missing field.
+    Optional ``system`` replaces :data:`AGENT_SYSTEM_PROMPT` (``""``: no system turn) and ``tools`` the
+    declared tools. Raises ``ValueError`` naming the missing field.
     """
     kind = record.get("type")
     system = record.get("system")
+    tools = record.get("tools")
     if kind == "planning":
         _require(record, "question")
         think = record.get("think", record.get("analysis", ""))
@@ -329,12 +433,12 @@ def serialize_record(record: Mapping[str, Any]) -> str:
             raise ValueError(f"planning record {record.get('id', '?')!r} has neither tool_call nor answer")
         tool_call = record.get("tool_call")
         return serialize_planning(
-            record["question"], think, tool_call, None if tool_call is not None else record["answer"], system
+            record["question"], think, tool_call, None if tool_call is not None else record["answer"], system, tools
         )
     if kind == "reasoning":
         _require(record, "question", "a1", "a2")
         return serialize_reasoning(
-            record["question"], record["a1"], record.get("knowledge") or [], record["a2"], system
+            record["question"], record["a1"], record.get("knowledge") or [], record["a2"], system, tools
         )
     if kind == "has":
         if "steps" in record:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.common.lock import lock_output_file
+from data_tools.common.provenance import synthetic_template_records
 from data_tools.indexed_io import IndexedWriter, dataset_exists, optimal_dtype, read_index, remove_dataset
 from data_tools.readers import (
     FileRange,
@@ -454,7 +455,20 @@ def run(cfg: TokenizeConfig) -> TokenizeStats:
     stats.seconds = elapsed + time.perf_counter() - t0
     if stats.documents == 0:
         log.warning("%s: no documents were written (megatron-core cannot read an empty dataset)", cfg.prefix)
-    summary = {"version": SUMMARY_VERSION, "fingerprint": fingerprint, "stats": asdict(stats)}
+    synthetic = [str(f) for f in files if synthetic_template_records(f)]
+    if synthetic:
+        log.warning(
+            "%d input(s) hold template-backend synthetic text (synthetic_template: true; demo/test quality, not for "
+            "real training): %s",
+            len(synthetic),
+            ", ".join(synthetic[:5]),
+        )
+    summary = {
+        "version": SUMMARY_VERSION,
+        "fingerprint": fingerprint,
+        "stats": asdict(stats),
+        "synthetic_template_inputs": synthetic,
+    }
     tmp = cfg.summary_path.with_name(cfg.summary_path.name + ".tmp")
     tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     os.replace(tmp, cfg.summary_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 from data_tools.llm.client import LLMConfig
@@ -46,6 +47,25 @@ def add_llm_args(
     g.add_argument("--top-p", type=float, default=0.95)
     g.add_argument("--max-tokens", type=int, default=2048)
     g.add_argument("--seed", type=int, default=0, help="base seed; per-request seeds derive from it")
+    g.add_argument(
+        "--extra-body",
+        type=parse_extra_body,
+        default=None,
+        metavar="JSON",
+        help='extra request fields sent with every request, e.g. \'{"chat_template_kwargs": '
+        '{"enable_thinking": false}, "top_k": 20}\' (vLLM/SGLang sampling extras; part of the cache key)',
+    )
+
+
+def parse_extra_body(text: str) -> dict:
+    """``--extra-body`` value: a JSON object (argparse turns the ``ValueError`` into a usage error)."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 def llm_config_from_args(args: argparse.Namespace, *, default_cache: str | None = None) -> LLMConfig:
@@ -69,6 +89,7 @@ def llm_config_from_args(args: argparse.Namespace, *, default_cache: str | None 
             top_p=args.top_p,
             max_tokens=args.max_tokens,
             seed=args.seed,
+            extra_body=getattr(args, "extra_body", None),
         )
     except ValueError as exc:
         raise SystemExit(f"invalid LLM settings: {exc}") from None

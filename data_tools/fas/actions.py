@@ -36,10 +36,9 @@ TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["url", "goal"],
         "additionalProperties": False,
     },
-    "PythonInterpreter": {
+    "PythonInterpreter": {  # DeepResearch: empty arguments, the code in <code>...</code> after the JSON
         "type": "object",
         "properties": {"code": {"type": "string", "minLength": 1}},
-        "required": ["code"],
         "additionalProperties": False,
     },
     "parse_file": {
@@ -50,7 +49,7 @@ TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
     },
 }
 
-_QUOTED = re.compile(r'(?:: |\) |in |by )"(.*?___.*?)"(?=\s*(?:and is also|and \(2\)|\?|$))', re.S)
+_QUOTED = re.compile(r'(?:: |\) |in |by |completes )"(.*?___.*?)"(?=\s*(?:and is also|and then|and \(2\)|\?|$))', re.S)
 _PAGE = re.compile(r'page "(.+?)" on (\S+?) and')
 
 
@@ -188,6 +187,15 @@ def template_a2(question: dict[str, Any], knowledge: list[dict[str, Any]]) -> di
         else:
             return {"reasoning": f"The knowledge does not date both events. {cites}", "answer": "unknown"}
         return {"reasoning": f"{cites} {why}", "answer": ans}
+    if "from that entity's own sources" in text and len(clues) == 2:  # two hops: the bridge, then the detail
+        bridge = fills[0]
+        named = [f"the {bridge}", bridge] if bridge else []
+        fills = [
+            next((f for n in named if (f := _fill_blank(re.sub("the entity", n, clues[1], flags=re.I), sts))), None)
+        ]
+        if bridge and fills[0]:
+            why = f"The first statement's blank is {bridge}; its own statement then gives {fills[0]}."
+            return {"reasoning": f"{cites} {why}", "answer": fills[0]}
     found = [f for f in fills if f]
     if not found:
         return {"reasoning": f"None of the knowledge matches the quoted statement. {cites}", "answer": "unknown"}

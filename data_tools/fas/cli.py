@@ -21,6 +21,7 @@ from pathlib import Path
 
 from data_tools.common.cli_args import add_llm_args, llm_config_from_args
 from data_tools.common.lock import lock_output_dir
+from data_tools.common.settings import SettingsMismatch
 from data_tools.common.sharding import add_shard_args, shard_from_args
 from data_tools.fas.pipeline import FasConfig, run_fas
 
@@ -90,17 +91,28 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"data fas: {exc}", file=sys.stderr)
         return 2
-    summary = run_fas(cfg)
+    try:
+        summary = run_fas(cfg)
+    except SettingsMismatch as exc:
+        print(f"data fas: {exc}", file=sys.stderr)
+        return 2
     c = summary["counts"]
+    if summary.get("valid_input_records") == 0:
+        bad = ", ".join(f"{k} {v}" for k, v in c["memory_bad_lines"].items()) or "the file is empty"
+        print(f"data fas: no valid memory item in {args.memory} ({bad}); nothing was synthesized", file=sys.stderr)
+        return 1
     llm_part = ""
     if summary["llm"]:
         s = summary["llm"]
+        u = s.get("usage", {})
         llm_part = (
             f"; requests {s['requests']} (cache hits {s['cache_hits']}, retries {s['retries']}, "
-            f"re-asks {s['reasks']}, failed {s['failed']})"
+            f"re-asks {s['reasks']}, failed {s['failed']}); tokens {u.get('prompt_tokens', 0):,} prompt / "
+            f"{u.get('completion_tokens', 0):,} completion / {u.get('reasoning_tokens', 0):,} reasoning"
         )
+    done = "already done (nothing to do): " if summary.get("already_done") else ""
     print(
-        f"fas: {c['memory_items']} memory items, {c['questions']} questions ({c['near_duplicates']} near-duplicates)"
+        f"fas: {done}{c['memory_items']} memory items, {c['questions']} questions ({c['near_duplicates']} near-duplicates)"
         f" -> planning {c['planning']['accepted']} accepted / {c['planning']['rejected']} rejected, reasoning "
         f"{c['reasoning']['accepted']} accepted / {c['reasoning']['rejected']} rejected, failures "
         f"{sum(c['failures'].values())}{llm_part}; outputs in {cfg.out_dir}"

@@ -10,10 +10,11 @@ rest; with an LLM backend the judge model does.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from data_tools.answers import judge_answer
+from data_tools.answers import judge_answer, normalize_answer
 from data_tools.fas.actions import knowledge_lines, tool_call_problem
 from data_tools.fas.knowledge import content_words
 from data_tools.llm.prompts import load_prompt
@@ -24,8 +25,19 @@ REASONS = (
     "logic_discontinuity",
     "invalid_tool",
     "answer_mismatch",
+    "ambiguous_question",
     "other",
 )
+_PRONOUN_START = re.compile(r"^(?:it|he|she|they|this|these|that|those|its|his|her|their|there)\b", re.I)
+# words of an analysis that announce each first action
+_ANNOUNCES = {
+    "search": ("search",),
+    "google_scholar": ("scholar", "academic"),
+    "visit": ("visit", "open", "page"),
+    "PythonInterpreter": ("python", "compute"),
+    "parse_file": ("file", "parse"),
+    "answer": ("answer",),
+}
 
 
 @dataclass
@@ -84,15 +96,81 @@ def structural_planning(plan: dict[str, Any]) -> Verdict | None:
     return None
 
 
+def question_problem(question: dict[str, Any]) -> Verdict | None:
+    """A question that cannot be answered as asked: a quoted statement whose subject is a bare pronoun."""
+    from data_tools.fas.actions import quoted_clues
+
+    for clue in quoted_clues(question["question"]):
+        if _PRONOUN_START.match(clue.strip()):
+            word = clue.split()[0]
+            return _reject(
+                "ambiguous_question", f"the quoted statement starts with {word!r} and never names its subject"
+            )
+    return None
+
+
+def _safe_arith(code: str) -> float | None:
+    """Value printed by ``print(<arithmetic on literals>)``, or ``None`` for anything else (never executed)."""
+    import ast
+
+    try:
+        tree = ast.parse(code.strip(), mode="exec")
+    except SyntaxError:
+        return None
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr):
+        return None
+    call = tree.body[0].value
+    if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "print" and len(call.args) == 1):
+        return None
+
+    def ev(n: ast.AST) -> float:
+        if isinstance(n, ast.Constant) and isinstance(n.value, (int, float)):
+            return float(n.value)
+        if isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
+            a, b = ev(n.left), ev(n.right)
+            return {ast.Add: a + b, ast.Sub: a - b, ast.Mult: a * b, ast.Div: a / b if b else float("nan")}[type(n.op)]
+        if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "abs" and len(n.args) == 1:
+            return abs(ev(n.args[0]))
+        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
+            return -ev(n.operand)
+        raise ValueError("not plain arithmetic")
+
+    try:
+        return ev(call.args[0])
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def action_matches_analysis(plan: dict[str, Any]) -> bool:
+    """Whether the analysis announces the action taken (a search it talks about, a page it names, ...)."""
+    act = plan["action"]
+    name = act.get("name") if act["type"] == "tool_call" else "answer"
+    think = plan.get("think", "").casefold()
+    return any(w in think for w in _ANNOUNCES.get(name, (str(name).casefold(),)))
+
+
 def rule_judge_planning(question: dict[str, Any], knowledge: list[dict[str, Any]], plan: dict[str, Any]) -> Verdict:
-    """Full rule-based judgement of a planning action (template backend)."""
-    v = structural_planning(plan)
+    """Full rule-based judgement of a planning action (template backend): the question is answerable as
+    asked, the analysis refers to it and announces the action taken, a direct answer or computation gives the
+    right result, queries are grounded and visits go to a source page."""
+    v = structural_planning(plan) or question_problem(question)
     if v is not None:
         return v
     act = plan["action"]
     qv = _vocab(question["question"])
     if not qv & _vocab(plan["think"]):
         return _reject("logic_discontinuity", "the analysis does not refer to the question")
+    if not action_matches_analysis(plan):
+        return _reject("logic_discontinuity", f"the analysis never announces the {act.get('name') or 'answer'} action")
+    if act["type"] == "tool_call" and act["name"] == "PythonInterpreter":
+        value = _safe_arith(str(act.get("code") or act["arguments"].get("code") or ""))
+        if value is None:
+            return _reject("invalid_tool", "the Python code is not a computation the judge can check")
+        if not answers_agree(
+            str(int(value)) if value == int(value) else str(value), question["answer"], question["style"]
+        ):
+            return _reject("content_inconsistency", f"the computation gives {value:g}, not what the knowledge implies")
+        return _accept(why="the computation uses the stated numbers and gives the right result")
     if act["type"] == "answer":
         if answers_agree(act["answer"], question["answer"], question["style"]):
             return _accept(why="direct answer agrees with the knowledge")
@@ -126,7 +204,7 @@ def rule_judge_reasoning(
     question: dict[str, Any], knowledge: list[dict[str, Any]], a1: dict[str, Any], a2: dict[str, Any]
 ) -> Verdict:
     """Full rule-based judgement of a reasoning sample (template backend)."""
-    v = structural_reasoning(a1, a2)
+    v = structural_reasoning(a1, a2) or question_problem(question)
     if v is not None:
         return v
     if not answers_agree(a2["answer"], question["answer"], question["style"]):
@@ -136,6 +214,13 @@ def rule_judge_reasoning(
     kv = _vocab(*(k["text"] for k in knowledge))
     if len(kv & _vocab(a2["reasoning"])) < min(2, len(kv)):
         return _reject("content_inconsistency", "A2 reasoning does not use the knowledge")
+    if question["style"] in ("factual_retrieval", "multi_hop", "web_navigation"):
+        support = " ".join(normalize_answer(k["text"]) for k in knowledge)
+        if f" {normalize_answer(a2['answer'])} " not in f" {support} ":
+            return _reject("content_inconsistency", "the A2 answer is not stated in the mapped knowledge")
+    draft = str(a1.get("draft_answer", "")).strip()
+    if draft and "draft" not in a2["reasoning"].casefold():
+        return _reject("logic_discontinuity", "A2 never says how it relates to the draft A1")
     return _accept()
 
 

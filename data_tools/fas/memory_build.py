@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -120,16 +121,60 @@ def _times(text: str, attached: Any) -> list[dict[str, Any]]:
     return found
 
 
+_CITATION = re.compile(r"\s*\[(?:note|nb|citation needed|[a-z]|\d{1,3})(?:\s*\d{1,3})?\]", re.I)
+_FRAGMENT_WORDS = frozenset(
+    "north south east west northern southern eastern western central upper lower new old great saint st "
+    "nights days abd al el bin ibn ben bce bc ce ad".split()
+)
+
+
+def strip_citations(text: str) -> str:
+    """Text without Wikipedia citation artefacts (``[note 1]``, ``[12]``, ``[a]``, ``[citation needed]``)."""
+    return _CITATION.sub("", text)
+
+
+def is_fragment(mention: str, sentence: str, longer: list[str], title: str | None) -> bool:
+    """Whether a capitalised span is a fragment, not an entity: a lone direction or name particle ("West",
+    "Abd"), a single word that only occurs inside a longer name of the same document or title ("Nights" of
+    "One Thousand and One Nights"), a span glued to a hyphen or an apostrophe, or bracket debris."""
+    if any(c in mention for c in "[]()") or mention.lower().startswith("note"):
+        return True
+    if " " in mention:
+        return False
+    w = mention.casefold()
+    if w in _FRAGMENT_WORDS or (len(mention) <= 3 and not mention.isupper()):
+        return True
+    if re.search(rf"(?:[-\u2013]|\b(?:al|el)-){re.escape(mention)}\b|\b{re.escape(mention)}-", sentence):
+        return True
+    names = [*longer, *([title] if title else [])]
+    return any(w in n.casefold().split() and n.casefold() != w for n in names) and not re.search(
+        rf"\b{re.escape(mention)}\b", _without(sentence, names)
+    )
+
+
+def _without(sentence: str, names: list[str]) -> str:
+    for n in sorted(names, key=len, reverse=True):
+        sentence = sentence.replace(n, " ")
+    return sentence
+
+
 def heuristic_statements(doc: dict[str, Any], cfg: MemoryConfig, where: str) -> list[RawStatement]:
     """Sentences of a document as statements anchored to its title, with entity candidates, dates and tone."""
     src = doc_source(doc, cfg, where)
     title = src["title"].strip() or None
     out = []
-    sentences = split_sentences(str(doc[cfg.text_key]))[: cfg.max_sentences_per_doc]
+    text = strip_citations(str(doc[cfg.text_key]))
+    sentences = split_sentences(text)[: cfg.max_sentences_per_doc]
+    spans = {i: entity_spans(s) for i, s in enumerate(sentences)}
+    multi = [m for ms in spans.values() for m in ms if " " in m or "-" in m]
     for i, sent in enumerate(sentences):
         if not cfg.min_sentence_chars <= len(sent) <= cfg.max_sentence_chars:
             continue
-        mentions = [m for m in entity_spans(sent) if title is None or m.casefold() != title.casefold()]
+        mentions = [
+            m
+            for m in spans[i]
+            if (title is None or m.casefold() != title.casefold()) and not is_fragment(m, sent, multi, title)
+        ]
         out.append(
             RawStatement(
                 id="st-" + _short_hash(src["doc_id"], str(i)),

@@ -28,8 +28,10 @@ from data_tools.common.jsonl import (
     iter_jsonl,
     read_jsonl,
 )
+from data_tools.common.progress import SynthesisProgress, count_lines
+from data_tools.common.settings import claim_settings
 from data_tools.common.sharding import shard_of, shard_suffix
-from data_tools.fas import actions, judge
+from data_tools.fas import actions, judge, template_actions
 from data_tools.fas import records as R
 from data_tools.fas.dedup import NearDuplicateFilter
 from data_tools.fas.knowledge import find_dates
@@ -43,7 +45,7 @@ from data_tools.fas.questions import (
     template_questions,
     validate_llm_questions,
 )
-from data_tools.fas.summary import write_summary
+from data_tools.fas.summary import finished_summary, write_summary
 from data_tools.llm.client import LLMClient, LLMConfig
 
 log = logging.getLogger(__name__)
@@ -146,8 +148,10 @@ def normalize_item(rec: dict[str, Any]) -> dict[str, Any]:
     return {**rec, "id": str(rec["id"]), "statements": sts, "related": related}
 
 
-def iter_memory(cfg: FasConfig, bad: Counter) -> Iterator[dict[str, Any]]:
-    """This shard's memory items (bad lines and invalid items counted in ``bad``)."""
+def iter_memory(cfg: FasConfig, bad: Counter, valid: Counter | None = None) -> Iterator[dict[str, Any]]:
+    """This shard's memory items (bad lines and invalid items counted in ``bad``, valid lines of all shards in
+    ``valid["records"]``)."""
+    valid = Counter() if valid is None else valid
     n = 0
     for _, rec in iter_jsonl(
         cfg.memory_path, required=["id", "entity", "statements"], types={"entity": str, "statements": list}
@@ -156,6 +160,7 @@ def iter_memory(cfg: FasConfig, bad: Counter) -> Iterator[dict[str, Any]]:
             bad[rec.reason] += 1
             log.warning("skipping memory line: %s", rec)
             continue
+        valid["records"] += 1
         if shard_of(str(rec["id"]), cfg.num_shards) != cfg.shard_index:
             continue
         try:
@@ -182,6 +187,32 @@ class FasRunner:
         else:
             tags = {"generator": R.TEMPLATE_GENERATOR}
         self.template_tags = tags
+
+    def settings(self) -> dict[str, Any]:
+        """What determines this shard's outputs (stored as ``settings.json``; a resume must match it)."""
+        cfg = self.cfg
+        out: dict[str, Any] = {
+            "tool": "fas",
+            "fas_version": R.FAS_VERSION,
+            "memory": str(Path(cfg.memory_path).resolve()),
+            "questions_per_memory": cfg.questions_per_memory,
+            "seed": cfg.seed,
+            "backend": cfg.backend,
+            "dedup_threshold": cfg.dedup_threshold,
+            "shard_index": cfg.shard_index,
+            "num_shards": cfg.num_shards,
+            "templates": self.template_tags,
+        }
+        if cfg.llm is not None:
+            out.update(
+                model=cfg.llm.model,
+                temperature=cfg.llm.temperature,
+                top_p=cfg.llm.top_p,
+                max_tokens=cfg.llm.max_tokens,
+                extra_body=cfg.llm.extra_body,
+                judge_temperature=cfg.judge_temperature,
+            )
+        return out
 
     # -- per item ----------------------------------------------------------------------------------------------
     def _seed(self, *parts: Any) -> int:
@@ -232,7 +263,7 @@ class FasRunner:
 
     async def _planning(self, item, q, knowledge, prov, out: ItemResult) -> None:
         if self.cfg.backend == "template":
-            plan = actions.template_plan(q)
+            plan = template_actions.template_plan(q, item["entity"])
             verdict = judge.rule_judge_planning(q, knowledge, plan)
         else:
             res = await self._chat(actions.llm_plan_request(q), self._seed(q["id"], "planning"))
@@ -257,8 +288,8 @@ class FasRunner:
 
     async def _reasoning(self, item, q, knowledge, prov, out: ItemResult) -> None:
         if self.cfg.backend == "template":
-            a1 = actions.template_a1(q)
-            a2 = actions.template_a2(q, knowledge)
+            a1 = template_actions.template_a1(q, item)
+            a2 = template_actions.template_a2(q, knowledge, a1)
             verdict = judge.rule_judge_reasoning(q, knowledge, a1, a2)
         else:
             rid = "reas-" + q["id"][2:]
@@ -307,6 +338,11 @@ class FasRunner:
         cfg = self.cfg
         out_dir = cfg.out_dir
         out_dir.mkdir(parents=True, exist_ok=True)
+        settings = self.settings()
+        existed = claim_settings(out_dir, settings)  # raises SettingsMismatch naming what differs
+        if existed and not cfg.retry_failed and (done := finished_summary(out_dir, cfg)) is not None:
+            log.info("%s is already done with these settings", out_dir)
+            return {**done, "already_done": True}
         t0 = time.time()
         retried = drop_failed_items(out_dir) if cfg.retry_failed else 0
         if retried:
@@ -320,13 +356,26 @@ class FasRunner:
                     dedup.add(q["id"], q["question"])
         resumed = len(progress)
         bad: Counter = Counter()
-        items = (it for it in iter_memory(cfg, bad) if it["id"] not in progress)
+        valid: Counter = Counter()
+        items = (it for it in iter_memory(cfg, bad, valid) if it["id"] not in progress)
         # Enough running items to keep every request slot busy (an item has at most 2K requests in flight and
         # 4 sequential stages).
         window = cfg.window or max(4, 2 * (cfg.llm.concurrency if cfg.llm else 1) // max(1, cfg.questions_per_memory))
         if cfg.backend == "template":
             window = 1
-        bar = _progress_bar(cfg.progress, resumed)
+        total = count_lines(cfg.memory_path)
+        if total is not None and cfg.num_shards > 1:
+            total = -(-total // cfg.num_shards)  # about this shard's share
+        if cfg.max_items is not None:
+            total = cfg.max_items if total is None else min(total, cfg.max_items)
+        bar = SynthesisProgress(
+            "fas",
+            total,
+            unit="item",
+            enabled=cfg.progress,
+            initial=resumed,
+            stats=self.client.stats if self.client else None,
+        )
         pending: deque = deque()  # (item, task) in input (= commit) order
         exhausted = False
 
@@ -348,8 +397,9 @@ class FasRunner:
             while pending:
                 while pending and pending[0][1].done():
                     item, task = pending.popleft()
-                    self._commit(item, task.result(), writers, progress, dedup)
-                    bar.update(1)
+                    result = task.result()
+                    self._commit(item, result, writers, progress, dedup)
+                    bar.advance(1, failed=int(any(r["rejection"]["kind"] == "failure" for r in result.rejected)))
                 fill()
                 if pending and not pending[0][1].done():
                     await asyncio.wait([t for _, t in pending if not t.done()], return_when=asyncio.FIRST_COMPLETED)
@@ -360,7 +410,16 @@ class FasRunner:
             if self.client is not None:
                 await self.client.aclose()
         llm_stats = self.client.stats.as_dict() if self.client else None
-        return write_summary(out_dir, cfg, bad, llm_stats, resumed_items=resumed, seconds=time.time() - t0)
+        return write_summary(
+            out_dir,
+            cfg,
+            bad,
+            llm_stats,
+            resumed_items=resumed,
+            seconds=time.time() - t0,
+            settings=settings,
+            valid_records=valid["records"],
+        )
 
     def _commit(self, item, result: ItemResult, writers, progress: ResumableJsonlWriter, dedup) -> None:
         plan_w, reas_w, rej_w = (writers[n] for n in OUTPUT_FILES)
@@ -419,22 +478,6 @@ def _read_progress(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(enabled: bool | None, initial: int):
-    if enabled is False:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(desc="fas", unit="item", initial=initial, disable=None if enabled is None else False)
 
 
 def run_fas(cfg: FasConfig) -> dict[str, Any]:

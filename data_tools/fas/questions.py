@@ -90,6 +90,13 @@ def _numerical(item, rng, used):
     if pairs:
         a, b = rng.choice(pairs)
         ya, yb = a["times"][0]["year"], b["times"][0]["year"]
+        if rng.random() < 0.4:
+            # numbers stated in the question: a computation, no lookup needed
+            q = (
+                f'Sources on {item["entity"]} say "{a["text"]}" and also "{b["text"]}". '
+                f"How many years separate the two dates ({a['times'][0]['surface']} and {b['times'][0]['surface']})?"
+            )
+            return q, str(abs(ya - yb)), [a["id"], b["id"]]
         ma, mb = _mask(a["text"], a["times"][0]["surface"]), _mask(b["text"], b["times"][0]["surface"])
         q = f'How many years passed between these two events: (1) "{ma}" and (2) "{mb}"?'
         return q, str(abs(ya - yb)), [a["id"], b["id"]]
@@ -113,8 +120,33 @@ def _multi_hop(item, rng, used):
     mb = _mask(other["text"], rel["entity"]) or other["text"]
     if ma is None:
         return None
+    chain = _chain(rel, ma, rng)
+    if chain is not None:
+        return chain[0], chain[1], [via["id"], chain[2]]
     q = f'Which entity is mentioned in "{ma}" and is also described by "{mb}"?'
     return q, rel["entity"], [via["id"], other["id"]]
+
+
+CHAIN_MARK = "and then, from that entity's own sources, what completes"
+
+
+def _chain(rel: dict[str, Any], masked_via: str, rng: random.Random) -> tuple[str, str, str] | None:
+    """A two-hop chain: find the entity blanked in one statement, then a detail (a date or a name) stated about
+    that entity elsewhere in memory; the answer is the detail, not the bridging entity."""
+    if rng.random() < 0.5:
+        return None
+    for st in rel["statements"]:
+        spans = [t["surface"] for t in st.get("times") or []] + [
+            m for m in st.get("mentions") or [] if m.casefold() != rel["entity"].casefold()
+        ]
+        for span in spans:
+            text = re.sub(r"(?:\bthe\s+)?" + re.escape(rel["entity"]), "the entity", st["text"], flags=re.I)
+            masked = _mask(text, span)
+            if masked is None or "the entity" not in masked or _leaks(masked_via, span):
+                continue
+            q = f'Find the entity missing in "{masked_via}" {CHAIN_MARK} "{masked}"?'
+            return q, span, st["id"]
+    return None
 
 
 def _web(item, rng, used):

@@ -53,6 +53,8 @@ def planning_record(item, q, knowledge, plan: dict[str, Any], verdict: Verdict, 
     act = plan["action"]
     rec["think"] = plan["think"]
     rec["tool_call"] = {"name": act["name"], "arguments": act["arguments"]} if act["type"] == "tool_call" else None
+    if rec["tool_call"] is not None and act.get("code"):
+        rec["tool_call"]["code"] = act["code"]  # DeepResearch's PythonInterpreter: code after the JSON
     rec["answer"] = act.get("answer") if act["type"] == "answer" else None
     rec["verdict"] = verdict.as_dict()
     try:

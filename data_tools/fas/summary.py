@@ -17,13 +17,15 @@ def _rate(acc: int, rej: int) -> float | None:
 def _sum_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     total: Counter = Counter()
     failures: Counter = Counter()
+    usage: Counter = Counter()
     for r in runs:
         llm = r.get("llm") or {}
         for k, v in llm.items():
             if isinstance(v, int):
                 total[k] += v
         failures.update(llm.get("failures", {}))
-    return {**dict(total), "failures": dict(failures)}
+        usage.update(llm.get("usage", {}))
+    return {**dict(total), "failures": dict(failures), "usage": dict(usage)}
 
 
 def compute_counts(out_dir: Path, bad_lines: Counter) -> dict[str, Any]:
@@ -97,8 +99,30 @@ def compute_counts(out_dir: Path, bad_lines: Counter) -> dict[str, Any]:
     }
 
 
+def finished_summary(out_dir: Path, cfg) -> dict[str, Any] | None:
+    """The stored summary when a run with ``cfg``'s item limit already completed in ``out_dir``, else ``None``."""
+    path = out_dir / "summary.json"
+    if not path.exists():
+        return None
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    if stored.get("complete") and stored.get("max_items") == cfg.max_items:
+        return stored
+    return None
+
+
 def write_summary(
-    out_dir: Path, cfg, bad_lines: Counter, llm_stats: dict[str, Any] | None, *, resumed_items: int, seconds: float
+    out_dir: Path,
+    cfg,
+    bad_lines: Counter,
+    llm_stats: dict[str, Any] | None,
+    *,
+    resumed_items: int,
+    seconds: float,
+    settings: dict[str, Any] | None = None,
+    valid_records: int | None = None,
 ) -> dict[str, Any]:
     """Append this run to ``runs.jsonl`` and write ``summary.json`` atomically; returns the summary."""
     runs_path = out_dir / "runs.jsonl"
@@ -120,6 +144,10 @@ def write_summary(
         "questions_per_memory": cfg.questions_per_memory,
         "seed": cfg.seed,
         "shard": {"index": cfg.shard_index, "count": cfg.num_shards},
+        "max_items": cfg.max_items,
+        "complete": True,
+        "valid_input_records": valid_records,
+        "settings": settings,
         "counts": compute_counts(out_dir, bad_lines),
         "llm": llm_stats,
         "llm_all_runs": _sum_runs(runs),

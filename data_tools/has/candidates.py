@@ -95,7 +95,8 @@ class Action:
 
     @cached_property
     def _text(self) -> str:
-        parts = [render_think(self.think)] if self.think else []
+        head = render_think(self.think) + "\n\n" if self.think else ""  # Qwen3: "</think>\n\n"
+        parts = []
         if self.answer is not None:
             parts.append(render_answer(self.answer))
         codes = self.codes or (None,) * len(self.tool_calls)
@@ -105,7 +106,7 @@ class Action:
                 parts.append(f"{TOOL_CALL_START}\n{raw}\n{TOOL_CALL_END}")
             else:
                 parts.append(render_tool_call(name, json.loads(args), code))
-        return "\n".join(parts)
+        return head + "\n".join(parts)
 
     def target_words(self) -> frozenset[str]:
         """Content words of what the action does (tool names + argument values, or the answer)."""

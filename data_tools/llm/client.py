@@ -8,8 +8,13 @@ One :class:`LLMClient` talks to one or more OpenAI-compatible servers (vLLM, SGL
   timeouts, connection resets and malformed/truncated response bodies;
 * structured outputs: a JSON schema is sent as ``response_format`` and the reply is validated against it; an
   invalid, empty or unparseable reply is re-asked a bounded number of times, then reported as failed;
-* a sqlite request cache keyed by (model, messages, sampling, seed, schema), so reruns are free and a killed
-  job resumes exactly where it was.
+* a sqlite request cache keyed by (model, messages, sampling, extra body, seed, schema), so reruns are free
+  and a killed job resumes exactly where it was (the current date in a prompt does not change the key);
+* token usage per request and in total (prompt / completion / reasoning tokens, from the server's ``usage``);
+* truncation detection: a reply with ``finish_reason == "length"`` is asked again once with a larger
+  ``max_tokens`` budget, then failed as ``truncated`` (never cached, never parsed as an answer);
+* ``reasoning_content`` (vLLM/SGLang reasoning parsers) kept next to the reply and in the cache;
+* ``extra_body``: server-specific fields (``chat_template_kwargs``, ``top_k``, ...) sent with every request.
 
 :meth:`LLMClient.chat` never raises for server faults: it returns an :class:`LLMResult` whose ``error`` names
 the reason. :attr:`LLMClient.stats` counts requests, retries, re-asks, cache hits and failures by reason.
@@ -87,6 +92,12 @@ class LLMConfig:
     strict_schema: bool = False
     """Set ``strict`` in ``response_format`` (OpenAI's strict mode needs fully closed schemas; vLLM/SGLang
     constrain decoding either way)."""
+    extra_body: dict[str, Any] | None = None
+    """Extra top-level request fields sent with every request, e.g. ``{"chat_template_kwargs":
+    {"enable_thinking": false}, "top_k": 20}`` (vLLM/SGLang sampling extras); part of the cache key."""
+    length_retry_factor: float = 2.0
+    """A reply cut by the token limit (``finish_reason == "length"``) is asked once more with ``max_tokens``
+    multiplied by this factor; if that is cut too, the request fails as ``truncated``."""
 
     def __post_init__(self) -> None:
         if isinstance(self.urls, str):
@@ -110,6 +121,13 @@ class LLMConfig:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.backoff_base_s < 0 or self.backoff_max_s < self.backoff_base_s:
             raise ValueError("need 0 <= backoff_base_s <= backoff_max_s")
+        if self.extra_body is not None and not isinstance(self.extra_body, dict):
+            raise ValueError(f"extra_body must be a JSON object, got {type(self.extra_body).__name__}")
+        reserved = {"model", "messages", "seed", "response_format"} & set(self.extra_body or {})
+        if reserved:
+            raise ValueError(f"extra_body may not set {sorted(reserved)} (the client sets them)")
+        if self.length_retry_factor < 1.0:
+            raise ValueError(f"length_retry_factor must be >= 1, got {self.length_retry_factor}")
 
 
 @dataclass
@@ -129,6 +147,13 @@ class LLMResult:
     ``empty_completion``, ``invalid_json``, ``schema_invalid``, ``http_400``...) or ``None`` on success."""
     detail: str = ""
     """Extra detail for a failure."""
+    reasoning_content: str | None = None
+    """The server's separate reasoning text (``message.reasoning_content``, vLLM/SGLang reasoning parsers)."""
+    usage: dict[str, int] = field(default_factory=dict)
+    """Tokens this request spent over all its HTTP attempts: ``prompt_tokens``, ``completion_tokens``,
+    ``reasoning_tokens`` (empty for a cache hit)."""
+    finish_reason: str | None = None
+    """``finish_reason`` of the last reply (``stop``, ``length``, ...)."""
 
     @property
     def ok(self) -> bool:
@@ -158,6 +183,15 @@ class LLMStats:
     """Errors that were retried or re-asked, by reason."""
     busy_s: float = 0.0
     """Sum of HTTP attempt durations (seconds)."""
+    prompt_tokens: int = 0
+    """Prompt tokens the server reported over all replies (cache hits cost none)."""
+    completion_tokens: int = 0
+    """Completion tokens the server reported (reasoning included, as OpenAI and vLLM count them)."""
+    reasoning_tokens: int = 0
+    """Reasoning tokens (``usage.completion_tokens_details.reasoning_tokens``, or counted by the reasoning
+    text's whitespace words when the server gives a ``reasoning_content`` but no count)."""
+    length_retries: int = 0
+    """Replies cut by the token limit that were asked again with a larger budget."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serializable snapshot."""
@@ -171,7 +205,52 @@ class LLMStats:
             "failed": sum(self.failures.values()),
             "failures": dict(sorted(self.failures.items())),
             "retried_errors": dict(sorted(self.retried_errors.items())),
+            "length_retries": self.length_retries,
+            "truncated": self.failures.get("truncated", 0),
+            "usage": self.usage(),
         }
+
+    def usage(self) -> dict[str, int]:
+        """Token totals: ``prompt_tokens``, ``completion_tokens``, ``reasoning_tokens``, ``total_tokens``."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+    def add_usage(self, usage: dict[str, int]) -> None:
+        """Add one reply's token counts."""
+        self.prompt_tokens += usage.get("prompt_tokens", 0)
+        self.completion_tokens += usage.get("completion_tokens", 0)
+        self.reasoning_tokens += usage.get("reasoning_tokens", 0)
+
+
+@dataclass
+class _Completion:
+    """One successful HTTP reply, parsed."""
+
+    content: str
+    reasoning: str | None
+    finish_reason: str | None
+    usage: dict[str, int]
+
+
+def parse_usage(usage: Any, reasoning: str | None) -> dict[str, int]:
+    """Token counts of one reply from its ``usage`` object (missing fields count 0)."""
+    out = {"prompt_tokens": 0, "completion_tokens": 0, "reasoning_tokens": 0}
+    if isinstance(usage, dict):
+        for k in ("prompt_tokens", "completion_tokens"):
+            if isinstance(usage.get(k), int):
+                out[k] = usage[k]
+        details = usage.get("completion_tokens_details")
+        if isinstance(details, dict) and isinstance(details.get("reasoning_tokens"), int):
+            out["reasoning_tokens"] = details["reasoning_tokens"]
+        elif isinstance(usage.get("reasoning_tokens"), int):
+            out["reasoning_tokens"] = usage["reasoning_tokens"]
+    if not out["reasoning_tokens"] and reasoning:
+        out["reasoning_tokens"] = len(reasoning.split())
+    return out
 
 
 @dataclass
@@ -311,11 +390,13 @@ class LLMClient:
         """
         seed = self.cfg.seed if seed is None else seed
         params = self.sampling_params(**sampling)
-        key = request_key(self.cfg.model, messages, params, seed, schema)
+        key_params = {**params, "extra_body": self.cfg.extra_body} if self.cfg.extra_body else params
+        key = request_key(self.cfg.model, messages, key_params, seed, schema)
         self.stats.requests += 1
         if self.cache is not None:
-            hit = self.cache.get(key)
-            if hit is not None:
+            entry = self.cache.get_entry(key)
+            if entry is not None:
+                hit, reasoning = entry
                 try:
                     parsed = parse_json_reply(hit, schema) if schema is not None else None
                 except ReplyError:
@@ -323,7 +404,9 @@ class LLMClient:
                 else:
                     self.stats.cache_hits += 1
                     self.stats.succeeded += 1
-                    return LLMResult(content=hit, parsed=parsed, cached=True, attempts=0, error=None)
+                    return LLMResult(
+                        content=hit, parsed=parsed, cached=True, attempts=0, error=None, reasoning_content=reasoning
+                    )
         clients, slots = self._state()
         slot = await slots.get()
         try:
@@ -362,17 +445,52 @@ class LLMClient:
         attempts = 0
         content = ""
         last: ReplyError | None = None
+        usage: Counter = Counter()
+        reply = _Completion("", None, None, {})
+        budget_raised = False
         for reask in range(self.cfg.max_reasks + 1):
             # A re-ask varies the seed so a deterministic server does not repeat the same bad answer.
             send_seed = seed if reask == 0 or seed is None else seed + 1_000_003 * reask
             try:
-                content, n = await self._send(slot, http, conv, params, send_seed, schema, schema_name)
+                reply, n = await self._send(slot, http, conv, params, send_seed, schema, schema_name)
                 attempts += n
+                self.stats.add_usage(reply.usage)
+                usage.update(reply.usage)
+                if reply.finish_reason == "length" and not budget_raised:
+                    # Cut by the token limit: once more with a larger budget (same seed, same conversation).
+                    budget_raised = True
+                    self.stats.length_retries += 1
+                    self.stats.retried_errors["truncated"] += 1
+                    params = {**params, "max_tokens": int(params["max_tokens"] * self.cfg.length_retry_factor)}
+                    reply, n = await self._send(slot, http, conv, params, send_seed, schema, schema_name)
+                    attempts += n
+                    self.stats.add_usage(reply.usage)
+                    usage.update(reply.usage)
             except _Reply as fail:
                 attempts += fail.attempts
                 self.stats.failures[fail.reason] += 1
                 return LLMResult(
-                    content="", parsed=None, cached=False, attempts=attempts, error=fail.reason, detail=fail.detail
+                    content="",
+                    parsed=None,
+                    cached=False,
+                    attempts=attempts,
+                    error=fail.reason,
+                    detail=fail.detail,
+                    usage=dict(usage),
+                )
+            content = reply.content
+            if reply.finish_reason == "length":
+                self.stats.failures["truncated"] += 1
+                return LLMResult(
+                    content=content,
+                    parsed=None,
+                    cached=False,
+                    attempts=attempts,
+                    error="truncated",
+                    detail=f"finish_reason=length at max_tokens={params['max_tokens']}",
+                    reasoning_content=reply.reasoning,
+                    usage=dict(usage),
+                    finish_reason="length",
                 )
             try:
                 if schema is not None:
@@ -394,13 +512,30 @@ class LLMClient:
                         ]
                 continue
             if self.cache is not None:
-                self.cache.put(key, content, self.cfg.model)
+                self.cache.put(key, content, self.cfg.model, reply.reasoning)
             self.stats.succeeded += 1
-            return LLMResult(content=content, parsed=parsed, cached=False, attempts=attempts, error=None)
+            return LLMResult(
+                content=content,
+                parsed=parsed,
+                cached=False,
+                attempts=attempts,
+                error=None,
+                reasoning_content=reply.reasoning,
+                usage=dict(usage),
+                finish_reason=reply.finish_reason,
+            )
         assert last is not None
         self.stats.failures[last.reason] += 1
         return LLMResult(
-            content=content, parsed=None, cached=False, attempts=attempts, error=last.reason, detail=last.detail
+            content=content,
+            parsed=None,
+            cached=False,
+            attempts=attempts,
+            error=last.reason,
+            detail=last.detail,
+            reasoning_content=reply.reasoning,
+            usage=dict(usage),
+            finish_reason=reply.finish_reason,
         )
 
     def _pick(self, slot: int, attempt: int) -> _Endpoint:
@@ -436,9 +571,9 @@ class LLMClient:
         seed: int | None,
         schema: dict | None,
         schema_name: str | None,
-    ) -> tuple[str, int]:
-        """POST with transport retries; returns ``(content, attempts)`` or raises :class:`_Reply`."""
-        body: dict[str, Any] = {"model": self.cfg.model, "messages": conv, **params}
+    ) -> tuple[_Completion, int]:
+        """POST with transport retries; returns ``(reply, attempts)`` or raises :class:`_Reply`."""
+        body: dict[str, Any] = {**(self.cfg.extra_body or {}), "model": self.cfg.model, "messages": conv, **params}
         if seed is not None:
             body["seed"] = seed
         if schema is not None and self.cfg.use_response_format:
@@ -451,9 +586,9 @@ class LLMClient:
             self.stats.http_requests += 1
             t0 = time.perf_counter()
             try:
-                content = await self._post_once(http, ep.url, data)
+                reply = await self._post_once(http, ep.url, data)
                 self._health(ep, None)
-                return content, attempt + 1
+                return reply, attempt + 1
             except _Reply as fail:
                 self._health(ep, fail.reason)
                 if not fail.retryable or attempt == self.cfg.max_retries:
@@ -469,7 +604,7 @@ class LLMClient:
             await self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _post_once(self, http: httpcore.AsyncConnectionPool, url: str, data: bytes) -> str:
+    async def _post_once(self, http: httpcore.AsyncConnectionPool, url: str, data: bytes) -> _Completion:
         try:
             resp = await http.request("POST", url, headers=self._headers, content=data, extensions=self._timeouts)
         except httpcore.TimeoutException as exc:
@@ -488,13 +623,17 @@ class LLMClient:
                 raise _Reply(reason, detail, parse_retry_after(retry_after))
             raise _Reply(reason, detail, retryable=False)
         try:
-            message = json.loads(resp.content)["choices"][0]["message"]
+            payload = json.loads(resp.content)
+            choice = payload["choices"][0]
+            message = choice["message"]
             content = message.get("content") or ""
+            reasoning = message.get("reasoning_content") or message.get("reasoning") or None
+            finish = choice.get("finish_reason")
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise _Reply("malformed_response", f"{type(exc).__name__}: {resp.content[:200]!r}") from None
-        if not isinstance(content, str):
+        if not isinstance(content, str) or not isinstance(reasoning, (str, type(None))):
             raise _Reply("malformed_response", f"content is {type(content).__name__}")
-        return content
+        return _Completion(content, reasoning, finish, parse_usage(payload.get("usage"), reasoning))
 
 
 def _reask_text(bad: ReplyError) -> str:

@@ -8,7 +8,12 @@ answers a JSON-schema request with a minimal instance of the schema and any othe
 Faults (``FakeReply(fault=...)`` or random with ``fault_rates``): ``http_500``, ``http_503`` and ``http_429``
 (with ``Retry-After``), ``http_400`` (not retryable), ``timeout`` (the server hangs), ``reset`` (TCP RST), ``malformed`` (a 200 whose body is
 not JSON), ``truncated`` (the body is cut and the connection closed), ``empty`` (an empty completion) and
-``bad_json`` (completion text that is not JSON).
+``bad_json`` (completion text that is not JSON), and ``length`` (a reply cut by the token limit:
+``finish_reason == "length"``).
+
+Every reply carries an OpenAI ``usage`` object counted in whitespace words (prompt: the messages' texts;
+completion: content + reasoning; ``completion_tokens_details.reasoning_tokens``: the reasoning), and a scripted
+``FakeReply(reasoning_content=...)`` is sent as ``message.reasoning_content`` like vLLM's reasoning parsers do.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ FAULTS = (
     "truncated",
     "empty",
     "bad_json",
+    "length",
 )
 
 
@@ -55,6 +61,10 @@ class FakeReply:
     """``Retry-After`` seconds sent with ``http_429``/``http_503``."""
     delay_s: float | None = None
     """Latency for this reply (overrides the server's)."""
+    reasoning_content: str | None = None
+    """Sent as ``message.reasoning_content`` (a reasoning parser's separate thinking)."""
+    finish_reason: str = "stop"
+    """``finish_reason`` of the choice (``length`` = cut by the token limit)."""
 
 
 Responder = Callable[[dict[str, Any]], "str | dict | list | FakeReply"]
@@ -99,15 +109,37 @@ def default_responder(body: dict[str, Any]) -> str | dict | list:
     return "ok " + hashlib.sha1(str(last).encode()).hexdigest()[:8]
 
 
-def completion_body(model: str, content: str, finish_reason: str = "stop") -> dict[str, Any]:
-    """An OpenAI chat-completion response object."""
+def prompt_words(body: dict[str, Any]) -> int:
+    """The fake tokenizer: whitespace words over the request's message texts."""
+    return sum(len(str(m.get("content") or "").split()) for m in body.get("messages") or [])
+
+
+def completion_body(
+    model: str,
+    content: str,
+    finish_reason: str = "stop",
+    *,
+    reasoning: str | None = None,
+    prompt_tokens: int = 0,
+) -> dict[str, Any]:
+    """An OpenAI chat-completion response object (usage counted in whitespace words)."""
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if reasoning is not None:
+        message["reasoning_content"] = reasoning
+    r = len(reasoning.split()) if reasoning else 0
+    completion = len(content.split()) + r
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
-        "usage": {"prompt_tokens": 0, "completion_tokens": len(content.split()), "total_tokens": 0},
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion,
+            "completion_tokens_details": {"reasoning_tokens": r},
+        },
     }
 
 
@@ -184,7 +216,13 @@ class _Handler(BaseHTTPRequestHandler):
                 content = reply.content
             else:
                 content = json.dumps(reply.content, ensure_ascii=False)
-            self._send(200, json.dumps(completion_body(model, content), ensure_ascii=False).encode())
+            finish = reply.finish_reason
+            if fault == "length":
+                content, finish = content[: max(1, len(content) // 2)], "length"
+            out = completion_body(
+                model, content, finish, reasoning=reply.reasoning_content, prompt_tokens=prompt_words(body)
+            )
+            self._send(200, json.dumps(out, ensure_ascii=False).encode())
 
 
 class _Server(ThreadingHTTPServer):
@@ -271,7 +309,12 @@ class FakeLLMServer:
         for name, rate in self.fault_rates.items():
             acc += rate
             if draw < acc:
-                return FakeReply(fault=name)
+                if name != "length":
+                    return FakeReply(fault=name)
+                out = self.responder(body)
+                reply = out if isinstance(out, FakeReply) else FakeReply(content=out)
+                reply.fault = "length"
+                return reply
         out = self.responder(body)
         return out if isinstance(out, FakeReply) else FakeReply(content=out)
 

@@ -127,3 +127,52 @@ def test_llm_args(monkeypatch):
     assert cfg.cache_path == "/tmp/x.sqlite"
     with pytest.raises(SystemExit):
         llm_config_from_args(p.parse_args(["--backend", "openai"]))
+
+
+def test_iter_jsonl_skips_oversize_lines_without_holding_them(tmp_path):
+    import tracemalloc
+
+    big = json.dumps({"text": "x" * (24 << 20)})  # a 24 MiB line between two good ones
+    for name, opener in (("a.jsonl", open), ("a.jsonl.gz", gzip.open)):
+        path = tmp_path / name
+        with opener(path, "wt", encoding="utf-8") as f:
+            f.write('{"text": "first"}\n' + big + '\n{"text": "last"}\n')
+        tracemalloc.start()
+        got = list(iter_jsonl(path, required=["text"], max_line_bytes=1 << 20))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert [r["text"] for _, r in got if not isinstance(r, BadLine)] == ["first", "last"]
+        bad = [(n, r.reason) for n, r in got if isinstance(r, BadLine)]
+        assert bad == [(2, "line_too_long")] and got[2][0] == 3
+        assert peak < 8 << 20, peak  # never the 24 MiB line
+    # a larger cap lets the same line through
+    got = iter_jsonl(tmp_path / "a.jsonl", max_line_bytes=32 << 20)
+    assert len([r for _, r in got if not isinstance(r, BadLine)]) == 3
+
+
+def test_progress_bar_shows_eta_tokens_per_second_and_failures(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from data_tools.common.progress import SynthesisProgress, count_lines
+    from data_tools.llm.client import LLMStats
+
+    (tmp_path / "m.jsonl").write_bytes(b"a\nb\nc\n")
+    assert count_lines(str(tmp_path / "m.jsonl")) == 3 and count_lines(str(tmp_path / "x.jsonl.gz")) is None
+    stats = LLMStats()
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=200)
+    with SynthesisProgress("fas", 4, unit="item", enabled=True, stats=stats, console=console) as bar:
+        stats.add_usage({"prompt_tokens": 300, "completion_tokens": 100})
+        stats.failures["timeout"] += 2
+        bar.advance(1, failed=1)
+        bar.advance(1)
+        text = bar.rates(2)
+    assert "item/s" in text and "tok/s" in text and "2 failed requests" in text and "1 failed items" in text
+    shown = out.getvalue()
+    assert "fas" in shown and "2/4" in shown and "eta" in shown and "tok/s" in shown
+    quiet = SynthesisProgress("fas", 4, enabled=False)
+    quiet.advance(3, failed=1)
+    quiet.close()
+    assert quiet.failed == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from data_tools.common.jsonl import read_jsonl
 from data_tools.fas import main as fas_main
 from data_tools.fas.actions import TOOL_SCHEMAS
 from data_tools.fas.questions import STYLES, knowledge_index
+from data_tools.serialize import AGENT_SYSTEM_PROMPT
 
 FILES = ("planning.jsonl", "reasoning.jsonl", "rejected.jsonl", "progress.jsonl")
 
@@ -36,12 +38,12 @@ def test_template_run_outputs_and_determinism(wiki_memory, tmp_path):
     for r in rej:
         outcome[(r["question_id"], r["type"])] += 1
     questions = [q for p in prog for q in p["questions"]]
-    assert len(questions) >= 2 * len(prog)
+    assert len(questions) >= 1.5 * len(prog)
     assert set(outcome.values()) == {1} and len(outcome) == 2 * len(questions)
     for p in prog:  # K = 3 questions of different styles per memory item
         styles = [q["style"] for q in p["questions"]]
         assert len(styles) == len(set(styles)) and set(styles) <= set(STYLES) and len(styles) <= 3
-    assert sum(len(p["questions"]) == 3 for p in prog) >= 0.5 * len(prog)
+    assert sum(len(p["questions"]) == 3 for p in prog) >= 0.3 * len(prog)
     assert {q["style"] for q in questions} == set(STYLES)
     for r in plan + reas:
         item = items[r["memory_id"]]
@@ -51,13 +53,24 @@ def test_template_run_outputs_and_determinism(wiki_memory, tmp_path):
         assert r["provenance"]["synthetic_template"] is True and r["provenance"]["model"] == "template-v1"
         assert r["verdict"]["accepted"] and r["verdict"]["judge"] == "rules"
         if r["style"] != "report_synthesis":
-            assert r["ground_truth"].lower() not in r["question"].lower().replace("___", "")
-        assert r["text"].startswith("<|im_start|>user\n" + r["question"])
+            leak = re.escape(r["ground_truth"].lower())
+            assert not re.search(rf"(?<!\w){leak}(?!\w)", r["question"].lower().replace("___", ""))
+        assert r["text"].startswith("<|im_start|>system\n" + AGENT_SYSTEM_PROMPT + "\n\n# Tools\n")
+        assert "<|im_end|>\n<|im_start|>user\n" + r["question"] + "<|im_end|>\n" in r["text"]
     for r in plan:
         call = r["tool_call"]
+        if call is None:  # a direct answer
+            assert f"<think>\n{r['think']}\n</think>\n\n<answer>{r['answer']}</answer><|im_end|>" in r["text"]
+            continue
         assert call["name"] in TOOL_SCHEMAS
-        assert f"<tool_call>\n{json.dumps(call, ensure_ascii=False)}\n</tool_call><|im_end|>" in r["text"]
-        assert "<think>\n" + r["think"] in r["text"]
+        body = json.dumps({"name": call["name"], "arguments": call["arguments"]}, ensure_ascii=False)
+        code = f"\n<code>\n{call['code']}\n</code>" if call.get("code") else ""
+        assert f"<tool_call>\n{body}{code}\n</tool_call><|im_end|>" in r["text"]
+        assert "<think>\n" + r["think"] + "\n</think>\n\n<tool_call>" in r["text"]
+    assert {"search", "visit"} <= {(r["tool_call"] or {}).get("name") for r in plan}
+    # the offline judge rejects, with reasons
+    judged = [r for r in rej if r["rejection"]["kind"] == "judge"]
+    assert judged and all(r["rejection"]["reason"] and r["rejection"]["detail"] for r in judged)
     for r in reas:
         assert r["text"].count("<|im_start|>assistant") == 2 and f"<answer>{r['final_answer']}</answer>" in r["text"]
 
@@ -146,8 +159,11 @@ def test_training_text_tokenizes_to_qwen3_special_tokens(wiki_memory, tmp_path):
     plan = out["planning.jsonl"][0]
     ids = tok.encode(plan["text"])
     specials = [i for i in ids if i >= 151643]
-    assert specials == [im_start, im_end, im_start, think, think_end, tool_call, tool_call_end, im_end]
+    # the tool block names <tool_call></tool_call> and shows the call format: two pairs, as in Qwen3 itself
+    system = [im_start, tool_call, tool_call_end, tool_call, tool_call_end, im_end]
+    assert specials == [*system, im_start, im_end, im_start, think, think_end, tool_call, tool_call_end, im_end]
     assert tok.decode(ids) == plan["text"]
     reas = out["reasoning.jsonl"][0]
     specials = [i for i in tok.encode(reas["text"]) if i >= 151643]
-    assert specials == [im_start, im_end, im_start, think, think_end, im_end, im_start, im_end, im_start, im_end]
+    turns = [im_start, im_end, im_start, im_end, im_start, im_end]  # question, A1 draft, knowledge
+    assert specials == [*system, *turns, im_start, think, think_end, im_end]

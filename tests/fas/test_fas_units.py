@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from data_tools.fas import judge
-from data_tools.fas.actions import template_a2, template_plan, tool_call_problem
+from data_tools.fas import judge, template_actions
+from data_tools.fas.actions import template_plan, tool_call_problem
 from data_tools.fas.dedup import NearDuplicateFilter, shingles
 from data_tools.fas.knowledge import entity_spans, find_dates, split_sentences, tone_of
 from data_tools.fas.memory_build import MemoryConfig, aggregate, heuristic_statements, memory_id
@@ -99,7 +99,8 @@ def test_template_questions_are_grounded_and_distinct():
         if q["style"] != "report_synthesis":
             assert q["answer"].lower() not in q["question"].lower()
         # the rule-based A2 recovers the ground truth from the knowledge alone
-        a2 = template_a2(q, [kidx[i] for i in q["statement_ids"]])
+        a1 = template_actions.template_a1(q, item)
+        a2 = template_actions.template_a2(q, [kidx[i] for i in q["statement_ids"]], a1)
         assert judge.answers_agree(a2["answer"], q["answer"], q["style"]), (q, a2)
     by_style = {q["style"]: q for q in qs}
     assert by_style["multi_hop"]["answer"] in ("Charles Babbage", "London", "Analytical Engine")
@@ -158,14 +159,14 @@ K = [
     [
         (
             {
-                "think": "Ada Lovelace birth date needs a lookup now",
+                "think": "Ada Lovelace birth date needs a search or a page visit now",
                 "action": {"type": "tool_call", "name": "browse", "arguments": {"q": 1}},
             },
             "invalid_tool",
         ),
         (
             {
-                "think": "Ada Lovelace birth date needs a lookup now",
+                "think": "Ada Lovelace birth date needs a search or a page visit now",
                 "action": {"type": "tool_call", "name": "search", "arguments": {"query": "x"}},
             },
             "invalid_tool",
@@ -182,12 +183,15 @@ K = [
             "logic_discontinuity",
         ),
         (
-            {"think": "I recall Ada Lovelace birth date directly", "action": {"type": "answer", "answer": "1820"}},
+            {
+                "think": "I recall Ada Lovelace birth date and answer directly",
+                "action": {"type": "answer", "answer": "1820"},
+            },
             "search_necessity",
         ),
         (
             {
-                "think": "Ada Lovelace birth date needs a lookup now",
+                "think": "Ada Lovelace birth date needs a search or a page visit now",
                 "action": {
                     "type": "tool_call",
                     "name": "search",
@@ -198,7 +202,7 @@ K = [
         ),
         (
             {
-                "think": "Ada Lovelace birth date needs a lookup now",
+                "think": "Ada Lovelace birth date needs a search or a page visit now",
                 "action": {
                     "type": "tool_call",
                     "name": "visit",
@@ -209,14 +213,14 @@ K = [
         ),
         (
             {
-                "think": "Ada Lovelace birth date needs a lookup now",
+                "think": "Ada Lovelace birth date needs a search or a page visit now",
                 "action": {"type": "tool_call", "name": "search", "arguments": {"query": ["Ada Lovelace born London"]}},
             },
             None,
         ),
         (
             {
-                "think": "I recall Ada Lovelace birth date directly",
+                "think": "I recall Ada Lovelace birth date and answer directly",
                 "action": {"type": "answer", "answer": "10 December 1815"},
             },
             None,
@@ -231,16 +235,17 @@ def test_rule_judge_planning(plan, reason):
 def test_rule_judge_reasoning_and_template_plan():
     a1 = {"sub_questions": ["When?"], "reasoning": "r", "draft_answer": "?"}
     good = {
-        "reasoning": "Knowledge 1: Ada Lovelace was born on 10 December 1815 in London.",
+        "reasoning": "Knowledge 1: Ada Lovelace was born on 10 December 1815 in London. My draft (?) was wrong.",
         "answer": "10 December 1815",
     }
     assert judge.rule_judge_reasoning(Q, K, a1, good).accepted
     assert judge.rule_judge_reasoning(Q, K, a1, {**good, "answer": "1816"}).reason == "answer_mismatch"
     assert judge.rule_judge_reasoning(Q, K, {**a1, "sub_questions": []}, good).reason == "logic_discontinuity"
     assert judge.rule_judge_reasoning(Q, K, a1, {**good, "reasoning": "Because."}).reason == "content_inconsistency"
-    plan = template_plan(Q)
+    plan = template_actions.template_plan(Q, "Ada Lovelace")
     assert tool_call_problem(plan["action"]["name"], plan["action"]["arguments"]) is None
     assert judge.rule_judge_planning(Q, K, plan).accepted
+    assert template_plan(Q)["action"]["name"] == "search"  # the LLM path's fallback shape is unchanged
     assert judge.answers_agree("It was 24 years.", "24", "numerical_computation")
     assert not judge.answers_agree("25", "24", "numerical_computation")
 
@@ -283,3 +288,106 @@ def test_prompt_templates_render_with_schema():
     for name in ("questions", "reasoning_a1", "reasoning_a2", "judge_planning", "judge_reasoning"):
         assert load_prompt("fas", name).schema is not None
     json.dumps(load_prompt("memory", "extract").schema)
+
+
+def test_judge_rejects_real_defects_with_reasons():
+    a1 = {"sub_questions": ["When?"], "reasoning": "r", "draft_answer": "1820"}
+    good = {
+        "reasoning": "Ada Lovelace was born on 10 December 1815 in London; my draft was wrong.",
+        "answer": "10 December 1815",
+    }
+    assert judge.rule_judge_reasoning(Q, K, a1, good).accepted
+    silent = {**good, "reasoning": "Ada Lovelace was born on 10 December 1815 in London."}
+    assert judge.rule_judge_reasoning(Q, K, a1, silent).reason == "logic_discontinuity"
+    # an answer the mapped knowledge does not state is unsupported, even if it matches the ground truth
+    q2 = {**Q, "answer": "Paris"}
+    assert judge.rule_judge_reasoning(q2, K, a1, {**good, "answer": "Paris"}).reason == "content_inconsistency"
+    # a quoted statement whose subject is a pronoun cannot be answered as asked
+    qp = {
+        **Q,
+        "question": 'According to sources on Ada Lovelace, what date or year belongs in the blank: "She was born on ___ in London."?',
+    }
+    assert judge.rule_judge_reasoning(qp, K, a1, good).reason == "ambiguous_question"
+    search = {
+        "think": "Ada Lovelace birth date: I search.",
+        "action": {"type": "tool_call", "name": "search", "arguments": {"query": ["Ada Lovelace born"]}},
+    }
+    assert judge.rule_judge_planning(qp, K, search).reason == "ambiguous_question"
+    silent_plan = {**search, "think": "Ada Lovelace birth date is what matters."}
+    assert judge.rule_judge_planning(Q, K, silent_plan).reason == "logic_discontinuity"
+
+
+def test_python_first_action_is_checked_by_evaluating_the_arithmetic():
+    item = {"id": "m", "entity": "Dijon", "statements": []}
+    q = {
+        "id": "q-py",
+        "question": 'Sources on Dijon say "Dijon mustard dates from 1856." and also "Dijon became a city in 1183.". '
+        "How many years separate the two dates (1856 and 1183)?",
+        "answer": "673",
+        "style": "numerical_computation",
+        "statement_ids": [],
+    }
+    plans = [template_actions.template_plan({**q, "id": f"q-{i}"}, item["entity"]) for i in range(12)]
+    names = {p["action"].get("name", "answer") for p in plans}
+    assert names == {"PythonInterpreter", "answer"}  # both sensible first actions occur, never a search
+    for p in plans:
+        assert judge.rule_judge_planning(q, [], p).accepted, p
+    py = next(p for p in plans if p["action"].get("name") == "PythonInterpreter")
+    assert py["action"]["code"] == "print(abs(1856 - 1183))"
+    wrong = {**py, "action": {**py["action"], "code": "print(abs(1856 - 1283))"}}
+    assert judge.rule_judge_planning(q, [], wrong).reason == "content_inconsistency"
+    unsafe = {**py, "action": {**py["action"], "code": "import os; print(os.getcwd())"}}
+    assert judge.rule_judge_planning(q, [], unsafe).reason == "invalid_tool"
+    a1 = template_actions.template_a1(q, item)
+    assert a1["draft_answer"] == "673"
+
+
+def test_memory_drops_citation_artefacts_and_fragments():
+    from data_tools.fas.memory_build import is_fragment, strip_citations
+    from data_tools.memory import spread_indices
+
+    assert strip_citations("Born in 1815.[note 1] She wrote[12] notes[a].") == "Born in 1815. She wrote notes."
+    doc = {
+        "title": "One Thousand and One Nights",
+        "text": "One Thousand and One Nights is a collection of Middle Eastern folk tales.[note 1] "
+        "The Nights were compiled in Arabic during the Islamic Golden Age. "
+        "Abd al-Rahman I ruled from Cordoba; the West later knew the tales through Antoine Galland.",
+    }
+    (st_a, st_b, st_c) = heuristic_statements(doc, MemoryConfig(), "t:1")
+    mentions = [m for st in (st_a, st_b, st_c) for m in st.mentions]
+    assert "Antoine Galland" in mentions and "Cordoba" in mentions and "Islamic Golden Age" in mentions
+    assert not {"Nights", "Abd", "West"} & set(mentions) and not any("note" in m for m in mentions)
+    assert "[note" not in st_a.text
+    assert not is_fragment("UN", "The UN met.", [], None) and is_fragment("BCE", "In 300 BCE.", [], None)
+    # --limit samples the whole corpus, not its (alphabetical) head
+    assert spread_indices(10, 3) == [0, 3, 6] and spread_indices(4, None) == [0, 1, 2, 3]
+
+
+def test_two_hop_chain_question_is_answered_through_the_bridge_entity():
+    from data_tools.fas.actions import template_a2 as derive
+    from data_tools.fas.questions import _chain
+
+    via = {"id": "s1", "text": "Ford is headquartered in Dearborn, in the United States."}
+    rel = {
+        "entity": "United States",
+        "statements": [
+            {
+                "id": "s2",
+                "text": "The American Civil War was fought in the United States from 1861.",
+                "times": [{"surface": "1861", "value": "1861", "year": 1861}],
+                "mentions": ["American Civil War"],
+            }
+        ],
+    }
+    import random
+
+    made = next(
+        c
+        for seed in range(20)
+        if (c := _chain(rel, "Ford is headquartered in Dearborn, in the ___.", random.Random(seed)))
+    )
+    q, answer, sid = made
+    assert answer == "1861" and sid == "s2" and "the entity" in q and "United States" not in q
+    question = {"question": q, "style": "multi_hop", "answer": answer, "statement_ids": ["s1", "s2"]}
+    a2 = derive(question, [via, rel["statements"][0]])
+    assert a2["answer"] == "1861" and "United States" in a2["reasoning"]  # the bridge was found first

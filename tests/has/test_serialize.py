@@ -46,7 +46,7 @@ CALL = {"name": "search", "arguments": {"query": ["Élysée Palace architect", "
 
 
 def test_planning_tool_call_ids(tok):
-    text = S.serialize_planning("Who designed the Élysée Palace?", "I should search first.", CALL, None)
+    text = S.serialize_planning("Who designed the Élysée Palace?", "I should search first.", CALL, None, system="")
     ids = tok.encode(text)
     assert [i for i in ids if i in SPECIAL] == [
         IM_START,
@@ -89,20 +89,21 @@ def split_markup(text: str) -> list[str]:
 
 
 def test_planning_answer_and_reasoning(tok):
-    text = S.serialize_planning("2+2?", "Trivial arithmetic.", None, "4")
+    text = S.serialize_planning("2+2?", "Trivial arithmetic.", None, "4", system="")
     assert specials(tok, text) == [IM_START, IM_END, IM_START, THINK, THINK_END, IM_END]
-    assert text.endswith("<answer>4</answer><|im_end|>\n")
-    r = S.serialize_reasoning("Q?", "draft", ["k1", "k2"], "final")
+    assert text.endswith("</think>\n\n<answer>4</answer><|im_end|>\n")
+    # A1 is the visible first attempt; A2's reasoning is the last turn's thinking (Qwen3 template order)
+    r = S.serialize_reasoning("Q?", "draft", ["k1", "k2"], "why\n<answer>final</answer>", system="")
     assert specials(tok, r) == [
+        IM_START,
+        IM_END,
+        IM_START,
+        IM_END,
         IM_START,
         IM_END,
         IM_START,
         THINK,
         THINK_END,
-        IM_END,
-        IM_START,
-        IM_END,
-        IM_START,
         IM_END,
     ]
     assert "1. k1\n2. k2" in r and r.endswith("<answer>final</answer><|im_end|>\n")
@@ -140,7 +141,7 @@ def test_has_text_ids_and_decision(tok):
         {"options": [S.render_action("a", CALL), S.render_action("b", None, "x")], "chosen": 0, "response": "R1"},
         {"options": [S.render_action("c", None, "y"), S.render_action("d", None, "z")], "chosen": 1, "response": None},
     ]
-    text = S.serialize_has("Q?", steps, judgment=False)
+    text = S.serialize_has("Q?", steps, judgment=False, system="")
     ids = tok.encode(text)
     assert ids.count(THINK) == 4 and ids.count(TOOL_RESP) == 1 and ids.count(TOOL_CALL) == 1
     assert text.rstrip().endswith("I will choose option 2\nMy decision is Incorrect<|im_end|>")

@@ -1,0 +1,25 @@
+"""The offline FAS text is varied enough to train on: measured with ``data_tools.fas.quality`` on real memory."""
+
+from __future__ import annotations
+
+from data_tools.fas import main as fas_main
+from data_tools.fas.quality import fas_quality, think_sentences
+
+
+def test_think_sentences_mask_quoted_spans():
+    a = think_sentences('The question asks about "Dijon ___ 1856". I will search for it.')
+    b = think_sentences('The question asks about "Paris in ___". I will search for it.')
+    assert a == b == {'the question asks about "q".', "i will search for it."}
+
+
+def test_offline_fas_meets_the_diversity_targets(wiki_memory, tmp_path):
+    assert fas_main(["--memory", wiki_memory, "--output-dir", str(tmp_path), "-k", "3"]) == 0
+    q = fas_quality(tmp_path)
+    plan, reas, judge = q["planning"], q["reasoning"], q["judge"]
+    assert plan["samples"] >= 80 and reas["samples"] >= 80
+    assert plan["top_sentence_share"] <= 0.05, plan["top_sentences"]  # no stock sentence
+    assert reas["distinct_a1_drafts"] >= 0.5
+    assert len(plan["first_actions"]) >= 3 and {"search", "visit"} <= set(plan["first_actions"])
+    # the judge really rejects, and says why
+    assert judge["planning"]["rejected"] > 0 and judge["planning"]["rejected_by_reason"]
+    assert 0.5 < judge["planning"]["acceptance_rate"] < 0.98
