@@ -124,9 +124,12 @@ def structural_planning(plan: dict[str, Any]) -> Verdict | None:
 
 
 def question_problem(question: dict[str, Any]) -> Verdict | None:
-    """A question that cannot be answered as asked: a quoted statement whose subject is a bare pronoun."""
+    """A question that cannot be answered as asked: a quoted statement whose subject is a bare pronoun (comparison
+    questions label each statement with its entity, so a pronoun there is resolved)."""
     from data_tools.fas.actions import quoted_clues
 
+    if question["style"] == "comparison":
+        return None
     for clue in quoted_clues(question["question"]):
         if _PRONOUN_START.match(clue.strip()):
             word = clue.split()[0]

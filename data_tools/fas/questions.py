@@ -239,8 +239,8 @@ def _comparison(item, rng, used):
     """Two entities linked in memory (the item and a related entity, or two related entities) compared on a stated
     date: which one's event is earlier (or later); the answer is computed from their two statements' years."""
 
-    def usable(st: dict[str, Any]) -> bool:
-        return first_year(st) is not None and not _PRONOUN_START.match(st["text"].strip())
+    def usable(st: dict[str, Any]) -> bool:  # each quoted statement is labelled with its entity: pronouns are fine
+        return first_year(st) is not None
 
     own_ids = {s["id"] for s in item["statements"]}
     cands = [(item["entity"], s) for s in item["statements"] if usable(s)] + [
@@ -269,7 +269,7 @@ def _comparison(item, rng, used):
         return None
     y1, y2 = first_year(s1), first_year(s2)
     answer = e1 if (y1 < y2) == (attribute == "earlier") else e2
-    q = f'Comparing {e1} and {e2}, {COMPARE_MARK} {attribute} date in these statements: (1) "{m1}" and (2) "{m2}"?'
+    q = f'Comparing {e1} and {e2}, {COMPARE_MARK} {attribute} date? (1) {e1}: "{m1}" and (2) {e2}: "{m2}"?'
     return q, answer, [s1["id"], s2["id"]], {"entities": [e1, e2], "attribute": attribute}
 
 
