@@ -251,8 +251,8 @@ def _plan_comparison(question: dict[str, Any], rng: random.Random) -> dict[str, 
         _frame(
             rng,
             [
-                "Both dates are blanked, so I need each of them before I can compare.",
-                "Neither year is given; guessing one of them would decide the comparison by luck.",
+                f"Both dates are blanked, so I need the year for {e1} and the one for {e2} before comparing.",
+                f"Neither year is given; guessing the {attr} one between {e1} and {e2} would be luck.",
                 f"The years for {e1} and {e2} are the missing pieces; the comparison itself is trivial once known.",
             ],
         ),
