@@ -53,7 +53,8 @@ def test_comparison_question_plan_reasoning_and_judge():
     assert set(by_entity) == set(q["entities"]) and len(set(by_entity.values())) == 2
     pick = min if q["attribute"] == "earlier" else max
     assert q["answer"] == pick(by_entity, key=by_entity.get)
-    assert all(str(y) not in q["question"].split('"(1)')[0] for y in by_entity.values())
+    assert all(str(y) not in q["question"] for y in by_entity.values())  # both dates are blanked
+    assert all(f"({i}) {e}: " in q["question"] for i, e in enumerate(q["entities"], 1))  # statements labelled
     # planning: one search covering both entities; the judge accepts it and rejects one that leaves one out
     plan = template_actions.template_plan(q, item["entity"])
     assert plan["action"]["name"] == "search" and len(plan["action"]["arguments"]["query"]) == 2
