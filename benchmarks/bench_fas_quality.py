@@ -3,7 +3,7 @@
 Runs ``data memory --builtin-wiki --limit N`` and ``data fas -k K`` (the demo's memory/FAS steps) in a temporary
 directory and prints :func:`data_tools.fas.quality.fas_quality`: the most frequent planning-think sentence
 (quoted spans masked) and its share of samples (target <= 5%), the first-action distribution, the share of
-distinct A1 drafts (target >= 50%) and the judge's acceptance rate and rejection reasons.
+distinct A1 drafts (target >= 50%), the judge's acceptance rate and rejection reasons, and the questions per style.
 
     python benchmarks/bench_fas_quality.py                 # 300 documents, K = 3
     python benchmarks/bench_fas_quality.py --docs 1000 --k 5
@@ -61,7 +61,7 @@ def main() -> int:
         f"top think sentence share {plan['top_sentence_share']:.1%} (target <= 5%: {'ok' if ok_think else 'MISSED'}); "
         f"distinct A1 drafts {reas['distinct_a1_drafts']:.1%} (target >= 50%: {'ok' if ok_a1 else 'MISSED'}); "
         f"planning acceptance {q['judge']['planning']['acceptance_rate']:.1%}, "
-        f"rejections {q['judge']['planning']['rejected_by_reason']}"
+        f"rejections {q['judge']['planning']['rejected_by_reason']}; questions by style {q['questions_by_style']}"
     )
     return 0 if ok_think and ok_a1 else 1
 

@@ -14,9 +14,9 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from data_tools.answers import judge_answer, normalize_answer
+from data_tools.answers import judge_answer, normalize_answer, rubric
 from data_tools.fas.actions import knowledge_lines, tool_call_problem
-from data_tools.fas.knowledge import content_words
+from data_tools.fas.knowledge import content_words, find_dates
 from data_tools.llm.prompts import load_prompt
 
 REASONS = (
@@ -73,10 +73,37 @@ def _vocab(*texts: str) -> set[str]:
     return out
 
 
-def answers_agree(answer: str, truth: str, style: str) -> bool:
+def answers_agree(answer: str, truth: str, style: str, required_facts: list[str] | tuple[str, ...] = ()) -> bool:
     """Whether a final answer agrees with the ground truth: the project's one answer judge
-    (:func:`data_tools.answers.judge_answer`: exact / numeric tolerance / whole-word span, rubric for reports)."""
-    return bool(judge_answer(answer, truth, style=style).correct)
+    (:func:`data_tools.answers.judge_answer`: exact / numeric tolerance / whole-word span, for reports the rubric
+    over ``required_facts``)."""
+    return bool(judge_answer(answer, truth, style=style, required_facts=required_facts).correct)
+
+
+def unsupported_facts(question: dict[str, Any], knowledge: list[dict[str, Any]]) -> list[str]:
+    """A report's required facts that the mapped knowledge does not state (the same rubric rule as the answer
+    judge: most of a fact's content words occur in the knowledge)."""
+    text = " ".join(k["text"] for k in knowledge)
+    return [f for f in question.get("required_facts") or () if rubric(text, [f]) == (0, 1)]
+
+
+def comparison_truth(question: dict[str, Any], knowledge: list[dict[str, Any]]) -> tuple[str | None, str]:
+    """The comparison's answer recomputed from the mapped knowledge alone: each compared entity's year is the
+    first date of *its own* statements; ``(None, why)`` when the knowledge does not date both differently."""
+    ents = question.get("entities") or list(dict.fromkeys(k.get("entity", "") for k in knowledge))
+    if len(ents) != 2:
+        return None, f"a comparison needs two entities, got {len(ents)}"
+    years = []
+    for e in ents:
+        found = [d.year for k in knowledge if k.get("entity") == e for d in find_dates(k["text"]) if d.year is not None]
+        if not found:
+            return None, f"the mapped knowledge states no date for {e}"
+        years.append(found[0])
+    if years[0] == years[1]:
+        return None, f"both entities are dated {years[0]}"
+    earlier = ents[0] if years[0] < years[1] else ents[1]
+    later = ents[1] if earlier == ents[0] else ents[0]
+    return (earlier if question.get("attribute", "earlier") == "earlier" else later), f"years {years[0]} vs {years[1]}"
 
 
 def structural_planning(plan: dict[str, Any]) -> Verdict | None:
@@ -97,9 +124,12 @@ def structural_planning(plan: dict[str, Any]) -> Verdict | None:
 
 
 def question_problem(question: dict[str, Any]) -> Verdict | None:
-    """A question that cannot be answered as asked: a quoted statement whose subject is a bare pronoun."""
+    """A question that cannot be answered as asked: a quoted statement whose subject is a bare pronoun (comparison
+    questions label each statement with its entity, so a pronoun there is resolved)."""
     from data_tools.fas.actions import quoted_clues
 
+    if question["style"] == "comparison":
+        return None
     for clue in quoted_clues(question["question"]):
         if _PRONOUN_START.match(clue.strip()):
             word = clue.split()[0]
@@ -183,6 +213,14 @@ def rule_judge_planning(question: dict[str, Any], knowledge: list[dict[str, Any]
             return _reject("content_inconsistency", f"visits {args['url']} instead of a source page")
         return _accept()
     if act["name"] in ("search", "google_scholar"):
+        if question["style"] == "comparison":
+            said = normalize_answer(" ".join(args["query"]))
+            missed = [e for e in question.get("entities") or () if normalize_answer(e) not in said]
+            if missed:
+                return _reject("search_necessity", f"the first search leaves out compared entity {missed[0]!r}")
+        if question["style"] == "report_synthesis" and len(question.get("required_facts") or ()) > 1:
+            if len(args["query"]) < 2:
+                return _reject("search_necessity", "a report over several facts starts with a single query")
         for q in args["query"]:
             words = set(content_words(q))
             if not words or len(words & (kv | qv)) < max(1, len(words) // 2):
@@ -207,7 +245,19 @@ def rule_judge_reasoning(
     v = structural_reasoning(a1, a2) or question_problem(question)
     if v is not None:
         return v
-    if not answers_agree(a2["answer"], question["answer"], question["style"]):
+    facts = question.get("required_facts") or ()
+    missing = unsupported_facts(question, knowledge)
+    if missing:
+        return _reject(
+            "content_inconsistency", f"required fact not supported by the mapped knowledge: {missing[0][:80]!r}"
+        )
+    if question["style"] == "comparison":
+        truth, why = comparison_truth(question, knowledge)
+        if truth is None:
+            return _reject("content_inconsistency", f"the comparison cannot be decided from the knowledge: {why}")
+        if normalize_answer(a2["answer"]) != normalize_answer(truth):
+            return _reject("content_inconsistency", f"the knowledge ({why}) makes {truth!r} the answer")
+    if not answers_agree(a2["answer"], question["answer"], question["style"], facts):
         return _reject(
             "answer_mismatch", f"A2 answer {a2['answer'][:80]!r} != ground truth {question['answer'][:80]!r}"
         )

@@ -129,6 +129,29 @@ _DATE_PATTERNS: list[tuple[re.Pattern, str]] = [
     (re.compile(r"(?<![\d,.])(1\d|20)(\d)0s\b"), "decade"),
     (re.compile(r"(?<![\d,.$£€])(1\d{3}|20\d{2})(?!\d|,\d|%|\.\d)"), "year"),
 ]
+_NOT_PLURAL = frozenset(
+    "was has is as this its his thus whereas always perhaps across towards us yes less unless".split()
+)
+_UNITS = frozenset(
+    "km kilometres kilometers metres meters m ft feet miles mi kg tonnes tons hectares ha acres square sq cubic "
+    "people persons inhabitants residents members species".split()
+)
+_FOLLOWER = re.compile(r"\s*([A-Za-z]+)")
+
+
+def is_quantity(text: str, start: int, end: int) -> bool:
+    """Whether the bare number at ``text[start:end]`` counts something (``about 1500 species``, ``2000 km``): it
+    is followed by a unit, or by a plural noun without a preceding ``the`` (``the 1856 elections`` is a year)."""
+    m = _FOLLOWER.match(text, end)
+    if not m:
+        return False
+    word = m.group(1)
+    low = word.casefold()
+    if low in _UNITS:
+        return True
+    if re.search(r"\b(?:the|their|its|his|her)\s+$", text[:start], re.I):
+        return False
+    return word.islower() and len(low) > 3 and low.endswith("s") and not low.endswith("ss") and low not in _NOT_PLURAL
 
 
 def find_dates(text: str) -> list[DateMention]:
@@ -140,6 +163,8 @@ def find_dates(text: str) -> list[DateMention]:
             s, e = m.span()
             if any(s < te and ts < e for ts, te in taken):
                 continue
+            if kind == "year" and is_quantity(text, s, e):
+                continue  # "about 1500 species" is a count, not a year
             g = m.groups()
             if kind == "iso":
                 value, year = m.group(0), int(g[0])

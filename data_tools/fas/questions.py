@@ -1,7 +1,9 @@
-"""Questions of five styles from one memory item: deterministic templates, or an LLM with validation.
+"""Questions of six styles from one memory item: deterministic templates, or an LLM with validation.
 
 Every question carries its ground-truth answer and the ids of the statements it needs. The K questions of one
-memory item have *different* styles (a seeded permutation of :data:`STYLES`, cycled when K > 5).
+memory item have *different* styles (a seeded permutation of :data:`STYLES`, cycled when K > 6). Comparison
+questions also carry ``entities`` (the two compared) and ``attribute`` (``earlier`` / ``later``); report questions
+carry ``required_facts``, the rubric the one answer judge (:func:`data_tools.answers.judge_answer`) grades with.
 """
 
 from __future__ import annotations
@@ -12,11 +14,21 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from data_tools.fas.knowledge import normalize_answer
+from data_tools.fas.knowledge import find_dates, normalize_answer
 from data_tools.llm.prompts import load_prompt
 
-STYLES = ("factual_retrieval", "numerical_computation", "multi_hop", "web_navigation", "report_synthesis")
+STYLES = (
+    "factual_retrieval",
+    "numerical_computation",
+    "multi_hop",
+    "web_navigation",
+    "report_synthesis",
+    "comparison",
+)
+NO_LEAK_CHECK = ("report_synthesis", "comparison")
+"""Styles whose answer may appear in the question (a report restates facts; a comparison names both options)."""
 REFERENCE_YEAR = 2025
+_PRONOUN_START = re.compile(r"^(?:it|he|she|they|this|these|that|those|its|his|her|their|there)\b", re.I)
 
 
 def stable_int(*parts: Any) -> int:
@@ -25,7 +37,7 @@ def stable_int(*parts: Any) -> int:
 
 
 def choose_styles(memory_id: str, k: int, seed: int) -> list[str]:
-    """K styles for one memory item: a seeded permutation of the five, cycled when ``k > 5``."""
+    """K styles for one memory item: a seeded permutation of :data:`STYLES`, cycled when ``k`` exceeds them."""
     order = list(STYLES)
     random.Random(stable_int("styles", seed, memory_id)).shuffle(order)
     return [order[i % len(order)] for i in range(k)]
@@ -61,8 +73,13 @@ def _site(url: str) -> str:
     return urlsplit(url).netloc or "the web"
 
 
+def _named(sts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The statements that name their subject (not starting with a pronoun), or all when none does."""
+    return [s for s in sts if not _PRONOUN_START.match(s["text"].strip())] or sts
+
+
 def _factual(item, rng, used):
-    sts = [s for s in item["statements"] if s["times"] and s["id"] not in used] or [
+    sts = _named([s for s in item["statements"] if s["times"] and s["id"] not in used]) or [
         s for s in item["statements"] if s["times"]
     ]
     if sts:
@@ -71,7 +88,7 @@ def _factual(item, rng, used):
         masked = _mask(st["text"], span)
         q = f'According to sources on {item["entity"]}, what date or year belongs in the blank: "{masked}"?'
         return q, span, [st["id"]]
-    sts = [s for s in item["statements"] if s["mentions"]]
+    sts = _named([s for s in item["statements"] if s["mentions"]])
     if not sts:
         return None
     st = rng.choice(sts)
@@ -82,8 +99,19 @@ def _factual(item, rng, used):
     return f'According to sources on {item["entity"]}, which name belongs in the blank: "{masked}"?', span, [st["id"]]
 
 
+def first_year(st: dict[str, Any]) -> int | None:
+    """Year of a statement's first stored date, if the text really states it as a date (memories built before the
+    count fix stored counts such as ``about 1500 species`` as years)."""
+    if not st.get("times") or st["times"][0].get("year") is None:
+        return None
+    found = find_dates(st["text"])
+    if not found or found[0].surface != st["times"][0]["surface"]:
+        return None
+    return st["times"][0]["year"]
+
+
 def _numerical(item, rng, used):
-    dated = [s for s in knowledge_index(item).values() if s["times"] and s["times"][0]["year"] is not None]
+    dated = _named([s for s in knowledge_index(item).values() if first_year(s) is not None])
     pairs = [
         (a, b) for i, a in enumerate(dated) for b in dated[i + 1 :] if a["times"][0]["year"] != b["times"][0]["year"]
     ]
@@ -112,10 +140,17 @@ def _numerical(item, rng, used):
 def _multi_hop(item, rng, used):
     own = {s["id"]: s for s in item["statements"]}
     options = [r for r in item.get("related", []) if r["via"] in own and r["statements"]]
+    named = [
+        r
+        for r in options
+        if not _PRONOUN_START.match(own[r["via"]]["text"].strip())
+        and any(not _PRONOUN_START.match(st["text"].strip()) for st in r["statements"])
+    ]
+    options = named or options
     if not options:
         return None
     rel = rng.choice(options)
-    via, other = own[rel["via"]], rel["statements"][0]
+    via, other = own[rel["via"]], _named(rel["statements"])[0]
     ma = _mask(via["text"], rel["entity"])
     mb = _mask(other["text"], rel["entity"]) or other["text"]
     if ma is None:
@@ -135,7 +170,7 @@ def _chain(rel: dict[str, Any], masked_via: str, rng: random.Random) -> tuple[st
     that entity elsewhere in memory; the answer is the detail, not the bridging entity."""
     if rng.random() < 0.5:
         return None
-    for st in rel["statements"]:
+    for st in _named(rel["statements"]):
         spans = [t["surface"] for t in st.get("times") or []] + [
             m for m in st.get("mentions") or [] if m.casefold() != rel["entity"].casefold()
         ]
@@ -151,7 +186,7 @@ def _chain(rel: dict[str, Any], masked_via: str, rng: random.Random) -> tuple[st
 
 def _web(item, rng, used):
     cands = [s for s in item["statements"] if s["source"].get("title") and s["id"] not in used]
-    cands = [s for s in cands if s["mentions"] or s["times"]]
+    cands = _named([s for s in cands if s["mentions"] or s["times"]])
     if not cands:
         return None
     st = rng.choice(cands)
@@ -193,7 +228,49 @@ def _report(item, rng, used):
     picked = [sts[i] for i in chosen]
     aspects = "; ".join(_aspect(s, item["entity"]) for s in picked)
     q = f"Write a short report on {item['entity']} covering: {aspects}."
-    return q, " ".join(s["text"] for s in picked), [s["id"] for s in picked]
+    facts = [s["text"] for s in picked]
+    return q, " ".join(facts), [s["id"] for s in picked], {"required_facts": facts}
+
+
+COMPARE_MARK = "which one comes with the"
+
+
+def _comparison(item, rng, used):
+    """Two entities linked in memory (the item and a related entity, or two related entities) compared on a stated
+    date: which one's event is earlier (or later); the answer is computed from their two statements' years."""
+
+    def usable(st: dict[str, Any]) -> bool:  # each quoted statement is labelled with its entity: pronouns are fine
+        return first_year(st) is not None
+
+    own_ids = {s["id"] for s in item["statements"]}
+    cands = [(item["entity"], s) for s in item["statements"] if usable(s)] + [
+        (rel["entity"], s)
+        for rel in item.get("related", [])
+        if rel["entity"].casefold() != item["entity"].casefold()
+        for s in rel["statements"]
+        if usable(s) and s["id"] not in own_ids
+    ]
+    pairs = [
+        (x, y)
+        for i, x in enumerate(cands)
+        for y in cands[i + 1 :]
+        if x[0].casefold() != y[0].casefold() and first_year(x[1]) != first_year(y[1])
+    ]
+    if not pairs:
+        return None
+    # prefer pairs that include the memory item's own entity
+    mine = [p for p in pairs if item["entity"] in (p[0][0], p[1][0])]
+    sides = list(rng.choice(mine or pairs))
+    rng.shuffle(sides)
+    attribute = rng.choice(("earlier", "later"))
+    (e1, s1), (e2, s2) = sides
+    m1, m2 = _mask(s1["text"], s1["times"][0]["surface"]), _mask(s2["text"], s2["times"][0]["surface"])
+    if m1 is None or m2 is None:
+        return None
+    y1, y2 = first_year(s1), first_year(s2)
+    answer = e1 if (y1 < y2) == (attribute == "earlier") else e2
+    q = f'Comparing {e1} and {e2}, {COMPARE_MARK} {attribute} date? (1) {e1}: "{m1}" and (2) {e2}: "{m2}"?'
+    return q, answer, [s1["id"], s2["id"]], {"entities": [e1, e2], "attribute": attribute}
 
 
 _GENERATORS = {
@@ -202,6 +279,7 @@ _GENERATORS = {
     "multi_hop": _multi_hop,
     "web_navigation": _web,
     "report_synthesis": _report,
+    "comparison": _comparison,
 }
 
 
@@ -220,15 +298,17 @@ def template_questions(item: dict[str, Any], styles: list[str], seed: int) -> tu
         style = pending.pop(0)
         tried.add(style)
         made = _GENERATORS[style](item, rng, used)
-        if made is None or _leaks(made[0], made[1]) and style != "report_synthesis":
+        if made is None or _leaks(made[0], made[1]) and style not in NO_LEAK_CHECK:
             unavailable.append(style)
             spare = [s for s in STYLES if s not in tried and s not in pending]
             if spare:
                 pending.append(spare[0])
             continue
-        text, answer, ids = made
+        text, answer, ids = made[:3]
         used.update(ids)
-        questions.append({"style": style, "question": text, "answer": answer, "statement_ids": ids})
+        questions.append(
+            {"style": style, "question": text, "answer": answer, "statement_ids": ids, **(made[3] if made[3:] else {})}
+        )
     return questions, unavailable
 
 
@@ -278,11 +358,15 @@ def validate_llm_questions(
             invalid.append((q, "unrequested_style" if q["style"] not in styles else "duplicate_style"))
         elif any(i not in known for i in q["statement_ids"]):
             invalid.append((q, "unknown_statement"))
-        elif q["style"] != "report_synthesis" and _leaks(q["question"], q["answer"]):
+        elif q["style"] not in NO_LEAK_CHECK and _leaks(q["question"], q["answer"]):
             invalid.append((q, "answer_in_question"))
         elif not re.search(r"\w", q["question"]) or not q["answer"]:
             invalid.append((q, "empty_question"))
         else:
             wanted.remove(q["style"])
+            if q["style"] == "report_synthesis":  # the rubric: the facts of the statements the report needs
+                q["required_facts"] = [known[i]["text"] for i in q["statement_ids"]]
+            elif q["style"] == "comparison":
+                q["entities"] = list(dict.fromkeys(known[i]["entity"] for i in q["statement_ids"]))
             valid.append(q)
     return valid, invalid

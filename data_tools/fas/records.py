@@ -31,6 +31,11 @@ def public_knowledge(knowledge: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+QUESTION_EXTRAS = ("required_facts", "entities", "attribute")
+"""Style-specific question fields copied into every record: a report's rubric, a comparison's two entities and
+the compared attribute."""
+
+
 def _base(kind: str, rid: str, item: dict[str, Any], q: dict[str, Any], knowledge, provenance) -> dict[str, Any]:
     return {
         "id": rid,
@@ -42,6 +47,7 @@ def _base(kind: str, rid: str, item: dict[str, Any], q: dict[str, Any], knowledg
         "question": q["question"],
         "ground_truth": q["answer"],
         "statement_ids": q["statement_ids"],
+        **{k: q[k] for k in QUESTION_EXTRAS if k in q},
         "knowledge": public_knowledge(knowledge),
         "provenance": provenance,
     }

@@ -54,6 +54,8 @@ def _missing(question: dict[str, Any]) -> str:
         return "one entity that both descriptions point to"
     if style == "report_synthesis":
         return "a short sourced report"
+    if style == "comparison":
+        return f"which of two entities comes with the {question.get('attribute', 'earlier')} date"
     if "date or year" in text:
         return "a date that has been blanked out"
     if "which name" in text:
@@ -151,6 +153,8 @@ def template_plan(question: dict[str, Any], entity: str = "") -> dict[str, Any]:
             }
         think = head + f" The difference is |{ya} - {yb}| = {abs(ya - yb)} years, so I can answer directly."
         return {"think": think, "action": {"type": "answer", "answer": str(abs(ya - yb))}}
+    if style == "comparison":
+        return _plan_comparison(question, rng)
     if style == "report_synthesis":
         aspects = [a.strip(' ."') for a in text.split("covering:", 1)[-1].split(";") if a.strip(" .")]
         queries = [_query(a, subject, 5) or subject for a in aspects][:3] or [subject]
@@ -220,6 +224,55 @@ def template_plan(question: dict[str, Any], entity: str = "") -> dict[str, Any]:
     }
 
 
+def compared_entities(question: dict[str, Any]) -> list[str]:
+    """The two entities a comparison question names (its ``entities`` field, else parsed from the text)."""
+    if question.get("entities"):
+        return list(question["entities"])
+    m = re.match(r"Comparing (.+?) and (.+?), which one", question["question"])
+    return [m.group(1), m.group(2)] if m else []
+
+
+def _plan_comparison(question: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """Comparison: both entities' dates are needed, so the first step searches both (one query each)."""
+    ents = compared_entities(question) or ["the first entity", "the second entity"]
+    attr = question.get("attribute", "earlier")
+    clues = quoted_clues(question["question"])
+    queries = [_query(c, e, 4) or e for e, c in zip(ents, clues)] or ents
+    e1, e2 = ents[0], ents[-1]
+    parts = [
+        _frame(
+            rng,
+            [
+                f"I have to decide whether {e1} or {e2} comes with the {attr} date.",
+                f"The comparison is between {e1} and {e2}, on which one's event is {attr}.",
+                f"Two entities, {e1} and {e2}, and one attribute to compare: the {attr} date.",
+            ],
+        ),
+        _frame(
+            rng,
+            [
+                f"Both dates are blanked, so I need the year for {e1} and the one for {e2} before comparing.",
+                f"Neither year is given; guessing the {attr} one between {e1} and {e2} would be luck.",
+                f"The years for {e1} and {e2} are the missing pieces; the comparison itself is trivial once known.",
+            ],
+        ),
+        _frame(
+            rng,
+            [
+                f"I will search both at once, one query per entity: {' / '.join(queries)}.",
+                f"A search with two queries ({' / '.join(queries)}) keeps each entity's results apart.",
+                f"First step: search for {queries[0]} and for {queries[-1]} together.",
+            ],
+        ),
+    ]
+    if rng.random() < 0.4:
+        parts[0], parts[1] = parts[1], parts[0]
+    return {
+        "think": " ".join(parts),
+        "action": {"type": "tool_call", "name": "search", "arguments": {"query": queries}},
+    }
+
+
 def _recall(item: dict[str, Any] | None, question: dict[str, Any]) -> list[dict[str, Any]]:
     """The item's statements the question was *not* built from: the simulated internal knowledge."""
     if not item:
@@ -237,11 +290,19 @@ def template_a1(question: dict[str, Any], item: dict[str, Any] | None = None) ->
     mentions = [m for s in recall for m in s["mentions"] if m.casefold() not in subject.casefold()]
     dates = [d for s in recall for d in s["times"] if d.get("year") is not None]
     clues = quoted_clues(text)
+    if style == "comparison":
+        return _a1_comparison(question, item, rng)
     if style == "report_synthesis":
-        subs = [f"What are the main facts about {subject}?", f"What is {subject} best known for?"]
-        facts = [s["text"] for s in recall[:2]]
+        aspects = [a.strip(' ."') for a in text.split("covering:", 1)[-1].split(";") if a.strip(" .")]
+        subs = [f"What do I know about {subject} regarding {a}?" for a in aspects] or [f"What is {subject} known for?"]
+        qwords = set(content_words(text)) - set(content_words(subject))
+        ranked = sorted(recall, key=lambda s: -len(qwords & set(content_words(s["text"]))))
+        facts = [s["text"] for s in ranked[: rng.choice((1, 2))]]
         draft = " ".join(facts) if facts else f"{subject} is a notable topic; I recall few specifics."
-        why = "I remember some general facts, which may not match the requested aspects."
+        why = (
+            f"a partial report: I recall {len(facts)} fact(s) about {subject}, which may not cover all "
+            f"{len(aspects)} requested aspects."
+        )
     elif style == "numerical_computation":
         years = stated_years(question)
         if years is not None:
@@ -276,6 +337,63 @@ def template_a1(question: dict[str, Any], item: dict[str, Any] | None = None) ->
     return {"sub_questions": subs, "reasoning": reasoning, "draft_answer": draft}
 
 
+def _a1_comparison(question: dict[str, Any], item: dict[str, Any] | None, rng: random.Random) -> dict[str, Any]:
+    """A comparison draft: years recalled from each entity's *other* statements (own and related), compared."""
+    ents = compared_entities(question)
+    attr = question.get("attribute", "earlier")
+    used = set(question["statement_ids"])
+    pool: dict[str, list[dict[str, Any]]] = {e: [] for e in ents}
+    if item:
+        groups = [(item["entity"], item["statements"])] + [
+            (r["entity"], r["statements"]) for r in item.get("related", [])
+        ]
+        for ent, sts in groups:
+            if ent in pool:
+                pool[ent] += [s for s in sts if s["id"] not in used]
+    recalled = {}
+    for e in ents:
+        years = [t["year"] for s in pool.get(e, []) for t in s["times"] if t.get("year") is not None]
+        if years:
+            recalled[e] = rng.choice(years)
+    subs = [f"When did the event about {e} happen?" for e in ents] + [f"Which of the two dates is {attr}?"]
+    if len(recalled) == 2:
+        (e1, y1), (e2, y2) = recalled.items()
+        pick = e1 if (y1 < y2) == (attr == "earlier") else e2
+        why = f"I associate {e1} with {y1} and {e2} with {y2}, so {pick} would be {attr}."
+    elif recalled:
+        (e1, y1), other = next(iter(recalled.items())), [e for e in ents if e not in recalled]
+        pick = e1 if rng.random() < 0.5 else (other[0] if other else e1)
+        why = f"I only recall {y1} for {e1} and nothing dated for the other, so {pick} is a guess."
+    else:
+        pick = rng.choice(ents) if ents else "not sure"
+        why = f"I recall no dates for {' or '.join(ents) or 'either'}; {pick} is a guess."
+    return {"sub_questions": subs, "reasoning": f"First attempt from memory: {why}", "draft_answer": pick}
+
+
+def compare_from_knowledge(question: dict[str, Any], knowledge: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """``(answer, why)`` of a comparison from the mapped knowledge: each blank filled from its statement, the two
+    years compared; ``None`` when the knowledge does not date both entities."""
+    from data_tools.fas.actions import _fill_blank
+
+    ents, clues = compared_entities(question), quoted_clues(question["question"])
+    if len(ents) != 2 or len(clues) != 2:
+        return None
+    sts = [k["text"] for k in knowledge]
+    years = []
+    for clue in clues:
+        fill = _fill_blank(clue, sts)
+        found = find_dates(fill or "")
+        if not found or found[0].year is None:
+            return None
+        years.append((fill, found[0].year))
+    (f1, y1), (f2, y2) = years
+    if y1 == y2:
+        return None
+    attr = question.get("attribute", "earlier")
+    answer = ents[0] if (y1 < y2) == (attr == "earlier") else ents[1]
+    return answer, f"{ents[0]}'s statement gives {f1} and {ents[1]}'s gives {f2}, so {answer} is {attr}."
+
+
 def revise_note(draft: str, answer: str, cite: str) -> str:
     """The sentence of A2 that says what changed from the draft and why."""
     d, a = " ".join(draft.split()).casefold(), " ".join(answer.split()).casefold()
@@ -291,7 +409,15 @@ def template_a2(question: dict[str, Any], knowledge: list[dict[str, Any]], a1: d
     from data_tools.fas.actions import template_a2 as derive
 
     years = stated_years(question) if question["style"] == "numerical_computation" else None
-    if years is not None:
+    cmp = compare_from_knowledge(question, knowledge) if question["style"] == "comparison" else None
+    if question["style"] == "comparison":
+        cites = " ".join(f"[{i}] {k['text']}" for i, k in enumerate(knowledge, 1))
+        out = (
+            {"reasoning": f"{cites} {cmp[1]}", "answer": cmp[0]}
+            if cmp
+            else {"reasoning": f"The knowledge does not date both events. {cites}", "answer": "unknown"}
+        )
+    elif years is not None:
         ya, yb, sa, sb = years
         cites = " ".join(f"[{i}] {k['text']}" for i, k in enumerate(knowledge, 1))
         out = {
@@ -301,9 +427,14 @@ def template_a2(question: dict[str, Any], knowledge: list[dict[str, Any]], a1: d
     else:
         out = derive(question, knowledge)
     if question["style"] == "report_synthesis":
-        note = (
-            f"My draft relied on {len(a1['draft_answer'].split())} words of general recall; the knowledge covers "
-            f"the {len(knowledge)} requested aspects, so the report now rests on it."
+        from data_tools.answers import rubric
+
+        facts = question.get("required_facts") or [k["text"] for k in knowledge]
+        had = [f for f in facts if rubric(a1["draft_answer"], [f])[0]]
+        note = f"My draft covered {len(had)} of the {len(facts)} required facts; the knowledge supplies " + (
+            "the rest, so the report now states each of them from a source."
+            if len(had) < len(facts)
+            else "all of them, so the report keeps them and cites the sources."
         )
     elif out["answer"] == "unknown":
         note = f"My draft ({a1['draft_answer']}) cannot be checked against this knowledge."

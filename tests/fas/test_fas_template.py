@@ -10,7 +10,7 @@ from pathlib import Path
 from data_tools.common.jsonl import read_jsonl
 from data_tools.fas import main as fas_main
 from data_tools.fas.actions import TOOL_SCHEMAS
-from data_tools.fas.questions import STYLES, knowledge_index
+from data_tools.fas.questions import NO_LEAK_CHECK, STYLES, knowledge_index
 from data_tools.serialize import AGENT_SYSTEM_PROMPT
 
 FILES = ("planning.jsonl", "reasoning.jsonl", "rejected.jsonl", "progress.jsonl")
@@ -44,7 +44,9 @@ def test_template_run_outputs_and_determinism(wiki_memory, tmp_path):
         styles = [q["style"] for q in p["questions"]]
         assert len(styles) == len(set(styles)) and set(styles) <= set(STYLES) and len(styles) <= 3
     assert sum(len(p["questions"]) == 3 for p in prog) >= 0.3 * len(prog)
-    assert {q["style"] for q in questions} == set(STYLES)
+    # comparisons need two linked entities with dated statements, which these 60 documents do not have
+    # (tests/fas/test_fas_styles.py covers them on a memory that does)
+    assert {q["style"] for q in questions} == set(STYLES) - {"comparison"}
     for r in plan + reas:
         item = items[r["memory_id"]]
         kidx = knowledge_index(item)
@@ -52,7 +54,7 @@ def test_template_run_outputs_and_determinism(wiki_memory, tmp_path):
         assert all(k["text"] == kidx[k["id"]]["text"] for k in r["knowledge"])
         assert r["provenance"]["synthetic_template"] is True and r["provenance"]["model"] == "template-v1"
         assert r["verdict"]["accepted"] and r["verdict"]["judge"] == "rules"
-        if r["style"] != "report_synthesis":
+        if r["style"] not in NO_LEAK_CHECK:
             leak = re.escape(r["ground_truth"].lower())
             assert not re.search(rf"(?<!\w){leak}(?!\w)", r["question"].lower().replace("___", ""))
         assert r["text"].startswith("<|im_start|>system\n" + AGENT_SYSTEM_PROMPT + "\n\n# Tools\n")
