@@ -44,7 +44,7 @@ from megatron_agentic.training.builders import (
     world_size_from_env,
 )
 from megatron_agentic.training.data import MicroBatchLoader, build_datasets, build_loader, split_for_context_parallel
-from megatron_agentic.training.guard import StepGuard, Verdict
+from megatron_agentic.training.guard import StepGuard, Verdict, injected_nan_grad
 from megatron_agentic.training.metrics import MetricsLogger, read_metrics, write_json_atomic
 from megatron_agentic.training.stop import EXIT_STOPPED, StopRequest
 
@@ -81,8 +81,12 @@ def _to_device(batch: dict[str, torch.Tensor | None], device: torch.device) -> d
     return {k: (None if v is None else v.to(device, non_blocking=True)) for k, v in batch.items()}
 
 
-def forward_step(data_iterator: Any, model: torch.nn.Module) -> tuple[torch.Tensor, Any]:
-    """megatron-core forward step: one micro-batch through a model chunk; loss on the last stage."""
+def forward_step(data_iterator: Any, model: torch.nn.Module, nan_grad: bool = False) -> tuple[torch.Tensor, Any]:
+    """megatron-core forward step: one micro-batch through a model chunk; loss on the last stage.
+
+    ``nan_grad`` (test hook, :func:`~megatron_agentic.training.guard.injected_nan_grad`) makes this micro-batch's
+    gradients NaN while its loss stays finite.
+    """
     batch = next(data_iterator)
     output = model(
         batch["tokens"],
@@ -90,6 +94,8 @@ def forward_step(data_iterator: Any, model: torch.nn.Module) -> tuple[torch.Tens
         batch.get("attention_mask"),
         labels=batch["labels"],
     )
+    if nan_grad and output.requires_grad:
+        output.register_hook(lambda grad: grad * float("nan"))
     return output, partial(loss_func, batch["loss_mask"])
 
 
@@ -335,8 +341,9 @@ class Trainer:
         self.optimizer.zero_grad()
         t = self.cfg.train
         data_iter = self._prepare(list(loader.next_iteration()))
+        nan_grad = injected_nan_grad(self.rank, self.state.iteration + 1)
         losses = self._forward_backward(
-            forward_step_func=forward_step,
+            forward_step_func=partial(forward_step, nan_grad=nan_grad) if nan_grad else forward_step,
             data_iterator=data_iter,
             model=self.chunks,
             num_microbatches=self.num_microbatches,
