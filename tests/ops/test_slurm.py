@@ -4,7 +4,10 @@ Skipped when ``sbatch`` is absent. The stage-1 script runs the tiny recipe on 2 
 
 - ``scancel --signal=USR1 --batch`` mid-training: the ranks save at the step reached, the job requeues itself
   (exit 3 -> ``scontrol requeue``), resumes and finishes with every step logged once and the completion marker;
-- a missing blend file is found by the pre-flight before training starts, reported once (exit 2), not retried.
+  stage 2, submitted as the docs say (``--dependency=afterany:<stage 1>``), stays pending through the requeue and
+  starts from stage 1's final checkpoint only after it finished;
+- a missing blend file is found by the pre-flight before training starts, reported once (exit 2), not retried;
+- stage 2 after a stage 1 that ended without its ``COMPLETED`` marker refuses to start (exit 4).
 """
 
 from __future__ import annotations
@@ -113,28 +116,6 @@ def root():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_usr1_saves_requeues_and_finishes_every_step_once(root):
-    job = _submit(root)
-    run_dir = root / "tiny-moe-stage1"
-    try:
-        _wait(lambda: len(_steps(run_dir)) >= 2, 600, "2 training steps")
-        subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
-        restarts = run_dir / "jobs" / job / "restarts.log"
-        _wait(lambda: restarts.exists() and "requeueing" in restarts.read_text(), 300, "the requeue")
-        saved_at = int((root / "ckpt" / "latest_checkpointed_iteration.txt").read_text())
-        assert 2 <= saved_at < ITERS
-        # a requeued job waits ~2 min (BeginTime) before it starts again: start it now
-        _wait(lambda: _state(job) == "PENDING", 120, "the requeued job to be pending")
-        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=False)
-        _wait(lambda: (run_dir / "COMPLETED").exists(), 500, "the resumed job to finish")
-    finally:
-        subprocess.run(["scancel", job], check=False)
-    assert _steps(run_dir) == list(range(1, ITERS + 1))
-    node_logs = "".join(p.read_text() for p in (run_dir / "jobs" / job).glob("*.log") if p.name != "restarts.log")
-    assert f"saved checkpoint at iteration {saved_at} for stop file" in node_logs
-    assert "resumed from" in node_logs
-
-
 def test_config_error_is_found_before_training_and_not_retried(root):
     job = _submit(root, BLEND_FILE=str(root / "missing_blend.json"))
     try:
@@ -173,7 +154,9 @@ def _exit_code(job: str) -> str:
     return next((t.split("=", 1)[1] for t in out.stdout.split() if t.startswith("ExitCode=")), "")
 
 
-def test_stage2_afterany_starts_after_a_requeued_stage1_finished(root):
+def test_usr1_requeues_stage1_and_stage2_afterany_starts_only_after_it_finished(root):
+    """USR1 mid-training: stage 1 saves, requeues itself, resumes and finishes with every step logged once; stage 2,
+    submitted with ``afterany`` on it, stays pending through the requeue and starts from its final checkpoint."""
     stage1 = _submit(root)
     stage2 = _stage2(root, stage1)
     run1, run2 = root / "tiny-moe-stage1", root / "tiny-moe-stage2"
@@ -182,6 +165,9 @@ def test_stage2_afterany_starts_after_a_requeued_stage1_finished(root):
         subprocess.run(["scancel", "--signal=USR1", "--batch", stage1], check=True)
         restarts = run1 / "jobs" / stage1 / "restarts.log"
         _wait(lambda: restarts.exists() and "requeueing" in restarts.read_text(), 300, "the stage-1 requeue")
+        saved_at = int((root / "ckpt" / "latest_checkpointed_iteration.txt").read_text())
+        assert 2 <= saved_at < ITERS
+        # a requeued job waits ~2 min (BeginTime) before it starts again: start it now
         _wait(lambda: _state(stage1) == "PENDING", 120, "stage 1 to be pending again")
         # stage 1 stopped early (its first run ended) but is not finished: stage 2 must still wait
         assert _state(stage2) == "PENDING" and not (run1 / "COMPLETED").exists()
@@ -192,6 +178,9 @@ def test_stage2_afterany_starts_after_a_requeued_stage1_finished(root):
     finally:
         subprocess.run(["scancel", stage1, stage2], check=False)
     assert _steps(run1) == list(range(1, ITERS + 1))
+    node_logs = "".join(p.read_text() for p in (run1 / "jobs" / stage1).glob("*.log") if p.name != "restarts.log")
+    assert f"saved checkpoint at iteration {saved_at} for stop file" in node_logs
+    assert "resumed from" in node_logs
     assert _state(stage2) == "COMPLETED", (root / f"slurm-{stage2}.out").read_text()
     assert (run2 / "COMPLETED").exists() and _steps(run2) == [1, 2, 3]
     assert (run2 / "jobs" / stage2).stat().st_mtime >= finished1  # created by stage 2's launcher, after the marker
