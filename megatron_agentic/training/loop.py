@@ -204,8 +204,12 @@ class Trainer:
             raise LockedError(message or f"checkpoint.dir {root} is locked (see rank 0)")
 
     # ------------------------------------------------------------------------------------------ state
-    def restore(self) -> None:
-        """Resume from ``checkpoint.dir`` or initialise weights from ``checkpoint.pretrained``."""
+    def restore(self) -> dict[str, Any] | None:
+        """Resume from ``checkpoint.dir`` or initialise weights from ``checkpoint.pretrained``.
+
+        Returns the summary of a run that is already finished at the latest checkpoint (a rerun of a finished job),
+        decided from the checkpoint's common state and ``summary.json`` before any tensor is read; else None.
+        """
         c = self.cfg.checkpoint
         if c.dir is not None:
             if self.rank == 0:
@@ -218,7 +222,19 @@ class Trainer:
             resume.check_config_compatible(saved.get("config"), self.cfg.to_dict(), str(path))
             if c.load_optimizer:
                 self._choose_scheduler(saved.get("scheduler") or {}, str(path))
-            common = ckpt.load_checkpoint(
+            iteration = int(saved["iteration"])
+            consumed = int(saved.get("consumed_samples", iteration * self.cfg.train.global_batch_size))
+            self.state = TrainState(
+                iteration=iteration,
+                tokens=int(saved.get("tokens", 0)),
+                consumed_samples=consumed,
+                skipped=int(saved.get("skipped", 0)),
+            )
+            self._last_saved = self.state.iteration
+            finished = self._finished_summary()
+            if finished is not None:
+                return finished  # nothing to train: the (possibly huge) checkpoint is not loaded
+            ckpt.load_checkpoint(
                 path,
                 self.chunks,
                 optimizer=self.optimizer if c.load_optimizer else None,
@@ -226,19 +242,10 @@ class Trainer:
             )
             if not c.load_optimizer:
                 self.optimizer.reload_model_params()  # fp32 master weights from the loaded (bf16) weights
-            iteration = int(common["iteration"])
-            consumed = int(common.get("consumed_samples", iteration * self.cfg.train.global_batch_size))
-            self.state = TrainState(
-                iteration=iteration,
-                tokens=int(common.get("tokens", 0)),
-                consumed_samples=consumed,
-                skipped=int(common.get("skipped", 0)),
-            )
-            self.guard.recent.extend(common.get("guard_recent") or [])
+            self.guard.recent.extend(saved.get("guard_recent") or [])
             self._data_start_iteration = resume.data_start_iteration(
                 consumed, self.cfg.train.global_batch_size, str(path)
             )
-            self._last_saved = self.state.iteration
             if self.rank == 0:
                 logger.info(
                     "resumed from %s at iteration %d (%d samples consumed)", c.dir, self.state.iteration, consumed
@@ -466,8 +473,7 @@ class Trainer:
         stop file): every rank saved a checkpoint at the same step.
         """
         cfg, t = self.cfg, self.cfg.train
-        self.restore()
-        finished = self._finished_summary()
+        finished = self.restore()
         if finished is not None:
             return finished
         remaining = max(self.total_iters - self.state.iteration, 0)
