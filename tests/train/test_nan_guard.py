@@ -81,3 +81,14 @@ def test_too_many_nan_steps_in_a_row_stop_the_run(tmp_path):
     assert [s["skipped"] for s in steps] == [False, True, True]
     log = proc.stdout + proc.stderr
     assert "step 4: 3 steps skipped in a row" in log and "train.max_skipped_in_a_row=2" in log
+
+
+def test_injected_nan_grad_spec(monkeypatch):
+    from megatron_agentic.training.guard import NAN_HOOK_ENV, injected_nan_grad
+
+    monkeypatch.delenv(NAN_HOOK_ENV, raising=False)
+    assert not injected_nan_grad(0, 1)
+    monkeypatch.setenv(NAN_HOOK_ENV, "1@2,4")
+    assert [injected_nan_grad(r, s) for r in (0, 1) for s in (1, 2, 3, 4)] == [False] * 4 + [False, True, False, True]
+    monkeypatch.setenv(NAN_HOOK_ENV, "*@3")
+    assert injected_nan_grad(0, 3) and injected_nan_grad(5, 3) and not injected_nan_grad(0, 2)
