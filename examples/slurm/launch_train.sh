@@ -71,7 +71,7 @@ SETS=(--set "log.dir=$RUN_DIR")
 
 # A (re)started run is not finished until this job says so: a stale marker from an earlier run must not let a
 # dependent stage 2 start after this one failed (even in its pre-flight).
-[[ $DRY_RUN == 0 ]] && rm -f "$RUN_DIR/COMPLETED"
+if [[ $DRY_RUN == 0 ]]; then rm -f "$RUN_DIR/COMPLETED"; fi
 
 CONFIG="$JOB_DIR/config.yaml"
 "$PYTHON" -m megatron_agentic.recipes export "$RECIPE" "${SETS[@]}" --output "$CONFIG" >/dev/null
