@@ -102,6 +102,22 @@ def _wait(predicate, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _start_requeued_now(job: str) -> None:
+    """A requeued job waits ~2 min (BeginTime) before it starts again: start it now, once the node is free.
+
+    slurmd refuses a job credential issued in the same second as the requeue revoked the old one ("Job credential
+    revoked": the job then fails), so wait for the node to be idle and a little more before moving the start time.
+    """
+    _wait(lambda: _state(job) == "PENDING", 120, "the requeued job to be pending")
+    _wait(
+        lambda: "idle" in subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout,
+        120,
+        "the node to be idle",
+    )
+    time.sleep(3)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=False)
+
+
 def _steps(run_dir: Path) -> list[int]:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
@@ -167,11 +183,10 @@ def test_usr1_requeues_stage1_and_stage2_afterany_starts_only_after_it_finished(
         _wait(lambda: restarts.exists() and "requeueing" in restarts.read_text(), 300, "the stage-1 requeue")
         saved_at = int((root / "ckpt" / "latest_checkpointed_iteration.txt").read_text())
         assert 2 <= saved_at < ITERS
-        # a requeued job waits ~2 min (BeginTime) before it starts again: start it now
         _wait(lambda: _state(stage1) == "PENDING", 120, "stage 1 to be pending again")
         # stage 1 stopped early (its first run ended) but is not finished: stage 2 must still wait
         assert _state(stage2) == "PENDING" and not (run1 / "COMPLETED").exists()
-        subprocess.run(["scontrol", "update", f"JobId={stage1}", "StartTime=now"], check=False)
+        _start_requeued_now(stage1)
         _wait(lambda: (run1 / "COMPLETED").exists(), 500, "the resumed stage 1 to finish")
         finished1 = (run1 / "COMPLETED").stat().st_mtime
         _wait(lambda: _ended(stage2), 500, "stage 2 to end")
