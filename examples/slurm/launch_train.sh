@@ -69,6 +69,10 @@ SETS=(--set "log.dir=$RUN_DIR")
 # shellcheck disable=SC2206
 [[ -n "${EXTRA_SETS:-}" ]] && SETS+=(${EXTRA_SETS})
 
+# A (re)started run is not finished until this job says so: a stale marker from an earlier run must not let a
+# dependent stage 2 start after this one failed (even in its pre-flight).
+if [[ $DRY_RUN == 0 ]]; then rm -f "$RUN_DIR/COMPLETED"; fi
+
 CONFIG="$JOB_DIR/config.yaml"
 "$PYTHON" -m megatron_agentic.recipes export "$RECIPE" "${SETS[@]}" --output "$CONFIG" >/dev/null
 echo "[launch] recipe $RECIPE -> $CONFIG (nodes=$NODES x $GPUS_PER_NODE GPUs, job $JOB_ID)"
@@ -157,7 +161,6 @@ trap 'echo "[launch] stop requested (signal): asking the ranks to save and exit"
 # `megatron-agentic train` resumes from checkpoint.dir's latest complete checkpoint. Exit 2 (configuration) is not
 # retried; exit 3 (saved for a signal / the walltime) requeues the job, which resumes when it starts again.
 REQUEUE=${REQUEUE:-$([[ -n "${SLURM_JOB_ID:-}" ]] && echo 1 || echo 0)}
-rm -f "$RUN_DIR/COMPLETED"
 attempt=0
 while true; do
   rm -f "$EXIT_STATUS"

@@ -169,7 +169,10 @@ def build_model_chunks(
         if platform.is_cuda:
             model.cuda(torch.cuda.current_device())
         chunks.append(model)
-    ddp_config = DistributedDataParallelConfig(**settings.ddp)
+    # perf.check_for_nan_in_grad is honoured by the loop's guard, not by DDP: megatron-core's check raises on the rank
+    # whose local gradients are NaN, before the data-parallel reduce the other ranks are waiting in. The NaN/Inf
+    # reaches the global gradient norm after the reduce, identical on every rank, where all ranks skip the step.
+    ddp_config = DistributedDataParallelConfig(**ddp_settings(settings.ddp))
     wrapped = [
         DistributedDataParallel(config=tconfig, ddp_config=ddp_config, module=chunk, disable_bucketing=(i > 0))
         for i, chunk in enumerate(chunks)
@@ -239,3 +242,12 @@ def build_scheduler(cfg: TrainingConfig, optimizer: Any, total_iters: int) -> Op
         override_opt_param_scheduler=False,
         **kwargs,
     )
+
+
+def ddp_settings(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The ``DistributedDataParallelConfig`` arguments from the resolved perf settings.
+
+    ``check_for_nan_in_grad`` is turned off in DDP: the training loop's step guard checks the global gradient norm
+    for NaN/Inf instead (a skipped step on every rank rather than an exception on one rank mid-reduce).
+    """
+    return {**resolved, "check_for_nan_in_grad": False}

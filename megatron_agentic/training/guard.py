@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import collections
 import math
+import os
 import statistics
 from dataclasses import dataclass
+
+NAN_HOOK_ENV = "MEGATRON_AGENTIC_TEST_NAN_GRAD"
+"""Test hook: ``RANK@STEP[,STEP...]`` (RANK ``*``: every rank) makes that rank's gradients NaN at those steps while
+its loss stays finite, i.e. a NaN that only the gradient checks can see, on one data-parallel rank."""
 
 
 class TooManySkippedSteps(RuntimeError):
@@ -72,3 +77,12 @@ class StepGuard:
                 f"train.max_skipped_in_a_row={self.max_in_a_row}: stopping. The last checkpoint holds only applied "
                 "steps; lower train.lr, check the data around this step, or raise train.spike_factor."
             )
+
+
+def injected_nan_grad(rank: int, step: int) -> bool:
+    """Whether the test hook in ``MEGATRON_AGENTIC_TEST_NAN_GRAD`` poisons ``rank``'s gradients at ``step``."""
+    spec = os.environ.get(NAN_HOOK_ENV, "").strip()
+    if not spec:
+        return False
+    who, _, steps = spec.partition("@")
+    return (who == "*" or int(who) == rank) and step in {int(x) for x in steps.split(",") if x.strip()}

@@ -44,7 +44,7 @@ from megatron_agentic.training.builders import (
     world_size_from_env,
 )
 from megatron_agentic.training.data import MicroBatchLoader, build_datasets, build_loader, split_for_context_parallel
-from megatron_agentic.training.guard import StepGuard, Verdict
+from megatron_agentic.training.guard import StepGuard, Verdict, injected_nan_grad
 from megatron_agentic.training.metrics import MetricsLogger, read_metrics, write_json_atomic
 from megatron_agentic.training.stop import EXIT_STOPPED, StopRequest
 
@@ -81,8 +81,12 @@ def _to_device(batch: dict[str, torch.Tensor | None], device: torch.device) -> d
     return {k: (None if v is None else v.to(device, non_blocking=True)) for k, v in batch.items()}
 
 
-def forward_step(data_iterator: Any, model: torch.nn.Module) -> tuple[torch.Tensor, Any]:
-    """megatron-core forward step: one micro-batch through a model chunk; loss on the last stage."""
+def forward_step(data_iterator: Any, model: torch.nn.Module, nan_grad: bool = False) -> tuple[torch.Tensor, Any]:
+    """megatron-core forward step: one micro-batch through a model chunk; loss on the last stage.
+
+    ``nan_grad`` (test hook, :func:`~megatron_agentic.training.guard.injected_nan_grad`) makes this micro-batch's
+    gradients NaN while its loss stays finite.
+    """
     batch = next(data_iterator)
     output = model(
         batch["tokens"],
@@ -90,6 +94,8 @@ def forward_step(data_iterator: Any, model: torch.nn.Module) -> tuple[torch.Tens
         batch.get("attention_mask"),
         labels=batch["labels"],
     )
+    if nan_grad and output.requires_grad:
+        output.register_hook(lambda grad: grad * float("nan"))
     return output, partial(loss_func, batch["loss_mask"])
 
 
@@ -198,8 +204,12 @@ class Trainer:
             raise LockedError(message or f"checkpoint.dir {root} is locked (see rank 0)")
 
     # ------------------------------------------------------------------------------------------ state
-    def restore(self) -> None:
-        """Resume from ``checkpoint.dir`` or initialise weights from ``checkpoint.pretrained``."""
+    def restore(self) -> dict[str, Any] | None:
+        """Resume from ``checkpoint.dir`` or initialise weights from ``checkpoint.pretrained``.
+
+        Returns the summary of a run that is already finished at the latest checkpoint (a rerun of a finished job),
+        decided from the checkpoint's common state and ``summary.json`` before any tensor is read; else None.
+        """
         c = self.cfg.checkpoint
         if c.dir is not None:
             if self.rank == 0:
@@ -212,7 +222,19 @@ class Trainer:
             resume.check_config_compatible(saved.get("config"), self.cfg.to_dict(), str(path))
             if c.load_optimizer:
                 self._choose_scheduler(saved.get("scheduler") or {}, str(path))
-            common = ckpt.load_checkpoint(
+            iteration = int(saved["iteration"])
+            consumed = int(saved.get("consumed_samples", iteration * self.cfg.train.global_batch_size))
+            self.state = TrainState(
+                iteration=iteration,
+                tokens=int(saved.get("tokens", 0)),
+                consumed_samples=consumed,
+                skipped=int(saved.get("skipped", 0)),
+            )
+            self._last_saved = self.state.iteration
+            finished = self._finished_summary()
+            if finished is not None:
+                return finished  # nothing to train: the (possibly huge) checkpoint is not loaded
+            ckpt.load_checkpoint(
                 path,
                 self.chunks,
                 optimizer=self.optimizer if c.load_optimizer else None,
@@ -220,19 +242,10 @@ class Trainer:
             )
             if not c.load_optimizer:
                 self.optimizer.reload_model_params()  # fp32 master weights from the loaded (bf16) weights
-            iteration = int(common["iteration"])
-            consumed = int(common.get("consumed_samples", iteration * self.cfg.train.global_batch_size))
-            self.state = TrainState(
-                iteration=iteration,
-                tokens=int(common.get("tokens", 0)),
-                consumed_samples=consumed,
-                skipped=int(common.get("skipped", 0)),
-            )
-            self.guard.recent.extend(common.get("guard_recent") or [])
+            self.guard.recent.extend(saved.get("guard_recent") or [])
             self._data_start_iteration = resume.data_start_iteration(
                 consumed, self.cfg.train.global_batch_size, str(path)
             )
-            self._last_saved = self.state.iteration
             if self.rank == 0:
                 logger.info(
                     "resumed from %s at iteration %d (%d samples consumed)", c.dir, self.state.iteration, consumed
@@ -335,8 +348,9 @@ class Trainer:
         self.optimizer.zero_grad()
         t = self.cfg.train
         data_iter = self._prepare(list(loader.next_iteration()))
+        nan_grad = injected_nan_grad(self.rank, self.state.iteration + 1)
         losses = self._forward_backward(
-            forward_step_func=forward_step,
+            forward_step_func=partial(forward_step, nan_grad=nan_grad) if nan_grad else forward_step,
             data_iterator=data_iter,
             model=self.chunks,
             num_microbatches=self.num_microbatches,
@@ -459,8 +473,7 @@ class Trainer:
         stop file): every rank saved a checkpoint at the same step.
         """
         cfg, t = self.cfg, self.cfg.train
-        self.restore()
-        finished = self._finished_summary()
+        finished = self.restore()
         if finished is not None:
             return finished
         remaining = max(self.total_iters - self.state.iteration, 0)

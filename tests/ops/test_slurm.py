@@ -4,7 +4,10 @@ Skipped when ``sbatch`` is absent. The stage-1 script runs the tiny recipe on 2 
 
 - ``scancel --signal=USR1 --batch`` mid-training: the ranks save at the step reached, the job requeues itself
   (exit 3 -> ``scontrol requeue``), resumes and finishes with every step logged once and the completion marker;
-- a missing blend file is found by the pre-flight before training starts, reported once (exit 2), not retried.
+  stage 2, submitted as the docs say (``--dependency=afterany:<stage 1>``), stays pending through the requeue and
+  starts from stage 1's final checkpoint only after it finished;
+- a missing blend file is found by the pre-flight before training starts, reported once (exit 2), not retried;
+- stage 2 after a stage 1 that ended without its ``COMPLETED`` marker refuses to start (exit 4).
 """
 
 from __future__ import annotations
@@ -32,7 +35,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _submit(root: Path, **env_extra: str) -> str:
+def _submit(
+    root: Path, script: str = "examples/slurm/stage1_32k.sbatch", sbatch_args: tuple[str, ...] = (), **env_extra: str
+) -> str:
+    """Submit one of the project's sbatch scripts with the CPU overrides (tiny recipe, 2 ranks, no GPU)."""
     env = dict(os.environ)
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_JOB_ID"):
         env.pop(key, None)
@@ -66,7 +72,8 @@ def _submit(root: Path, **env_extra: str) -> str:
             "--gpus-per-node=0",
             "--time=20",
             f"--output={root}/slurm-%j.out",
-            "examples/slurm/stage1_32k.sbatch",
+            *sbatch_args,
+            script,
         ],
         cwd=REPO,
         env=env,
@@ -95,6 +102,22 @@ def _wait(predicate, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _start_requeued_now(job: str) -> None:
+    """A requeued job waits ~2 min (BeginTime) before it starts again: start it now, once the node is free.
+
+    slurmd refuses a job credential issued in the same second as the requeue revoked the old one ("Job credential
+    revoked": the job then fails), so wait for the node to be idle and a little more before moving the start time.
+    """
+    _wait(lambda: _state(job) == "PENDING", 120, "the requeued job to be pending")
+    _wait(
+        lambda: "idle" in subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout,
+        120,
+        "the node to be idle",
+    )
+    time.sleep(3)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=False)
+
+
 def _steps(run_dir: Path) -> list[int]:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
@@ -109,28 +132,6 @@ def root():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_usr1_saves_requeues_and_finishes_every_step_once(root):
-    job = _submit(root)
-    run_dir = root / "tiny-moe-stage1"
-    try:
-        _wait(lambda: len(_steps(run_dir)) >= 2, 600, "2 training steps")
-        subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
-        restarts = run_dir / "jobs" / job / "restarts.log"
-        _wait(lambda: restarts.exists() and "requeueing" in restarts.read_text(), 300, "the requeue")
-        saved_at = int((root / "ckpt" / "latest_checkpointed_iteration.txt").read_text())
-        assert 2 <= saved_at < ITERS
-        # a requeued job waits ~2 min (BeginTime) before it starts again: start it now
-        _wait(lambda: _state(job) == "PENDING", 120, "the requeued job to be pending")
-        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=False)
-        _wait(lambda: (run_dir / "COMPLETED").exists(), 500, "the resumed job to finish")
-    finally:
-        subprocess.run(["scancel", job], check=False)
-    assert _steps(run_dir) == list(range(1, ITERS + 1))
-    node_logs = "".join(p.read_text() for p in (run_dir / "jobs" / job).glob("*.log") if p.name != "restarts.log")
-    assert f"saved checkpoint at iteration {saved_at} for stop file" in node_logs
-    assert "resumed from" in node_logs
-
-
 def test_config_error_is_found_before_training_and_not_retried(root):
     job = _submit(root, BLEND_FILE=str(root / "missing_blend.json"))
     try:
@@ -141,3 +142,76 @@ def test_config_error_is_found_before_training_and_not_retried(root):
     assert "missing_blend.json" in out and "pre-flight failed" in out
     assert out.count("pre-flight failed") == 1 and "attempt" not in out
     assert not (root / "tiny-moe-stage1" / "metrics.jsonl").exists()  # no rank ever started
+
+
+def _stage2(root: Path, after: str) -> str:
+    """Submit stage 2 the way docs/recipes.md does: afterany on stage 1, initialised from stage 1's checkpoints."""
+    return _submit(
+        root,
+        "examples/slurm/stage2_128k.sbatch",
+        (f"--dependency=afterany:{after}",),
+        RECIPE="tiny-moe-stage2",
+        CKPT_DIR=str(root / "ckpt2"),
+        PRETRAINED=str(root / "ckpt"),
+        STAGE1_RUN_DIR=str(root / "tiny-moe-stage1"),
+        EXTRA_SETS=(
+            "--set train.train_tokens=null --set train.iters=3 --set checkpoint.interval=100 --set train.seq_length=128 "
+            "--set model.num_layers=2 --set train.eval_interval=null --set log.tensorboard=false"
+        ),
+    )
+
+
+def _ended(job: str) -> bool:
+    return _state(job) in ("FAILED", "COMPLETED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+
+
+def _exit_code(job: str) -> str:
+    out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True)
+    return next((t.split("=", 1)[1] for t in out.stdout.split() if t.startswith("ExitCode=")), "")
+
+
+def test_usr1_requeues_stage1_and_stage2_afterany_starts_only_after_it_finished(root):
+    """USR1 mid-training: stage 1 saves, requeues itself, resumes and finishes with every step logged once; stage 2,
+    submitted with ``afterany`` on it, stays pending through the requeue and starts from its final checkpoint."""
+    stage1 = _submit(root)
+    stage2 = _stage2(root, stage1)
+    run1, run2 = root / "tiny-moe-stage1", root / "tiny-moe-stage2"
+    try:
+        _wait(lambda: len(_steps(run1)) >= 2, 600, "2 stage-1 steps")
+        subprocess.run(["scancel", "--signal=USR1", "--batch", stage1], check=True)
+        restarts = run1 / "jobs" / stage1 / "restarts.log"
+        _wait(lambda: restarts.exists() and "requeueing" in restarts.read_text(), 300, "the stage-1 requeue")
+        saved_at = int((root / "ckpt" / "latest_checkpointed_iteration.txt").read_text())
+        assert 2 <= saved_at < ITERS
+        _wait(lambda: _state(stage1) == "PENDING", 120, "stage 1 to be pending again")
+        # stage 1 stopped early (its first run ended) but is not finished: stage 2 must still wait
+        assert _state(stage2) == "PENDING" and not (run1 / "COMPLETED").exists()
+        _start_requeued_now(stage1)
+        _wait(lambda: (run1 / "COMPLETED").exists(), 500, "the resumed stage 1 to finish")
+        finished1 = (run1 / "COMPLETED").stat().st_mtime
+        _wait(lambda: _ended(stage2), 500, "stage 2 to end")
+    finally:
+        subprocess.run(["scancel", stage1, stage2], check=False)
+    assert _steps(run1) == list(range(1, ITERS + 1))
+    node_logs = "".join(p.read_text() for p in (run1 / "jobs" / stage1).glob("*.log") if p.name != "restarts.log")
+    assert f"saved checkpoint at iteration {saved_at} for stop file" in node_logs
+    assert "resumed from" in node_logs
+    assert _state(stage2) == "COMPLETED", (root / f"slurm-{stage2}.out").read_text()
+    assert (run2 / "COMPLETED").exists() and _steps(run2) == [1, 2, 3]
+    assert (run2 / "jobs" / stage2).stat().st_mtime >= finished1  # created by stage 2's launcher, after the marker
+    stage2_logs = "".join(p.read_text() for p in (run2 / "jobs" / stage2).glob("*.log"))
+    assert f"initialised weights from {root / 'ckpt'}" in stage2_logs
+
+
+def test_stage2_refuses_when_stage1_ended_without_its_marker(root):
+    stage1 = _submit(root, BLEND_FILE=str(root / "missing_blend.json"))  # fails in its pre-flight: no marker
+    stage2 = _stage2(root, stage1)
+    try:
+        _wait(lambda: _ended(stage1) and _ended(stage2), 300, "both jobs to end")
+    finally:
+        subprocess.run(["scancel", stage1, stage2], check=False)
+    assert _state(stage1) == "FAILED" and _state(stage2) == "FAILED"
+    assert _exit_code(stage2) == "4:0"  # documented in stage2_128k.sbatch and docs/recipes.md
+    out = (root / f"slurm-{stage2}.out").read_text()
+    assert f"stage 1 is not finished ({root / 'tiny-moe-stage1'}/COMPLETED missing)" in out
+    assert not (root / "tiny-moe-stage2").exists()  # nothing of stage 2 started
