@@ -328,19 +328,23 @@ class StepContext:
 
 def topic_terms(traj: Trajectory, related: Sequence[tuple[str, str]] = (), limit: int = 40) -> list[str]:
     """Up to ``limit`` words related to the trajectory's topic but absent from its question, most frequent first
-    (title words count three times): from the titles and text of all its tool responses and from ``related``
+    (title words count three times, words of sentences sharing a question word twice): from the titles and text of all its tool responses and from ``related``
     page titles. Numbers, instruction words, tool-output labels and the words of the ground truth and of the
     final prediction are left out (an alternative never names the answer before it was found)."""
     qwords = set(content_words(" ".join([traj.question, traj.answer or "", traj.prediction or ""])))
     text = " ".join(r for s in traj.steps for r in s.responses)
     titles = [t for t, _ in _LINK.findall(text)] + [t for t, _ in related]
     body = _BOILERPLATE.sub(" ", _LINK.sub(" ", text))
+    qset = qwords - _INSTRUCTION
     freq: Counter = Counter()
     for title in titles:
         for w in _keywords(title):
             freq[w] += 3
     for sent in split_sentences(body):
-        freq.update(_keywords(sent))
+        words = _keywords(sent)
+        on_topic = bool(qset.intersection(words))  # sentences that share a question word count twice as much
+        for w in words:
+            freq[w] += 2 if on_topic else 1
     ok = [
         w
         for w, _ in freq.most_common()
