@@ -18,7 +18,7 @@ from data_tools.has.probe import main as probe_main
 from .conftest import write_jsonl
 
 # The bound: chance + 0.05. Measured on this test's data (2 x 200 scripted rollouts over builtin:1500,
-# 704-706 held-out decisions): with --corpus 0.275 at chance 0.250, without 0.264 at 0.250 (before equally long
+# 704-706 held-out decisions): with --corpus 0.286 at chance 0.250, without 0.264 at 0.250 (before equally long
 # recombined queries: 0.412 at 0.272 on 2 x 350 rollouts). The old template backend (strategy-specific phrasing,
 # original verbatim) reached 1.000. Other data sets: see docs/has.md.
 MAX_EXCESS = 0.05
