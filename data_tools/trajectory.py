@@ -161,8 +161,8 @@ class Step:
         """The step rendered as assistant text (thinking, then tool call(s) or answer)."""
         if self.answer is not None:
             return render_action(self.think, answer=self.answer)
-        head = [render_think(self.think)] if self.think.strip() else []
-        return "\n".join(head + [c.render() for c in self.tool_calls])
+        head = render_think(self.think) + "\n\n" if self.think.strip() else ""  # Qwen3: "</think>\n\n", as answers
+        return head + "\n".join(c.render() for c in self.tool_calls)
 
     def response_text(self) -> str | None:
         """The responses rendered as ``<tool_response>`` blocks (one user turn), or ``None``."""

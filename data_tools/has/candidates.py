@@ -263,6 +263,11 @@ class StepContext:
     """Word counts of the trajectory's own final answers (wrong answers follow the policy's habit)."""
     query_lengths: list[int] = field(default_factory=list)
     """Keyword counts of the trajectory's own search queries (alternatives' queries follow the policy's habit)."""
+    terms: list[str] = field(default_factory=list)
+    """Topic words that are not in the question, most frequent first: words of page titles and snippets in the
+    trajectory's tool responses (all of them: what a searcher of this topic could think of; an option is chosen
+    before its response is shown, so no later text is revealed) and of related corpus pages. Equally long
+    recombined queries draw on them when the question's own keywords are used up."""
 
     def query_length(self, rng: random.Random, default: int = 6) -> int:
         """A query length (in keywords) drawn from the trajectory's own queries."""
@@ -277,8 +282,11 @@ class StepContext:
         return next((t for t, u in [*self.links, *self.related] if u == url), url)
 
     @staticmethod
-    def of(traj: Trajectory, k: int, related: Sequence[tuple[str, str]] = ()) -> StepContext:
-        """Context of step ``k`` (0-based): responses R_1..R_k-1 only, never later ones."""
+    def of(
+        traj: Trajectory, k: int, related: Sequence[tuple[str, str]] = (), terms: Sequence[str] | None = None
+    ) -> StepContext:
+        """Context of step ``k`` (0-based): links, entities, numbers and sentences of responses R_1..R_k-1 only;
+        ``terms`` (default :func:`topic_terms`) is the one trajectory-wide field."""
         seen_text = " ".join(r for s in traj.steps[:k] for r in s.responses)
         links = list(dict.fromkeys((t.strip(), u) for t, u in _LINK.findall(seen_text)))
         qwords = set(content_words(traj.question))
@@ -303,9 +311,46 @@ class StepContext:
         qlens = [len(_keywords(q)) for q in (_first_query(Action.from_step(s)) for s in traj.steps) if q]
         sents = [x for x in split_sentences(plain) if len(x.split()) >= 4]
         alens = [len(st.answer.split()) for st in traj.steps if st.answer]
+        qlens = [n for n in qlens if n >= 2]
         return StepContext(
-            traj.question, links, uniq, list(related), goal, nums, sents, alens, [n for n in qlens if n >= 2]
+            traj.question,
+            links,
+            uniq,
+            list(related),
+            goal,
+            nums,
+            sents,
+            alens,
+            qlens,
+            list(topic_terms(traj, related) if terms is None else terms),
         )
+
+
+def topic_terms(traj: Trajectory, related: Sequence[tuple[str, str]] = (), limit: int = 40) -> list[str]:
+    """Up to ``limit`` words related to the trajectory's topic but absent from its question, most frequent first
+    (title words count three times, words of sentences sharing a question word twice): from the titles and text of all its tool responses and from ``related``
+    page titles. Numbers, instruction words, tool-output labels and the words of the ground truth and of the
+    final prediction are left out (an alternative never names the answer before it was found)."""
+    qwords = set(content_words(" ".join([traj.question, traj.answer or "", traj.prediction or ""])))
+    text = " ".join(r for s in traj.steps for r in s.responses)
+    titles = [t for t, _ in _LINK.findall(text)] + [t for t, _ in related]
+    body = _BOILERPLATE.sub(" ", _LINK.sub(" ", text))
+    qset = qwords - _INSTRUCTION
+    freq: Counter = Counter()
+    for title in titles:
+        for w in _keywords(title):
+            freq[w] += 3
+    for sent in split_sentences(body):
+        words = _keywords(sent)
+        on_topic = bool(qset.intersection(words))  # sentences that share a question word count twice as much
+        for w in words:
+            freq[w] += 2 if on_topic else 1
+    ok = [
+        w
+        for w, _ in freq.most_common()
+        if w not in qwords and w not in _LABELS and len(w) > 2 and not any(ch.isdigit() for ch in w) and "/" not in w
+    ]
+    return ok[:limit]
 
 
 Strategy = Callable[[Action, StepContext, random.Random], "Action | None"]
@@ -392,6 +437,38 @@ def s_drift(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None
     return _search(" ".join(ent + kw[: max(1, ctx.query_length(rng) - len(ent))]))
 
 
+def by_length(cands: Sequence[Action], length: int, slack: int = 1) -> list[Action]:
+    """Search candidates whose query is within ``slack`` keywords of ``length`` first (stable otherwise): the
+    alternatives of a search step are about as long as the original query, so that the original is not "the
+    longest" (or shortest) query of its decision."""
+    return sorted(cands, key=lambda a: abs(len(_keywords(_first_query(a) or "")) - length) > slack)
+
+
+def s_recombine(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
+    """Search as many keywords as the original query (or a query of the policy's usual length): some of its
+    keywords, in order, with one to half of them swapped for question keywords it lacks or topic terms seen in
+    the trajectory (:attr:`StepContext.terms`). Same length, another focus: the probe cannot tell it by size."""
+    q = _first_query(orig)
+    qwords = _keywords(ctx.question)
+    base = _keywords(q) if q else qwords[: ctx.query_length(rng)]
+    if len(base) < 2:
+        return None
+    pool = [w for w in dict.fromkeys(qwords + ctx.terms) if w not in set(base)]
+    if not pool:
+        return None
+    swap = min(len(pool), rng.randint(1, max(1, len(base) // 2)))
+    keep = sorted(rng.sample(range(len(base)), len(base) - swap))
+    words = [base[i] for i in keep]
+    fresh = [w for w in pool if w not in qwords]
+    extra = [w for w in pool if w in qwords]
+    rng.shuffle(extra)
+    # topic terms are ranked by frequency: sample from the head so they stay on topic
+    picks = extra[: rng.randint(0, swap)] + rng.sample(fresh[: 4 * swap + 4], min(len(fresh[: 4 * swap + 4]), swap))
+    for w in picks[:swap]:
+        words.insert(rng.randint(0, len(words)), w)
+    return _search(" ".join(words))
+
+
 def s_visit_seen(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
     """Visit a page that appeared in earlier results (possibly the wrong one); only URLs actually seen."""
     urls = {u for c in orig.calls for u in (c["arguments"].get("url") or [])} if orig.kind == "visit" else set()
@@ -456,13 +533,14 @@ STRATEGIES: dict[str, Strategy] = {
     "question": s_question,
     "drift": s_drift,
     "sample": s_sample,
+    "recombine": s_recombine,
     "verify": s_verify,
     "visit_seen": s_visit_seen,
     "premature": s_premature,
     "alt_answer": s_alt_answer,
 }
 STRATEGY_KINDS: dict[str, tuple[str, ...]] = {
-    "search": ("broaden", "narrow", "tail", "drop", "question", "drift", "sample", "verify"),
+    "search": ("broaden", "narrow", "tail", "drop", "question", "drift", "sample", "recombine", "verify"),
     "visit": ("visit_seen",),
     "answer": ("alt_answer", "premature"),
 }
@@ -516,12 +594,15 @@ class TemplateBackend:
         the drift / premature-answer strategies (the paper's perturbation "from the corpus and memory")."""
         self.related_k = related_k
         self._related: dict[str, list[tuple[str, str]]] = {}
+        self._terms: tuple[str | None, list[str]] = (None, [])  # topic terms of the last trajectory seen
         self.shortfall = 0
         """Steps that got fewer than the requested number of alternatives."""
 
     def context(self, traj: Trajectory, k: int) -> StepContext:
         """The :class:`StepContext` of step ``k``."""
-        return StepContext.of(traj, k, self.related(traj))
+        if self._terms[0] != traj.id:
+            self._terms = (traj.id, topic_terms(traj, self.related(traj)))
+        return StepContext.of(traj, k, self.related(traj), self._terms[1])
 
     def original(self, traj: Trajectory, k: int, seed: int) -> Action:
         """The original step with its action kept exactly and its thinking drawn from the shared pool."""
@@ -532,13 +613,15 @@ class TemplateBackend:
         thinking from the shared pool; the pool sizes are what the step can offer of each kind."""
         orig = Action.from_step(traj.steps[k])
         ctx = self.context(traj, k)
+        oq = _first_query(orig)
         out: dict[str, list[Action]] = {}
         for kind, names in STRATEGY_KINDS.items():
             tries = list(names) * (2 + self.max_regenerate)
             rng.shuffle(tries)
             acc: list[Action] = []
+            want = 3 * n if kind == "search" and oq else n  # room to pick queries as long as the original's
             for name in tries:
-                if len(acc) >= n:
+                if len(acc) >= want:
                     break
                 cand = STRATEGIES[name](orig, ctx, rng)
                 if cand is None:
@@ -546,6 +629,8 @@ class TemplateBackend:
                 cand = phrase(Action(cand.think, cand.tool_calls, cand.answer, f"template:{name}"), ctx, rng)
                 if not self.guard.same(cand, orig) and not any(self.guard.same(cand, a) for a in acc):
                     acc.append(cand)
+            if kind == "search" and oq:
+                acc = by_length(acc, len(_keywords(oq)))[:n]
             out[kind] = acc
         return out
 
