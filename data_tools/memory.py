@@ -8,7 +8,8 @@ Examples::
 
 Input documents are JSONL objects with a text field (``--text-key``) and optional title/id/url/date fields;
 bad lines are skipped and counted by reason. The output (written atomically) has one memory item per entity,
-and ``OUTPUT.summary.json`` the counts. The ``heuristic`` backend needs no server; ``openai`` extracts
+and ``OUTPUT.summary.json`` the counts and the settings that made it: rerunning a finished command with the same
+settings changes nothing and reports "already done" with the original figures; other settings exit 2 naming them. The ``heuristic`` backend needs no server; ``openai`` extracts
 statements with an LLM through the cached client, so a rerun after a crash only pays for unfinished documents.
 """
 
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import logging
 import sys
 import time
@@ -26,6 +29,7 @@ from typing import Any
 from data_tools.common.cli_args import add_llm_args, llm_config_from_args
 from data_tools.common.jsonl import BadLine, atomic_write_json, atomic_write_text, dumps_line, iter_jsonl
 from data_tools.common.lock import lock_output_file
+from data_tools.common.settings import diff_settings
 from data_tools.fas.memory_build import (
     MemoryConfig,
     RawStatement,
@@ -188,24 +192,87 @@ def main(argv: list[str] | None = None) -> int:
     backend = "openai" if args.backend == "openai" else "heuristic"
     if backend == "openai":
         llm_cfg = llm_config_from_args(args, default_cache=str(out.with_name(out.name + ".llm_cache.sqlite")))
+    settings = memory_settings(args, cfg, backend, llm_cfg)
+    summary_path = out.with_name(out.name + ".summary.json")
+    prior = finished_summary(out, summary_path)
+    if prior is not None:
+        diffs = diff_settings(prior["settings"], json.loads(json.dumps(settings)))
+        if diffs:
+            parts = ", ".join(f"{k}: {json.dumps(a)} there, {json.dumps(b)} now" for k, (a, b) in diffs.items())
+            print(
+                f"data memory: {out} was made with other settings ({parts}); use another --output, "
+                f"or rerun with the original settings",
+                file=sys.stderr,
+            )
+            return 2
+        print("memory: already done (nothing to do): " + _summary_line(prior, out))
+        return 0
     t0 = time.time()
     docs, bad = read_corpus(args.input, cfg, builtin_wiki=args.builtin_wiki, lang=args.lang, limit=args.limit)
     items, stats = build_memory(docs, cfg, backend=backend, llm_cfg=llm_cfg, seed=args.seed, progress=args.progress)
+    text = "".join(dumps_line(it) + "\n" for it in items)
     stats = {
         "input": args.input or f"builtin-wiki:{args.lang}",
         "backend": backend,
         "bad_lines": dict(bad),
         **stats,
         "seconds": round(time.time() - t0, 2),
+        "output_bytes": len(text.encode("utf-8")),
+        "settings": settings,
     }
-    atomic_write_text(out, "".join(dumps_line(it) + "\n" for it in items))
-    atomic_write_json(out.with_name(out.name + ".summary.json"), stats)
-    failed = sum(stats.get("failed_documents", {}).values())
-    print(
-        f"memory: {stats['documents']} documents -> {stats['statements']} statements -> {len(items)} entities "
-        f"({stats['linked_entities']} linked) in {out}; bad lines {sum(bad.values())}, failed documents {failed}"
-    )
+    atomic_write_text(out, text)
+    atomic_write_json(summary_path, stats)
+    print("memory: " + _summary_line(stats, out))
     return 0
+
+
+def memory_settings(args: argparse.Namespace, cfg: MemoryConfig, backend: str, llm_cfg=None) -> dict[str, Any]:
+    """What determines the memory output (stored in the summary; a rerun must match it to be "already done")."""
+    if args.input:
+        src = Path(args.input)
+        source: dict[str, Any] = {"input": str(src.resolve()), "input_bytes": src.stat().st_size}
+    else:
+        source = {"input": f"builtin-wiki:{args.lang}"}
+    out: dict[str, Any] = {
+        **source,
+        "limit": args.limit,
+        **dataclasses.asdict(cfg),
+        "backend": backend,
+    }
+    if llm_cfg is not None:
+        out.update(
+            model=llm_cfg.model,
+            temperature=llm_cfg.temperature,
+            top_p=llm_cfg.top_p,
+            max_tokens=llm_cfg.max_tokens,
+            extra_body=llm_cfg.extra_body,
+            seed=args.seed,
+        )
+    return out
+
+
+def finished_summary(out: Path, summary_path: Path) -> dict[str, Any] | None:
+    """The summary of a finished run into ``out`` (output and summary both written, sizes agree), else None."""
+    if not (out.is_file() and summary_path.is_file()):
+        return None
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(summary, dict) or not isinstance(summary.get("settings"), dict):
+        return None  # written by an older version: rebuild
+    if summary.get("output_bytes") != out.stat().st_size:
+        return None  # the output was replaced or truncated after the summary: rebuild
+    return summary
+
+
+def _summary_line(stats: dict[str, Any], out: Path) -> str:
+    failed = sum(stats.get("failed_documents", {}).values())
+    return (
+        f"{stats['documents']} documents -> {stats['statements']} statements -> {stats['entities']} entities "
+        f"({stats['linked_entities']} linked) in {out}; bad lines {sum(stats['bad_lines'].values())}, "
+        f"failed documents {failed}"
+    )
 
 
 if __name__ == "__main__":

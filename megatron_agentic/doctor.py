@@ -4,7 +4,7 @@ Reports the GPUs, CUDA/NCCL, Transformer Engine, Apex, DALI, Triton (driver or i
 megatron-core, transformers, and the resulting choices: platform (CUDA+NCCL or CPU+gloo with
 redirections), attention backend without and with context parallelism, MoE token dispatcher, precision,
 batch loader, and the effective performance settings (what megatron-core is given) for a recipe on this machine.
-``--json`` for machines; ``--require-gpu`` exits 1 without a usable GPU (container checks).
+``--json`` for machines; ``--require-gpu`` exits 1 without a usable GPU, printing (on stderr) which requirement failed (container checks).
 """
 
 from __future__ import annotations
@@ -65,6 +65,30 @@ def gpu_report() -> dict[str, Any]:
         b for b in ("nccl", "gloo") if getattr(torch.distributed, f"is_{b}_available", lambda: False)()
     ]
     return info
+
+
+def gpu_requirement_failure(gpu: dict[str, Any], env: dict[str, str] | None = None) -> str | None:
+    """Why ``--require-gpu`` fails for a :func:`gpu_report` (one line), or None when a CUDA GPU is usable."""
+    env = dict(os.environ) if env is None else env
+    if not gpu.get("cuda_build"):
+        return (
+            f"torch {gpu.get('torch')} is a CPU-only build (torch.version.cuda is None); install a CUDA build of "
+            f"torch or use the project's Docker image"
+        )
+    if gpu.get("devices"):
+        if env.get("MEGATRON_AGENTIC_FORCE_CPU") == "1":
+            return "MEGATRON_AGENTIC_FORCE_CPU=1 is set, so training would run on CPU; unset it"
+        return None
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    hint = (
+        f"CUDA_VISIBLE_DEVICES={visible!r} hides every device"
+        if visible is not None and not visible.strip(", ")
+        else f"CUDA_VISIBLE_DEVICES={visible!r}; check the driver (nvidia-smi) and the container's GPU access "
+        f"(docker --gpus all)"
+        if visible is not None
+        else "check the driver (nvidia-smi) and the container's GPU access (docker --gpus all)"
+    )
+    return f"torch {gpu.get('torch')} (CUDA {gpu['cuda_build']}) sees no CUDA device: {hint}"
 
 
 def library_report() -> dict[str, dict[str, Any]]:
@@ -187,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     parser = argparse.ArgumentParser(prog="megatron-agentic doctor", description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--require-gpu", action="store_true", help="exit 1 when no CUDA GPU is usable")
+    parser.add_argument("--require-gpu", action="store_true", help="exit 1, saying why, when no CUDA GPU is usable")
     parser.add_argument(
         "--recipe", default="qwen3-30b-a3b-stage1", help="recipe whose effective performance settings to show"
     )
@@ -201,8 +225,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
     else:
         _render(report)
-    if args.require_gpu and not report["gpu"]["devices"]:
-        return 1
+    if args.require_gpu:
+        reason = gpu_requirement_failure(report["gpu"])
+        if reason is not None:
+            print(f"doctor: --require-gpu failed: {reason}", file=sys.stderr)
+            return 1
     return 0
 
 
