@@ -29,6 +29,7 @@ from data_tools.answers import judge_answer
 from data_tools.common.cli_args import add_llm_args, llm_config_from_args
 from data_tools.common.jsonl import BadLine, ResumableJsonlWriter, atomic_write_json, iter_jsonl
 from data_tools.common.lock import lock_output_file
+from data_tools.common.progress import SynthesisProgress
 from data_tools.common.sharding import add_shard_args, shard_from_args, shard_of
 from data_tools.env.policy import ScriptedPolicy
 from data_tools.env.questions import Question, builtin_questions, read_questions
@@ -236,10 +237,18 @@ def main(argv: list[str] | None = None) -> int:
     with ResumableJsonlWriter(out, key="id") as writer:
         todo = [q for q in questions if q.id not in writer]
         counts["already_done"] = len(questions) - len(todo)
+        bar = SynthesisProgress(
+            "rollout",
+            len(questions),
+            unit="trajectory",
+            initial=counts["already_done"],
+            stats=client.stats if client is not None else None,
+        )
 
         def finish(rec: dict[str, Any]) -> None:
             nonlocal steps_total
             writer.write(rec)
+            bar.advance(1)
             counts["written"] += 1
             counts[f"termination: {rec['termination']}"] += 1
             j = rec.get("judgment")
@@ -268,7 +277,10 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 await client.aclose()
 
-        asyncio.run(run_all())
+        try:
+            asyncio.run(run_all())
+        finally:
+            bar.close()
     if client is not None:
         client.close()
     totals: Counter = Counter()

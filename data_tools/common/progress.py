@@ -89,7 +89,8 @@ class SynthesisProgress:
         if self.stats is not None:
             parts.append(f"{(self._tokens() - self._tokens0) / dt:,.0f} tok/s")
             parts.append(f"{sum(self.stats.failures.values())} failed requests")
-        parts.append(f"{self.failed} failed {self.unit}s")
+        plural = self.unit[:-1] + "ies" if self.unit.endswith("y") else self.unit + "s"
+        parts.append(f"{self.failed} failed {plural}")
         return ", ".join(parts)
 
     def advance(self, n: int = 1, failed: int = 0) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 from data_tools.common.cli_args import add_llm_args, llm_config_from_args
 from data_tools.common.jsonl import ResumableJsonlWriter, atomic_write_json, iter_jsonl
 from data_tools.common.lock import lock_output_file
+from data_tools.common.progress import SynthesisProgress, count_lines
 from data_tools.common.sharding import add_shard_args, shard_from_args, shard_of
 from data_tools.has.candidates import CollapseGuard, TemplateBackend
 from data_tools.has.expand import HasConfig, length_histogram, make_decisions, render_samples
@@ -163,7 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     counts: Counter = Counter()
     lengths: list[int] = []
     t0 = time.time()
-    with ResumableJsonlWriter(out, key="id") as writer:
+    one_file = args.limit is None and len(args.input) == 1 and num_shards == 1
+    total = count_lines(args.input[0]) if one_file else None  # trajectories (progress bar)
+    with (
+        ResumableJsonlWriter(out, key="id") as writer,
+        SynthesisProgress("has", total, unit="trajectory", stats=client.stats if client is not None else None) as bar,
+    ):
         done = _completed(writer)
         counts["resumed_samples"] = writer.recovered
 
@@ -177,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                     judge(t, args.judge)
                 if t.outcome is None:
                     counts["skipped_no_judgment"] += 1
+                    bar.advance(1)
                 else:
                     ready.append(t)
             alts = backend.generate(ready, cfg.candidates, cfg.seed)
@@ -195,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 counts["split_trajectories"] += len(samples) > 1
                 counts[t.outcome or "unjudged"] += 1
                 counts["trajectories_expanded"] += 1
+                bar.advance(1)
             log.info("expanded %d trajectories, %d samples", counts["trajectories_expanded"], counts["samples_written"])
 
         batch: list[Trajectory] = []
@@ -204,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if traj.id in done:
                 counts["already_done"] += 1
+                bar.advance(1)
                 continue
             batch.append(traj)
             if len(batch) >= args.batch:
