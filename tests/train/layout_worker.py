@@ -44,7 +44,7 @@ def main() -> None:
     import torch
 
     from megatron_agentic.config import load_config
-    from megatron_agentic.models.qwen3_moe.model import build_model
+    from megatron_agentic.models.qwen3_moe.model import build_model, transformer_config_from
     from megatron_agentic.platform import setup_platform
     from megatron_agentic.training.builders import init_distributed
 
@@ -68,7 +68,7 @@ def main() -> None:
         torch.save({"model": tensors, "raw": raw}, args.dump)
         return
     with torch.device("meta") if args.meta else contextlib.nullcontext():
-        model = build_model(cfg, perform_initialization=False)
+        model = build_model(cfg, transformer_config=transformer_config_from(cfg, perform_initialization=False))
     print(json.dumps(checkpoint_shapes(model)))
 
 
