@@ -43,6 +43,9 @@ TRAIN = [
     *("--set", "model.num_layers=2", "--set", f"model.vocab_size={VOCAB}", "--set", "train.seq_length=32"),
     *("--set", "train.global_batch_size=4", "--set", "train.micro_batch_size=2", "--set", "log.tensorboard=false"),
     *("--set", "train.iters=4", "--set", "checkpoint.interval=2"),
+    # the per-key optimizer format, whose state keys follow the model keys (the dp_reshardable default stores flat
+    # per-rank buffers instead)
+    *("--set", "checkpoint.optimizer_format=fully_reshardable"),
 ]
 LEGACY_TRAIN = (
     "import sys\n"
