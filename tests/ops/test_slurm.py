@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,15 +23,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.train.launch import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(shutil.which("sbatch") is None, reason="no Slurm (sbatch) on this machine")
 ITERS = 30
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _submit(
@@ -54,7 +49,7 @@ def _submit(
         PYTHON=sys.executable,
         PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
         PYTHONPATH=str(REPO),
-        MASTER_PORT=str(_free_port()),
+        MASTER_PORT=str(free_port()),
         MAX_RESTARTS="2",
         RESTART_DELAY="1",
         EXTRA_SETS=(

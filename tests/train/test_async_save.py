@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.train.launch import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.gpu
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(root: Path, name: str, *sets: str) -> list[dict]:
@@ -40,7 +35,7 @@ def _run(root: Path, name: str, *sets: str) -> list[dict]:
         *sets,
     ):
         args += ["--set", item]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=1", f"--master-port={_free_port()}"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=1", f"--master-port={free_port()}"]
     cmd += ["-m", "megatron_agentic", "train", *args]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from tests.train.launch import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = [
@@ -40,12 +41,6 @@ BASE = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _train(log_dir: Path, *overrides: str, nproc: int = 1, evals: bool = False) -> Any:
     args = list(BASE)
     for o in (f"log.dir={log_dir}", *overrides):
@@ -53,7 +48,7 @@ def _train(log_dir: Path, *overrides: str, nproc: int = 1, evals: bool = False) 
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(OMP_NUM_THREADS="1", MEGATRON_AGENTIC_FORCE_CPU="1")
     launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
-    launcher += [f"--master-port={_free_port()}", "-m", "megatron_agentic"]
+    launcher += [f"--master-port={free_port()}", "-m", "megatron_agentic"]
     cmd = launcher if nproc > 1 else [sys.executable, "-m", "megatron_agentic"]
     out = subprocess.run([*cmd, "train", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stderr[-4000:]

@@ -17,14 +17,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.train.launch import train_argv
 
 REPO = Path(__file__).resolve().parents[2]
 VOCAB, EOD = 512, 511
@@ -43,12 +43,6 @@ def _write_indexed(prefix: Path, n_docs: int, seed: int) -> None:
         doc = (start + step * np.arange(length)) % 500  # learnable arithmetic progressions
         builder.add_document(torch.from_numpy(np.append(doc, EOD).astype(np.int32)), [length + 1])
     builder.finalize(str(prefix) + ".idx")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -102,20 +96,7 @@ class Runner:
             args += ["--set", o]
         env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
         env["OMP_NUM_THREADS"] = "1"
-        if nproc == 1:
-            cmd = [sys.executable, "-m", "megatron_agentic", "train", *args]
-        else:
-            cmd = [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                f"--nproc-per-node={nproc}",
-                f"--master-port={_free_port()}",
-                "-m",
-                "megatron_agentic",
-                "train",
-                *args,
-            ]
+        cmd = train_argv(args, nproc)
         out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
         assert out.returncode == 0, f"{name} failed:\n{out.stderr[-4000:]}"
         records = _read_jsonl(log_dir / "metrics.jsonl") if (log_dir / "metrics.jsonl").exists() else []

@@ -13,19 +13,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from tests.train.launch import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 ITERS = 5
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _train(log_dir: Path, nan_grad: str, *sets: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
@@ -44,7 +39,7 @@ def _train(log_dir: Path, nan_grad: str, *sets: str) -> tuple[subprocess.Complet
         args += ["--set", item]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_JOB_ID")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), MEGATRON_AGENTIC_TEST_NAN_GRAD=nan_grad)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={_free_port()}"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={free_port()}"]
     proc = subprocess.run(
         [*cmd, "-m", "megatron_agentic", "train", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
     )

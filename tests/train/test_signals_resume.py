@@ -20,7 +20,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,16 +28,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.train.launch import train_argv
+
 REPO = Path(__file__).resolve().parents[2]
 ITERS = 24
 WARMUP = 2
 LR, MIN_LR = 3.0e-3, 3.0e-4
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _records(log_dir: Path) -> list[dict]:
@@ -74,19 +69,7 @@ class Runner:
         args = ["--config", str(REPO / "examples/configs/tiny_moe.yaml")]
         for item in sets:
             args += ["--set", item]
-        if nproc == 1:
-            return [sys.executable, "-m", "megatron_agentic", "train", *args]
-        return [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            f"--nproc-per-node={nproc}",
-            f"--master-port={_free_port()}",
-            "-m",
-            "megatron_agentic",
-            "train",
-            *args,
-        ]
+        return train_argv(args, nproc)
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_JOB_ID")}
