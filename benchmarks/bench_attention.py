@@ -57,7 +57,7 @@ def _bench_fixed(fn: Callable[[], object], warmup: int, iters: int) -> float:
 
 
 def _implementations(q, k, v, causal: bool) -> dict[str, Callable[[], torch.Tensor]]:
-    from kernels.flash_attention import flash_attn_func
+    from megatron_agentic.kernels.flash_attention import flash_attn_func
 
     impls: dict[str, Callable[[], torch.Tensor]] = {"triton (ours)": lambda: flash_attn_func(q, k, v, causal=causal)}
     group = q.shape[2] // k.shape[2]
@@ -146,8 +146,8 @@ def ring(args: argparse.Namespace) -> None:
     """Ring attention on CP = world size GPUs vs one GPU doing the whole sequence (scaling efficiency)."""
     import torch.distributed as dist
 
-    from kernels.flash_attention import flash_attn_func
-    from kernels.ring_attention import ring_attn_func, zigzag_split
+    from megatron_agentic.kernels.flash_attention import flash_attn_func
+    from megatron_agentic.kernels.ring_attention import ring_attn_func, zigzag_split
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     torch.cuda.set_device(local_rank)

@@ -2,12 +2,12 @@
 
 ``triton.compile(ASTSource(...), target=GPUTarget("cuda", 90, 32))`` lowers each kernel to PTX and a cubin with
 the ``ptxas`` Triton bundles; ``cuobjdump -res-usage`` on the cubin reports registers and local memory (spills),
-the compile metadata reports shared memory, and :mod:`kernels.mma_check` reads the tensor-core work of every loop
+the compile metadata reports shared memory, and :mod:`megatron_agentic.kernels.mma_check` reads the tensor-core work of every loop
 body from the TTGIR (wgmma instructions per warpgroup, their N width, the minimum the tile sizes need, and the
 redundancy ratio; the per-dot counts must add up to the PTX's ``wgmma.mma_async`` count). A configuration fails
 on spills, shared memory over 227 KiB, a dot not lowered to wgmma, or redundant MMA. Every head dim the launchers
-accept is compiled (16/32/64/128/256), with the configuration :func:`kernels.flash_attention.gpu_config` picks.
-Run ``python -m kernels.aot`` for the markdown table kept in ``kernels/README.md``. Must run with the Triton
+accept is compiled (16/32/64/128/256), with the configuration :func:`megatron_agentic.kernels.flash_attention.gpu_config` picks.
+Run ``python -m megatron_agentic.kernels.aot`` for the markdown table kept in ``kernels/README.md``. Must run with the Triton
 interpreter off (``TRITON_INTERPRET`` unset or 0): the interpreter replaces the kernels with Python functions.
 """
 
@@ -24,7 +24,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from kernels.mma_check import analyse_ttgir
+from megatron_agentic.kernels.mma_check import analyse_ttgir
 
 H100_MAX_SHARED_BYTES = 227 * 1024  # per block, opt-in maximum on sm_90
 H100_MAX_REGISTERS = 255
@@ -105,7 +105,7 @@ class CompileReport:
 
 def _signature(kernel: str, dtype: str) -> tuple[dict[str, str], list[str]]:
     """Argument types by name, and the names that get a divisibility-by-16 hint (as the JIT would at runtime)."""
-    from kernels import flash_attention as fa
+    from megatron_agentic.kernels import flash_attention as fa
 
     fn = fa.AOT_KERNELS[kernel][0]
     sig: dict[str, str] = {}
@@ -137,7 +137,7 @@ def compile_config(kernel: str, head_dim: int, dtype: str, causal: bool, group: 
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, make_backend
 
-    from kernels import flash_attention as fa
+    from megatron_agentic.kernels import flash_attention as fa
 
     if triton.knobs.runtime.interpret:
         raise RuntimeError("AOT compilation needs the Triton interpreter off (unset TRITON_INTERPRET)")
@@ -183,7 +183,7 @@ def _res_usage(cubin: bytes) -> tuple[int, int]:
 
 def all_configs(dtypes: tuple[str, ...] = DEFAULT_DTYPES) -> list[tuple[str, int, str, bool]]:
     """Every (kernel, head_dim, dtype, causal) the GPU path can launch, fallback head dims included."""
-    from kernels import flash_attention as fa
+    from megatron_agentic.kernels import flash_attention as fa
 
     return [
         (kern, hd, dt, causal)
@@ -222,7 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), help="parallel compile processes")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        print("kernels.aot: unset TRITON_INTERPRET first (the interpreter cannot compile)", file=sys.stderr)
+        print(
+            "megatron_agentic.kernels.aot: unset TRITON_INTERPRET first (the interpreter cannot compile)",
+            file=sys.stderr,
+        )
         return 2
     configs = all_configs(tuple(args.dtype or DEFAULT_DTYPES))
     if args.jobs > 1:

@@ -2,9 +2,9 @@
 
 The space is the Triton tutorial's (``BLOCK_M`` 64/128, ``BLOCK_N`` 32/64/128, 4/8 warps, 2-4 stages), pruned
 like the tutorial prunes it on Hopper (no 8-warp tile smaller than 128 x 128), plus two rules from
-``python -m kernels.aot``: the tile that carries the MMA rows (``BLOCK_M`` for forward/dQ, ``BLOCK_N`` for dK/dV)
+``python -m megatron_agentic.kernels.aot``: the tile that carries the MMA rows (``BLOCK_M`` for forward/dQ, ``BLOCK_N`` for dK/dV)
 must have at least 16 rows per warp (otherwise two warpgroups compute the same wgmma), and the estimated shared
-memory must fit H100's 227 KiB. The AOT-checked configuration of :data:`kernels.flash_attention.GPU_CONFIGS` is
+memory must fit H100's 227 KiB. The AOT-checked configuration of :data:`megatron_agentic.kernels.flash_attention.GPU_CONFIGS` is
 always a candidate (first). ``triton.autotune`` benchmarks the candidates the first time a
 (power-of-two longest segment, heads, GQA group, causal, head dim, dtype) key appears and caches the winner;
 buffers the kernels accumulate into (fp32 dQ/dK/dV) are restored after every trial.
@@ -19,7 +19,7 @@ import os
 import torch
 import triton
 
-from kernels import flash_attention as fa
+from megatron_agentic.kernels import flash_attention as fa
 
 ENV = "MEGATRON_AGENTIC_ATTN_AUTOTUNE"
 H100_MAX_SHARED_BYTES = 227 * 1024

@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import torch_attention as _ta
+from megatron_agentic.kernels import torch_attention as _ta
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -450,7 +450,7 @@ def _attn_bwd_dq_kernel(
     tl.store(dq_ptrs, dq.to(DQ.dtype.element_ty), mask=m_ok[:, None])
 
 
-# kernel name -> (jit function, constexprs beyond the common ones given the GQA group), for ``kernels.aot``
+# kernel name -> (jit function, constexprs beyond the common ones given the GQA group), for ``megatron_agentic.kernels.aot``
 AOT_KERNELS: dict[str, tuple[triton.JITFunction, Callable[[int], dict[str, object]]]] = {
     "fwd": (_attn_fwd_kernel, lambda group: {}),
     "bwd_dkdv": (_attn_bwd_dkdv_kernel, lambda group: {"HEADS": group, "FUSED_DQ": False}),
@@ -488,7 +488,7 @@ class KernelConfig:
             raise ValueError(f"KernelConfig.num_stages must be >= 1, got {self.num_stages}")
 
 
-# GPU configurations per (kernel, head dim), every one compiled for sm_90 by ``python -m kernels.aot`` and chosen from
+# GPU configurations per (kernel, head dim), every one compiled for sm_90 by ``python -m megatron_agentic.kernels.aot`` and chosen from
 # that output: each dot on wgmma, no duplicated MMA (warps never cover more rows than a tile has), no spills, shared
 # memory within 227 KiB. ``bwd_dkdv`` is the deterministic dK/dV kernel (a program sums its GQA group in registers;
 # dQ then runs in ``bwd_dq``); ``bwd_fused`` is the default backward (one query head per program, dQ and the GQA
@@ -578,7 +578,7 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     if q.device.type != "cuda" and not _is_interpreter():
         raise RuntimeError(
             "Triton attention got CPU tensors but the Triton interpreter is off: set TRITON_INTERPRET=1 before "
-            "importing kernels.flash_attention, or use the torch block backend (kernels.torch_attention)"
+            "importing megatron_agentic.kernels.flash_attention, or use the torch block backend (megatron_agentic.kernels.torch_attention)"
         )
 
 
@@ -618,7 +618,7 @@ def _launch(
 
     ``tile`` names the config field that tiles the grid's sequence axis (``block_m`` or ``block_n``).
     """
-    from kernels import autotune
+    from megatron_agentic.kernels import autotune
 
     fn = AOT_KERNELS[kind][0]
     if autotune.enabled(device) or _FORCE_AUTOTUNE:

@@ -23,8 +23,8 @@ from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.transformer_config import TransformerConfig
 from megatron.core.utils import divide
 
-from kernels import flash_attention as _fa
-from kernels import ring_attention as _ring
+from megatron_agentic.kernels import flash_attention as _fa
+from megatron_agentic.kernels import ring_attention as _ring
 
 BACKEND_ENV = "MEGATRON_AGENTIC_ATTN_BLOCK_BACKEND"
 _CAUSAL_TYPES = (AttnMaskType.causal, AttnMaskType.padding_causal)

@@ -9,7 +9,7 @@ that times ``num_warps / 4`` warpgroups. When the warps cover more rows than the
 MMA: the issued work exceeds the tile's ``M N K``. :func:`analyse_ttgir` reports, per innermost ``scf.for`` (the
 loop over K/V or Q tiles), the wgmma instructions each warpgroup issues, their N widths, the minimum the tile sizes
 require, and the redundancy ratio (issued / required; 1.0 is ideal). The per-warpgroup counts summed over all dots
-equal the ``wgmma.mma_async`` count in the PTX, which :mod:`kernels.aot` cross-checks.
+equal the ``wgmma.mma_async`` count in the PTX, which :mod:`megatron_agentic.kernels.aot` cross-checks.
 """
 
 from __future__ import annotations

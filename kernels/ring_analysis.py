@@ -1,6 +1,6 @@
 """Paper analysis of zigzag ring attention at long context: FLOPs, bytes and overlap per ring step, memory per rank.
 
-``python -m kernels.ring_analysis`` prints the tables kept in ``kernels/README.md`` (Qwen3-30B-A3B attention
+``python -m megatron_agentic.kernels.ring_analysis`` prints the tables kept in ``kernels/README.md`` (Qwen3-30B-A3B attention
 shapes, 128K tokens, CP = 4, 8, 16). The throughput and bandwidth figures are stated assumptions, not
 measurements; change them with the flags.
 """

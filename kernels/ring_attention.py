@@ -10,13 +10,13 @@ only the *second* half of the local queries attend all of it (each is half of a 
 Communication. K and V travel around the ring as one buffer with ``dist.batch_isend_irecv``; the transfer for
 step ``i+1`` is posted before the block of step ``i`` is computed. Block outputs are written in fp32 and merged with
 the stable form ``out -= sigmoid(lse_b - lse) * (out - out_b)``, ``lse -= logsigmoid(lse - lse_b)`` (one fused kernel
-per step with the Triton blocks, :mod:`kernels.ring_merge`). The backward
+per step with the Triton blocks, :mod:`megatron_agentic.kernels.ring_merge`). The backward
 reuses the final ``out``/``lse`` (so every block's probabilities are already normalised), accumulates dQ locally in
 fp32 (in place inside the Triton kernels), and passes fp32 dK/dV around the ring with the K/V they belong to; after ``W`` steps each rank holds the
 gradient of its own K/V.
 
 Block compute is pluggable (:class:`BlockBackend`): the Triton kernels on CUDA, the torch implementation
-(:mod:`kernels.torch_attention`) on CPU; ``backend="triton"`` forces Triton (the interpreter, on CPU).
+(:mod:`megatron_agentic.kernels.torch_attention`) on CPU; ``backend="triton"`` forces Triton (the interpreter, on CPU).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from kernels import flash_attention as _fa
+from megatron_agentic.kernels import flash_attention as _fa
 
 # ----------------------------------------------------------------------------------------------------------------
 # zigzag sharding
@@ -168,7 +168,7 @@ def _merge(out: torch.Tensor, lse: torch.Tensor, out_b: torch.Tensor, lse_b: tor
 def _merger(be: _fa.BlockBackend):
     """The merge for ``be``: one fused Triton kernel per step with the Triton blocks, torch ops otherwise."""
     if be.name == "triton":
-        from kernels.ring_merge import ring_merge_
+        from megatron_agentic.kernels.ring_merge import ring_merge_
 
         return ring_merge_
 

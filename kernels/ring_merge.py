@@ -1,6 +1,6 @@
 """Fused ring merge: fold one block's ``(out_b, lse_b)`` into the running fp32 ``(out, lse)`` in one kernel.
 
-The ring (:mod:`kernels.ring_attention`) merges every step's block result with the stable form
+The ring (:mod:`megatron_agentic.kernels.ring_attention`) merges every step's block result with the stable form
 ``out -= sigmoid(lse_b - lse) * (out - out_b)``, ``lse += softplus(lse_b - lse)``. Done with torch ops this is
 ~6 elementwise passes over ``out`` per step (plus a gather and a scatter when only the second half of the local
 queries took part); here it is one read of ``out``/``out_b`` and one write of ``out``, in place, with the optional

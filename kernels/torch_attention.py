@@ -1,7 +1,7 @@
-"""Torch block attention with the same packed interface as the Triton launchers in :mod:`kernels.flash_attention`.
+"""Torch block attention with the same packed interface as the Triton launchers in :mod:`megatron_agentic.kernels.flash_attention`.
 
 This is the CPU block backend of the ring attention (training on CPU through the Triton interpreter would be far
-too slow) and the fallback of :class:`kernels.megatron_attention.TritonAttention` on CPU. It computes one segment
+too slow) and the fallback of :class:`megatron_agentic.kernels.megatron_attention.TritonAttention` on CPU. It computes one segment
 batch at a time in fp32, materialising the ``[kv_heads, group, seq_q, seq_k]`` scores of that batch, so it is meant
 for short CPU sequences, not for 128K. The backward uses the explicit FlashAttention formulas from the saved LSE
 (``P = exp(S - LSE)``, ``dS = P * (dP - delta)``) so that the ring can drive it with the merged LSE, exactly as it
@@ -56,7 +56,7 @@ def torch_block_forward(
     softmax_scale: float,
     out_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Packed forward; same contract as :func:`kernels.flash_attention.flash_attn_block_forward`."""
+    """Packed forward; same contract as :func:`megatron_agentic.kernels.flash_attention.flash_attn_block_forward`."""
     del max_seqlen_q
     total_q, heads, dim = q.shape
     kv_heads = k.shape[1]
@@ -94,7 +94,7 @@ def torch_block_backward(
     causal: bool,
     softmax_scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Packed backward; same contract as :func:`kernels.flash_attention.flash_attn_block_backward`."""
+    """Packed backward; same contract as :func:`megatron_agentic.kernels.flash_attention.flash_attn_block_backward`."""
     del max_seqlen_q, max_seqlen_k
     total_q, heads, dim = q.shape
     kv_heads = k.shape[1]

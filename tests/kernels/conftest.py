@@ -1,4 +1,4 @@
-"""Kernel tests run the Triton kernels under the interpreter on CPU (set before kernels.flash_attention loads)."""
+"""Kernel tests run the Triton kernels under the interpreter on CPU (set before megatron_agentic.kernels.flash_attention loads)."""
 
 from __future__ import annotations
 
@@ -15,5 +15,5 @@ if not torch.cuda.is_available():
     if not triton.knobs.runtime.interpret:
         triton.knobs.runtime.interpret = True
     # Another test module may have imported the kernels before the interpreter was switched on.
-    if "kernels.flash_attention" in sys.modules:
-        importlib.reload(sys.modules["kernels.flash_attention"])
+    if "megatron_agentic.kernels.flash_attention" in sys.modules:
+        importlib.reload(sys.modules["megatron_agentic.kernels.flash_attention"])

@@ -27,7 +27,7 @@ def compare(rank: int, world_size: int, backend: str | None = None) -> None:
     from megatron.core.transformer.enums import AttnMaskType
     from megatron.core.utils import get_batch_on_this_cp_rank
 
-    from kernels.megatron_attention import TritonAttention
+    from megatron_agentic.kernels.megatron_attention import TritonAttention
 
     cfg_cp, cfg_ref = _configs(world_size)
     ours = TritonAttention(

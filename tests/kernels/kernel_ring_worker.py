@@ -47,7 +47,7 @@ def _gather(x: torch.Tensor, world_size: int) -> list[torch.Tensor]:
 
 
 def run_case(rank: int, world_size: int, case: tuple) -> None:
-    from kernels.ring_attention import ring_attn_func, zigzag_merge, zigzag_split
+    from megatron_agentic.kernels.ring_attention import ring_attn_func, zigzag_merge, zigzag_split
 
     name, b, s, h, hk, d, causal, backend, docs = case
     cu = None

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kernels.mma_check import analyse_ttgir
+from megatron_agentic.kernels.mma_check import analyse_ttgir
 
 ROOT = Path(__file__).resolve().parents[2]
 KERNELS = ("fwd", "bwd_dkdv", "bwd_fused", "bwd_dq")
@@ -19,7 +19,12 @@ def test_all_gpu_configs_compile_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.update(TRITON_DEFAULT_FP_FUSION="1", OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "kernels.aot"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800
+        [sys.executable, "-m", "megatron_agentic.kernels.aot"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| fwd") or line.startswith("| bwd")]
     # 4 kernels x 5 head dims (fallbacks included) x causal/full, bf16
@@ -51,7 +56,9 @@ def _assert_readme_table_current(rows: list[str]) -> None:
     section = readme.split("## Compiled resources on H100 (sm_90)")[1].split("\n## ")[0]
     current = section.split("| kernel |", 1)[1].split("\n\n", 1)[0]  # the first table (a "before" table follows)
     recorded = [line for line in current.splitlines() if line.startswith("| fwd") or line.startswith("| bwd")]
-    assert recorded == rows, "kernels/README.md resource table is stale: regenerate it with `python -m kernels.aot`"
+    assert recorded == rows, (
+        "kernels/README.md resource table is stale: regenerate it with `python -m megatron_agentic.kernels.aot`"
+    )
 
 
 # Shaped like Triton 3.9's TTGIR for the pre-rework d=128 dK/dV kernel: a 64x64 score tile on an 8-warp [8, 1]

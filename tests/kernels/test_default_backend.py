@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 SNIPPET = """
 import torch
-from kernels.flash_attention import flash_attn_func
+from megatron_agentic.kernels.flash_attention import flash_attn_func
 torch.manual_seed(0)
 q, k, v = torch.randn(1, 48, 4, 32), torch.randn(1, 48, 2, 32), torch.randn(1, 48, 2, 32)
 out = flash_attn_func(q, k, v, causal=True)  # the README's call, CPU tensors, no interpreter

@@ -12,8 +12,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from kernel_test_reference import doc_ids_from_cu, reference_attention  # noqa: E402
 
-from kernels import flash_attention as fa  # noqa: E402
-from kernels import torch_attention as ta  # noqa: E402
+from megatron_agentic.kernels import flash_attention as fa  # noqa: E402
+from megatron_agentic.kernels import torch_attention as ta  # noqa: E402
 
 # dtype -> (forward atol, gradient atol); bf16 is not tested under the interpreter (its bf16 arithmetic is wrong).
 TOLERANCES = {torch.float32: (2e-5, 1e-4), torch.float16: (3e-3, 2e-2)}
@@ -236,7 +236,7 @@ def test_grid_limits_are_checked_not_overflowed():
 def test_autotuned_launch_path(monkeypatch):
     """The CUDA path through ``triton.autotune`` (grid from META, key arguments) driven under the interpreter with
     one candidate (the interpreter cannot benchmark several), fused backward included."""
-    from kernels import autotune
+    from megatron_agentic.kernels import autotune
 
     autotune.autotuned_kernel.cache_clear()
     monkeypatch.setattr(autotune, "hopper_configs", lambda kind, head_dim: [fa.INTERPRETER_CONFIG])
@@ -250,7 +250,7 @@ def test_autotuned_launch_path(monkeypatch):
 
 
 def test_hopper_autotune_space_is_pruned():
-    from kernels import autotune
+    from megatron_agentic.kernels import autotune
 
     for kind in fa.AOT_KERNELS:
         for head_dim in fa.SUPPORTED_HEAD_DIMS:

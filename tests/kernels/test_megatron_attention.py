@@ -21,7 +21,7 @@ def test_triton_attention_matches_dot_product_attention(cp, backend, tmp_path):
 def test_refuses_unsupported_features():
     from megatron.core.transformer.enums import AttnMaskType
 
-    from kernels.megatron_attention import TritonAttention
+    from megatron_agentic.kernels.megatron_attention import TritonAttention
 
     cfg, _ = kernel_megatron_worker._configs(1)
     cfg.attention_dropout = 0.1
@@ -38,7 +38,7 @@ def test_packed_thd_sequences_match_reference():
     from megatron.core.packed_seq_params import PackedSeqParams
     from megatron.core.transformer.enums import AttnMaskType
 
-    from kernels.megatron_attention import TritonAttention
+    from megatron_agentic.kernels.megatron_attention import TritonAttention
 
     cfg, _ = kernel_megatron_worker._configs(1)
     pgs = types.SimpleNamespace(tp=None, cp=None)
@@ -64,7 +64,7 @@ def test_packed_thd_with_cp_padding(backend):
     from megatron.core.packed_seq_params import PackedSeqParams
     from megatron.core.transformer.enums import AttnMaskType
 
-    from kernels.megatron_attention import TritonAttention
+    from megatron_agentic.kernels.megatron_attention import TritonAttention
 
     cfg, _ = kernel_megatron_worker._configs(1)
     pgs = types.SimpleNamespace(tp=None, cp=None)

@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 sys.path.insert(0, str(Path(__file__).parent))
 import kernel_ring_worker  # noqa: E402
 
-from kernels.ring_attention import zigzag_indices, zigzag_merge, zigzag_split  # noqa: E402
+from megatron_agentic.kernels.ring_attention import zigzag_indices, zigzag_merge, zigzag_split  # noqa: E402
 
 
 @pytest.mark.parametrize("world_size", [2, 3, 4])
@@ -78,7 +78,7 @@ def test_single_rank_ring_and_input_errors(tmp_path):
     import torch.distributed as dist
     from kernel_test_reference import reference_attention
 
-    from kernels.ring_attention import ring_attn_func
+    from megatron_agentic.kernels.ring_attention import ring_attn_func
 
     if dist.is_initialized():
         pytest.skip("a default process group already exists in this process")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels.ring_attention import _merge
-from kernels.ring_merge import ring_merge_
+from megatron_agentic.kernels.ring_attention import _merge
+from megatron_agentic.kernels.ring_merge import ring_merge_
 
 
 def _state(t, h, d, seed):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.ring_attention import _step_kind, zigzag_indices
+from megatron_agentic.kernels.ring_attention import _step_kind, zigzag_indices
 
 
 def _visible_pairs(q_idx: torch.Tensor, k_idx: torch.Tensor) -> int:
@@ -64,7 +64,7 @@ def test_ring_schedule_blocks_cover_exactly_the_causal_pairs(world_size):
 
 def test_ring_analysis_matches_the_schedule():
     """The README's per-step FLOPs times CP steps equals each rank's share of the causal FLOPs (up to the diagonal)."""
-    from kernels.ring_analysis import AttentionShape, ring_step
+    from megatron_agentic.kernels.ring_analysis import AttentionShape, ring_step
 
     shape = AttentionShape()
     seqlen = 131072
@@ -79,10 +79,10 @@ def test_ring_analysis_matches_the_schedule():
 
 
 def test_readme_analysis_is_current():
-    """kernels/README.md holds exactly what `python -m kernels.ring_analysis` prints with its defaults."""
+    """kernels/README.md holds exactly what `python -m megatron_agentic.kernels.ring_analysis` prints with its defaults."""
     from pathlib import Path
 
-    from kernels.ring_analysis import tables
+    from megatron_agentic.kernels.ring_analysis import tables
 
     readme = (Path(__file__).resolve().parents[2] / "kernels" / "README.md").read_text()
     assert tables(131072, [4, 8, 16], 400.0, 300.0, 370.0, 45.0) in readme

@@ -77,7 +77,7 @@ def test_local_spec_swaps_norms_and_attention():
 
     assert sub.self_attention.submodules.core_attention is DotProductAttention
     triton_spec = qwen3_moe_layer_spec("triton", num_experts=4, init_seed=3)
-    from kernels.megatron_attention import TritonAttention
+    from megatron_agentic.kernels.megatron_attention import TritonAttention
 
     assert triton_spec.submodules.self_attention.submodules.core_attention is TritonAttention
     assert triton_spec.params["init_seed"] == 3
@@ -184,8 +184,8 @@ class _StubGroup:
 def test_context_parallel_split_matches_megatron_rope_and_kernels_zigzag(cp):
     from megatron.core.models.common.embeddings.rope_utils import get_pos_emb_on_this_cp_rank
 
-    from kernels.ring_attention import zigzag_split
     from megatron_agentic import platform
+    from megatron_agentic.kernels.ring_attention import zigzag_split
     from megatron_agentic.training.data import split_for_context_parallel
 
     seq = 8 * cp

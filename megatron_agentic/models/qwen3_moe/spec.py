@@ -3,7 +3,7 @@
 The local spec is megatron-core's ``get_gpt_layer_local_spec`` with two swaps made through the public
 ``ModuleSpec`` extension point: the norms become :class:`SequenceParallelRMSNorm` (so TP > 1 with MoE,
 which needs sequence parallelism, works without TE), and ``core_attention`` becomes the Triton ring
-attention (``kernels.megatron_attention.TritonAttention``) when the ``triton`` attention backend is chosen.
+attention (``megatron_agentic.kernels.megatron_attention.TritonAttention``) when the ``triton`` attention backend is chosen.
 Parameter names are megatron-core's standard ones (``decoder.layers.N.self_attention.linear_qkv.weight``,
 ``decoder.layers.N.mlp.experts.local_experts.E.linear_fc1.weight``, ``decoder.layers.N.mlp.router.weight``, ...).
 Checkpoint keys are those of megatron-core's TE spec whichever spec is built (``layout.LAYER_KEYS_MAP``), so a
@@ -31,12 +31,12 @@ from megatron_agentic.perf import ATTENTION_BACKENDS, resolve_attention_backend 
 
 
 def triton_attention_class() -> type:
-    """Import ``kernels.megatron_attention.TritonAttention`` lazily (the kernels package owns it)."""
+    """Import ``megatron_agentic.kernels.megatron_attention.TritonAttention`` lazily (the kernels package owns it)."""
     try:
-        module = importlib.import_module("kernels.megatron_attention")
+        module = importlib.import_module("megatron_agentic.kernels.megatron_attention")
     except ImportError as exc:
         raise RuntimeError(
-            "model.attention_backend=triton needs kernels.megatron_attention.TritonAttention, which does not import: "
+            "model.attention_backend=triton needs megatron_agentic.kernels.megatron_attention.TritonAttention, which does not import: "
             f"{exc}"
         ) from exc
     return module.TritonAttention

@@ -1,1 +1,0 @@
-"""Triton kernels (flash attention with LSE, zigzag ring context-parallel attention), each with a torch reference."""
