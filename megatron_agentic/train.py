@@ -27,6 +27,7 @@ from megatron_agentic.config import (
     load_config,
     parse_blend,
 )
+from megatron_agentic.logsetup import configure_logging, open_log_file
 from megatron_agentic.training.metrics import write_json_atomic
 from megatron_agentic.training.stop import EXIT_CONFIG, EXIT_STOPPED
 
@@ -115,10 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     3 stopped for a signal / the walltime after saving a checkpoint (rerun to continue)."""
     args = _parser().parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else (logging.INFO if rank == 0 else logging.WARNING),
-        format=f"[rank{rank}] %(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(rank, verbose=args.verbose)  # project lines on the console, the rest in LOG_DIR's log file
     cfg = None
     try:
         cfg = load_config(args.config, args.overrides)
@@ -141,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_agentic.training.guard import TooManySkippedSteps
     from megatron_agentic.training.loop import train
 
+    open_log_file(cfg.log.dir, rank)
     try:
         summary = train(cfg)
     except ConfigError as exc:
