@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,8 +10,6 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# recipes_testlib (spawned-worker helpers) must be importable by module name in spawned children.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture

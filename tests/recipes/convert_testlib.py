@@ -39,7 +39,6 @@ def load_in_layouts(
     model requests. The EP=2 model is then saved with megatron-core's legacy key map to ``legacy_out``.
     """
     from megatron.core import dist_checkpointing, parallel_state
-    from recipes_testlib import init_parallel
     from safetensors.torch import load_file
 
     from megatron_agentic.convert import mapping
@@ -51,6 +50,7 @@ def load_in_layouts(
         load_checkpoint,
         resolve_checkpoint_dir,
     )
+    from tests.recipes.recipes_testlib import init_parallel
 
     arch = mapping.preset_from_hf_config(HFCheckpoint(hf_dir).config)
     full = mapping.hf_to_megatron(load_file(Path(hf_dir) / "model.safetensors"), arch)

@@ -117,9 +117,10 @@ def test_converted_checkpoint_loads_in_tp2_ep2_pp2_matches_transformers(tiny_hf,
 
     The EP=2 model then saves a legacy-layout checkpoint with megatron-core, which mcore-to-hf reads back exactly.
     """
-    from convert_testlib import load_in_layouts
-    from recipes_testlib import run_spawned
     from safetensors.torch import load_file
+
+    from tests.recipes.convert_testlib import load_in_layouts
+    from tests.recipes.recipes_testlib import run_spawned
 
     ckpt = tmp_path / "ckpt"
     argv = ["--hf-dir", str(tiny_hf["path"]), "--output", str(ckpt), "--tp", "2", "--ep", "2", "--dtype", "fp32"]

@@ -51,7 +51,7 @@ def test_qwen3_30b_a3b_counts_match_transformers():
 
 def test_tiny_moe_shards_match_megatron_modules(tmp_path):
     """Per-rank dense/expert parameter counts equal megatron-core's modules for TP=2 (SP), EP=2 and PP=2."""
-    from recipes_testlib import model_sizes, run_spawned
+    from tests.recipes.recipes_testlib import model_sizes, run_spawned
 
     layouts = [{}, {"tensor": 2}, {"expert": 2}, {"pipeline": 2}]
     per_rank = run_spawned(2, model_sizes, layouts, out_dir=str(tmp_path))
@@ -69,7 +69,7 @@ def test_tiny_moe_shards_match_megatron_modules(tmp_path):
 
 def test_activation_estimate_vs_saved_tensors(tmp_path):
     """The activation + logits estimate is within 15% of what autograd saves for tiny-moe (fp32, local attn)."""
-    from recipes_testlib import run_spawned, saved_activation_bytes
+    from tests.recipes.recipes_testlib import run_spawned, saved_activation_bytes
 
     seq, mb = 256, 2
     (measured,) = run_spawned(1, saved_activation_bytes, seq, mb, out_dir=str(tmp_path))
