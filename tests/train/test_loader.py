@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from megatron_agentic.config import config_from_dict
-from megatron_agentic.training.data import MicroBatchLoader, build_datasets, build_loader
+from tests.support.lazy import lazy_import
+
+training_data = lazy_import("megatron_agentic.training.data")  # megatron-core: imported when a test runs
 
 MBS, GBS, DP_RANK, DP_SIZE = 2, 8, 1, 2
 
@@ -51,7 +53,7 @@ def cfg(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dataset(cfg):
-    return build_datasets(cfg, train_samples=44, eval_samples=0).train
+    return training_data.build_datasets(cfg, train_samples=44, eval_samples=0).train
 
 
 def _assert_same(got: list[dict], want: list[dict]) -> None:
@@ -65,18 +67,18 @@ def _assert_same(got: list[dict], want: list[dict]) -> None:
                 assert g[key].dtype == w[key].dtype and torch.equal(g[key], w[key]), key
 
 
-def _pids(loader: MicroBatchLoader) -> list[int]:
+def _pids(loader: training_data.MicroBatchLoader) -> list[int]:
     return [w.pid for w in loader._stream._workers]
 
 
 def test_workers_match_in_process_including_resume_and_seek(dataset):
     n_iters = len(dataset) // GBS + 2  # runs past the end of the dataset: indices wrap around
     assert n_iters < 20
-    ref = MicroBatchLoader(dataset, MBS, GBS, DP_RANK, DP_SIZE)
+    ref = training_data.MicroBatchLoader(dataset, MBS, GBS, DP_RANK, DP_SIZE)
     want = [list(ref.iteration_batches(i)) for i in range(n_iters)]
     assert not torch.equal(want[0][0]["tokens"], want[1][0]["tokens"])
 
-    workers = MicroBatchLoader(dataset, MBS, GBS, DP_RANK, DP_SIZE, num_workers=2)
+    workers = training_data.MicroBatchLoader(dataset, MBS, GBS, DP_RANK, DP_SIZE, num_workers=2)
     try:
         for i in range(n_iters):
             _assert_same(list(workers.next_iteration()), want[i])
@@ -92,7 +94,7 @@ def test_workers_match_in_process_including_resume_and_seek(dataset):
         workers.close()
 
     # resume at a non-zero data position: a new loader starting at iteration 3
-    resumed = MicroBatchLoader(dataset, MBS, GBS, DP_RANK, DP_SIZE, start_iteration=3, num_workers=2)
+    resumed = training_data.MicroBatchLoader(dataset, MBS, GBS, DP_RANK, DP_SIZE, start_iteration=3, num_workers=2)
     try:
         for i in range(3, n_iters):
             _assert_same(list(resumed.next_iteration()), want[i])
@@ -101,11 +103,11 @@ def test_workers_match_in_process_including_resume_and_seek(dataset):
 
 
 def test_build_loader_passes_worker_settings(cfg, dataset):
-    loader = build_loader(dataset, cfg, DP_RANK, DP_SIZE, start_iteration=2)
+    loader = training_data.build_loader(dataset, cfg, DP_RANK, DP_SIZE, start_iteration=2)
     try:
-        assert isinstance(loader, MicroBatchLoader)
+        assert isinstance(loader, training_data.MicroBatchLoader)
         assert (loader.num_workers, loader.prefetch_factor, loader.iteration) == (2, 3, 2)
-        ref = MicroBatchLoader(dataset, MBS, GBS, DP_RANK, DP_SIZE)
+        ref = training_data.MicroBatchLoader(dataset, MBS, GBS, DP_RANK, DP_SIZE)
         _assert_same(list(loader.next_iteration()), list(ref.iteration_batches(2)))
     finally:
         loader.close()
@@ -113,4 +115,4 @@ def test_build_loader_passes_worker_settings(cfg, dataset):
 
 def test_bad_batch_shape_is_rejected(dataset):
     with pytest.raises(ValueError, match="not a multiple"):
-        MicroBatchLoader(dataset, 3, GBS, DP_RANK, DP_SIZE)
+        training_data.MicroBatchLoader(dataset, 3, GBS, DP_RANK, DP_SIZE)

@@ -11,12 +11,15 @@ import textwrap
 
 import pytest
 import torch
-from megatron.core.transformer import TransformerConfig
 
 from megatron_agentic.config import load_config
-from megatron_agentic.models.qwen3_moe.norm import SequenceParallelRMSNorm
-from megatron_agentic.models.qwen3_moe.spec import qwen3_moe_layer_spec, resolve_attention_backend
-from megatron_agentic.training.builders import build_scheduler
+from tests.support.lazy import lazy_import
+
+# megatron-core is imported when a test runs, not when the suite is collected
+_mcore = lazy_import("megatron.core.transformer.transformer_config")
+_norm = lazy_import("megatron_agentic.models.qwen3_moe.norm")
+_spec = lazy_import("megatron_agentic.models.qwen3_moe.spec")
+_builders = lazy_import("megatron_agentic.training.builders")
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -26,12 +29,12 @@ def _tconfig(**kw):
         num_layers=1, hidden_size=16, num_attention_heads=2, normalization="RMSNorm", use_cpu_initialization=True
     )
     base.update(kw)
-    return TransformerConfig(**base)
+    return _mcore.TransformerConfig(**base)
 
 
 def test_sp_rmsnorm_matches_torch_rmsnorm_forward_and_backward():
     torch.manual_seed(0)
-    norm = SequenceParallelRMSNorm(_tconfig(), 16, eps=1e-6)
+    norm = _norm.SequenceParallelRMSNorm(_tconfig(), 16, eps=1e-6)
     ref = torch.nn.RMSNorm(16, eps=1e-6)
     with torch.no_grad():
         w = torch.randn(16)
@@ -53,30 +56,32 @@ def test_sp_rmsnorm_matches_torch_rmsnorm_forward_and_backward():
 
 
 def test_sp_rmsnorm_marks_weight_for_tensor_parallel_grad_reduction():
-    norm = SequenceParallelRMSNorm(_tconfig(tensor_model_parallel_size=2, sequence_parallel=True), 16)
+    norm = _norm.SequenceParallelRMSNorm(_tconfig(tensor_model_parallel_size=2, sequence_parallel=True), 16)
     assert norm.weight.sequence_parallel is True
-    assert SequenceParallelRMSNorm(_tconfig(), 16).weight.sequence_parallel is False
+    assert _norm.SequenceParallelRMSNorm(_tconfig(), 16).weight.sequence_parallel is False
 
 
 def test_attention_backend_resolution():
-    assert resolve_attention_backend("auto", 1, te_available=False) == "local"
-    assert resolve_attention_backend("auto", 2, te_available=False) == "triton"
-    assert resolve_attention_backend("auto", 2, te_available=True) == "te"
+    assert _spec.resolve_attention_backend("auto", 1, te_available=False) == "local"
+    assert _spec.resolve_attention_backend("auto", 2, te_available=False) == "triton"
+    assert _spec.resolve_attention_backend("auto", 2, te_available=True) == "te"
     with pytest.raises(ValueError, match="needs Transformer Engine"):
-        resolve_attention_backend("te", 1, te_available=False)
+        _spec.resolve_attention_backend("te", 1, te_available=False)
     with pytest.raises(ValueError, match="cannot run parallel.context > 1"):
-        resolve_attention_backend("local", 2, te_available=False)
+        _spec.resolve_attention_backend("local", 2, te_available=False)
 
 
 def test_local_spec_swaps_norms_and_attention():
-    spec = qwen3_moe_layer_spec("local", num_experts=4)
+    spec = _spec.qwen3_moe_layer_spec("local", num_experts=4)
     sub = spec.submodules
-    assert sub.input_layernorm is SequenceParallelRMSNorm and sub.pre_mlp_layernorm is SequenceParallelRMSNorm
-    assert sub.self_attention.submodules.q_layernorm is SequenceParallelRMSNorm
+    assert (
+        sub.input_layernorm is _norm.SequenceParallelRMSNorm and sub.pre_mlp_layernorm is _norm.SequenceParallelRMSNorm
+    )
+    assert sub.self_attention.submodules.q_layernorm is _norm.SequenceParallelRMSNorm
     from megatron.core.transformer.dot_product_attention import DotProductAttention
 
     assert sub.self_attention.submodules.core_attention is DotProductAttention
-    triton_spec = qwen3_moe_layer_spec("triton", num_experts=4, init_seed=3)
+    triton_spec = _spec.qwen3_moe_layer_spec("triton", num_experts=4, init_seed=3)
     from megatron_agentic.kernels.megatron_attention import TritonAttention
 
     assert triton_spec.submodules.self_attention.submodules.core_attention is TritonAttention
@@ -132,7 +137,7 @@ def test_parameter_names_are_standard_megatron_core():
 def _lr_sequence(overrides, n):
     cfg = load_config(None, overrides)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
-    sched = build_scheduler(cfg, opt, total_iters=n)
+    sched = _builders.build_scheduler(cfg, opt, total_iters=n)
     lrs = []
     for _ in range(n):
         lrs.append(opt.param_groups[0]["lr"])

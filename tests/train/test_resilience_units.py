@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from megatron_agentic.config import ConfigError, load_config
-from megatron_agentic.training import checkpoint as ckpt
-from megatron_agentic.training import resume
 from megatron_agentic.training.guard import StepGuard, TooManySkippedSteps
 from megatron_agentic.training.stop import StopRequest, job_end_time, walltime_reached
+from tests.support.lazy import lazy_import
+
+ckpt = lazy_import("megatron_agentic.training.checkpoint")  # megatron-core: imported when a test runs
+resume = lazy_import("megatron_agentic.training.resume")
 
 
 def _fake_checkpoints(root: Path, iterations: list[int], latest: int | None) -> None:
