@@ -8,6 +8,7 @@ backward of every micro-batch (gradients accumulated) and saves ``{mode: {"loss_
 
 * ``dense``: megatron-core's ``reset_attention_mask`` path: the ``[b, 1, s, s]`` document mask built by
   ``GPTDataset``, megatron-core's local ``DotProductAttention`` (CP=1 only). Saves its initial weights to ``STATE``.
+* ``causal`` (with ``both``): plain causal attention over the whole sample (documents see each other).
 * ``packed``: ``data.document_attention``: ``pack_documents`` / ``PackedSeqParams`` (``thd``), the attention backend
   the settings function picks (Triton/torch ``thd``, the per-document ring at CP > 1), weights from ``STATE``.
 """
@@ -19,7 +20,7 @@ import argparse
 SEQ, MBS, GBS, EOD, VOCAB = 64, 2, 4, 1, 512
 
 
-def overrides(prefix: str, cache: str, cp: int, packed: bool) -> list[str]:
+def overrides(prefix: str, cache: str, cp: int, mode: str) -> list[str]:
     """Config of one path (the two differ only in how documents are kept apart)."""
     common = [
         "model.preset=tiny-moe",
@@ -36,8 +37,10 @@ def overrides(prefix: str, cache: str, cp: int, packed: bool) -> list[str]:
         f"data.eod_token_id={EOD}",
         f"data.cache_dir={cache}",
     ]
-    if packed:
+    if mode == "packed":
         return [*common, "data.document_attention=true"]
+    if mode == "causal":  # documents attend to each other (what the recipes did before): must differ
+        return common
     return [*common, "data.reset_attention_mask=true", "data.reset_position_ids=true"]
 
 
@@ -52,7 +55,7 @@ def run(mode: str, args: argparse.Namespace, model_state: dict | None) -> tuple[
     from megatron_agentic.training.packing import micro_batch_documents, prepare_document_batches
 
     packed = mode == "packed"
-    cfg = load_config(None, overrides(args.prefix, args.cache, args.cp, packed))
+    cfg = load_config(None, overrides(args.prefix, args.cache, args.cp, mode))
     cfg.validate(args.cp)
     settings = cfg.effective_settings()
     datasets = build_datasets(cfg, GBS, 0)
@@ -67,7 +70,7 @@ def run(mode: str, args: argparse.Namespace, model_state: dict | None) -> tuple[
         prepared, _ = prepare_document_batches(batches, dataset_eod(cfg), cp_rank, args.cp)
         assert all(b["attention_mask"] is None for b in prepared)
     else:
-        assert args.cp == 1 and all(b["attention_mask"] is not None for b in batches)
+        assert args.cp == 1 and all((b["attention_mask"] is not None) == (mode == "dense") for b in batches)
         prepared = batches
     loss_sum = torch.zeros((), dtype=torch.float64)
     tokens = torch.zeros((), dtype=torch.float64)
@@ -95,6 +98,7 @@ def run(mode: str, args: argparse.Namespace, model_state: dict | None) -> tuple[
         "tokens": float(tokens),
         "grads": grads,
         "documents": documents,
+        "ends_with_eod": [bool(row[-1] == dataset_eod(cfg)) for b in batches for row in b["tokens"]],
         "attention_backend": settings.attention_backend,
         "attention_mode": settings.attention_mode,
     }
@@ -118,7 +122,7 @@ def main() -> None:
     from megatron_agentic.training.builders import init_distributed
 
     platform = setup_platform()
-    init_distributed(load_config(None, overrides(args.prefix, args.cache, args.cp, True)), platform)
+    init_distributed(load_config(None, overrides(args.prefix, args.cache, args.cp, "packed")), platform)
     results = {}
     state = None
     if args.mode in ("dense", "both"):
@@ -127,6 +131,8 @@ def main() -> None:
     if args.mode in ("packed", "both"):
         state = torch.load(args.state) if state is None else state
         results["packed"], _ = run("packed", args, state)
+    if args.mode == "both":
+        results["causal"], _ = run("causal", args, state)
     if torch.distributed.get_rank() == 0:
         torch.save(results, args.out)
     torch.distributed.barrier()
