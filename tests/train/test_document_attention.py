@@ -228,3 +228,16 @@ def test_packed_equals_dense_document_mask_cp1_and_cp2(tmp_path):
     cp2 = _run_worker(tmp_path, "packed", 2)["packed"]
     assert cp2["documents"] == docs
     _assert_same(dense, cp2, "packed CP=2 vs dense mask")
+
+
+@pytest.mark.slow
+def test_cpu_benchmark_packed_vs_dense_mask_runs_and_agrees():
+    """``benchmarks/bench_document_attention_cpu.py``: both paths give the same output and gradients; it prints
+    the ratio (timings are printed, never asserted)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_document_attention_cpu.py"), "--seq", "256", "--batch",
+           "2", "--doc-length", "48", "--reps", "1"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if "ratio dense / packed" in x)
+    assert float(line.rsplit(":", 1)[1]) < 1e-4
