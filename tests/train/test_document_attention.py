@@ -241,3 +241,12 @@ def test_cpu_benchmark_packed_vs_dense_mask_runs_and_agrees():
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if "ratio dense / packed" in x)
     assert float(line.rsplit(":", 1)[1]) < 1e-4
+
+
+def test_resume_refuses_switching_document_attention():
+    from megatron_agentic.training.resume import config_differences
+
+    saved = _cfg().to_dict()
+    assert config_differences(saved, _cfg("data.document_attention=true").to_dict()) == [
+        "data.document_attention: checkpoint False -> now True"
+    ]
