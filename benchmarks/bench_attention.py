@@ -9,6 +9,12 @@ Ring (context-parallel) scaling on several GPUs of one node (CP = number of proc
 
     torchrun --nproc-per-node 8 benchmarks/bench_attention.py --ring --seqlens 131072
 
+Per-document (packed ``thd``) attention, what ``data.document_attention`` trains with: a sequence made of
+``--doc-length`` documents vs the same tokens attended as one document (ours, and flash-attn's varlen kernel when
+installed)::
+
+    python benchmarks/bench_attention.py --packed --seqlens 32768 131072 --doc-length 1024
+
 Compared: ours (autotuned on first use per shape; ``MEGATRON_AGENTIC_ATTN_AUTOTUNE=0`` for the fixed AOT-checked
 tiles; the backward is the fused 5-matmul one unless ``torch.use_deterministic_algorithms`` is on), torch SDPA's
 flash backend, flash-attn 2 and FlashAttention-3 (``flash_attn_interface``) when installed.
@@ -142,6 +148,68 @@ def single_gpu(args: argparse.Namespace) -> None:
             print(f"  {name:<18} {f:>12.1f} {f / base_f:>8.2f} {b:>16.1f} {b / base_b:>8.2f}")
 
 
+def packed(args: argparse.Namespace) -> None:
+    """A sequence of ``doc_length`` documents (thd, ``cu_seqlens``) vs the same tokens as one causal document."""
+    from megatron_agentic.kernels.flash_attention import flash_attn_func, uniform_cu_seqlens
+
+    dev = torch.device("cuda")
+    dtype = getattr(torch, args.dtype)
+    print(f"device: {torch.cuda.get_device_name(dev)}; packed documents of {args.doc_length} tokens, d={args.dim}, "
+          f"{args.heads}:{args.kv_heads} GQA, {args.dtype}")  # fmt: skip
+    for seqlen in args.seqlens:
+        if seqlen % args.doc_length:
+            print(f"\nseqlen {seqlen}: not a multiple of --doc-length {args.doc_length}, skipped")
+            continue
+        docs = seqlen // args.doc_length
+        g = torch.Generator(device=dev).manual_seed(0)
+        q = torch.randn(seqlen, args.heads, args.dim, device=dev, dtype=dtype, generator=g)
+        k = torch.randn(seqlen, args.kv_heads, args.dim, device=dev, dtype=dtype, generator=g)
+        v = torch.randn(seqlen, args.kv_heads, args.dim, device=dev, dtype=dtype, generator=g)
+        cu = uniform_cu_seqlens(docs, args.doc_length, dev)
+        impls: dict[str, Callable[..., torch.Tensor]] = {
+            "ours, one document": lambda q, k, v: flash_attn_func(q[None], k[None], v[None], causal=True)[0],
+            "ours, packed thd": lambda q, k, v, cu=cu: flash_attn_func(
+                q, k, v, causal=True, cu_seqlens=cu, max_seqlen=args.doc_length
+            ),
+        }
+        try:
+            from flash_attn import flash_attn_varlen_func  # type: ignore[import-not-found]
+
+            impls["flash-attn varlen"] = lambda q, k, v, cu=cu: flash_attn_varlen_func(
+                q, k, v, cu, cu, args.doc_length, args.doc_length, causal=True
+            )
+        except ImportError:
+            pass
+        rows = {}
+        for backward in (False, True):
+            qq, kk, vv = (t.detach().requires_grad_(backward) for t in (q, k, v))
+            for name, fn in impls.items():
+                if backward:
+                    dout = torch.randn_like(qq)
+
+                    def step(fn=fn, dout=dout, qq=qq, kk=kk, vv=vv) -> None:
+                        fn(qq, kk, vv).backward(dout)
+                else:
+
+                    def step(fn=fn, qq=qq, kk=kk, vv=vv) -> None:
+                        with torch.no_grad():
+                            fn(qq, kk, vv)
+
+                rows[(name, backward)] = _bench(step, args.reps)
+            torch.cuda.empty_cache()
+        whole = rows[("ours, one document", False)], rows[("ours, one document", True)]
+        print(f"\nseqlen {seqlen} = {docs} documents x {args.doc_length} (attention FLOPs of the packed case: "
+              f"{1 / docs:.2%} of one document)")  # fmt: skip
+        print(f"  {'implementation':<20} {'fwd ms':>9} {'vs one doc':>10} {'fwd+bwd ms':>11} {'vs one doc':>10} "
+              f"{'fwd+bwd TFLOP/s':>16}")  # fmt: skip
+        for name in impls:
+            f, b = rows[(name, False)], rows[(name, True)]
+            n_docs = 1 if name == "ours, one document" else docs
+            flops = causal_flops(n_docs, seqlen // n_docs, args.heads, args.dim, True)
+            print(f"  {name:<20} {f:>9.3f} {f / whole[0]:>10.3f} {b:>11.3f} {b / whole[1]:>10.3f} "
+                  f"{flops / (b * 1e-3) / 1e12:>16.1f}")  # fmt: skip
+
+
 def ring(args: argparse.Namespace) -> None:
     """Ring attention on CP = world size GPUs vs one GPU doing the whole sequence (scaling efficiency)."""
     import torch.distributed as dist
@@ -208,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=200, help="milliseconds of repetitions per measurement")
     parser.add_argument("--ring", action="store_true", help="ring scaling (launch with torchrun on several GPUs)")
     parser.add_argument("--ring-iters", type=int, default=10, help="timed ring calls per measurement")
+    parser.add_argument("--packed", action="store_true", help="packed documents (thd) vs one document per sequence")
+    parser.add_argument("--doc-length", type=int, default=1024, help="with --packed: tokens per document")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_attention: no CUDA GPU found; this benchmark needs an H100/H200 (nothing measured).")
@@ -220,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             print("bench_attention --ring: launch with torchrun on 2+ GPUs (nothing measured).")
             return 0
         ring(args)
+    elif args.packed:
+        packed(args)
     else:
         single_gpu(args)
     return 0

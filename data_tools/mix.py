@@ -17,7 +17,8 @@ Budgets: a source's own ``target_tokens`` wins; otherwise the paper's budget of 
 to their real sizes; every other source (general data; stage-2 HAS and tool use) shares the rest of
 ``total_tokens`` in proportion to size. Token counts come from the ``.idx`` headers (checked against the
 ``.bin`` size). The output JSON holds the ``blend`` list ``[weight, prefix, ...]`` read by
-``megatron-agentic train`` (``data.blend_file``) and a per-source report with epochs.
+``megatron-agentic train`` (``data.blend_file``) and a per-source report with epochs and the document-length
+histogram (``doc_length_histogram``, :mod:`data_tools.doc_lengths`) that ``plan`` prices per-document attention by.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import numpy as np
 import yaml
 
 from data_tools.common.provenance import tokenized_synthetic_inputs
+from data_tools.doc_lengths import dataset_histogram
 
 logger = logging.getLogger(__name__)
 
@@ -345,6 +347,8 @@ def compute_mix(config: StageMix, base_dir: str | os.PathLike = ".", strict: boo
                 "target_tokens": int(round(targets[s.name])),
                 "weight": targets[s.name] / total,
                 "epochs": epochs,
+                # per-document attention costs sum(len^2): the planner reads this (data_tools/doc_lengths.py)
+                "doc_length_histogram": dataset_histogram(s.prefix),
             }
         )
     blend: list[Any] = []
@@ -445,9 +449,10 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     table = Table(title=f"{result['stage']} blend: {format_tokens(result['total_tokens'])} tokens")
-    for col in ("source", "type", "tokens", "target", "weight", "epochs"):
+    for col in ("source", "type", "tokens", "target", "weight", "epochs", "mean doc", "max doc"):
         table.add_column(col, justify="left" if col in ("source", "type") else "right")
     for s in result["sources"]:
+        hist = s["doc_length_histogram"]
         table.add_row(
             s["name"],
             s["type"],
@@ -455,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
             format_tokens(s["target_tokens"]),
             f"{s['weight']:.4f}",
             f"{s['epochs']:.2f}",
+            f"{hist['tokens'] / max(hist['documents'], 1):,.0f}",
+            f"{hist['max_length']:,}",
         )
     console = Console()
     console.print(table)

@@ -9,7 +9,7 @@ Schema (sections and their fields are the dataclasses below)::
                  lr_schedule, lr_warmup_iters, lr_decay_iters, wsd_decay_fraction, weight_decay, clip_grad,
                  eval_interval, eval_iters, precision, fp8, fp8_param_gather, ...}
     data:       {mock, blend, blend_file, split, eval_sets, reset_position_ids, reset_attention_mask,
-                 eod_mask_loss, tokenizer, loader, ...}
+                 eod_mask_loss, document_attention, tokenizer, loader, ...}
     checkpoint: {dir, interval, pretrained, load_optimizer, pretrained_load_optimizer, pretrained_load_scheduler}
     log:        {dir, interval, tensorboard}
     perf:       {fusions, DDP overlap, optimizer precision, CUDA graphs, manual GC; ``auto`` resolved by
@@ -300,6 +300,11 @@ class DataConfig:
     """Block attention across end-of-document tokens."""
     eod_mask_loss: bool = False
     """Exclude end-of-document tokens from the loss."""
+    document_attention: bool = False
+    """Attend within each document only, without a dense mask: every micro-batch's documents (split at EOD and at
+    sample ends, the blocks of ``reset_attention_mask``) are packed as ``thd`` with ``PackedSeqParams``, position
+    ids restart per document, and attention costs the sum of squared document lengths instead of the squared
+    sequence length (Transformer Engine on CUDA, the Triton/torch ``thd`` path and ring elsewhere)."""
     tokenizer: str = "qwen3"
     """Tokenizer the data was made with: ``qwen3`` (EOD 151643, checks the vocabulary) or ``custom``
     (EOD from ``eod_token_id``)."""

@@ -143,6 +143,7 @@ def code_paths(gpu: dict[str, Any], libs: dict[str, dict[str, Any]]) -> dict[str
         "platform": "CUDA + NCCL" if cuda else "CPU + gloo (megatron-core CPU redirections active)",
         "attention (CP=1)": resolve_attention_backend("auto", 1, te),
         "attention (CP>1, 128K)": resolve_attention_backend("auto", 2, te),
+        "attention (data.document_attention, thd)": resolve_attention_backend("auto", 1, te, True),
         "layer spec": "Transformer Engine spec (grouped-GEMM experts)"
         if te
         else "local spec (SequentialMLP experts, SP RMSNorm)",

@@ -66,18 +66,25 @@ ATTENTION_BACKENDS = ("auto", "local", "te", "triton")
 """Values of ``model.attention_backend``."""
 
 
-def resolve_attention_backend(requested: str, context_parallel: int, te_available: bool) -> str:
+def resolve_attention_backend(
+    requested: str, context_parallel: int, te_available: bool, document_attention: bool = False
+) -> str:
     """Concrete attention backend (``local``, ``te`` or ``triton``) for a requested one.
 
-    ``auto`` picks ``te`` when Transformer Engine imports, else ``triton`` when context parallelism is on
-    (megatron-core's local attention cannot do CP), else ``local``.
+    ``auto`` picks ``te`` when Transformer Engine imports, else ``triton`` when context parallelism or per-document
+    (``thd``) attention is on (megatron-core's local attention can do neither), else ``local``.
     """
     if requested not in ATTENTION_BACKENDS:
         raise ValueError(f"model.attention_backend must be one of {ATTENTION_BACKENDS}, got {requested!r}")
     if requested == "auto":
         if te_available:
             return "te"
-        return "triton" if context_parallel > 1 else "local"
+        return "triton" if context_parallel > 1 or document_attention else "local"
+    if requested == "local" and document_attention:
+        raise ValueError(
+            "model.attention_backend=local cannot run data.document_attention (megatron-core's local attention has "
+            "no packed thd format); use triton or auto"
+        )
     if requested == "te" and not te_available:
         raise ValueError("model.attention_backend=te needs Transformer Engine, which does not import here")
     if requested == "local" and context_parallel > 1:
@@ -120,6 +127,9 @@ class EffectiveSettings:
     """Disable Python's automatic GC and collect every ``manual_gc_interval`` steps."""
     manual_gc_interval: int
     """Steps between manual collections."""
+    attention_mode: str = "sequence"
+    """``document`` (``data.document_attention``: packed ``thd`` batches, attention within each document) or
+    ``sequence`` (causal attention over the whole sequence)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict (dtypes as strings)."""
@@ -142,7 +152,7 @@ class EffectiveSettings:
             recompute += f" {t.get('recompute_method')} x{t.get('recompute_num_layers')}"
         return [
             f"platform={self.platform} spec={self.layer_spec} attention={self.attention_backend} "
-            f"precision={self.precision} fp8={self.fp8 or 'off'}",
+            f"precision={self.precision} fp8={self.fp8 or 'off'} attention_mode={self.attention_mode}",
             f"dispatcher={self.moe_token_dispatcher}{'/' + self.moe_flex_backend if self.moe_flex_backend else ''} "
             f"ETP={t.get('expert_tensor_parallel_size')} recompute={recompute} "
             f"cuda_graph={t.get('cuda_graph_impl')} manual_gc={self.manual_gc_interval if self.manual_gc else 'off'}",
@@ -169,7 +179,7 @@ def resolve_settings(platform: Platform, cfg: TrainingConfig) -> EffectiveSettin
 
     precision = t.precision if t.precision != "auto" else ("bf16" if cuda else "fp32")
     try:
-        attention = resolve_attention_backend(m.attention_backend, p.context, te)
+        attention = resolve_attention_backend(m.attention_backend, p.context, te, cfg.data.document_attention)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -337,4 +347,5 @@ def resolve_settings(platform: Platform, cfg: TrainingConfig) -> EffectiveSettin
         optimizer=optimizer,
         manual_gc=flags["manual_gc"],
         manual_gc_interval=perf.manual_gc_interval,
+        attention_mode="document" if cfg.data.document_attention else "sequence",
     )

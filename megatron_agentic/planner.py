@@ -20,7 +20,9 @@ The estimates follow megatron-core's sharding rules for a Qwen3-MoE ``GPTModel``
   (interleaved: ``L (1 + (PP-1)/(PP V))`` layers' worth), the last stage adds the logits
   (bf16 plus the fp32 copy of the vocabulary-parallel cross entropy).
 * **Time.** Model FLOPs per token ``6 (N_active - N_embedding) + 6 L s n_q d`` (causal attention), at the
-  recipe's assumed MFU of the GPU's dense bf16 peak.
+  recipe's assumed MFU of the GPU's dense bf16 peak. With ``data.document_attention`` the attended length
+  (``sum piece^2 / tokens`` from the data's document-length histograms, :mod:`megatron_agentic.attention_cost`)
+  replaces ``s``, and CP padding of every document adds tokens; the full-sequence figures are kept alongside.
 
 These are estimates (typically within ~15% of measured peaks); the unit tests check the parameter
 counts against megatron-core's own modules. ``plan`` rejects layouts whose estimate exceeds the GPU memory.
@@ -33,6 +35,7 @@ import dataclasses
 import itertools
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from megatron_agentic.config import ConfigError
@@ -235,17 +238,21 @@ def recompute_flops_per_token(
     recompute: str,
     recompute_modules: list[str] | None = None,
     layer_fraction: float = 1.0,
+    attended_length: float | None = None,
 ) -> float:
     """Extra FLOPs per token spent re-running forward passes in backward.
 
     ``full``: one more forward of the recomputed layers (``layer_fraction`` of them): a third of their
     training FLOPs. ``selective``: a forward of the recomputed modules (``core_attn``: the attention
     product; ``moe``: router and routed experts); norms and activations are element-wise (no matmul FLOPs).
+    ``attended_length``: per-document attention's attended length (:mod:`megatron_agentic.attention_cost`),
+    default ``seq_length`` (the whole sequence).
     """
     if recompute == "none":
         return 0.0
     b = param_breakdown(arch)
-    attention_fwd = 2 * arch.num_layers * seq_length * arch.num_attention_heads * arch.kv_channels
+    attended = seq_length if attended_length is None else attended_length
+    attention_fwd = 2 * arch.num_layers * attended * arch.num_attention_heads * arch.kv_channels
     if recompute == "full":
         per_layer_matmul = b.attention_per_layer + arch.num_experts * arch.hidden_size + b.topk * b.expert
         return layer_fraction * (2.0 * arch.num_layers * per_layer_matmul + attention_fwd)
@@ -258,11 +265,16 @@ def recompute_flops_per_token(
     return extra
 
 
-def flops_per_token(arch: ModelPreset, seq_length: int) -> float:
-    """Model training FLOPs per token (forward + backward, causal attention, no recompute)."""
+def flops_per_token(arch: ModelPreset, seq_length: int, attended_length: float | None = None) -> float:
+    """Model training FLOPs per token (forward + backward, causal attention, no recompute).
+
+    ``attended_length`` replaces ``seq_length`` in the attention term for per-document attention
+    (:mod:`megatron_agentic.attention_cost`); default: attention over the whole sequence.
+    """
     b = param_breakdown(arch)
     matmul = b.active - b.embedding - b.final_norm
-    attention = 6 * arch.num_layers * seq_length * arch.num_attention_heads * arch.kv_channels
+    attended = seq_length if attended_length is None else attended_length
+    attention = 6 * arch.num_layers * attended * arch.num_attention_heads * arch.kv_channels
     return 6.0 * matmul + attention
 
 
@@ -330,6 +342,23 @@ class PlanResult:
     """Problems that prevent the run (non-empty: ``plan`` exits 1)."""
     warnings: list[str]
     """Things worth knowing that do not prevent the run."""
+    attention_mode: str = "sequence"
+    """``document`` (``data.document_attention``: attention within each packed document) or ``sequence``."""
+    attention_flops_per_token: float = 0.0
+    """Attention training FLOPs per token in ``attention_mode`` (included in ``flops_per_token``)."""
+    attention_flops_per_token_sequence: float = 0.0
+    """Attention FLOPs per token if the whole sequence were attended (the ``sequence`` mode figure)."""
+    attended_length: float = 0.0
+    """Length that replaces ``seq_length`` in the attention cost (``seq_length`` in ``sequence`` mode)."""
+    attention_lengths: str = ""
+    """Where the document lengths come from (a ``data mix`` output), or why full-sequence attention is assumed."""
+    padding_fraction: float = 0.0
+    """Extra (padding) tokens per token: documents padded to a multiple of 2*CP; the step time includes them."""
+    activations_gib: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Activation memory per GPU in GiB: ``sequence`` and, in ``document`` mode, ``document`` (padded tokens)."""
+    sequence_estimate: dict[str, float] = dataclasses.field(default_factory=dict)
+    """With document attention: ``flops_per_token``, ``step_time_s``, ``gpu_hours``, ``wall_hours`` at
+    full-sequence attention (the before figures)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -511,12 +540,15 @@ def make_plan(
     gpus_per_node: int | None = None,
     overrides: list[str] | None = None,
     throughput: ThroughputTable | None = None,
+    lengths: str | None = None,
 ) -> PlanResult:
     """Validate the recipe's layout on ``nodes`` x ``gpus_per_node`` GPUs and estimate memory and time.
 
     ``throughput``: a measured table (``benchmarks/gpu_acceptance.py``); its MFU replaces the recipe's assumption.
+    ``lengths``: a ``data mix`` output whose document-length histograms price per-document attention (default: the
+    recipe's ``data.blend_file`` when it exists).
     """
-    return plan_recipe(load_recipe(recipe_name, overrides), recipe_name, nodes, gpus_per_node, throughput)
+    return plan_recipe(load_recipe(recipe_name, overrides), recipe_name, nodes, gpus_per_node, throughput, lengths)
 
 
 def plan_recipe(
@@ -525,6 +557,7 @@ def plan_recipe(
     nodes: int | None = None,
     gpus_per_node: int | None = None,
     throughput: ThroughputTable | None = None,
+    lengths: str | None = None,
 ) -> PlanResult:
     """:func:`make_plan` for an already resolved recipe dict."""
     assume: PlanAssumptions = plan_assumptions(recipe)
@@ -602,19 +635,39 @@ def plan_recipe(
         warnings.append(f"train.lr_decay_iters ({train.lr_decay_iters}) > iterations ({iterations})")
     if train.lr_warmup_iters >= max(iterations, 1):
         errors.append(f"train.lr_warmup_iters ({train.lr_warmup_iters}) >= iterations ({iterations})")
-    fpt = flops_per_token(arch, train.seq_length)
+    attn = attention_plan(cfg, layout, lengths, warnings)
+    attended = attn["attended_length"] if attn["mode"] == "document" else None
+    fpt = flops_per_token(arch, train.seq_length, attended)
     layers_per_stage = arch.num_layers // max(layout.pipeline, 1)
     fraction = 1.0
     if cfg.model.recompute == "full" and cfg.model.recompute_method == "block":
         fraction = min(cfg.model.recompute_num_layers, layers_per_stage) / layers_per_stage
     rfpt = recompute_flops_per_token(
-        arch, train.seq_length, cfg.model.recompute, cfg.model.recompute_modules, layer_fraction=fraction
+        arch, train.seq_length, cfg.model.recompute, cfg.model.recompute_modules, fraction, attended
     )
     mfu, mfu_low, mfu_high, mfu_source = _mfu(assume, train, throughput)
+    pad = attn["padding_fraction"]
 
-    def step_time_at(u: float) -> float:
-        return tokens_per_step * (fpt + rfpt) / (world * assume.peak_tflops * 1e12 * u)
+    def step_time_at(u: float, flops: float = fpt + rfpt, padding: float = pad) -> float:
+        return tokens_per_step * (1.0 + padding) * flops / (world * assume.peak_tflops * 1e12 * u)
 
+    sequence_estimate: dict[str, float] = {}
+    activations = {"sequence": round(memory["activations"], 3)}
+    if attn["mode"] == "document":
+        seq_flops = flops_per_token(arch, train.seq_length)
+        seq_rflops = recompute_flops_per_token(
+            arch, train.seq_length, cfg.model.recompute, cfg.model.recompute_modules, fraction
+        )
+        seq_step = step_time_at(mfu, seq_flops + seq_rflops, 0.0)
+        sequence_estimate = {
+            "flops_per_token": seq_flops,
+            "recompute_flops_per_token": seq_rflops,
+            "step_time_s": seq_step,
+            "gpu_hours": iterations * seq_step * world / 3600.0,
+            "wall_hours": iterations * seq_step / 3600.0,
+        }
+        # fused (flash / TE) attention keeps O(tokens) activations either way; padding adds tokens
+        activations["document"] = round(memory["activations"] * (1.0 + pad), 3)
     step_time = step_time_at(mfu)
     steps = [step_time_at(mfu_high), step_time_at(mfu_low)]
     gpu_hours = iterations * step_time * world / 3600.0
@@ -650,7 +703,62 @@ def plan_recipe(
         wall_hours_range=[iterations * t / 3600.0 for t in steps],
         errors=errors,
         warnings=warnings,
+        attention_mode=attn["mode"],
+        attention_flops_per_token=attn["flops"],
+        attention_flops_per_token_sequence=attn["flops_sequence"],
+        attended_length=attn["attended_length"],
+        attention_lengths=attn["source"],
+        padding_fraction=pad,
+        activations_gib=activations,
+        sequence_estimate=sequence_estimate,
     )
+
+
+def attention_plan(cfg: Any, layout: Layout, lengths: str | None, warnings: list[str]) -> dict[str, Any]:
+    """Attention mode, attended length, FLOPs per token and padding of a run, priced by the data's document lengths.
+
+    ``sequence`` mode (``data.document_attention`` off) attends the whole sequence. ``document`` mode reads the
+    length histograms of ``lengths`` (else ``data.blend_file``; both ``data mix`` outputs); without one it assumes
+    full-sequence attention (an upper bound) and adds a warning.
+    """
+    from megatron_agentic.attention_cost import (
+        attention_flops_per_token,
+        blend_profile,
+        load_blend_histograms,
+        padding_fraction,
+    )
+
+    arch, s = cfg.model.architecture(), cfg.train.seq_length
+    full = attention_flops_per_token(arch.num_layers, arch.num_attention_heads, arch.kv_channels, s)
+    out = {"mode": "sequence", "attended_length": float(s), "flops": full, "flops_sequence": full,
+           "padding_fraction": 0.0, "source": "whole sequence (data.document_attention off)"}  # fmt: skip
+    if not cfg.data.document_attention:
+        return out
+    out["mode"] = "document"
+    path = lengths or cfg.data.blend_file
+    if path is None or not Path(path).is_file():
+        why = f"{path} does not exist" if path is not None else "no data.blend_file"
+        out["source"] = f"none ({why}): full-sequence attention assumed (upper bound)"
+        warnings.append(
+            f"data.document_attention: no document-length histogram ({why}); attention priced for the whole "
+            "sequence (an upper bound): run `megatron-agentic data mix` or pass --lengths BLEND.json"
+        )
+        return out
+    try:
+        profile = blend_profile(load_blend_histograms(path), s)
+    except ValueError as exc:
+        warnings.append(f"data.document_attention: {exc}; attention priced for the whole sequence")
+        out["source"] = f"none ({exc})"
+        return out
+    out.update(
+        attended_length=profile.attended_length,
+        flops=attention_flops_per_token(
+            arch.num_layers, arch.num_attention_heads, arch.kv_channels, profile.attended_length
+        ),
+        padding_fraction=padding_fraction(profile, layout.context),
+        source=f"{path} (token-weighted mean document {profile.mean_document:,.0f} tokens)",
+    )
+    return out
 
 
 SEARCH_SPACE: dict[str, tuple[int, ...]] = {
@@ -669,6 +777,7 @@ def search_layouts(
     overrides: list[str] | None = None,
     top: int = 10,
     throughput: ThroughputTable | None = None,
+    lengths: str | None = None,
 ) -> list[PlanResult]:
     """Layouts of the recipe that pass validation and fit in memory, best first (heuristic ranking).
 
@@ -701,7 +810,7 @@ def search_layouts(
             ],
         )
         try:
-            result = plan_recipe(candidate, recipe_name, nodes, gpn, throughput)
+            result = plan_recipe(candidate, recipe_name, nodes, gpn, throughput, lengths)
         except RecipeError:
             continue
         if not result.errors:
@@ -736,6 +845,12 @@ def render_table(result: PlanResult) -> None:
         ("tokens per step", f"{result.tokens_per_step:,}"),
         ("iterations", f"{result.iterations:,} = {result.train_tokens:,} tokens / {result.tokens_per_step:,}"),
         ("model TFLOP per token", f"{result.flops_per_token / 1e12:.4f}"),
+        (
+            f"attention ({result.attention_mode})",
+            f"{result.attention_flops_per_token / 1e12:.4f} TFLOP/token (whole sequence "
+            f"{result.attention_flops_per_token_sequence / 1e12:.4f}); attended length {result.attended_length:,.0f}",
+        ),
+        ("document lengths", result.attention_lengths),
         ("recompute", result.recompute + (f" {result.recompute_modules}" if result.recompute_modules else "")),
         ("precision", result.precision),
         ("MFU assumed", f"{result.mfu_assumed:.3f} (range {result.mfu_range[0]:.3f}-{result.mfu_range[1]:.3f})"),
@@ -750,6 +865,20 @@ def render_table(result: PlanResult) -> None:
             f"(wall {result.wall_hours_range[0]:,.1f}-{result.wall_hours_range[1]:,.1f} h)",
         ),
     ]
+    est = result.sequence_estimate
+    if est:
+        rows += [
+            ("padding (CP)", f"{result.padding_fraction:.2%} extra tokens"),
+            (
+                "activations seq / doc",
+                f"{result.activations_gib['sequence']:.2f} / {result.activations_gib['document']:.2f} GiB",
+            ),
+            (
+                "whole-sequence attention",
+                f"{est['flops_per_token'] / 1e12:.4f} TFLOP/token, step {est['step_time_s']:.2f} s, "
+                f"{est['gpu_hours']:,.0f} GPU-h",
+            ),
+        ]
     for k, v in rows:
         table.add_row(k, v)
     console.print(table)
@@ -803,6 +932,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--throughput", metavar="FILE", help="measured throughput table (benchmarks/gpu_acceptance.py) for the MFU"
     )
+    parser.add_argument(
+        "--lengths",
+        metavar="BLEND.json",
+        help="`data mix` output whose document-length histograms price per-document attention "
+        "(default: the recipe's data.blend_file)",
+    )
     parser.add_argument("--search", action="store_true", help="list the layouts that fit on these nodes, best first")
     parser.add_argument("--top", type=int, default=10, help="with --search: how many layouts to list")
     args = parser.parse_args(argv)
@@ -815,7 +950,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.search:
         try:
-            results = search_layouts(args.recipe, args.nodes, args.gpus_per_node, args.overrides, args.top, table)
+            results = search_layouts(
+                args.recipe, args.nodes, args.gpus_per_node, args.overrides, args.top, table, args.lengths
+            )
         except RecipeError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -825,7 +962,7 @@ def main(argv: list[str] | None = None) -> int:
             render_search(results)
         return 0 if results else 1
     try:
-        result = make_plan(args.recipe, args.nodes, args.gpus_per_node, args.overrides, table)
+        result = make_plan(args.recipe, args.nodes, args.gpus_per_node, args.overrides, table, args.lengths)
     except RecipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -75,8 +75,17 @@ def _gpt_config(cfg: TrainingConfig, seq_length: int, tokenizer: TokenizerInfo, 
 
 
 def create_attention_mask(cfg: TrainingConfig) -> bool:
-    """Materialise ``[1, s, s]`` masks only where they carry information (document resets)."""
-    return bool(cfg.data.reset_attention_mask)
+    """Materialise ``[1, s, s]`` masks only where they carry information (document resets), and never with
+    ``data.document_attention`` (documents are kept apart by ``PackedSeqParams`` instead)."""
+    return bool(cfg.data.reset_attention_mask) and not cfg.data.document_attention
+
+
+def dataset_eod(cfg: TrainingConfig) -> int:
+    """The end-of-document id the training datasets mark documents with (mock data: clipped to the vocabulary)."""
+    vocab = cfg.model.architecture().vocab_size
+    if cfg.data.uses_files:
+        return cfg.data.eod_id
+    return cfg.data.eod_id if cfg.data.eod_id < vocab else vocab - 1
 
 
 def _is_built_on_rank() -> bool:
@@ -101,8 +110,7 @@ def build_datasets(cfg: TrainingConfig, train_samples: int, eval_samples: int) -
         config = _gpt_config(cfg, seq, tokenizer, blend=(prefixes, weights), split=cfg.data.split)
         cls = GPTDataset
     else:
-        eod = cfg.data.eod_id if cfg.data.eod_id < arch.vocab_size else arch.vocab_size - 1
-        tokenizer = TokenizerInfo(vocab_size=arch.vocab_size, eod=eod)
+        tokenizer = TokenizerInfo(vocab_size=arch.vocab_size, eod=dataset_eod(cfg))
         config = _gpt_config(cfg, seq, tokenizer, split=cfg.data.split)
         cls = MockGPTDataset
     split = [float(x) for x in str(cfg.data.split).split(",")]

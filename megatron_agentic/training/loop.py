@@ -43,9 +43,16 @@ from megatron_agentic.training.builders import (
     teardown_distributed,
     world_size_from_env,
 )
-from megatron_agentic.training.data import MicroBatchLoader, build_datasets, build_loader, split_for_context_parallel
+from megatron_agentic.training.data import (
+    MicroBatchLoader,
+    build_datasets,
+    build_loader,
+    dataset_eod,
+    split_for_context_parallel,
+)
 from megatron_agentic.training.guard import StepGuard, Verdict, injected_nan_grad
 from megatron_agentic.training.metrics import MetricsLogger, read_metrics, write_json_atomic
+from megatron_agentic.training.packing import prepare_document_batches
 from megatron_agentic.training.stop import EXIT_STOPPED, StopRequest
 
 logger = logging.getLogger(__name__)
@@ -93,6 +100,7 @@ def forward_step(data_iterator: Any, model: torch.nn.Module, nan_grad: bool = Fa
         batch["position_ids"],
         batch.get("attention_mask"),
         labels=batch["labels"],
+        packed_seq_params=batch.get("packed_seq_params"),  # data.document_attention (training/packing.py)
     )
     if nan_grad and output.requires_grad:
         output.register_hook(lambda grad: grad * float("nan"))
@@ -155,6 +163,8 @@ class Trainer:
         self.expert_load = ExpertLoadTracker(self.chunks, self.arch.num_experts)
         self.num_microbatches = cfg.train.global_batch_size // (cfg.train.micro_batch_size * self.dp_size)
         self._forward_backward = get_forward_backward_func()
+        self.eod = dataset_eod(cfg)  # documents end after it (data.document_attention)
+        self._shape = (t.seq_length, t.micro_batch_size)
         self._last_saved: int | None = None
         self.manual_gc = ManualGC.for_run(cfg, self.platform)  # perf.manual_gc (issue 13)
         self._train_time = 0.0
@@ -309,7 +319,16 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ steps
     def _prepare(self, batches: list[dict[str, Any]]) -> Any:
-        batches = [_to_device(split_for_context_parallel(b, self.cp_rank, self.cp_size), self.device) for b in batches]
+        t = self.cfg.train
+        self._shape = (t.seq_length, t.micro_batch_size)  # what the schedule is told (p2p shapes)
+        if self.cfg.data.document_attention:
+            tp = parallel_state.get_tensor_model_parallel_world_size()
+            batches, total = prepare_document_batches(batches, self.eod, self.cp_rank, self.cp_size, tp, self.device)
+            self._shape = (total, 1)
+        else:
+            batches = [
+                _to_device(split_for_context_parallel(b, self.cp_rank, self.cp_size), self.device) for b in batches
+            ]
         if len(self.chunks) > 1:
             return [iter(batches) for _ in self.chunks]
         return iter(batches)
@@ -354,9 +373,9 @@ class Trainer:
             data_iterator=data_iter,
             model=self.chunks,
             num_microbatches=self.num_microbatches,
-            seq_length=t.seq_length,
-            micro_batch_size=t.micro_batch_size,
-            decoder_seq_length=t.seq_length,
+            seq_length=self._shape[0],
+            micro_batch_size=self._shape[1],
+            decoder_seq_length=self._shape[0],
             forward_only=False,
         )
         lr = float(self.optimizer.param_groups[0]["lr"])
@@ -443,14 +462,15 @@ class Trainer:
                 loader = MicroBatchLoader(dataset, t.micro_batch_size, t.global_batch_size, self.dp_rank, self.dp_size)
                 total_loss, total_tokens = 0.0, 0.0
                 for i in range(t.eval_iters):
+                    data_iter = self._prepare(list(loader.iteration_batches(i)))
                     losses = self._forward_backward(
                         forward_step_func=forward_step,
-                        data_iterator=self._prepare(list(loader.iteration_batches(i))),
+                        data_iterator=data_iter,
                         model=self.chunks,
                         num_microbatches=self.num_microbatches,
-                        seq_length=t.seq_length,
-                        micro_batch_size=t.micro_batch_size,
-                        decoder_seq_length=t.seq_length,
+                        seq_length=self._shape[0],
+                        micro_batch_size=self._shape[1],
+                        decoder_seq_length=self._shape[0],
                         forward_only=True,
                     )
                     loss_sum, tokens = self._reduce_loss(losses)

@@ -29,6 +29,7 @@ INCOMPATIBLE_FIELDS: tuple[str, ...] = (
     "data.eod_token_id",
     "data.reset_position_ids",
     "data.reset_attention_mask",
+    "data.document_attention",
     "data.eod_mask_loss",
 )
 """Config fields a resume must keep (``section.*``: every field of the section)."""

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the benchmark really runs")
-@pytest.mark.parametrize("args", [[], ["--ring"]])
+@pytest.mark.parametrize("args", [[], ["--ring"], ["--packed"]])
 def test_benchmark_exits_cleanly_without_gpu(args):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_attention.py"), *args],

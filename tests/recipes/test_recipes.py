@@ -121,6 +121,7 @@ def test_doctor_json(capsys):
     if not torch.cuda.is_available():
         assert report["code_paths"]["platform"].startswith("CPU + gloo")
         assert report["code_paths"]["attention (CP>1, 128K)"] == "triton"
+        assert report["code_paths"]["attention (data.document_attention, thd)"] == "triton"
         # effective settings of the stage-1 recipe on this machine: the CPU decisions of megatron_agentic.perf
         effective = report["effective"]
         assert effective["recipe"] == "qwen3-30b-a3b-stage1" and effective["platform"] == "cpu"
