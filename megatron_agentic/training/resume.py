@@ -30,6 +30,7 @@ INCOMPATIBLE_FIELDS: tuple[str, ...] = (
     "data.reset_position_ids",
     "data.reset_attention_mask",
     "data.eod_mask_loss",
+    "data.sft",
 )
 """Config fields a resume must keep (``section.*``: every field of the section)."""
 
