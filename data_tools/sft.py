@@ -261,6 +261,11 @@ def build_sft_dataset(
                     stats.examples.setdefault(reason, f"{where}: {exc}")
                     log.debug("skipping %s: %s", where, exc)
                     continue
+                if stats.conversations == 0 and ids.tolist()[:-1] != tokenizer.encode(render_chat(messages)):
+                    raise ValueError(
+                        f"{where}: tokenizer {tokenizer.spec!r} does not tokenize turn by turn like the whole "
+                        "conversation (it adds tokens of its own, e.g. a BOS); use a Qwen3-style tokenizer"
+                    )
                 tok_writer.add_documents(ids, np.asarray([ids.size]))
                 mask_writer.add_documents(mask, np.asarray([mask.size]))
                 stats.conversations += 1

@@ -184,3 +184,17 @@ def test_default_agent_system_when_trajectory_has_none(tok):
     rec["messages"] = rec["messages"][1:]
     messages = react_messages(rec)
     assert messages[0]["role"] == "system" and messages[0]["content"].startswith(AGENT_SYSTEM_PROMPT)
+
+
+def test_tokenizer_adding_its_own_tokens_is_refused(tmp_path, tok):
+    class WithBos(type(tok)):
+        def encode(self, text: str) -> list[int]:
+            return [151644] + super().encode(text)  # a BOS per encode call: per-turn tokenization would repeat it
+
+    bos = WithBos()
+    src = _write(
+        tmp_path / "c.jsonl", [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}]
+    )
+    with pytest.raises(ValueError, match="does not tokenize turn by turn"):
+        build_sft_dataset([src], tmp_path / "bos", bos)
+    assert not (tmp_path / "bos.bin").exists()
