@@ -14,6 +14,7 @@ from collections.abc import Sequence
 # group -> {subcommand -> (module, one-line help)}; a group with a single None key takes no subcommand.
 COMMANDS: dict[str, dict[str | None, tuple[str, str]]] = {
     "train": {None: ("megatron_agentic.train", "train a model with megatron-core (launch with torchrun)")},
+    "sft-eval": {None: ("megatron_agentic.sft_eval", "masked SFT loss of a checkpoint on SFT datasets (eval only)")},
     "plan": {None: ("megatron_agentic.planner", "validate a parallel layout and estimate memory/time")},
     "demo": {None: ("megatron_agentic.demo", "run the whole Agentic CPT pipeline end to end on CPU")},
     "doctor": {None: ("megatron_agentic.doctor", "report GPUs, NCCL, TE, Apex, DALI, Triton and code paths")},
@@ -31,6 +32,7 @@ COMMANDS: dict[str, dict[str | None, tuple[str, str]]] = {
         "has": ("data_tools.has", "higher-order action synthesis from trajectories"),
         "has-probe": ("data_tools.has.probe", "tell probe: can a classifier find the original HAS option?"),
         "mix": ("data_tools.mix", "compute stage blends from real token counts"),
+        "sft": ("data_tools.sft", "trajectories / chat JSONL -> indexed dataset + per-token loss mask"),
     },
 }
 

@@ -319,6 +319,10 @@ class DataConfig:
     """Micro-batches each DataLoader worker loads ahead (only with ``num_workers > 0``)."""
     cache_dir: str | None = None
     """Where megatron-core caches dataset index files (default: next to the data)."""
+    sft: bool = False
+    """Supervised fine-tuning data: every ``blend``/``eval_sets`` prefix is a ``megatron-agentic data sft`` dataset
+    (``PREFIX`` + ``PREFIX_loss_mask``); one conversation per sequence, padded, loss on assistant tokens only
+    (``megatron_agentic.training.sft``)."""
 
     def __post_init__(self) -> None:
         if self.loader not in ("torch", "dali"):

@@ -98,6 +98,10 @@ def build_datasets(cfg: TrainingConfig, train_samples: int, eval_samples: int) -
     ``train_samples`` and ``eval_samples`` are the numbers of sequences each split must provide
     (megatron-core repeats epochs as needed).
     """
+    if cfg.data.sft:  # conversations with per-token loss masks (issue 24)
+        from megatron_agentic.training.sft import build_sft_datasets
+
+        return build_sft_datasets(cfg, train_samples, eval_samples)
     arch = cfg.model.architecture()
     seq = cfg.train.seq_length
     if cfg.data.uses_files:

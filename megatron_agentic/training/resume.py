@@ -31,6 +31,7 @@ INCOMPATIBLE_FIELDS: tuple[str, ...] = (
     "data.reset_attention_mask",
     "data.document_attention",
     "data.eod_mask_loss",
+    "data.sft",
 )
 """Config fields a resume must keep (``section.*``: every field of the section)."""
 
