@@ -5,7 +5,7 @@ Two tiers (``make test`` runs both, ``make test-fast`` the first):
 - in-process tests (no marker): must not start a process. A guard refuses ``subprocess`` and ``multiprocessing``
   process creation inside them with a message naming the test, so the tier cannot silently grow slow.
 - ``@pytest.mark.slow``: tests that start processes (training under torchrun, CLI pipelines, spawned gloo ranks).
-  Module- and session-scoped fixtures run before the guard, but only tests that use them pay for them.
+  The guard covers fixture set-up too, so an unmarked test cannot use a fixture that starts processes.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing.process
 import os
 import subprocess
+from collections.abc import Callable
 
 import pytest
 
@@ -43,17 +44,49 @@ class ProcessInInProcessTest(BaseException):
     must not turn it into a silently different result)."""
 
 
-@pytest.fixture(autouse=True)
-def _in_process_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Refuse process creation in tests without ``@pytest.mark.slow`` (or ``gpu``)."""
-    if request.node.get_closest_marker("slow") or request.node.get_closest_marker("gpu"):
-        return
-    node = request.node.nodeid
+def _refuse_processes(item: pytest.Item) -> Callable[[], None]:
+    """Patch process creation to raise for ``item``; returns the undo function."""
+    node = item.nodeid
 
     def refuse(*_args: object, **_kwargs: object) -> None:
         raise ProcessInInProcessTest(
-            f"{node} starts a process: mark it @pytest.mark.slow (`make test-fast` runs only in-process tests)"
+            f"{node} starts a process (in the test or a fixture it uses): mark it @pytest.mark.slow "
+            "(`make test-fast` runs only in-process tests)"
         )
 
-    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
-    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
+    saved = [(subprocess.Popen, "_execute_child"), (multiprocessing.process.BaseProcess, "start")]
+    originals = [(owner, name, owner.__dict__[name]) for owner, name in saved]
+    for owner, name in saved:
+        setattr(owner, name, refuse)
+
+    def undo() -> None:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+
+    return undo
+
+
+def _guarded(item: pytest.Item) -> bool:
+    return not (item.get_closest_marker("slow") or item.get_closest_marker("gpu"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    """The guard covers fixture set-up too (a module fixture that trains is set up by its first test)."""
+    undo = _refuse_processes(item) if _guarded(item) else None
+    try:
+        yield
+    finally:
+        if undo:
+            undo()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """Refuse process creation in tests without ``@pytest.mark.slow`` (or ``gpu``)."""
+    undo = _refuse_processes(item) if _guarded(item) else None
+    try:
+        yield
+    finally:
+        if undo:
+            undo()

@@ -46,6 +46,7 @@ def _bad_file(tmp_path: Path, jsonl_writer) -> tuple[Path, dict[str, int]]:
     return jsonl_writer(tmp_path / "bad.jsonl", lines), where
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_bad_records_are_skipped_and_counted(tmp_path, jsonl_writer, workers):
     from megatron.core.datasets.indexed_dataset import IndexedDataset
@@ -77,6 +78,7 @@ def test_multi_key_records_are_kept_for_all_keys_or_none(tmp_path, jsonl_writer)
     assert read_index(tmp_path / "o_a_document").num_documents == read_index(tmp_path / "o_b_document").num_documents
 
 
+@pytest.mark.slow
 def test_strict_mode_names_file_and_line_and_leaves_nothing(tmp_path, jsonl_writer):
     path, where = _bad_file(tmp_path, jsonl_writer)
     with pytest.raises(BadInputError, match=rf"{path}:{where['invalid_json']}: invalid_json"):
@@ -98,6 +100,7 @@ def _count_final(prefix: Path) -> list[str]:
     return sorted(p.name for p in prefix.parent.glob(prefix.name + "*") if not p.name.endswith(".tmp"))
 
 
+@pytest.mark.slow
 def test_kill_mid_run_then_rerun_resumes_to_identical_output(tmp_path, wiki_docs):
     path = tmp_path / "big.jsonl"
     with open(path, "w", encoding="utf-8") as f:

@@ -50,6 +50,7 @@ def test_round_trip_with_megatron_reader(tmp_path, corpus):
     assert not stats.skipped
 
 
+@pytest.mark.slow
 def test_identical_to_megatron_lm_preprocess_method(tmp_path, corpus, qwen3_hf_dir):
     """Byte-identical to preprocess_data.py's method: AutoTokenizer per document + EOD into IndexedDatasetBuilder."""
     from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
@@ -70,6 +71,7 @@ def test_identical_to_megatron_lm_preprocess_method(tmp_path, corpus, qwen3_hf_d
         assert _bytes(tmp_path / f"ours_{key}_document") == _bytes(tmp_path / f"ref_{key}_document"), key
 
 
+@pytest.mark.slow
 def test_deterministic_across_worker_counts(tmp_path, corpus):
     path, _ = corpus
     outs = []
@@ -80,6 +82,7 @@ def test_deterministic_across_worker_counts(tmp_path, corpus):
     assert outs[0] == outs[1]
 
 
+@pytest.mark.slow
 def test_input_formats_give_the_same_tokens(tmp_path, corpus):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -129,6 +132,7 @@ def test_shard_ranges_cover_every_line_once(tmp_path):
         assert got == lines, n
 
 
+@pytest.mark.slow
 def test_shard_then_merge_equals_single_run(tmp_path, corpus):
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
@@ -227,6 +231,7 @@ def test_cli_entry_point(tmp_path, corpus):
     assert main(["data", "inspect", str(tmp_path / "c_text_document"), "--samples", "1"]) == 0
 
 
+@pytest.mark.slow
 def test_slurm_array_script_shards_and_merges(tmp_path, corpus):
     import os
     import subprocess
@@ -276,6 +281,7 @@ def test_gpt_dataset_reads_the_output(tmp_path, corpus):
         assert sample["labels"].tolist() == expected[1:]
 
 
+@pytest.mark.slow
 def test_sentencepiece_pipeline_writes_uint16(tmp_path, corpus, sp_model):
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
@@ -288,6 +294,7 @@ def test_sentencepiece_pipeline_writes_uint16(tmp_path, corpus, sp_model):
         assert ds[i].tolist() == tok.encode(records[i]["text"]) + [tok.eod_id]
 
 
+@pytest.mark.slow
 def test_parquet_row_groups_are_sharded(tmp_path, corpus):
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -7,6 +7,8 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "slurm" / "tokenize_array.sbatch"
 
 
@@ -17,6 +19,7 @@ def _run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(SCRIPT), *args], env=full, cwd=tmp_path, capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_tokenize_command_and_creates_nothing(tmp_path):
     res = _run(tmp_path, SLURM_ARRAY_TASK_ID="3")
     assert res.returncode == 0, res.stderr
@@ -27,6 +30,7 @@ def test_dry_run_prints_the_tokenize_command_and_creates_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []  # neither tok/deep/ nor logs/
 
 
+@pytest.mark.slow
 def test_dry_run_merge_and_submit_create_nothing(tmp_path):
     res = _run(tmp_path, MODE="merge")
     assert res.returncode == 0, res.stderr
@@ -37,6 +41,7 @@ def test_dry_run_merge_and_submit_create_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_real_run_still_creates_the_output_directory(tmp_path):
     """Without DRY_RUN the script makes the prefix's directory (``PYTHON=true`` stands in for the tokenizer)."""
     res = _run(tmp_path, DRY_RUN="0", PYTHON="true")

@@ -25,7 +25,7 @@ from megatron_agentic.demo.config import DATA_TYPES, get_preset
 from megatron_agentic.demo.pipeline import DemoContext
 from megatron_agentic.demo.steps import SPLITS, build_steps, dataset_prefix, text_input
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -47,6 +47,7 @@ def _runs(ctx: DemoContext) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
+@pytest.mark.slow
 def test_runs_in_order_writes_logs_and_markers(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
     steps = [_append_step("a"), _append_step("b"), _append_step("c")]
@@ -60,6 +61,7 @@ def test_runs_in_order_writes_logs_and_markers(tmp_path: Path) -> None:
         assert marker["step"] == name and marker["seconds"] >= 0
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_steps(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
     steps = [_append_step("a"), _append_step("b")]
@@ -69,6 +71,7 @@ def test_rerun_skips_finished_steps(tmp_path: Path) -> None:
     assert all(r.cached for r in results)
 
 
+@pytest.mark.slow
 def test_failure_names_step_and_log_then_resume_continues(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
     flag = tmp_path / "fail-b"
@@ -88,6 +91,7 @@ def test_failure_names_step_and_log_then_resume_continues(tmp_path: Path) -> Non
     assert [r.cached for r in results] == [True, False, False]
 
 
+@pytest.mark.slow
 def test_rerunning_a_step_invalidates_later_steps(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
     steps = [_append_step("a"), _append_step("b"), _append_step("c")]
@@ -97,6 +101,7 @@ def test_rerunning_a_step_invalidates_later_steps(tmp_path: Path) -> None:
     assert _runs(ctx) == ["a", "b", "c", "b", "c"]
 
 
+@pytest.mark.slow
 def test_missing_outputs_and_missing_module_fail_clearly(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
     silent = Step(
@@ -171,6 +176,7 @@ def test_config_validation() -> None:
         DemoContext(workdir=Path("x"), config=get_preset("small"), llm_urls=["http://localhost:8000/v1"])
 
 
+@pytest.mark.slow
 def test_invalidated_steps_start_clean_but_the_resumed_step_keeps_partial_work(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path)
     code = (
@@ -217,6 +223,7 @@ def test_error_lines_find_the_root_cause_in_a_torchrun_log(tmp_path: Path) -> No
     assert error_lines(tmp_path / "missing.log") == []
 
 
+@pytest.mark.slow
 def test_every_log_starts_with_what_ran(tmp_path: Path) -> None:
     """Subprocess steps log their command first; in-process steps name the function (docs/demo.md says so)."""
     ctx = _ctx(tmp_path)

@@ -40,6 +40,7 @@ def test_unknown_mark_is_refused(tmp_path):
         doccheck.parse_blocks(doc, repo=tmp_path)
 
 
+@pytest.mark.slow
 def test_static_check_catches_drift(tmp_path):
     """The static check fails on a missing flag, a missing subcommand and a missing file (it can fail)."""
     bad = doccheck.Block(
@@ -56,12 +57,14 @@ def test_static_check_catches_drift(tmp_path):
     assert any("nosuch.sbatch does not exist" in m for m in messages), messages
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("doc", DOCS, ids=_id)
 def test_marked_blocks_name_real_commands_flags_and_files(doc):
     errors = [e for b in doccheck.parse_blocks(doc) if b.skip for e in doccheck.static_check(b)]
     assert not errors, "\n".join(f"{e.where}: {e.message}" for e in errors)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("doc", DOCS, ids=_id)
 def test_runnable_blocks_run_as_written(doc, tmp_path):
     blocks = [b for b in doccheck.parse_blocks(doc) if b.skip is None]

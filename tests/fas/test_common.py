@@ -71,6 +71,7 @@ def test_atomic_write_json(tmp_path):
     assert [f.name for f in p.parent.iterdir()] == ["s.json"]
 
 
+@pytest.mark.slow
 def test_shard_of_is_stable_across_processes_and_balanced():
     keys = [f"mem-{i}" for i in range(4000)]
     here = [shard_of(k, 7) for k in keys[:50]]

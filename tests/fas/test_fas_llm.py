@@ -11,6 +11,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from data_tools.common.jsonl import read_jsonl
 from data_tools.fas import main as fas_main
 from data_tools.fas.pipeline import FasConfig, run_fas
@@ -40,6 +42,7 @@ def _lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted_run(wiki_memory, tmp_path):
     server = FakeLLMServer(FasResponder(), latency_s=0.005)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

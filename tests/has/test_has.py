@@ -190,6 +190,7 @@ def test_resume_after_torn_write_equals_uninterrupted(tmp_path, traj_file):
     assert resumed.read_bytes() == full.read_bytes()
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume(tmp_path, small_env, qwen3_tok):
     src = write_jsonl(tmp_path / "big.jsonl", rollout_records(small_env, qwen3_tok, 80))
     cmd = [sys.executable, "-m", "data_tools.has", "--input", str(src), "--batch", "1", "--candidates", "4"]

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from megatron_agentic.kernels.mma_check import analyse_ttgir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -15,6 +17,7 @@ KERNELS = ("fwd", "bwd_dkdv", "bwd_fused", "bwd_dq")
 HEAD_DIMS = (16, 32, 64, 128, 256)
 
 
+@pytest.mark.slow
 def test_all_gpu_configs_compile_for_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.update(TRITON_DEFAULT_FP_FUSION="1", OMP_NUM_THREADS="1")

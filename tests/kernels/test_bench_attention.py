@@ -12,6 +12,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the benchmark really runs")
 @pytest.mark.parametrize("args", [[], ["--ring"], ["--packed"]])
 def test_benchmark_exits_cleanly_without_gpu(args):

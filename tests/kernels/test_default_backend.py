@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 SNIPPET = """
@@ -21,6 +23,7 @@ print(float((out - ref).abs().max()))
 """
 
 
+@pytest.mark.slow
 def test_readme_example_runs_on_cpu_without_the_interpreter():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = str(REPO)

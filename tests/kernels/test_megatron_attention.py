@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import kernel_megatron_worker  # noqa: E402
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cp,backend", [(1, None), (2, None), (1, "triton"), (2, "triton")])
 def test_triton_attention_matches_dot_product_attention(cp, backend, tmp_path):
     """Default block backend (torch on CPU) and the Triton kernels (interpreter), without and with the CP ring."""

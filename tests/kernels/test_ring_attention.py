@@ -15,6 +15,7 @@ import kernel_ring_worker  # noqa: E402
 from megatron_agentic.kernels.ring_attention import zigzag_indices, zigzag_merge, zigzag_split  # noqa: E402
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("world_size", [2, 3, 4])
 def test_ring_matches_full_attention(world_size, tmp_path):
     """Torch and Triton-interpreter block backends, batched/GQA/non-causal/packed documents (see CASES)."""

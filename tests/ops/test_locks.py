@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from data_tools.common.lock import LOCK_NAME, OutputLock, hold_lock, holder_is_stale
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,6 +27,7 @@ def _env() -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_second_writer_process_names_holder(tmp_path):
     with OutputLock(tmp_path / LOCK_NAME):
         other = subprocess.run(
@@ -50,6 +53,7 @@ def test_lock_file_of_this_pid_without_a_live_lock_is_stale(tmp_path):
     OutputLock(tmp_path / LOCK_NAME).acquire().release()  # e.g. a pid reused after a crash
 
 
+@pytest.mark.slow
 def test_stale_lock_of_dead_process_is_taken_over(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)
@@ -76,6 +80,7 @@ def test_heartbeat_refreshes_lock(tmp_path):
         lock.release()
 
 
+@pytest.mark.slow
 def test_second_data_fas_on_same_output_dir_exits_locked(tmp_path):
     out = tmp_path / "fas"
     holder = subprocess.Popen(

@@ -163,6 +163,7 @@ def test_converted_checkpoint_loads_in_tp2_ep2_pp2_matches_transformers(tiny_hf,
     assert sorted(original) == sorted(back) and all(torch.equal(original[k], back[k]) for k in original)
 
 
+@pytest.mark.slow
 def test_roundtrip_fp32_exact(tiny_hf, tmp_path):
     """HF -> mcore -> HF with --dtype fp32 reproduces every tensor and the config; nothing temporary is left."""
     from safetensors.torch import load_file

@@ -49,6 +49,7 @@ def test_qwen3_30b_a3b_counts_match_transformers():
     assert 3.2e9 < b.active < 3.4e9
 
 
+@pytest.mark.slow
 def test_tiny_moe_shards_match_megatron_modules(tmp_path):
     """Per-rank dense/expert parameter counts equal megatron-core's modules for TP=2 (SP), EP=2 and PP=2."""
     from tests.recipes.recipes_testlib import model_sizes, run_spawned
@@ -67,6 +68,7 @@ def test_tiny_moe_shards_match_megatron_modules(tmp_path):
     assert checked == 2 * len(layouts)
 
 
+@pytest.mark.slow
 def test_activation_estimate_vs_saved_tensors(tmp_path):
     """The activation + logits estimate is within 15% of what autograd saves for tiny-moe (fp32, local attn)."""
     from tests.recipes.recipes_testlib import run_spawned, saved_activation_bytes

@@ -84,6 +84,7 @@ def _launcher_env(tmp_path, **extra):
     return env
 
 
+@pytest.mark.slow
 def test_sbatch_dry_run_validates_layout(tmp_path):
     script = ROOT / "examples" / "slurm" / "stage2_128k.sbatch"
     proc = subprocess.run(

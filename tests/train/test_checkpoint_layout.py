@@ -111,6 +111,7 @@ def test_golden_table_counts_every_parameter(preset):
     ("preset", "num_layers"),
     [("tiny-moe", None), ("qwen3-30b-a3b", 2)],
 )
+@pytest.mark.slow
 def test_cpu_model_sharded_state_dict_matches_golden(preset, num_layers):
     args = ["--meta"] + (["--set", f"model.num_layers={num_layers}"] if num_layers else [])
     assert _worker_shapes(preset, *args) == golden(preset, num_layers)
@@ -160,6 +161,7 @@ def runs():
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_trained_checkpoint_matches_golden(runs):
     stored = _stored_shapes(runs["root"] / "ref/ckpt/iter_0000004")
     expected = golden("tiny-moe", num_layers=2, vocab_size=VOCAB)
@@ -170,6 +172,7 @@ def test_trained_checkpoint_matches_golden(runs):
         assert {k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)} == expected
 
 
+@pytest.mark.slow
 def test_legacy_checkpoint_is_detected_and_loads_its_weights(runs, tmp_path):
     ckpt = runs["root"] / "legacy/ckpt/iter_0000002"
     stored = _stored_shapes(ckpt)
@@ -204,6 +207,7 @@ def test_legacy_checkpoint_is_detected_and_loads_its_weights(runs, tmp_path):
     assert checked == len(model) == 2 * (7 + 2 * 4) + 3
 
 
+@pytest.mark.slow
 def test_legacy_checkpoint_resumes_exactly_and_is_saved_in_te_layout(runs):
     root = runs["root"]
     lines = [x for x in runs["resumed_stderr"].splitlines() if "legacy checkpoint layout" in x]
@@ -247,6 +251,7 @@ def _tiny_hf_checkpoint(path: Path) -> None:
     Qwen3MoeForCausalLM(config).save_pretrained(path)
 
 
+@pytest.mark.slow
 def test_converted_checkpoint_matches_golden(tmp_path):
     _tiny_hf_checkpoint(tmp_path / "hf")
     out = tmp_path / "mcore"

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # trains under torchrun (module fixture)
+
 REPO = Path(__file__).resolve().parents[2]
 VOCAB, EOD, SEQ = 512, 511, 32
 

@@ -97,6 +97,7 @@ def test_alltoall_dispatcher_and_ddp_overlap_match_allgather(workdir):
     np.testing.assert_allclose(resumed, full[3:], rtol=1e-6, atol=0)
 
 
+@pytest.mark.slow
 def test_bf16_trains_on_cpu_and_resumes_exactly(workdir):
     ckpt = workdir / "ckpt"
     bf16 = ("train.precision=bf16", "train.iters=6", f"checkpoint.dir={ckpt}", "checkpoint.interval=3")

@@ -71,6 +71,7 @@ def _pids(loader: training_data.MicroBatchLoader) -> list[int]:
     return [w.pid for w in loader._stream._workers]
 
 
+@pytest.mark.slow
 def test_workers_match_in_process_including_resume_and_seek(dataset):
     n_iters = len(dataset) // GBS + 2  # runs past the end of the dataset: indices wrap around
     assert n_iters < 20
@@ -102,6 +103,7 @@ def test_workers_match_in_process_including_resume_and_seek(dataset):
         resumed.close()
 
 
+@pytest.mark.slow
 def test_build_loader_passes_worker_settings(cfg, dataset):
     loader = training_data.build_loader(dataset, cfg, DP_RANK, DP_SIZE, start_iteration=2)
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from megatron_agentic.loaders import batches, dali
 from tests.support.lazy import lazy_import
 
@@ -16,6 +18,7 @@ def test_loaders_share_one_definition():
     assert data.rank_sample_indices is batches.rank_sample_indices is dali.rank_sample_indices
 
 
+@pytest.mark.slow
 def test_dali_module_does_not_import_the_torch_loader():
     code = "import sys, megatron_agentic.loaders.dali; print('megatron_agentic.training.data' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

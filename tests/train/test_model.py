@@ -104,6 +104,7 @@ BUILD_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_parameter_names_are_standard_megatron_core():
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("RANK", None)

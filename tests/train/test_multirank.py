@@ -26,6 +26,8 @@ import pytest
 
 from tests.train.launch import train_argv
 
+pytestmark = pytest.mark.slow  # trains under torchrun (module fixture)
+
 REPO = Path(__file__).resolve().parents[2]
 VOCAB, EOD = 512, 511
 ITERS = 8

@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.train.launch import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,6 +50,7 @@ def _train(log_dir: Path, nan_grad: str, *sets: str) -> tuple[subprocess.Complet
     return proc, [r for r in records if "loss" in r]
 
 
+@pytest.mark.slow
 def test_nan_grad_on_one_rank_is_skipped_and_the_run_continues(tmp_path):
     ckpt = tmp_path / "ckpt"
     proc, steps = _train(tmp_path / "nan", "1@3", f"checkpoint.dir={ckpt}", "checkpoint.interval=3")
@@ -70,6 +73,7 @@ def test_nan_grad_on_one_rank_is_skipped_and_the_run_continues(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_too_many_nan_steps_in_a_row_stop_the_run(tmp_path):
     proc, steps = _train(tmp_path / "nan", "1@2,3,4", "train.max_skipped_in_a_row=2")
     assert proc.returncode != 0
