@@ -207,9 +207,10 @@ def template_a2(question: dict[str, Any], knowledge: list[dict[str, Any]]) -> di
 
 
 def render_a1(a1: dict[str, Any]) -> str:
-    """A1 as the assistant's thinking text."""
+    """A1 as the assistant's visible draft (``labels``: optional ``(sub-questions header, draft label)``)."""
     subs = "\n".join(f"{i}. {s}" for i, s in enumerate(a1["sub_questions"], 1))
-    return f"Sub-questions:\n{subs}\n{a1['reasoning'].strip()}\nDraft answer: {a1['draft_answer'].strip()}"
+    head, draft = a1.get("labels") or ("Sub-questions:", "Draft answer:")
+    return f"{head}\n{subs}\n{a1['reasoning'].strip()}\n{draft} {a1['draft_answer'].strip()}"
 
 
 def render_a2(a2: dict[str, Any]) -> str:
