@@ -15,7 +15,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from data_tools.answers import normalize_answer
 from data_tools.fas.knowledge import find_dates
 
 MAX_PHRASE_WORDS = 7
@@ -78,7 +77,11 @@ def predicate(text: str, subject: str) -> str | None:
     rest = clause(text, subject)
     if rest is None:
         return None
-    words = _words(rest)[:MAX_PHRASE_WORDS]
+    words: list[str] = []
+    for w in _words(rest):  # at most MAX_PHRASE_WORDS \w+ runs ("life-sustaining" counts two)
+        if len(_tokens(" ".join([*words, w]))) > MAX_PHRASE_WORDS:
+            break
+        words.append(w)
     while words and words[-1].casefold().strip(".,") in _TRAIL:
         words.pop()
     if len(words) < 3:
@@ -99,18 +102,22 @@ def describe(description: str | None) -> str | None:
     return d
 
 
+def _tokens(text: str) -> list[str]:
+    return re.findall(r"\w+", text.casefold())
+
+
 def copied_span(question: str, statements: list[str], n: int = COPY_WORDS) -> str | None:
-    """The first run of ``n`` consecutive (normalised) words the question shares with one of the statements."""
-    q = normalize_answer(question).split()
-    grams = {" ".join(q[i : i + n]) for i in range(len(q) - n + 1)}
+    """The first run of ``n`` consecutive words (``\\w+`` runs, case-folded: "life-sustaining" is two) the question
+    shares with one of the statements."""
+    q = _tokens(question)
+    grams = {tuple(q[i : i + n]) for i in range(len(q) - n + 1)}
     if not grams:
         return None
     for st in statements:
-        w = normalize_answer(st).split()
+        w = _tokens(st)
         for i in range(len(w) - n + 1):
-            g = " ".join(w[i : i + n])
-            if g in grams:
-                return g
+            if tuple(w[i : i + n]) in grams:
+                return " ".join(w[i : i + n])
     return None
 
 

@@ -42,7 +42,7 @@ def _numbers(text: str) -> set[str]:
 
 def name_in_text(name: str, doc_norm: str, doc_words: set[str]) -> bool:
     """Whether an entity name occurs in a (normalised) document: verbatim, or all of its content words."""
-    n = _norm(name)
+    n = _norm(re.sub(r"\s*\([^)]*\)", "", name))  # "Queen (band)": the disambiguation is not in the text
     if not n:
         return False
     if n in doc_norm:

@@ -114,6 +114,20 @@ def comparison_truth(question: dict[str, Any], knowledge: list[dict[str, Any]]) 
     return first, f"{values[0]:g} vs {values[1]:g}"
 
 
+def knowledge_problem(question: dict[str, Any], knowledge: list[dict[str, Any]]) -> Verdict | None:
+    """The mapped knowledge cannot answer the question: a short answer (name, year) that none of its statements
+    states or is about, or a compared entity it says nothing about."""
+    support = " " + " ".join(normalize_answer(k["text"] + " " + (k.get("subject") or "")) for k in knowledge) + " "
+    style = question["style"]
+    if style in ("factual_retrieval", "multi_hop", "web_navigation"):
+        if f" {normalize_answer(question['answer'])} " not in support:
+            return _reject("content_inconsistency", "the mapped knowledge does not state the answer")
+    for e in question.get("entities") or ():
+        if f" {normalize_answer(e)} " not in support:
+            return _reject("content_inconsistency", f"the mapped knowledge says nothing about {e!r}")
+    return None
+
+
 def structural_planning(plan: dict[str, Any]) -> Verdict | None:
     """Rules that hold for any backend: a valid tool call, a non-empty analysis; ``None`` if they pass."""
     act = plan.get("action") or {}
@@ -189,7 +203,7 @@ def rule_judge_planning(question: dict[str, Any], knowledge: list[dict[str, Any]
     """Full rule-based judgement of a planning action (template backend): the question is answerable as
     asked, the analysis refers to it and announces the action taken, a direct answer or computation gives the
     right result, queries are grounded and visits go to a source page."""
-    v = structural_planning(plan) or question_problem(question, knowledge)
+    v = structural_planning(plan) or question_problem(question, knowledge) or knowledge_problem(question, knowledge)
     if v is not None:
         return v
     act = plan["action"]
@@ -248,7 +262,7 @@ def rule_judge_reasoning(
     question: dict[str, Any], knowledge: list[dict[str, Any]], a1: dict[str, Any], a2: dict[str, Any]
 ) -> Verdict:
     """Full rule-based judgement of a reasoning sample (template backend)."""
-    v = structural_reasoning(a1, a2) or question_problem(question, knowledge)
+    v = structural_reasoning(a1, a2) or question_problem(question, knowledge) or knowledge_problem(question, knowledge)
     if v is not None:
         return v
     facts = question.get("required_facts") or ()

@@ -274,7 +274,8 @@ async def llm_statements_for_docs(
             log.warning("%s: extraction failed (%s)", where, res.error)
             return []
         raw = statements_from_llm(doc, res.parsed, cfg, where)
-        kept = ground_statements(raw, str(doc[cfg.text_key]), rejected)
+        # the document is its title and its text (an article's entity is often named only in the title)
+        kept = ground_statements(raw, f"{doc.get(cfg.title_key) or ''}\n{doc[cfg.text_key]}", rejected)
         if raw and not kept:
             failures["no_grounded_statement"] += 1
             log.warning("%s: none of the %d extracted statements is supported by the document", where, len(raw))

@@ -88,6 +88,10 @@ class FasConfig:
     full_tools_share: float = 0.2
     """Share of samples whose system turn declares the full tool set (others: the used tool plus 0-2 others;
     see :mod:`data_tools.fas.system_prompts`)."""
+    judge_set: str | None = None
+    """Labelled judge set (:mod:`data_tools.fas.judge_eval`) to measure the judge on; ``None``: skip."""
+    summary_tokenizer: str | None = "qwen3"
+    """Tokenizer for the summary's repeated-block figure (``None``: skip that figure)."""
     max_failure_rate: float = 0.1
     """The run fails (``data fas`` exits 1) when failed requests + invalid questions + judge rejections exceed
     this share of the attempted samples (:mod:`data_tools.common.failure_rate`)."""
@@ -429,6 +433,7 @@ class FasRunner:
                 fill()
                 if pending and not pending[0][1].done():
                     await asyncio.wait([t for _, t in pending if not t.done()], return_when=asyncio.FIRST_COMPLETED)
+            judge_figures = await self._judge_figures()
         finally:
             bar.close()
             for w in [*writers.values(), progress]:
@@ -445,6 +450,37 @@ class FasRunner:
             seconds=time.time() - t0,
             settings=settings,
             valid_records=valid["records"],
+            extra={"judge_accuracy": judge_figures, "repetition": self._repetition(out_dir)},
+        )
+
+    async def _judge_figures(self) -> dict[str, Any] | None:
+        """The template judge's (and with a server the LLM judge's) precision/recall on the labelled set."""
+        from data_tools.fas import judge_eval
+
+        path = self.cfg.judge_set
+        if not path or not Path(path).is_file():
+            return None
+        samples = read_jsonl(path)
+        out = {
+            "set": str(path),
+            "template": judge_eval.metrics(samples, [judge_eval.template_verdict(s) for s in samples]),
+        }
+        if self.client is not None:
+            verdicts = await judge_eval.llm_verdicts(samples, self.client, self.model or "")
+            out["llm"] = judge_eval.metrics(samples, verdicts)
+        return out
+
+    def _repetition(self, out_dir: Path) -> dict[str, Any]:
+        """Repetition figures of all accepted samples (:func:`data_tools.fas.quality.repetition_figures`)."""
+        from data_tools.fas.quality import repetition_figures
+
+        encode = None
+        if self.cfg.summary_tokenizer:
+            from data_tools.tokenizers import load_tokenizer
+
+            encode = load_tokenizer(self.cfg.summary_tokenizer).encode
+        return repetition_figures(
+            read_jsonl(out_dir / "planning.jsonl"), read_jsonl(out_dir / "reasoning.jsonl"), encode
         )
 
     def _commit(self, item, result: ItemResult, writers, progress: ResumableJsonlWriter, dedup) -> None:

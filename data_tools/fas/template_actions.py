@@ -138,19 +138,16 @@ def template_plan(question: dict[str, Any], entity: str = "") -> dict[str, Any]:
                 f"It is {typ}. Also, {listed}.",
             )
         )
-        parts.append(
-            _pick(
-                rng,
-                "One clue alone is ambiguous.",
-                "Together the clues should single it out.",
-                "I must identify it first.",
-                "Guessing from memory is risky here.",
-                "Intersecting the clues is the way.",
-                "Memory alone will not settle this.",
-                "",
-                "",
+        if len(phrases) > 1:
+            parts.append(
+                _pick(
+                    rng,
+                    f"No single clue suffices; '{phrases[0]}' and '{phrases[1]}' together should.",
+                    f"Intersecting '{phrases[0]}' with '{phrases[1]}' narrows it down.",
+                    f"Candidates for '{phrases[0]}' are many; '{phrases[1]}' filters them.",
+                    "",
+                )
             )
-        )
     elif question.get("entities"):
         a, b = question["entities"][:2]
         kind = KIND_PHRASE.get(question.get("kind") or question.get("attribute") or "", "value")
@@ -164,14 +161,15 @@ def template_plan(question: dict[str, Any], entity: str = "") -> dict[str, Any]:
             )
         )
     elif style == "report_synthesis":
+        subj = question.get("target") or "the subject"
         parts.append(
             _pick(
                 rng,
-                f"It has {len(phrases)} parts to cover.",
-                f"{len(phrases)} aspects, each needing a source.",
-                f"There are {len(phrases)} points to support.",
-                f"I count {len(phrases)} requested topics.",
-                f"Each of the {len(phrases)} points needs evidence.",
+                f"The report on {subj} has {len(phrases)} parts.",
+                f"{len(phrases)} aspects of {subj}, each needing a source.",
+                f"There are {len(phrases)} points about {subj} to support.",
+                f"I count {len(phrases)} requested topics on {subj}.",
+                f"Each of the {len(phrases)} points on {subj} needs evidence.",
             )
         )
     tool = "google_scholar" if is_academic(question) and style != "web_navigation" else "search"
@@ -260,7 +258,8 @@ def template_a1(question: dict[str, Any], item: dict[str, Any] | None = None) ->
     known = " ".join(f["text"] for f in facts)
     qwords = set(content_words(question["question"]))
     if ask == "report":
-        draft = known or _pick(rng, "Little beyond the topic.", "Not much.", "Only the general topic.", "Unsure.")
+        subj = question.get("target") or "the subject"
+        draft = known or _pick(rng, f"Little about {subj}.", f"Only that {subj} exists.", f"{subj}: unsure.")
         why = _pick(
             rng,
             f"I remember this much: {known or 'hardly anything'}",
