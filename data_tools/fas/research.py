@@ -322,7 +322,7 @@ def numerical(item: dict[str, Any], rng: random.Random, index: AttributeIndex | 
             f"{_cap(ref)}: years from birth to death?",
             f"Take {ref}; how many years between birth and death?",
         )
-        clues = [*others, {"statement_id": born.statement_id, "entity": e, "phrase": "born"}]
+        clues = [*others, {"statement_id": born.statement_id, "entity": e, "phrase": "was born"}]
         clues.append({"statement_id": died.statement_id, "entity": e, "phrase": "died"})
         ans = fmt_number(died.value - born.value)
         ids = [c["statement_id"] for c in clues]
@@ -342,7 +342,7 @@ def numerical(item: dict[str, Any], rng: random.Random, index: AttributeIndex | 
         f"As of {REFERENCE_YEAR}, how many years have passed since the {w} of {ref}?",
         f"Count the years from the {w} of {ref} up to {REFERENCE_YEAR}.",
     )
-    clues = [*others, {"statement_id": a.statement_id, "entity": e, "phrase": w}]
+    clues = [*others, {"statement_id": a.statement_id, "entity": e, "phrase": f"has a {w} date"}]
     ans = fmt_number(REFERENCE_YEAR - a.value)
     ids = [c["statement_id"] for c in clues]
     extra = {"attribute": a.kind, "unit": "year", "description": desc}
