@@ -7,7 +7,7 @@ import json
 import pytest
 
 from data_tools.fas import judge, template_actions
-from data_tools.fas.actions import template_plan, tool_call_problem
+from data_tools.fas.actions import tool_call_problem
 from data_tools.fas.dedup import NearDuplicateFilter, shingles
 from data_tools.fas.knowledge import entity_spans, find_dates, split_sentences, tone_of
 from data_tools.fas.memory_build import MemoryConfig, aggregate, heuristic_statements, memory_id
@@ -259,7 +259,6 @@ def test_rule_judge_reasoning_and_template_plan():
     plan = template_actions.template_plan(Q, "Ada Lovelace")
     assert tool_call_problem(plan["action"]["name"], plan["action"]["arguments"]) is None
     assert judge.rule_judge_planning(Q, K, plan).accepted
-    assert template_plan(Q)["action"]["name"] == "search"  # the LLM path's fallback shape is unchanged
     assert judge.answers_agree("It was 24 years.", "24", "numerical_computation")
     assert not judge.answers_agree("25", "24", "numerical_computation")
 
