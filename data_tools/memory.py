@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from data_tools.common.cli_args import add_llm_args, llm_config_from_args
+from data_tools.common.failure_rate import add_failure_rate_arg, check_failure_rate
 from data_tools.common.jsonl import BadLine, atomic_write_json, atomic_write_text, dumps_line, iter_jsonl
 from data_tools.common.lock import lock_output_file
 from data_tools.common.settings import diff_settings
@@ -106,9 +107,11 @@ def build_memory(
         client = LLMClient(llm_cfg)
         bar = SynthesisProgress("memory", len(docs), unit="doc", enabled=progress, stats=client.stats)
 
+        ungrounded: Counter = Counter()
+
         async def run() -> tuple[list[RawStatement], Counter]:
             try:
-                return await llm_statements_for_docs(client, docs, cfg, seed, on_done=bar.advance)
+                return await llm_statements_for_docs(client, docs, cfg, seed, on_done=bar.advance, rejected=ungrounded)
             finally:
                 await client.aclose()
 
@@ -116,6 +119,7 @@ def build_memory(
         bar.close()
         client.close()
         stats["failed_documents"] = dict(failures)
+        stats["ungrounded_statements"] = dict(sorted(ungrounded.items()))
         stats["llm"] = client.stats.as_dict()
         items, dropped = aggregate(
             statements, cfg, backend="openai", descriptions=descriptions, anchored_kind="extracted"
@@ -162,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
         help="progress bar (default: when stderr is a terminal)",
     )
     add_llm_args(p, default_backend="heuristic", backends=("heuristic", "template", "openai"))
+    add_failure_rate_arg(p)
     return p
 
 
@@ -206,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         print("memory: already done (nothing to do): " + _summary_line(prior, out))
-        return 0
+        return _fail_loudly(prior, summary_path, args.max_failure_rate)
     t0 = time.time()
     docs, bad = read_corpus(args.input, cfg, builtin_wiki=args.builtin_wiki, lang=args.lang, limit=args.limit)
     items, stats = build_memory(docs, cfg, backend=backend, llm_cfg=llm_cfg, seed=args.seed, progress=args.progress)
@@ -223,6 +228,21 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out, text)
     atomic_write_json(summary_path, stats)
     print("memory: " + _summary_line(stats, out))
+    return _fail_loudly(stats, summary_path, args.max_failure_rate)
+
+
+def _fail_loudly(stats: dict[str, Any], summary_path: Path, max_rate: float) -> int:
+    """Exit status of a run: 1 (with the message on stderr) when too many documents failed, else 0."""
+    problem = check_failure_rate(
+        "data memory",
+        failed=sum(stats.get("failed_documents", {}).values()),
+        total=stats["documents"],
+        max_rate=max_rate,
+        listed_in=f"{summary_path} (failed_documents, ungrounded_statements; each document in the warnings)",
+    )
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
     return 0
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from data_tools.answers import judge_answer
 from data_tools.common.cli_args import add_llm_args, llm_config_from_args
+from data_tools.common.failure_rate import add_failure_rate_arg, check_failure_rate
 from data_tools.common.jsonl import BadLine, ResumableJsonlWriter, atomic_write_json, iter_jsonl
 from data_tools.common.lock import lock_output_file
 from data_tools.common.progress import SynthesisProgress
@@ -193,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_llm_args(p, default_backend="scripted", backends=("openai", "scripted"))
     p.set_defaults(temperature=0.85)
     add_shard_args(p)
+    add_failure_rate_arg(p)
     return p
 
 
@@ -288,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(rec, dict):
             totals["trajectories"] += 1
             totals[f"termination: {rec.get('termination')}"] += 1
+            failed = any(str(m.get("content", "")).startswith(SERVER_ERROR_PREFIX) for m in rec.get("messages") or [])
+            totals["failed"] += failed  # a trajectory with a failed model call
     summary = {
         "command": "data rollout",
         "trajectories_ok": totals["trajectories"],
@@ -297,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         "bad_question_lines": len(bad),
         "bad_question_examples": [str(b) for b in bad[:5]],
         "corpus_documents": len(env.docs),
+        "trajectories_with_failed_calls": totals["failed"],
         **dict(sorted(counts.items())),
         "mean_steps": round(steps_total / counts["written"], 2) if counts["written"] else None,
         "llm": client.stats.as_dict() if client is not None else None,
@@ -310,6 +315,16 @@ def main(argv: list[str] | None = None) -> int:
         f"already done {counts['already_done']}, correct {counts['correct']}, incorrect {counts['incorrect']}, "
         f"unjudged {counts['unjudged']}" + (f", termination: {terms}" if terms else "") + f"; summary {summary_path}"
     )
+    problem = check_failure_rate(
+        "data rollout",
+        failed=totals["failed"],
+        total=totals["trajectories"],
+        max_rate=args.max_failure_rate,
+        listed_in=f"{out} (assistant turns starting {SERVER_ERROR_PREFIX!r})",
+    )
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
     return 0
 
 

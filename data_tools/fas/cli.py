@@ -20,10 +20,13 @@ import sys
 from pathlib import Path
 
 from data_tools.common.cli_args import add_llm_args, llm_config_from_args
+from data_tools.common.failure_rate import add_failure_rate_arg, check_failure_rate
 from data_tools.common.lock import lock_output_dir
 from data_tools.common.settings import SettingsMismatch
 from data_tools.common.sharding import add_shard_args, shard_from_args
+from data_tools.fas.judge_eval import DEFAULT_SET
 from data_tools.fas.pipeline import FasConfig, run_fas
+from data_tools.fas.summary import failure_counts
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="when resuming, redo the memory items whose requests failed (their records are replaced)",
     )
+    p.add_argument(
+        "--full-tools-share",
+        type=float,
+        default=0.2,
+        help="share of samples whose system turn declares every tool (others: the used tool plus 0-2 others)",
+    )
+    p.add_argument(
+        "--judge-set",
+        default=str(DEFAULT_SET) if DEFAULT_SET.is_file() else None,
+        help="labelled judge set to report the judge's precision/recall on ('none' to skip; default: "
+        "tests/fas/fixtures/judge_labelled.jsonl of a source checkout)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
+    add_failure_rate_arg(p)
     add_shard_args(p)
     add_llm_args(p, default_backend="template")
     return p
@@ -87,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             window=args.window,
             progress=args.progress,
             retry_failed=args.retry_failed,
+            full_tools_share=args.full_tools_share,
+            judge_set=None if args.judge_set in (None, "none") else args.judge_set,
+            max_failure_rate=args.max_failure_rate,
         )
     except ValueError as exc:
         print(f"data fas: {exc}", file=sys.stderr)
@@ -117,4 +136,32 @@ def main(argv: list[str] | None = None) -> int:
         f"{c['reasoning']['accepted']} accepted / {c['reasoning']['rejected']} rejected, failures "
         f"{sum(c['failures'].values())}{llm_part}; outputs in {cfg.out_dir}"
     )
+    for name, fig in (summary.get("judge_accuracy") or {}).items():
+        if isinstance(fig, dict):
+            print(
+                f"fas: {name} judge on the labelled set: precision {fig['precision']}, recall {fig['recall']}, "
+                f"accuracy {fig['accuracy_before']} -> {fig['accuracy_after']}"
+            )
+    rep = summary.get("repetition") or {}
+    if rep:
+        print(
+            f"fas: blank questions {rep['blank_question_share']:.1%}, top 8-gram share {rep['max_top_8gram_share']:.1%} "
+            f"(worst style), knowledge equal to the clue {rep['knowledge_equals_clue_share']:.1%}"
+            + (
+                f", top 256-token block {rep['top_256_token_block_share']:.1%} of {rep['tokens']:,} tokens"
+                if "tokens" in rep
+                else ""
+            )
+        )
+    failed, total = failure_counts(summary)
+    problem = check_failure_rate(
+        "data fas",
+        failed=failed,
+        total=total,
+        max_rate=args.max_failure_rate,
+        listed_in=f"{cfg.out_dir / 'rejected.jsonl'} (each with its rejection reason)",
+    )
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
     return 0

@@ -10,13 +10,12 @@ rest; with an LLM backend the judge model does.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from data_tools.answers import judge_answer, normalize_answer, rubric
 from data_tools.fas.actions import knowledge_lines, tool_call_problem
-from data_tools.fas.knowledge import content_words, find_dates
+from data_tools.fas.knowledge import content_words
 from data_tools.llm.prompts import load_prompt
 
 REASONS = (
@@ -28,7 +27,6 @@ REASONS = (
     "ambiguous_question",
     "other",
 )
-_PRONOUN_START = re.compile(r"^(?:it|he|she|they|this|these|that|those|its|his|her|their|there)\b", re.I)
 # words of an analysis that announce each first action
 _ANNOUNCES = {
     "search": ("search",),
@@ -88,22 +86,46 @@ def unsupported_facts(question: dict[str, Any], knowledge: list[dict[str, Any]])
 
 
 def comparison_truth(question: dict[str, Any], knowledge: list[dict[str, Any]]) -> tuple[str | None, str]:
-    """The comparison's answer recomputed from the mapped knowledge alone: each compared entity's year is the
-    first date of *its own* statements; ``(None, why)`` when the knowledge does not date both differently."""
-    ents = question.get("entities") or list(dict.fromkeys(k.get("entity", "") for k in knowledge))
+    """The comparison's answer recomputed from the mapped knowledge alone: each compared entity's value is the
+    typed attribute of the question's kind (founding year, population, ...) stated by *its own* statement;
+    ``(None, why)`` when the knowledge does not give both values, or gives equal ones."""
+    from data_tools.fas.clues import attributes
+
+    ents = question.get("entities") or []
     if len(ents) != 2:
         return None, f"a comparison needs two entities, got {len(ents)}"
-    years = []
+    kind = question.get("kind")
+    values = []
     for e in ents:
-        found = [d.year for k in knowledge if k.get("entity") == e for d in find_dates(k["text"]) if d.year is not None]
+        found = [
+            a.value
+            for k in knowledge
+            for a in attributes(k, k.get("subject") or (k.get("source") or {}).get("title") or "")
+            if a.entity.casefold() == e.casefold() and (kind is None or a.kind == kind)
+        ]
         if not found:
-            return None, f"the mapped knowledge states no date for {e}"
-        years.append(found[0])
-    if years[0] == years[1]:
-        return None, f"both entities are dated {years[0]}"
-    earlier = ents[0] if years[0] < years[1] else ents[1]
-    later = ents[1] if earlier == ents[0] else ents[0]
-    return (earlier if question.get("attribute", "earlier") == "earlier" else later), f"years {years[0]} vs {years[1]}"
+            return None, f"the mapped knowledge states no {kind or 'value'} for {e}"
+        values.append(found[0])
+    if values[0] == values[1]:
+        return None, f"both entities have {values[0]:g}"
+    low = ents[0] if values[0] < values[1] else ents[1]
+    high = ents[1] if low == ents[0] else ents[0]
+    first = low if question.get("attribute", "earlier") in ("earlier", "smaller") else high
+    return first, f"{values[0]:g} vs {values[1]:g}"
+
+
+def knowledge_problem(question: dict[str, Any], knowledge: list[dict[str, Any]]) -> Verdict | None:
+    """The mapped knowledge cannot answer the question: a short answer (name, year) that none of its statements
+    states or is about, or a compared entity it says nothing about."""
+    support = " " + " ".join(normalize_answer(k["text"] + " " + (k.get("subject") or "")) for k in knowledge) + " "
+    style = question["style"]
+    if style in ("factual_retrieval", "multi_hop", "web_navigation"):
+        if f" {normalize_answer(question['answer'])} " not in support:
+            return _reject("content_inconsistency", "the mapped knowledge does not state the answer")
+    for e in question.get("entities") or ():
+        if f" {normalize_answer(e)} " not in support:
+            return _reject("content_inconsistency", f"the mapped knowledge says nothing about {e!r}")
+    return None
 
 
 def structural_planning(plan: dict[str, Any]) -> Verdict | None:
@@ -123,19 +145,17 @@ def structural_planning(plan: dict[str, Any]) -> Verdict | None:
     return None
 
 
-def question_problem(question: dict[str, Any]) -> Verdict | None:
-    """A question that cannot be answered as asked: a quoted statement whose subject is a bare pronoun (comparison
-    questions label each statement with its entity, so a pronoun there is resolved)."""
-    from data_tools.fas.actions import quoted_clues
+def question_problem(question: dict[str, Any], knowledge: list[dict[str, Any]] = ()) -> Verdict | None:
+    """A question that is not a research question (:func:`data_tools.fas.questions.question_text_problem`: a
+    blank, a copied memory statement, its answer in the question), judged ``search_necessity``: nothing to
+    plan or search for."""
+    from data_tools.fas.questions import question_text_problem
 
-    if question["style"] == "comparison":
-        return None
-    for clue in quoted_clues(question["question"]):
-        if _PRONOUN_START.match(clue.strip()):
-            word = clue.split()[0]
-            return _reject(
-                "ambiguous_question", f"the quoted statement starts with {word!r} and never names its subject"
-            )
+    problem = question_text_problem(
+        question["question"], question["answer"], question["style"], [k["text"] for k in knowledge]
+    )
+    if problem is not None and problem != "empty_question":
+        return _reject("search_necessity", f"the question is not a research question: {problem}")
     return None
 
 
@@ -183,7 +203,7 @@ def rule_judge_planning(question: dict[str, Any], knowledge: list[dict[str, Any]
     """Full rule-based judgement of a planning action (template backend): the question is answerable as
     asked, the analysis refers to it and announces the action taken, a direct answer or computation gives the
     right result, queries are grounded and visits go to a source page."""
-    v = structural_planning(plan) or question_problem(question)
+    v = structural_planning(plan) or question_problem(question, knowledge) or knowledge_problem(question, knowledge)
     if v is not None:
         return v
     act = plan["action"]
@@ -242,7 +262,7 @@ def rule_judge_reasoning(
     question: dict[str, Any], knowledge: list[dict[str, Any]], a1: dict[str, Any], a2: dict[str, Any]
 ) -> Verdict:
     """Full rule-based judgement of a reasoning sample (template backend)."""
-    v = structural_reasoning(a1, a2) or question_problem(question)
+    v = structural_reasoning(a1, a2) or question_problem(question, knowledge) or knowledge_problem(question, knowledge)
     if v is not None:
         return v
     facts = question.get("required_facts") or ()
@@ -257,6 +277,8 @@ def rule_judge_reasoning(
             return _reject("content_inconsistency", f"the comparison cannot be decided from the knowledge: {why}")
         if normalize_answer(a2["answer"]) != normalize_answer(truth):
             return _reject("content_inconsistency", f"the knowledge ({why}) makes {truth!r} the answer")
+    if question["style"] != "report_synthesis" and normalize_answer(a2["answer"]) in ("unknown", ""):
+        return _reject("content_inconsistency", "A2 could not derive an answer from the knowledge")
     if not answers_agree(a2["answer"], question["answer"], question["style"], facts):
         return _reject(
             "answer_mismatch", f"A2 answer {a2['answer'][:80]!r} != ground truth {question['answer'][:80]!r}"
@@ -265,7 +287,7 @@ def rule_judge_reasoning(
     if len(kv & _vocab(a2["reasoning"])) < min(2, len(kv)):
         return _reject("content_inconsistency", "A2 reasoning does not use the knowledge")
     if question["style"] in ("factual_retrieval", "multi_hop", "web_navigation"):
-        support = " ".join(normalize_answer(k["text"]) for k in knowledge)
+        support = " ".join(normalize_answer(k["text"] + " " + (k.get("subject") or "")) for k in knowledge)
         if f" {normalize_answer(a2['answer'])} " not in f" {support} ":
             return _reject("content_inconsistency", "the A2 answer is not stated in the mapped knowledge")
     draft = str(a1.get("draft_answer", "")).strip()

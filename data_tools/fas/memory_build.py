@@ -3,7 +3,7 @@
 A memory item is one entity with the statements the corpus makes about it::
 
     {"id": "mem-<hash>", "entity": "France", "kind": "title" | "mention" | "extracted", "description": "...",
-     "statements": [{"id", "text", "time", "times": [{"surface", "value", "year"}], "stance",
+     "statements": [{"id", "text", "subject" (the entity it is about), "time", "times": [{"surface", "value", "year"}], "stance",
                      "source": {"doc_id", "title", "url"}, "mentions": [entity, ...]}],
      "related": [{"memory_id", "entity", "via": statement_id, "statements": [...]}],
      "backend": "heuristic" | "openai", "version": "memory-v1"}
@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from data_tools.fas.grounding import ground_statements
 from data_tools.fas.knowledge import entity_spans, find_dates, split_sentences, tone_of
 from data_tools.llm.client import LLMClient
 from data_tools.llm.prompts import load_prompt
@@ -159,7 +160,8 @@ def _without(sentence: str, names: list[str]) -> str:
 
 
 def heuristic_statements(doc: dict[str, Any], cfg: MemoryConfig, where: str) -> list[RawStatement]:
-    """Sentences of a document as statements anchored to its title, with entity candidates, dates and tone."""
+    """Sentences of a document as statements anchored to its title, with entity candidates, dates and tone; a
+    dated ``description`` field ("German composer (1685–1750)") becomes a statement ``"Title: description."``."""
     src = doc_source(doc, cfg, where)
     title = src["title"].strip() or None
     out = []
@@ -167,6 +169,20 @@ def heuristic_statements(doc: dict[str, Any], cfg: MemoryConfig, where: str) -> 
     sentences = split_sentences(text)[: cfg.max_sentences_per_doc]
     spans = {i: entity_spans(s) for i, s in enumerate(sentences)}
     multi = [m for ms in spans.values() for m in ms if " " in m or "-" in m]
+    desc = " ".join(str(doc.get("description") or "").split())
+    if title and desc and re.search(r"\d", desc):  # "German composer (1685–1750)": dated, so a statement
+        text_d = f"{title}: {desc}."
+        out.append(
+            RawStatement(
+                id="st-" + _short_hash(src["doc_id"], "description"),
+                text=text_d,
+                source=src,
+                times=_times(text_d, doc.get(cfg.time_key)),
+                stance="neutral",
+                primary=title,
+                mentions=[],
+            )
+        )
     for i, sent in enumerate(sentences):
         if not cfg.min_sentence_chars <= len(sent) <= cfg.max_sentence_chars:
             continue
@@ -232,10 +248,19 @@ def statements_from_llm(
 
 
 async def llm_statements_for_docs(
-    client: LLMClient, docs: list[tuple[str, dict[str, Any]]], cfg: MemoryConfig, seed: int, on_done=None
+    client: LLMClient,
+    docs: list[tuple[str, dict[str, Any]]],
+    cfg: MemoryConfig,
+    seed: int,
+    on_done=None,
+    rejected: Counter | None = None,
 ) -> tuple[list[RawStatement], Counter]:
-    """Extract statements from ``(where, doc)`` pairs with the LLM; returns statements and failures by reason."""
+    """Extract statements from ``(where, doc)`` pairs with the LLM; returns the grounded statements and the failed
+    documents by reason: ``llm_<error>`` (the request failed) or ``no_grounded_statement`` (the reply had
+    statements but its source document supports none of them). Statement rejections by reason
+    (:mod:`data_tools.fas.grounding`) are added to ``rejected`` when given."""
     failures: Counter = Counter()
+    rejected = Counter() if rejected is None else rejected
 
     async def one(where: str, doc: dict[str, Any]) -> list[RawStatement]:
         req = llm_request(doc, cfg)
@@ -245,10 +270,16 @@ async def llm_statements_for_docs(
         if on_done is not None:
             on_done()
         if not res.ok:
-            failures[res.error] += 1
+            failures[f"llm_{res.error}"] += 1
             log.warning("%s: extraction failed (%s)", where, res.error)
             return []
-        return statements_from_llm(doc, res.parsed, cfg, where)
+        raw = statements_from_llm(doc, res.parsed, cfg, where)
+        # the document is its title and its text (an article's entity is often named only in the title)
+        kept = ground_statements(raw, f"{doc.get(cfg.title_key) or ''}\n{doc[cfg.text_key]}", rejected)
+        if raw and not kept:
+            failures["no_grounded_statement"] += 1
+            log.warning("%s: none of the %d extracted statements is supported by the document", where, len(raw))
+        return kept
 
     out: list[RawStatement] = []
     window = max(1, client.cfg.concurrency * 2)
@@ -263,6 +294,7 @@ def _public(st: RawStatement) -> dict[str, Any]:
     return {
         "id": st.id,
         "text": st.text,
+        "subject": st.primary,
         "time": st.times[0]["value"] if st.times else None,
         "times": st.times,
         "stance": st.stance,

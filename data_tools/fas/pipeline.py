@@ -46,6 +46,7 @@ from data_tools.fas.questions import (
     validate_llm_questions,
 )
 from data_tools.fas.summary import finished_summary, write_summary
+from data_tools.fas.system_prompts import choose_system
 from data_tools.llm.client import LLMClient, LLMConfig
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,16 @@ class FasConfig:
     """Sampling temperature of judge requests."""
     retry_failed: bool = False
     """On resume, redo the memory items that have failed requests (their records are removed first)."""
+    full_tools_share: float = 0.2
+    """Share of samples whose system turn declares the full tool set (others: the used tool plus 0-2 others;
+    see :mod:`data_tools.fas.system_prompts`)."""
+    judge_set: str | None = None
+    """Labelled judge set (:mod:`data_tools.fas.judge_eval`) to measure the judge on; ``None``: skip."""
+    summary_tokenizer: str | None = "qwen3"
+    """Tokenizer for the summary's repeated-block figure (``None``: skip that figure)."""
+    max_failure_rate: float = 0.1
+    """The run fails (``data fas`` exits 1) when failed requests + invalid questions + judge rejections exceed
+    this share of the attempted samples (:mod:`data_tools.common.failure_rate`)."""
 
     def __post_init__(self) -> None:
         if self.backend not in ("template", "openai"):
@@ -96,6 +107,8 @@ class FasConfig:
             raise ValueError(f"shard {self.shard_index} out of range for {self.num_shards} shards")
         if self.window is not None and self.window < 1:
             raise ValueError("window must be >= 1")
+        if not 0.0 <= self.full_tools_share <= 1.0:
+            raise ValueError(f"full_tools_share must be in [0, 1], got {self.full_tools_share}")
 
     @property
     def out_dir(self) -> Path:
@@ -133,6 +146,7 @@ def normalize_item(rec: dict[str, Any]) -> dict[str, Any]:
             {
                 "id": st["id"],
                 "text": st["text"],
+                "subject": st.get("subject"),
                 "time": st.get("time") or (times[0]["value"] if times else None),
                 "times": times,
                 "stance": st.get("stance", "neutral"),
@@ -188,6 +202,17 @@ class FasRunner:
             tags = {"generator": R.TEMPLATE_GENERATOR}
         self.template_tags = tags
 
+    def attribute_index(self):
+        """Typed attributes of the whole memory file (comparison/arithmetic partners), built on first use."""
+        if getattr(self, "_index", None) is None:
+            from data_tools.fas.research import AttributeIndex
+
+            self._index = AttributeIndex()
+            for _, rec in iter_jsonl(self.cfg.memory_path):
+                if isinstance(rec, dict) and isinstance(rec.get("entity"), str):
+                    self._index.add_item(rec)
+        return self._index
+
     def settings(self) -> dict[str, Any]:
         """What determines this shard's outputs (stored as ``settings.json``; a resume must match it)."""
         cfg = self.cfg
@@ -202,6 +227,7 @@ class FasRunner:
             "shard_index": cfg.shard_index,
             "num_shards": cfg.num_shards,
             "templates": self.template_tags,
+            "full_tools_share": cfg.full_tools_share,
         }
         if cfg.llm is not None:
             out.update(
@@ -235,7 +261,7 @@ class FasRunner:
         styles = choose_styles(item["id"], cfg.questions_per_memory, cfg.seed)
         prov = R.provenance(item, cfg.backend, self.model, cfg.seed, self.template_tags)
         if cfg.backend == "template":
-            qs, out.unavailable = template_questions(item, styles, cfg.seed)
+            qs, out.unavailable = template_questions(item, styles, cfg.seed, self.attribute_index())
         else:
             res = await self._chat(llm_questions_request(item, styles), self._seed(item["id"], "questions"))
             if not res.ok:
@@ -253,8 +279,9 @@ class FasRunner:
         tasks = []
         for slot, q in enumerate(qs):
             q = {**q, "id": question_id(item["id"], slot, q["style"])}
+            partner = {st["id"]: st for st in q.pop("partner_statements", None) or []}
             out.questions.append(q)
-            knowledge = [kidx[i] for i in q["statement_ids"]]
+            knowledge = [kidx.get(i) or partner[i] for i in q["statement_ids"]]
             qprov = {**prov, "sources": R.provenance(item, cfg.backend, self.model, cfg.seed, {}, knowledge)["sources"]}
             tasks.append(self._planning(item, q, knowledge, qprov, out))
             tasks.append(self._reasoning(item, q, knowledge, qprov, out))
@@ -284,7 +311,9 @@ class FasRunner:
                     out.rejected.append(R.rejected(stub, "planning", "failure", f"judge_{jr.error}", jr.detail))
                     return
                 verdict = judge.verdict_from_llm(jr.parsed, self.model or "")
-        out.planning[q["id"]] = R.planning_record(item, q, knowledge, plan, verdict, prov)
+        tool = (plan.get("action") or {}).get("name")
+        system = choose_system("plan-" + q["id"], tool, self.cfg.seed, self.cfg.full_tools_share)
+        out.planning[q["id"]] = R.planning_record(item, q, knowledge, plan, verdict, prov, system)
 
     async def _reasoning(self, item, q, knowledge, prov, out: ItemResult) -> None:
         if self.cfg.backend == "template":
@@ -323,7 +352,8 @@ class FasRunner:
                     out.rejected.append(R.rejected(stub, "reasoning", "failure", f"judge_{jr.error}", jr.detail))
                     return
                 verdict = judge.verdict_from_llm(jr.parsed, self.model or "")
-        out.reasoning[q["id"]] = R.reasoning_record(item, q, knowledge, a1, a2, verdict, prov)
+        system = choose_system("reas-" + q["id"], "search", self.cfg.seed, self.cfg.full_tools_share)
+        out.reasoning[q["id"]] = R.reasoning_record(item, q, knowledge, a1, a2, verdict, prov, system)
 
     # -- the run ----------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -403,6 +433,7 @@ class FasRunner:
                 fill()
                 if pending and not pending[0][1].done():
                     await asyncio.wait([t for _, t in pending if not t.done()], return_when=asyncio.FIRST_COMPLETED)
+            judge_figures = await self._judge_figures()
         finally:
             bar.close()
             for w in [*writers.values(), progress]:
@@ -419,6 +450,37 @@ class FasRunner:
             seconds=time.time() - t0,
             settings=settings,
             valid_records=valid["records"],
+            extra={"judge_accuracy": judge_figures, "repetition": self._repetition(out_dir)},
+        )
+
+    async def _judge_figures(self) -> dict[str, Any] | None:
+        """The template judge's (and with a server the LLM judge's) precision/recall on the labelled set."""
+        from data_tools.fas import judge_eval
+
+        path = self.cfg.judge_set
+        if not path or not Path(path).is_file():
+            return None
+        samples = read_jsonl(path)
+        out = {
+            "set": str(path),
+            "template": judge_eval.metrics(samples, [judge_eval.template_verdict(s) for s in samples]),
+        }
+        if self.client is not None:
+            verdicts = await judge_eval.llm_verdicts(samples, self.client, self.model or "")
+            out["llm"] = judge_eval.metrics(samples, verdicts)
+        return out
+
+    def _repetition(self, out_dir: Path) -> dict[str, Any]:
+        """Repetition figures of all accepted samples (:func:`data_tools.fas.quality.repetition_figures`)."""
+        from data_tools.fas.quality import repetition_figures
+
+        encode = None
+        if self.cfg.summary_tokenizer:
+            from data_tools.tokenizers import load_tokenizer
+
+            encode = load_tokenizer(self.cfg.summary_tokenizer).encode
+        return repetition_figures(
+            read_jsonl(out_dir / "planning.jsonl"), read_jsonl(out_dir / "reasoning.jsonl"), encode
         )
 
     def _commit(self, item, result: ItemResult, writers, progress: ResumableJsonlWriter, dedup) -> None:

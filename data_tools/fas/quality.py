@@ -58,6 +58,83 @@ def reasoning_figures(reasoning: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+_MARKUP = re.compile(r"<\|im_start\|>\w+\n|<\|im_end\|>|</?(?:think|tool_call|tool_response|answer|code)>")
+_WORD = re.compile(r"\w+")
+_CALL_KEYS = re.compile(r'"(?:name|arguments|query|url|goal|code|files)":')
+
+
+def body_text(text: str) -> str:
+    """A sample's text without its system turn, chat markup and the tool-call JSON keys (what the 8-gram figure
+    is taken on)."""
+    if text.startswith("<|im_start|>system"):
+        end = text.find("<|im_end|>")
+        text = text[end + len("<|im_end|>") :] if end >= 0 else ""
+    return _CALL_KEYS.sub(" ", _MARKUP.sub(" ", text))
+
+
+def top_ngram_share(texts: list[str], n: int = 8) -> tuple[float, str]:
+    """Share of samples containing the most common word ``n``-gram (each sample counted once) and that n-gram,
+    taken on :func:`body_text`."""
+    counts: Counter = Counter()
+    for t in texts:
+        w = _WORD.findall(body_text(t).casefold())
+        counts.update({" ".join(w[i : i + n]) for i in range(len(w) - n + 1)})
+    if not counts or not texts:
+        return 0.0, ""
+    gram, c = counts.most_common(1)[0]
+    return round(c / len(texts), 4), gram
+
+
+def top_block_share(texts: list[str], encode, block: int = 256) -> tuple[float, int]:
+    """Share of all tokens taken by the most common ``block``-token block (each sample cut into aligned blocks
+    from its start; the opening block holds the system turn) and the total token count."""
+    counts: Counter = Counter()
+    total = 0
+    for t in texts:
+        ids = encode(t)
+        total += len(ids)
+        for i in range(0, len(ids) - block + 1, block):
+            counts[hash(tuple(ids[i : i + block]))] += 1
+    if not counts or not total:
+        return 0.0, total
+    return round(counts.most_common(1)[0][1] * block / total, 4), total
+
+
+def knowledge_clue_share(reasoning: list[dict[str, Any]]) -> float:
+    """Share of reasoning samples whose mapped knowledge is the question's own clue: a knowledge statement
+    shares 8+ consecutive words with the question."""
+    from data_tools.fas.clues import copied_span
+
+    if not reasoning:
+        return 0.0
+    hits = sum(copied_span(r["question"], [k["text"] for k in r.get("knowledge") or []]) is not None for r in reasoning)
+    return round(hits / len(reasoning), 4)
+
+
+def repetition_figures(planning: list[dict[str, Any]], reasoning: list[dict[str, Any]], encode=None) -> dict:
+    """Repetition figures for ``summary.json``: blank questions, the top 8-gram share per type and style,
+    knowledge equal to the clue, and (with a tokenizer's ``encode``) the most common 256-token block's share."""
+    out: dict[str, Any] = {}
+    qs = {r["question_id"]: r["question"] for r in [*planning, *reasoning]}
+    out["blank_question_share"] = round(sum("___" in q for q in qs.values()) / len(qs), 4) if qs else 0.0
+    per: dict[str, Any] = {}
+    for kind, recs in (("planning", planning), ("reasoning", reasoning)):
+        styles = sorted({r["style"] for r in recs})
+        for style in styles:
+            texts = [r["text"] for r in recs if r["style"] == style and r.get("text")]
+            share, gram = top_ngram_share(texts)
+            per[f"{kind}/{style}"] = {"samples": len(texts), "top_8gram_share": share, "top_8gram": gram}
+    out["top_8gram_by_style"] = per
+    out["max_top_8gram_share"] = max((v["top_8gram_share"] for v in per.values()), default=0.0)
+    out["knowledge_equals_clue_share"] = knowledge_clue_share(reasoning)
+    if encode is not None:
+        texts = [r["text"] for r in [*planning, *reasoning] if r.get("text")]
+        share, total = top_block_share(texts, encode)
+        out["top_256_token_block_share"] = share
+        out["tokens"] = total
+    return out
+
+
 def fas_quality(out_dir: str | Path) -> dict[str, Any]:
     """All figures for one FAS output directory."""
     d = Path(out_dir)

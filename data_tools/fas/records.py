@@ -17,12 +17,22 @@ FAS_VERSION = "fas-v1"
 TEMPLATE_GENERATOR = "template-v1"
 
 
+def knowledge_entry(k: dict[str, Any]) -> str:
+    """One knowledge item of a reasoning sample, in the format of the offline search tool's results
+    (:mod:`data_tools.env.search`): ``[Title](url)`` on one line, the statement below it."""
+    src = k.get("source") or {}
+    title = src.get("title") or k.get("subject") or k.get("entity") or "source"
+    url = src.get("url") or ""
+    return (f"[{title}]({url})" if url else f"[{title}]") + "\n" + k["text"]
+
+
 def public_knowledge(knowledge: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The knowledge fields kept in records: id, entity, text, time, source."""
     return [
         {
             "id": k["id"],
             "entity": k.get("entity", ""),
+            "subject": k.get("subject") or (k.get("source") or {}).get("title") or k.get("entity", ""),
             "text": k["text"],
             "time": k.get("time"),
             "source": k.get("source", {}),
@@ -31,7 +41,7 @@ def public_knowledge(knowledge: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-QUESTION_EXTRAS = ("required_facts", "entities", "attribute")
+QUESTION_EXTRAS = ("required_facts", "entities", "attribute", "kind", "unit", "ask", "clues", "description", "site")
 """Style-specific question fields copied into every record: a report's rubric, a comparison's two entities and
 the compared attribute."""
 
@@ -53,7 +63,22 @@ def _base(kind: str, rid: str, item: dict[str, Any], q: dict[str, Any], knowledg
     }
 
 
-def planning_record(item, q, knowledge, plan: dict[str, Any], verdict: Verdict, provenance) -> dict[str, Any]:
+def _render(rec: dict[str, Any], system: tuple[str, list[dict[str, Any]]] | None) -> str:
+    """The training text; ``system``: ``(prompt, tool declarations)`` of this sample (stored in the record as
+    ``system`` and ``tool_names``), ``None`` for the default agent system turn."""
+    payload = dict(rec)
+    if rec["type"] == "reasoning":  # knowledge reads like search results (one format for tool output)
+        payload["knowledge"] = [knowledge_entry(k) for k in rec["knowledge"]]
+    if system is not None:
+        rec["system"], decls = system
+        rec["tool_names"] = [t["function"]["name"] for t in decls]
+        payload.update(system=rec["system"], tools=decls)
+    return serialize.serialize_record(payload)
+
+
+def planning_record(
+    item, q, knowledge, plan: dict[str, Any], verdict: Verdict, provenance, system=None
+) -> dict[str, Any]:
     """A planning sample (question -> analysis + first tool call or direct answer)."""
     rec = _base("planning", "plan-" + q["id"][2:], item, q, knowledge, provenance)
     act = plan["action"]
@@ -64,14 +89,16 @@ def planning_record(item, q, knowledge, plan: dict[str, Any], verdict: Verdict, 
     rec["answer"] = act.get("answer") if act["type"] == "answer" else None
     rec["verdict"] = verdict.as_dict()
     try:
-        rec["text"] = serialize.serialize_record(rec)
+        rec["text"] = _render(rec, system)
     except ValueError as exc:  # an invalid tool call cannot be rendered; it is rejected anyway
         rec["text"] = None
         rec["render_error"] = str(exc)
     return rec
 
 
-def reasoning_record(item, q, knowledge, a1: dict[str, Any], a2: dict[str, Any], verdict: Verdict, provenance):
+def reasoning_record(
+    item, q, knowledge, a1: dict[str, Any], a2: dict[str, Any], verdict: Verdict, provenance, system=None
+):
     """A reasoning sample (question -> draft A1 -> knowledge -> refined A2)."""
     rec = _base("reasoning", "reas-" + q["id"][2:], item, q, knowledge, provenance)
     rec["sub_questions"] = a1["sub_questions"]
@@ -80,7 +107,7 @@ def reasoning_record(item, q, knowledge, a1: dict[str, Any], a2: dict[str, Any],
     rec["a2"] = render_a2(a2)
     rec["final_answer"] = a2["answer"]
     rec["verdict"] = verdict.as_dict()
-    rec["text"] = serialize.serialize_record(rec)
+    rec["text"] = _render(rec, system)
     return rec
 
 

@@ -25,12 +25,13 @@ def _user(body: dict[str, Any]) -> str:
 
 
 class FasResponder:
-    """Callable responder: ``FakeLLMServer(FasResponder(reject_every=4))``.
+    """Callable responder: ``FakeLLMServer(FasResponder(reject_every=16))``.
 
-    ``reject_every``: a judge rejects a sample when a hash of its prompt is divisible by this (0: never).
+    ``reject_every``: a judge rejects a sample when a hash of its prompt is divisible by this (0: never; the
+    default keeps a run under the default ``--max-failure-rate``).
     """
 
-    def __init__(self, reject_every: int = 4) -> None:
+    def __init__(self, reject_every: int = 16) -> None:
         self.reject_every = reject_every
 
     def __call__(self, body: dict[str, Any]) -> Any:

@@ -123,8 +123,10 @@ def write_summary(
     seconds: float,
     settings: dict[str, Any] | None = None,
     valid_records: int | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Append this run to ``runs.jsonl`` and write ``summary.json`` atomically; returns the summary."""
+    """Append this run to ``runs.jsonl`` and write ``summary.json`` atomically; returns the summary (``extra``:
+    more top-level sections, e.g. ``judge_accuracy`` and ``repetition``)."""
     runs_path = out_dir / "runs.jsonl"
     previous = read_jsonl(runs_path) if runs_path.exists() else []
     run = {
@@ -153,6 +155,7 @@ def write_summary(
         "llm_all_runs": _sum_runs(runs),
         "runs": len(runs),
         "this_run": {"resumed_items": resumed_items, "seconds": round(seconds, 3)},
+        **(extra or {}),
     }
     atomic_write_json(out_dir / "summary.json", summary)
     return summary
@@ -161,3 +164,16 @@ def write_summary(
 def load_summary(out_dir: str | Path) -> dict[str, Any]:
     """Read a run's ``summary.json``."""
     return json.loads((Path(out_dir) / "summary.json").read_text(encoding="utf-8"))
+
+
+def failure_counts(summary: dict[str, Any]) -> tuple[int, int]:
+    """``(failed, attempted)`` units of a run for ``--max-failure-rate``: failed requests, invalid questions and
+    judge-rejected samples, over those plus the accepted samples."""
+    c = summary["counts"]
+    failed = (
+        sum(c["failures"].values())
+        + sum(c["invalid_questions"].values())
+        + c["planning"]["rejected"]
+        + c["reasoning"]["rejected"]
+    )
+    return failed, failed + c["planning"]["accepted"] + c["reasoning"]["accepted"]

@@ -12,7 +12,8 @@ One :class:`LLMClient` talks to one or more OpenAI-compatible servers (vLLM, SGL
   and a killed job resumes exactly where it was (the current date in a prompt does not change the key);
 * token usage per request and in total (prompt / completion / reasoning tokens, from the server's ``usage``);
 * truncation detection: a reply with ``finish_reason == "length"`` is asked again once with a larger
-  ``max_tokens`` budget, then failed as ``truncated`` (never cached, never parsed as an answer);
+  ``max_tokens`` budget, then failed as ``truncated`` (never cached); a schema reply cut at the limit whose JSON
+  is nevertheless complete and valid is used as it is (counted in ``length_parsed``);
 * ``reasoning_content`` (vLLM/SGLang reasoning parsers) kept next to the reply and in the cache;
 * ``extra_body``: server-specific fields (``chat_template_kwargs``, ``top_k``, ...) sent with every request.
 
@@ -191,6 +192,7 @@ class LLMStats:
     """Reasoning tokens (``usage.completion_tokens_details.reasoning_tokens``, or counted by the reasoning
     text's whitespace words when the server gives a ``reasoning_content`` but no count)."""
     length_retries: int = 0
+    length_parsed: int = 0
     """Replies cut by the token limit that were asked again with a larger budget."""
 
     def as_dict(self) -> dict[str, Any]:
@@ -206,6 +208,7 @@ class LLMStats:
             "failures": dict(sorted(self.failures.items())),
             "retried_errors": dict(sorted(self.retried_errors.items())),
             "length_retries": self.length_retries,
+            "length_parsed": self.length_parsed,
             "truncated": self.failures.get("truncated", 0),
             "usage": self.usage(),
         }
@@ -456,7 +459,7 @@ class LLMClient:
                 attempts += n
                 self.stats.add_usage(reply.usage)
                 usage.update(reply.usage)
-                if reply.finish_reason == "length" and not budget_raised:
+                if reply.finish_reason == "length" and not budget_raised and not _complete_json(reply, schema):
                     # Cut by the token limit: once more with a larger budget (same seed, same conversation).
                     budget_raised = True
                     self.stats.length_retries += 1
@@ -479,7 +482,9 @@ class LLMClient:
                     usage=dict(usage),
                 )
             content = reply.content
-            if reply.finish_reason == "length":
+            if reply.finish_reason == "length" and _complete_json(reply, schema):
+                self.stats.length_parsed += 1  # cut at the limit but its JSON is complete and valid: use it
+            elif reply.finish_reason == "length":
                 self.stats.failures["truncated"] += 1
                 return LLMResult(
                     content=content,
@@ -640,3 +645,14 @@ def _reask_text(bad: ReplyError) -> str:
     if bad.reason == "schema_invalid":
         return f"Your reply does not match the required JSON schema ({bad.detail}). Reply again with JSON only."
     return f"Your reply is not valid JSON ({bad.detail}). Reply again with one JSON object only."
+
+
+def _complete_json(reply: _Completion, schema: dict | None) -> bool:
+    """Whether a (length-truncated) reply to a schema request still parses and validates: then it is used."""
+    if schema is None or not reply.content.strip():
+        return False
+    try:
+        parse_json_reply(reply.content, schema)
+    except ReplyError:
+        return False
+    return True
