@@ -22,7 +22,6 @@ import triton
 import triton.language as tl
 
 DEFAULT_BLOCK_T = 32
-HEAD_DIMS = (16, 32, 64, 128, 256)  # what the ring's block kernels accept (flash_attention.SUPPORTED_HEAD_DIMS)
 
 
 @triton.jit
@@ -108,7 +107,9 @@ def aot_targets() -> list:
     sig.update({n: "*fp32" for n in ("Out", "Lse", "OutB", "LseB")}, Rows="*i64")
     aligned = ("Out", "Lse", "OutB", "LseB", "Rows", "stride_ot", "stride_oh", "stride_bt", "stride_bh")
     targets = []
-    for head_dim in HEAD_DIMS:
+    from megatron_agentic.kernels.flash_attention import SUPPORTED_HEAD_DIMS
+
+    for head_dim in SUPPORTED_HEAD_DIMS:
         for has_rows in (False, True):
             constexprs = {"HAS_ROWS": has_rows, "BLOCK_T": DEFAULT_BLOCK_T, "HEAD_DIM": head_dim}
             sig.update({n: "constexpr" for n in constexprs})
