@@ -200,8 +200,8 @@ def flash_target(kernel: str, head_dim: int, dtype: str, causal: bool, group: in
         "PREC": "tf32", **extra(group),
     }  # fmt: skip
     return CompileTarget(
-        label=f"{kernel} d={head_dim} {dtype} {'causal' if causal else 'full'}", module=fn.__module__,
-        function=fn.__name__, signature=tuple(sig.items()), constexprs=tuple(constexprs.items()),
+        label=f"{kernel} d={head_dim} {dtype} {'causal' if causal else 'full'}", module=fn.fn.__module__,
+        function=fn.fn.__name__, signature=tuple(sig.items()), constexprs=tuple(constexprs.items()),
         aligned=tuple(aligned), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
 

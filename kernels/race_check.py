@@ -332,22 +332,21 @@ def entry_kernels() -> dict[str, str]:
     """Launched ``@triton.jit`` functions of every kernel module (``module:function``), helpers excluded.
 
     A helper is a JIT function that another JIT function of the same module calls; everything else is launched
-    from Python and must appear in the kernel table.
+    from Python and must appear in the kernel table. Works with the interpreter on (``InterpretedFunction``) or off.
     """
-    import triton
+    import inspect
+
+    from triton.runtime.jit import KernelInterface
 
     found: dict[str, str] = {}
     for module in kernel_modules():
-        jits = {
-            n: f
-            for n, f in vars(module).items()
-            if isinstance(f, triton.JITFunction) and f.__module__ == module.__name__
-        }
-        sources = {n: f.src for n, f in jits.items()}
-        for name in jits:
-            called = any(
-                re.search(rf"\b{re.escape(name)}\s*\(", src) for other, src in sources.items() if other != name
-            )
-            if not called:
+        sources = {}
+        for name, obj in vars(module).items():
+            fn = getattr(obj, "fn", None)
+            if isinstance(obj, KernelInterface) and inspect.isfunction(fn) and fn.__module__ == module.__name__:
+                sources[name] = inspect.getsource(fn)
+        for name in sources:
+            pattern = re.compile(rf"\b{re.escape(name)}\s*\(")
+            if not any(pattern.search(src) for other, src in sources.items() if other != name):
                 found[f"{module.__name__}:{name}"] = name
     return found

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from kernel_test_reference import doc_ids_from_cu, reference_attention  # noqa: E402
-
-from megatron_agentic.kernels import flash_attention as fa  # noqa: E402
-from megatron_agentic.kernels import torch_attention as ta  # noqa: E402
+from megatron_agentic.kernels import flash_attention as fa
+from megatron_agentic.kernels import torch_attention as ta
+from tests.kernels.kernel_test_reference import doc_ids_from_cu, reference_attention
 
 # dtype -> (forward atol, gradient atol); bf16 is not tested under the interpreter (its bf16 arithmetic is wrong).
 TOLERANCES = {torch.float32: (2e-5, 1e-4), torch.float16: (3e-3, 2e-2)}
@@ -284,3 +280,69 @@ def test_backward_accumulates_dq_in_place(deterministic):
     _assert_close("dq", running, dq + 0.5, 1e-6)
     _assert_close("dk", dk2, dk, 1e-6)
     _assert_close("dv", dv2, dv, 1e-6)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_max_seqlen_is_checked_against_cu_seqlens(backend):
+    """Documents of 10 and 70 tokens with ``max_seqlen=10``: the grid would cover 10 rows of the 70-token document
+    and leave the rest of ``torch.empty`` unwritten; refused with the document named. Omitted: computed."""
+    cu = torch.tensor([0, 10, 80], dtype=torch.int32)
+    q, k, v, _ = _inputs(1, 80, 80, 2, 1, 16, torch.float32, seed=19)
+    q, k, v = q[0].detach(), k[0].detach(), v[0].detach()
+    with pytest.raises(
+        ValueError, match=r"max_seqlen=10 is smaller than document 1 of cu_seqlens \(70 tokens, 10..80\)"
+    ):
+        fa.flash_attn_func(q, k, v, cu_seqlens=cu, max_seqlen=10, backend=backend)
+    out = fa.flash_attn_func(q, k, v, cu_seqlens=cu, backend=backend)
+    ref, _ = reference_attention(q[None], k[None], v[None], True, doc_ids=doc_ids_from_cu(cu))
+    _assert_close("out", out, ref[0], TOLERANCES[torch.float32][0])
+    with pytest.raises(ValueError, match="non-decreasing"):
+        fa.flash_attn_func(q, k, v, cu_seqlens=torch.tensor([0, 50, 40, 80], dtype=torch.int32), backend=backend)
+
+
+def test_one_head_dim_policy_for_every_backend():
+    """Head dim 80 is refused with the same message by the Triton kernels (GPU/interpreter) and the torch block
+    backend (CPU training), so a model cannot train on CPU and then fail at its first GPU forward."""
+    q = torch.randn(1, 8, 2, 80)
+    messages = []
+    for backend in ("triton", "torch"):
+        with pytest.raises(ValueError, match="head dim 80 is not supported") as err:
+            fa.flash_attn_func(q, q, q, backend=backend)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    for d in fa.SUPPORTED_HEAD_DIMS:
+        fa.check_head_dim(d)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_attention_delta_kernel(dtype):
+    """The Triton delta kernel (what CUDA runs) and the chunked torch path vs float64, ragged token count."""
+    g = torch.Generator().manual_seed(23)
+    out, dout = (torch.randn(77, 3, 32, generator=g).to(dtype) for _ in range(2))
+    want = (out.double() * dout.double()).sum(-1).transpose(0, 1)
+    for got in (fa.attention_delta_triton(out, dout), fa.attention_delta(out, dout)):
+        assert got.dtype == torch.float32 and got.shape == (3, 77)
+        _assert_close("delta", got, want, 1e-5)
+
+
+def test_attention_delta_makes_no_full_fp32_copy(monkeypatch):
+    """The torch path never materialises an fp32 tensor the size of O (the old ``out.float() * dout.float()`` made
+    three: ~1.5 GiB at 32K tokens x 32 heads x 128 in bf16)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    biggest = []
+
+    class Watch(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            result = func(*args, **(kwargs or {}))
+            for t in result if isinstance(result, (tuple, list)) else (result,):
+                if isinstance(t, torch.Tensor) and t.dtype == torch.float32:
+                    biggest.append(t.numel())
+            return result
+
+    monkeypatch.setattr(fa, "DELTA_TORCH_CHUNK", 64)
+    out, dout = (torch.randn(300, 2, 16).to(torch.bfloat16) for _ in range(2))
+    with Watch():
+        delta = fa.attention_delta(out, dout)
+    assert max(biggest) < out.numel() // 2
+    _assert_close("delta", delta, (out.double() * dout.double()).sum(-1).transpose(0, 1), 1e-5)

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch.multiprocessing as mp
 
-sys.path.insert(0, str(Path(__file__).parent))
-import kernel_megatron_worker  # noqa: E402
+from tests.kernels import kernel_megatron_worker
 
 
 @pytest.mark.parametrize("cp,backend", [(1, None), (2, None), (1, "triton"), (2, "triton")])
@@ -34,11 +30,11 @@ def test_packed_thd_sequences_match_reference():
     import types
 
     import torch
-    from kernel_test_reference import doc_ids_from_cu, reference_attention
     from megatron.core.packed_seq_params import PackedSeqParams
     from megatron.core.transformer.enums import AttnMaskType
 
     from megatron_agentic.kernels.megatron_attention import TritonAttention
+    from tests.kernels.kernel_test_reference import doc_ids_from_cu, reference_attention
 
     cfg, _ = kernel_megatron_worker._configs(1)
     pgs = types.SimpleNamespace(tp=None, cp=None)
@@ -60,11 +56,11 @@ def test_packed_thd_with_cp_padding(backend):
     import types
 
     import torch
-    from kernel_test_reference import doc_ids_from_cu, reference_attention
     from megatron.core.packed_seq_params import PackedSeqParams
     from megatron.core.transformer.enums import AttnMaskType
 
     from megatron_agentic.kernels.megatron_attention import TritonAttention
+    from tests.kernels.kernel_test_reference import doc_ids_from_cu, reference_attention
 
     cfg, _ = kernel_megatron_worker._configs(1)
     pgs = types.SimpleNamespace(tp=None, cp=None)
