@@ -493,7 +493,7 @@ def aot_targets() -> list:
     from megatron_agentic.kernels.aot import CompileTarget
 
     targets = []
-    for dtype in ("bf16", "fp32"):
+    for dtype in ("bf16",):  # fp16/fp32 lower to the same layouts
         for head_dim in SUPPORTED_HEAD_DIMS:
             sig = {n: "i32" for n in _attn_delta_kernel.arg_names}
             sig.update(Out=f"*{dtype}", DO=f"*{dtype}", DELTA="*fp32", BLOCK_T="constexpr", HEAD_DIM="constexpr")

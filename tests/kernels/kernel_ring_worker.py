@@ -37,7 +37,7 @@ CASES = {
 
 def _close(name: str, got: torch.Tensor, want: torch.Tensor, atol: float) -> None:
     err = (got.double() - want.double()).abs().max().item()
-    if err > atol:
+    if not err <= atol:  # NaN-safe: a NaN error must fail (``nan > atol`` is False)
         raise AssertionError(f"{name}: max abs error {err:.3g} > {atol:.3g}")
 
 

@@ -25,6 +25,21 @@ def test_refuses_unsupported_features():
         TritonAttention(cfg, 1, AttnMaskType.causal, "self", pg_collection=object())
 
 
+def test_refuses_unsupported_head_dim_at_build_time():
+    """kv_channels 80 trains nowhere with these kernels: refused when the module is built, on CPU as on GPU, with the
+    kernels' own message (before, the CPU torch path trained it and the first GPU forward failed)."""
+    import types
+
+    from megatron.core.transformer.enums import AttnMaskType
+
+    from megatron_agentic.kernels.megatron_attention import TritonAttention
+
+    cfg, _ = kernel_megatron_worker._configs(1)
+    cfg.kv_channels = 80
+    with pytest.raises(ValueError, match="head dim 80 is not supported by the Triton attention kernels"):
+        TritonAttention(cfg, 1, AttnMaskType.causal, "self", pg_collection=types.SimpleNamespace(tp=None, cp=None))
+
+
 def test_packed_thd_sequences_match_reference():
     """``thd`` inputs with ``PackedSeqParams``: per-document causal attention, ``[t, heads * d]`` output."""
     import types
