@@ -282,15 +282,11 @@ def _order(mine, reads, writes, ops, barriers, aliases) -> str:
     pointers = {a.pointer for a in mine}
     if len(pointers) == 1 and not any(warp_replicated(a.layout, a.shape, aliases) for a in mine):
         return "owned"
-    read_locs = {a.loc for a in reads}
-    write_locs = {a.loc for a in writes}
-    if None in read_locs or None in write_locs:
+    if any(a.loc is None for a in mine):
         return "RACE: no source location to find the accesses in the PTX"
-    ptx_reads = [op.index for op in ops if op.kind in ("read", "atomic") and op.loc in read_locs]
-    ptx_writes = [op.index for op in ops if op.kind in ("write", "atomic") and op.loc in write_locs]
-    found_r = {op.loc for op in ops if op.index in set(ptx_reads)}
-    found_w = {op.loc for op in ops if op.index in set(ptx_writes)}
-    if found_r != read_locs or found_w != write_locs:
+    ptx_reads = _matching(ops, reads, ("read", "atomic"))
+    ptx_writes = _matching(ops, writes, ("write", "atomic"))
+    if ptx_reads is None or ptx_writes is None:
         return "RACE: accesses not found in the PTX"
     last_read, first_write = max(ptx_reads), min(ptx_writes)
     if last_read > first_write:
@@ -299,6 +295,37 @@ def _order(mine, reads, writes, ops, barriers, aliases) -> str:
         return "barrier"
     layouts = sorted({a.layout for a in mine})
     return f"RACE: no barrier between the last read and the first write (layouts {', '.join(layouts)})"
+
+
+LINE_SLACK = 8
+"""A predicated vector load is emitted under ``.loc`` lines a few past its own (the ``mov`` of each ``other`` value
+gets the next line, same column); an access without an exact match is looked up within this many lines."""
+
+
+def _matching(ops: list[PtxOp], accesses: list[Access], kinds: tuple[str, ...]) -> list[int] | None:
+    """PTX instruction indices of ``accesses`` (``None`` if one of them is not found).
+
+    Exact ``.loc`` first; else same file and column up to :data:`LINE_SLACK` lines later. A wider match can only
+    add instructions, which moves the last read later or the first write earlier: stricter, never laxer.
+    """
+    found: set[int] = set()
+    for access in accesses:
+        file, line, col = access.loc
+        exact = [op.index for op in ops if op.kind in kinds and op.loc == access.loc]
+        near = [
+            op.index
+            for op in ops
+            if op.kind in kinds
+            and op.loc
+            and op.loc[0] == file
+            and op.loc[2] == col
+            and 0 <= op.loc[1] - line <= LINE_SLACK
+        ]
+        hits = exact or near
+        if not hits:
+            return None
+        found.update(hits)
+    return sorted(found)
 
 
 # ----------------------------------------------------------------------------------------------------------------
