@@ -4,6 +4,7 @@ the timed trials, the tile choice logged once. Driven under the interpreter with
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 
 import pytest
@@ -51,7 +52,7 @@ def two_candidates(monkeypatch):
         trials.append(len(trials))
         return [float(-len(trials))] * len(quantiles)
 
-    @__import__("functools").cache
+    @functools.cache
     def with_bench(kind, head_dim):
         tuned = real.__wrapped__(kind, head_dim)
         tuned._do_bench = bench
