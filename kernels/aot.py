@@ -73,6 +73,8 @@ class CompileReport:
     """Dots not lowered to wgmma (Ampere mma or FMA)."""
     ttgir_wgmma: int
     """Per-warpgroup wgmma count summed over the TTGIR dots; must equal ``wgmma`` (model cross-check)."""
+    races: str = "-"
+    """Race check (:mod:`megatron_agentic.kernels.race_check`) of the buffers read and written; ``RACE`` fails."""
 
     @property
     def ctas_per_sm(self) -> int:
@@ -95,6 +97,8 @@ class CompileReport:
             out.append("redundant-mma")
         if self.ttgir_wgmma != self.wgmma:
             out.append("ptx!=ttgir")
+        if "RACE" in self.races:
+            out.append("race")
         return out
 
     @property
@@ -131,16 +135,63 @@ def _signature(kernel: str, dtype: str) -> tuple[dict[str, str], list[str]]:
     return sig, aligned
 
 
-def compile_config(kernel: str, head_dim: int, dtype: str, causal: bool, group: int = 8) -> CompileReport:
-    """Compile one configuration for sm_90 and measure its resources."""
+@dataclass(frozen=True)
+class CompileTarget:
+    """One kernel configuration to compile for sm_90: what a kernel module lists in its ``aot_targets()``."""
+
+    label: str
+    """Row name in the race table (``ring_merge d=128 rows``)."""
+    module: str
+    """Module that defines the kernel (``megatron_agentic.kernels.ring_merge``)."""
+    function: str
+    """Name of the ``@triton.jit`` function in that module."""
+    signature: tuple[tuple[str, str], ...]
+    """``(argument, type)`` for every argument (``*fp32``, ``i32``, ``constexpr``, ...)."""
+    constexprs: tuple[tuple[str, object], ...]
+    """Values of the constexpr arguments."""
+    aligned: tuple[str, ...] = ()
+    """Arguments that get the divisibility-by-16 hint the JIT gives aligned pointers and strides at runtime."""
+    num_warps: int = 4
+    """Warps per program."""
+    num_stages: int = 3
+    """Pipeline stages."""
+
+    def jit_function(self):
+        """The ``@triton.jit`` function."""
+        import importlib
+
+        return getattr(importlib.import_module(self.module), self.function)
+
+
+def compile_target(target: CompileTarget):
+    """``triton.compile`` of one target for sm_90 (``.asm`` holds ``ttgir``, ``ptx``, ``cubin``)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, make_backend
 
-    from megatron_agentic.kernels import flash_attention as fa
-
     if triton.knobs.runtime.interpret:
         raise RuntimeError("AOT compilation needs the Triton interpreter off (unset TRITON_INTERPRET)")
+    fn = target.jit_function()
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in target.aligned}
+    src = ASTSource(fn=fn, signature=dict(target.signature), constexprs=dict(target.constexprs), attrs=attrs)
+    gpu = GPUTarget("cuda", 90, 32)
+    options = make_backend(gpu).parse_options({"num_warps": target.num_warps, "num_stages": target.num_stages})
+    return triton.compile(src, target=gpu, options=options.__dict__)
+
+
+def race_check_target(target: CompileTarget) -> tuple[str, str, bool]:
+    """Compile ``target`` and run the race check: ``(label, summary, ok)``."""
+    from megatron_agentic.kernels.race_check import check_compiled
+
+    compiled = compile_target(target)
+    report = check_compiled(compiled.asm["ttgir"], compiled.asm["ptx"])
+    return target.label, report.summary(), report.ok
+
+
+def flash_target(kernel: str, head_dim: int, dtype: str, causal: bool, group: int = 8) -> CompileTarget:
+    """The :data:`megatron_agentic.kernels.flash_attention.GPU_CONFIGS` configuration of one flash kernel."""
+    from megatron_agentic.kernels import flash_attention as fa
+
     fn, extra = fa.AOT_KERNELS[kernel]
     cfg = fa.gpu_config(kernel, head_dim)
     sig, aligned = _signature(kernel, dtype)
@@ -148,21 +199,31 @@ def compile_config(kernel: str, head_dim: int, dtype: str, causal: bool, group: 
         "GROUP": group, "CAUSAL": causal, "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n, "HEAD_DIM": head_dim,
         "PREC": "tf32", **extra(group),
     }  # fmt: skip
-    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
-    src = ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
-    target = GPUTarget("cuda", 90, 32)
-    options = make_backend(target).parse_options({"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
-    compiled = triton.compile(src, target=target, options=options.__dict__)
+    return CompileTarget(
+        label=f"{kernel} d={head_dim} {dtype} {'causal' if causal else 'full'}", module=fn.fn.__module__,
+        function=fn.fn.__name__, signature=tuple(sig.items()), constexprs=tuple(constexprs.items()),
+        aligned=tuple(aligned), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )  # fmt: skip
+
+
+def compile_config(kernel: str, head_dim: int, dtype: str, causal: bool, group: int = 8) -> CompileReport:
+    """Compile one configuration for sm_90 and measure its resources (and run the race check on it)."""
+    from megatron_agentic.kernels import flash_attention as fa
+    from megatron_agentic.kernels.race_check import check_compiled
+
+    cfg = fa.gpu_config(kernel, head_dim)
+    compiled = compile_target(flash_target(kernel, head_dim, dtype, causal, group))
     cubin = compiled.asm["cubin"]
     ptx = compiled.asm["ptx"]
     regs, local = _res_usage(cubin)
     mma = analyse_ttgir(compiled.asm["ttgir"], cfg.num_warps)
+    races = check_compiled(compiled.asm["ttgir"], ptx).summary()
     return CompileReport(
         kernel=kernel, head_dim=head_dim, dtype=dtype, causal=causal, block_m=cfg.block_m, block_n=cfg.block_n,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, registers=regs, shared_bytes=int(compiled.metadata.shared),
         local_bytes=local, wgmma=len(re.findall(r"wgmma\.mma_async", ptx)), wgmma_loop=mma.per_loop,
         wgmma_min=mma.min_per_loop, widths=mma.widths, redundancy=mma.redundancy, non_wgmma=mma.non_wgmma_dots,
-        ttgir_wgmma=mma.total_per_warpgroup,
+        ttgir_wgmma=mma.total_per_warpgroup, races=races,
     )  # fmt: skip
 
 
@@ -215,8 +276,17 @@ def markdown_table(reports: list[CompileReport]) -> str:
     return "\n".join(rows)
 
 
+def race_table(rows: list[tuple[str, str, bool]]) -> str:
+    """The race-check table: every compiled kernel configuration, its read-and-written buffers and their verdict."""
+    out = ["| race check: kernel configuration | buffers read and written | ok |", "|---|---|---|"]
+    out += [f"| {label} | {summary} | {'yes' if ok else 'NO'} |" for label, summary, ok in rows]
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Compile every configuration and print the markdown table; exit 1 if any configuration has a problem."""
+    """Compile every configuration, print the resource table and the race table; exit 1 on any problem."""
+    from megatron_agentic.kernels.race_check import module_targets
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", action="append", choices=DTYPES, help="restrict to these dtypes (repeatable)")
     parser.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), help="parallel compile processes")
@@ -228,14 +298,23 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     configs = all_configs(tuple(args.dtype or DEFAULT_DTYPES))
+    others = module_targets()  # every other kernel of the table (the ring merge, ...): race check only
     if args.jobs > 1:
         ctx = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
             reports = list(pool.map(_compile_tuple, configs))
+            races = list(pool.map(race_check_target, others))
     else:
         reports = [compile_config(*c) for c in configs]
+        races = [race_check_target(t) for t in others]
     print(markdown_table(reports))
-    return 0 if all(r.ok for r in reports) else 1
+    print()
+    flash_rows = [
+        (f"{r.kernel} d={r.head_dim} {r.dtype} {'causal' if r.causal else 'full'}", r.races, "RACE" not in r.races)
+        for r in reports
+    ]
+    print(race_table(flash_rows + races))
+    return 0 if all(r.ok for r in reports) and all(ok for _, _, ok in races) else 1
 
 
 if __name__ == "__main__":

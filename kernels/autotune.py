@@ -7,13 +7,17 @@ must have at least 16 rows per warp (otherwise two warpgroups compute the same w
 memory must fit H100's 227 KiB. The AOT-checked configuration of :data:`megatron_agentic.kernels.flash_attention.GPU_CONFIGS` is
 always a candidate (first). ``triton.autotune`` benchmarks the candidates the first time a
 (power-of-two longest segment, heads, GQA group, causal, head dim, dtype) key appears and caches the winner;
-buffers the kernels accumulate into (fp32 dQ/dK/dV) are restored after every trial.
-``MEGATRON_AGENTIC_ATTN_AUTOTUNE=0`` turns it off (fixed configurations). The interpreter never autotunes (it cannot benchmark).
+buffers the kernels accumulate into (fp32 dQ/dK/dV) are snapshot once before the first trial and restored after
+the tuning, outside the timed calls (:class:`RestoreOutsideTiming`). ``MEGATRON_AGENTIC_ATTN_AUTOTUNE=0`` turns it
+off (fixed configurations), and so does ``torch.use_deterministic_algorithms(True)`` (timing-dependent tiles would
+change the fp32 summation order between runs). The configuration each kernel runs with is logged once. The
+interpreter never autotunes (it cannot benchmark).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 import torch
@@ -21,6 +25,7 @@ import triton
 
 from megatron_agentic.kernels import flash_attention as fa
 
+logger = logging.getLogger(__name__)
 ENV = "MEGATRON_AGENTIC_ATTN_AUTOTUNE"
 H100_MAX_SHARED_BYTES = 227 * 1024
 _KEYS = {
@@ -73,8 +78,70 @@ def hopper_configs(kind: str, head_dim: int) -> list[fa.KernelConfig]:
 
 
 def enabled(device: torch.device) -> bool:
-    """Autotune on CUDA unless ``MEGATRON_AGENTIC_ATTN_AUTOTUNE=0`` (never under the interpreter)."""
-    return device.type == "cuda" and not fa._is_interpreter() and os.environ.get(ENV, "1") != "0"
+    """Autotune on CUDA unless ``MEGATRON_AGENTIC_ATTN_AUTOTUNE=0`` or deterministic algorithms are requested.
+
+    Under ``torch.use_deterministic_algorithms(True)`` the tiles must not depend on per-process timings (the tile
+    sizes set the fp32 summation order), so the fixed AOT-checked configurations are used. Never under the
+    interpreter (it cannot benchmark).
+    """
+    if device.type != "cuda" or fa._is_interpreter() or os.environ.get(ENV, "1") == "0":
+        return False
+    return not torch.are_deterministic_algorithms_enabled()
+
+
+class RestoreOutsideTiming:
+    """Autotune hooks that keep the buffers a kernel accumulates into intact without timing a copy per trial.
+
+    ``triton.autotune(restore_value=...)`` clones the buffers before and copies them back after *every* trial,
+    inside the timed call (the fused backward's fp32 dQ/dK/dV: ~1.5 GiB per trial at 32K tokens x 32 heads x 128).
+    Here the first trial of a tuning snapshots them once (in the benchmark's untimed warm-up call), later trials
+    accumulate into them freely (values do not change a kernel's speed), and the autotuner's end-of-tuning
+    ``pre_hook(reset_only=True)`` call, or a failing trial, restores the snapshot.
+    """
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = list(names)
+        self.saved: dict[str, torch.Tensor] | None = None
+        self.snapshots = 0
+        """Number of snapshots taken (one per tuning)."""
+
+    def pre_hook(self, nargs: dict, reset_only: bool = False) -> None:
+        """Snapshot before the first trial; restore when the autotuner signals the end of the tuning."""
+        if reset_only:
+            self._restore(nargs)
+        elif self.saved is None:
+            self.saved = {n: nargs[n].clone() for n in self.names if nargs.get(n) is not None}
+            self.snapshots += 1
+
+    def post_hook(self, nargs: dict, exception: BaseException | None) -> None:
+        """Nothing per trial; a failed trial restores at once (the next trial snapshots again)."""
+        if exception is not None:
+            self._restore(nargs)
+
+    def _restore(self, nargs: dict) -> None:
+        for name, value in (self.saved or {}).items():
+            nargs[name].copy_(value)
+        self.saved = None
+
+
+_LOGGED: set[tuple] = set()
+
+
+def log_choice_once(kind: str, head_dim: int, cfg: fa.KernelConfig, how: str, key: tuple = ()) -> None:
+    """Log the tile configuration a kernel runs with, once per (kernel, head dim, key, configuration)."""
+    entry = (kind, head_dim, key, cfg, how)
+    if entry in _LOGGED:
+        return
+    _LOGGED.add(entry)
+    logger.info(
+        "attention kernel %s (head dim %d%s): BLOCK_M=%d BLOCK_N=%d num_warps=%d num_stages=%d (%s)",
+        kind, head_dim, f", key {key}" if key else "", cfg.block_m, cfg.block_n, cfg.num_warps, cfg.num_stages, how,
+    )  # fmt: skip
+
+
+def config_of(best: triton.Config) -> fa.KernelConfig:
+    """The :class:`~megatron_agentic.kernels.flash_attention.KernelConfig` of an autotuner's ``triton.Config``."""
+    return fa.KernelConfig(best.kwargs["BLOCK_M"], best.kwargs["BLOCK_N"], best.num_warps, best.num_stages)
 
 
 @functools.cache
@@ -85,6 +152,10 @@ def autotuned_kernel(kind: str, head_dim: int) -> triton.runtime.Autotuner:
         for c in hopper_configs(kind, head_dim)
     ]
     # Kernels that add into their outputs (the fused backward's atomics, dQ into the ring's running buffer) get those
-    # buffers restored after every trial; zeroing them instead would wipe a running dQ passed as ``dq_accum``.
+    # buffers restored after the tuning; zeroing them instead would wipe a running dQ passed as ``dq_accum``.
     restore = {"bwd_fused": ["DQ", "DK", "DV"], "bwd_dq": ["DQ"]}.get(kind)
-    return triton.autotune(configs=configs, key=_KEYS[kind], restore_value=restore)(fa.AOT_KERNELS[kind][0])
+    hooks = {}
+    if restore:
+        keeper = RestoreOutsideTiming(restore)
+        hooks = {"pre_hook": keeper.pre_hook, "post_hook": keeper.post_hook}
+    return triton.autotune(configs=configs, key=_KEYS[kind], **hooks)(fa.AOT_KERNELS[kind][0])

@@ -184,6 +184,7 @@ def _bwd_dkdv_inner(
     stride_dot,
     stride_dqt,
     offs_n,
+    n_ok,
     seqlen_q,
     diag,
     lo,
@@ -205,13 +206,16 @@ def _bwd_dkdv_inner(
             do_base + offs_m[:, None].to(tl.int64) * stride_dot + offs_d[None, :], mask=m_ok[:, None], other=0.0
         )
         lse2 = tl.load(lse_base + offs_m, mask=m_ok, other=0.0) * 1.4426950408889634
+        lse2 = tl.where(lse2 == float("-inf"), float("inf"), lse2)  # a row that saw no key: P = 0 everywhere
         delta = tl.load(delta_base + offs_m, mask=m_ok, other=0.0)
         qk_t = tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale  # [BLOCK_N, BLOCK_M]
+        # padding keys of a partial key tile (k = v = 0) must get P = 0: with a very negative LSE their
+        # exp2(-lse2) overflows, dS becomes +-inf and dQ += dS^T K computes inf x 0 = NaN
         if MASKED:
-            keep = m_ok[None, :] & (offs_m[None, :] + diag >= offs_n[:, None])
+            keep = n_ok[:, None] & m_ok[None, :] & (offs_m[None, :] + diag >= offs_n[:, None])
             p_t = tl.math.exp2(tl.where(keep, qk_t - lse2[None, :], float("-inf")))
         else:
-            p_t = tl.math.exp2(qk_t - lse2[None, :])
+            p_t = tl.math.exp2(tl.where(n_ok[:, None], qk_t - lse2[None, :], float("-inf")))
         dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=PREC)
         dp_t = tl.dot(v, tl.trans(do), input_precision=PREC)
         ds_t = (p_t * (dp_t - delta[None, :])).to(q.dtype)
@@ -306,11 +310,11 @@ def _attn_bwd_dkdv_kernel(
         delta_base = DELTA + h.to(tl.int64) * stride_lh + q_start
         dk, dv = _bwd_dkdv_inner(
             dk, dv, k, v, q_base, do_base, lse_base, delta_base, dq_base, stride_qt, stride_dot, stride_dqt, offs_n,
-            seqlen_q, diag, lo, full, sm_scale, qk_scale, True, FUSED_DQ, BLOCK_M, HEAD_DIM, PREC,
+            n_ok, seqlen_q, diag, lo, full, sm_scale, qk_scale, True, FUSED_DQ, BLOCK_M, HEAD_DIM, PREC,
         )  # fmt: skip
         dk, dv = _bwd_dkdv_inner(
             dk, dv, k, v, q_base, do_base, lse_base, delta_base, dq_base, stride_qt, stride_dot, stride_dqt, offs_n,
-            seqlen_q, diag, full, seqlen_q, sm_scale, qk_scale, False, FUSED_DQ, BLOCK_M, HEAD_DIM, PREC,
+            n_ok, seqlen_q, diag, full, seqlen_q, sm_scale, qk_scale, False, FUSED_DQ, BLOCK_M, HEAD_DIM, PREC,
         )  # fmt: skip
     dk = dk * sm_scale
     dk_ptrs = DK + (k_start + offs_n)[:, None].to(tl.int64) * stride_dkt + hk * stride_dkh + offs_d[None, :]
@@ -425,6 +429,7 @@ def _attn_bwd_dq_kernel(
     q = tl.load(Q + rows * stride_qt + h * stride_qh + offs_d[None, :], mask=m_ok[:, None], other=0.0)
     do = tl.load(DO + rows * stride_dot + h * stride_doh + offs_d[None, :], mask=m_ok[:, None], other=0.0)
     lse2 = tl.load(LSE + h.to(tl.int64) * stride_lh + q_start + offs_m, mask=m_ok, other=0.0) * 1.4426950408889634
+    lse2 = tl.where(lse2 == float("-inf"), float("inf"), lse2)  # a row that saw no key: P = 0 everywhere
     delta = tl.load(DELTA + h.to(tl.int64) * stride_lh + q_start + offs_m, mask=m_ok, other=0.0)
     k_base = K + k_start.to(tl.int64) * stride_kt + hk * stride_kh
     v_base = V + k_start.to(tl.int64) * stride_vt + hk * stride_vh
@@ -448,6 +453,59 @@ def _attn_bwd_dq_kernel(
     dq_ptrs = DQ + rows * stride_dqt + h * stride_dqh + offs_d[None, :]
     dq = dq * sm_scale + tl.load(dq_ptrs, mask=m_ok[:, None], other=0.0)  # accumulate: the ring passes its dQ
     tl.store(dq_ptrs, dq.to(DQ.dtype.element_ty), mask=m_ok[:, None])
+
+
+@triton.jit
+def _attn_delta_kernel(
+    Out,
+    DO,
+    DELTA,
+    total,
+    stride_ot,
+    stride_oh,
+    stride_dot,
+    stride_doh,
+    stride_lh,
+    BLOCK_T: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+):
+    # delta[h, t] = sum_d O[t, h, d] * dO[t, h, d], read in the input dtype and accumulated in fp32
+    h = tl.program_id(1)
+    offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    offs_d = tl.arange(0, HEAD_DIM)
+    t_ok = offs_t < total
+    rows = offs_t[:, None].to(tl.int64)
+    o = tl.load(Out + rows * stride_ot + h * stride_oh + offs_d[None, :], mask=t_ok[:, None], other=0.0)
+    do = tl.load(DO + rows * stride_dot + h * stride_doh + offs_d[None, :], mask=t_ok[:, None], other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1)
+    tl.store(DELTA + h.to(tl.int64) * stride_lh + offs_t, delta, mask=t_ok)
+
+
+DELTA_BLOCK_T = 64
+
+
+def aot_targets() -> list:
+    """sm_90 compile targets of this module's kernels outside :data:`AOT_KERNELS` (the delta kernel).
+
+    The four attention kernels of :data:`AOT_KERNELS` are compiled with their resource table by
+    :mod:`megatron_agentic.kernels.aot`; this list is what the race check adds for the other kernels.
+    """
+    from megatron_agentic.kernels.aot import CompileTarget
+
+    targets = []
+    for dtype in ("bf16",):  # fp16/fp32 lower to the same layouts
+        for head_dim in SUPPORTED_HEAD_DIMS:
+            sig = {n: "i32" for n in _attn_delta_kernel.arg_names}
+            sig.update(Out=f"*{dtype}", DO=f"*{dtype}", DELTA="*fp32", BLOCK_T="constexpr", HEAD_DIM="constexpr")
+            targets.append(
+                CompileTarget(
+                    label=f"delta d={head_dim} {dtype}", module=__name__, function="_attn_delta_kernel",
+                    signature=tuple(sig.items()),
+                    constexprs=(("BLOCK_T", DELTA_BLOCK_T), ("HEAD_DIM", head_dim)),
+                    aligned=("Out", "DO", "DELTA", "stride_ot", "stride_oh", "stride_dot", "stride_doh"),
+                )
+            )  # fmt: skip
+    return targets
 
 
 # kernel name -> (jit function, constexprs beyond the common ones given the GQA group), for ``megatron_agentic.kernels.aot``
@@ -522,6 +580,19 @@ _FORCE_GPU_CONFIGS = False
 _FORCE_AUTOTUNE = False  # tests: drive the autotuned launch path under the interpreter
 
 
+def check_head_dim(head_dim: int) -> None:
+    """The one head-dim policy of these kernels, on every device and block backend (GPU, interpreter, torch).
+
+    Raises ``ValueError`` for a head dim the GPU kernels cannot run, so that a model that would fail at its first
+    GPU forward fails the same way on CPU, when its attention module is built.
+    """
+    if int(head_dim) not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(
+            f"head dim {head_dim} is not supported by the Triton attention kernels (use one of "
+            f"{', '.join(map(str, SUPPORTED_HEAD_DIMS))}; model.kv_channels sets it)"
+        )
+
+
 def _is_interpreter() -> bool:
     return triton.knobs.runtime.interpret
 
@@ -569,8 +640,7 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         raise ValueError(f"k and v must have the same shape, got {tuple(k.shape)} and {tuple(v.shape)}")
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(f"q and k head dims differ: {q.shape[-1]} vs {k.shape[-1]}")
-    if q.shape[-1] not in SUPPORTED_HEAD_DIMS:
-        raise ValueError(f"head dim {q.shape[-1]} not supported (use one of {SUPPORTED_HEAD_DIMS})")
+    check_head_dim(q.shape[-1])
     if q.shape[1] % k.shape[1]:
         raise ValueError(f"query heads ({q.shape[1]}) must be a multiple of kv heads ({k.shape[1]})")
     if q.dtype != k.dtype or q.dtype != v.dtype:
@@ -625,8 +695,19 @@ def _launch(
         meta_key = {"block_m": "BLOCK_M", "block_n": "BLOCK_N"}[tile]
         tuned = autotune.autotuned_kernel(kind, head_dim)
         tuned[lambda meta: _grid(num_seqs, head_progs, max_seqlen, meta[meta_key])](*args, **constexprs)
+        if getattr(tuned, "best_config", None) is not None:
+            key = (
+                _bucket(max_seqlen),
+                head_progs,
+                constexprs.get("GROUP"),
+                constexprs.get("CAUSAL"),
+                str(args[0].dtype),
+            )
+            autotune.log_choice_once(kind, head_dim, autotune.config_of(tuned.best_config), "autotuned", key)
         return
     cfg = kernel_config(kind, head_dim, device)
+    why = "deterministic algorithms: fixed" if torch.are_deterministic_algorithms_enabled() else "fixed"
+    autotune.log_choice_once(kind, head_dim, cfg, why if device.type == "cuda" else "interpreter")
     grid = _grid(num_seqs, head_progs, max_seqlen, getattr(cfg, tile))
     fn[grid](
         *args, **constexprs, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
@@ -671,9 +752,42 @@ def flash_attn_block_forward(
     return out, lse
 
 
+DELTA_TORCH_CHUNK = 1024  # tokens per fp32 chunk on the torch path
+
+
 def attention_delta(out: torch.Tensor, dout: torch.Tensor) -> torch.Tensor:
-    """``rowsum(dO * O)`` in fp32 as ``[heads, total]`` (the D term of the FlashAttention-2 backward)."""
-    return (out.float() * dout.float()).sum(-1).transpose(0, 1).contiguous()
+    """``rowsum(dO * O)`` in fp32 as ``[heads, total]`` (the D term of the FlashAttention-2 backward).
+
+    No fp32 copy of ``out``/``dout`` is made: on CUDA (and under the interpreter for CPU tensors when asked through
+    :func:`attention_delta_triton`) one Triton kernel reads both in their dtype and accumulates in fp32; on the torch
+    path the product is formed in fp32 chunks of :data:`DELTA_TORCH_CHUNK` tokens.
+    """
+    if out.shape != dout.shape or out.dim() != 3:
+        raise ValueError(
+            f"out and dout must be [tokens, heads, dim] of one shape, got {tuple(out.shape)}, {tuple(dout.shape)}"
+        )
+    if out.is_cuda and out.shape[-1] in SUPPORTED_HEAD_DIMS:
+        return attention_delta_triton(out, dout)
+    total, heads, _ = out.shape
+    delta = torch.empty(heads, total, device=out.device, dtype=torch.float32)
+    for start in range(0, total, DELTA_TORCH_CHUNK):
+        end = min(total, start + DELTA_TORCH_CHUNK)
+        chunk = (out[start:end].float() * dout[start:end].float()).sum(-1)
+        delta[:, start:end] = chunk.transpose(0, 1)
+    return delta
+
+
+def attention_delta_triton(out: torch.Tensor, dout: torch.Tensor) -> torch.Tensor:
+    """:func:`attention_delta` with the Triton kernel (CUDA, or CPU tensors under the interpreter)."""
+    out, dout = _contig(out), _contig(dout.to(out.dtype))
+    total, heads, dim = out.shape
+    delta = torch.empty(heads, total, device=out.device, dtype=torch.float32)
+    if total:
+        _attn_delta_kernel[(triton.cdiv(total, DELTA_BLOCK_T), heads)](
+            out, dout, delta, total, out.stride(0), out.stride(1), dout.stride(0), dout.stride(1), delta.stride(0),
+            BLOCK_T=DELTA_BLOCK_T, HEAD_DIM=dim,
+        )  # fmt: skip
+    return delta
 
 
 def flash_attn_block_backward(
@@ -791,6 +905,36 @@ class FlashAttnFunc(torch.autograd.Function):
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None, None, None
 
 
+def checked_max_seqlen(cu_seqlens: torch.Tensor, total_q: int, total_k: int, max_seqlen: int | None) -> int:
+    """The longest document of ``cu_seqlens``, checked against the packed lengths and a caller's ``max_seqlen``.
+
+    The kernels' grid is sized by ``max_seqlen`` and their outputs are not pre-filled, so a ``max_seqlen`` below
+    the longest document would leave rows unwritten; it is refused here (one host read of ``cu_seqlens``).
+    A larger ``max_seqlen`` is allowed (the extra tiles exit at once).
+    """
+    bounds = cu_seqlens.detach().to("cpu", torch.int64)
+    if bounds.dim() != 1 or bounds.numel() < 1 or int(bounds[0]) != 0:
+        raise ValueError(f"cu_seqlens must be a 1-D prefix sum starting at 0, got {bounds.tolist()[:8]}")
+    lengths = bounds[1:] - bounds[:-1]
+    if bool((lengths < 0).any()):
+        bad = int(torch.nonzero(lengths < 0)[0])
+        raise ValueError(
+            f"cu_seqlens must be non-decreasing: cu_seqlens[{bad}]={int(bounds[bad])} > cu_seqlens[{bad + 1}]={int(bounds[bad + 1])}"
+        )
+    if int(bounds[-1]) != total_q or int(bounds[-1]) != total_k:
+        raise ValueError(f"cu_seqlens[-1]={int(bounds[-1])} must equal the packed length {total_q}")
+    longest = int(lengths.max()) if lengths.numel() else 0
+    if max_seqlen is None:
+        return longest
+    if int(max_seqlen) < longest:
+        doc = int(lengths.argmax())
+        raise ValueError(
+            f"max_seqlen={int(max_seqlen)} is smaller than document {doc} of cu_seqlens ({longest} tokens, "
+            f"{int(bounds[doc])}..{int(bounds[doc + 1])}); pass max_seqlen=None to compute it"
+        )
+    return int(max_seqlen)
+
+
 def uniform_cu_seqlens(batch: int, seqlen: int, device: torch.device) -> torch.Tensor:
     """``cu_seqlens`` (int32) of ``batch`` equal-length segments of ``seqlen`` tokens."""
     return torch.arange(0, (batch + 1) * seqlen, seqlen, dtype=torch.int32, device=device)
@@ -817,7 +961,8 @@ def flash_attn_func(
         causal: causal mask (bottom-right aligned when ``seq_q != seq_k``).
         softmax_scale: defaults to ``dim ** -0.5``.
         cu_seqlens: int32 ``[num_docs + 1]`` document boundaries of the packed layout; no cross-document attention.
-        max_seqlen: longest document (computed from ``cu_seqlens`` when omitted).
+        max_seqlen: longest document (computed from ``cu_seqlens`` when omitted; refused when smaller than the
+            longest document of ``cu_seqlens``).
         return_lse: also return the natural-log LSE, fp32, ``[batch, heads, seq_q]`` (packed: ``[heads, total]``).
         backend: block implementation: ``triton``, ``torch`` (materialises scores; the CPU path) or ``auto``
             (Triton on CUDA, torch elsewhere). Default: Triton on CUDA or under the Triton interpreter
@@ -834,10 +979,7 @@ def flash_attn_func(
         if q.dim() != 3:
             raise ValueError(f"with cu_seqlens q must be packed [total, heads, dim], got {tuple(q.shape)}")
         cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
-        if int(cu[-1]) != q.shape[0] or int(cu[-1]) != k.shape[0]:
-            raise ValueError(f"cu_seqlens[-1]={int(cu[-1])} must equal the packed length {q.shape[0]}")
-        if max_seqlen is None:
-            max_seqlen = int((cu[1:] - cu[:-1]).max()) if cu.numel() > 1 else 0
+        max_seqlen = checked_max_seqlen(cu_seqlens, q.shape[0], k.shape[0], max_seqlen)
         out, lse = FlashAttnFunc.apply(q, k, v, cu, cu, max_seqlen, max_seqlen, causal, scale, be)
         return (out, lse) if return_lse else out
     if q.dim() != 4 or k.dim() != 4:

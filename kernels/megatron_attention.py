@@ -85,6 +85,7 @@ class TritonAttention(MegatronModule):
         self.pg_collection = pg_collection
         tp_size = pg_collection.tp.size() if getattr(pg_collection, "tp", None) is not None else 1
         self.head_dim = config.kv_channels
+        _fa.check_head_dim(self.head_dim)  # same policy on CPU (torch blocks) and GPU (Triton): refused at build time
         self.num_heads_per_partition = divide(config.num_attention_heads, tp_size)
         self.num_query_groups_per_partition = divide(config.num_query_groups or config.num_attention_heads, tp_size)
         # apply_query_key_layer_scaling only guards fp16 overflow in the unfused softmax; the effective scale is

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from megatron_agentic.kernels import flash_attention as _fa
 
@@ -158,11 +157,15 @@ class _Layout:
 
 
 def _merge(out: torch.Tensor, lse: torch.Tensor, out_b: torch.Tensor, lse_b: torch.Tensor) -> None:
-    """In place: fold a block result (``out_b [T, h, d]``, ``lse_b [h, T]``) into fp32 ``out``/``lse``."""
+    """In place: fold a block result (``out_b [T, h, d]``, ``lse_b [h, T]``) into fp32 ``out``/``lse``.
+
+    Rows whose block saw no key (``lse_b = -inf``) are left unchanged, also when ``lse`` is ``-inf`` too.
+    """
     lse_b = lse_b.float()
-    w = torch.sigmoid(lse_b - lse).transpose(0, 1).unsqueeze(-1)  # [T, h, 1]
+    no_key = torch.isneginf(lse_b)
+    w = torch.where(no_key, 0.0, torch.sigmoid(lse_b - lse)).transpose(0, 1).unsqueeze(-1)  # [T, h, 1]
     out.sub_(w * (out - out_b.float()))
-    lse.sub_(F.logsigmoid(lse - lse_b))
+    lse.copy_(torch.where(no_key, lse, torch.logaddexp(lse, lse_b)))
 
 
 def _merger(be: _fa.BlockBackend):

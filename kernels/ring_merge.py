@@ -4,7 +4,15 @@ The ring (:mod:`megatron_agentic.kernels.ring_attention`) merges every step's bl
 ``out -= sigmoid(lse_b - lse) * (out - out_b)``, ``lse += softplus(lse_b - lse)``. Done with torch ops this is
 ~6 elementwise passes over ``out`` per step (plus a gather and a scatter when only the second half of the local
 queries took part); here it is one read of ``out``/``out_b`` and one write of ``out``, in place, with the optional
-row index applied inside the kernel. Rows whose block saw no key (``lse_b = -inf``) are left unchanged.
+row index applied inside the kernel. Rows whose block saw no key (``lse_b = -inf``) are left unchanged, also when
+the running row has seen no key yet either (``lse = lse_b = -inf``).
+
+In place is safe for ``out``: every thread writes exactly the elements it read (one pointer tensor, one layout that
+gives each element to one warp). It is not for ``lse``: compiled for sm_90 the kernel reads ``lse`` in two layouts
+spread over all warps (the ``[rows]`` slice that weights ``out`` and the 1-D row vector) and writes it from one
+warp, so a barrier separates every warp's read of the old LSE from the write of the new one.
+:mod:`megatron_agentic.kernels.race_check` verifies this on the compiled code (``python -m
+megatron_agentic.kernels.aot``).
 """
 
 from __future__ import annotations
@@ -12,6 +20,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+DEFAULT_BLOCK_T = 32
 
 
 @triton.jit
@@ -42,16 +52,18 @@ def _ring_merge_kernel(
         rows = offs_t.to(tl.int64)
     lse = tl.load(Lse + h * stride_lh + rows, mask=t_ok, other=0.0)
     lse_b = tl.load(LseB + h * stride_lbh + offs_t, mask=t_ok, other=float("-inf"))
-    diff = lse_b - lse
-    w = 1.0 / (1.0 + tl.exp(-diff))  # sigmoid; 0 for lse_b = -inf
-    new_lse = tl.maximum(lse, lse_b) + tl.log(1.0 + tl.exp(-tl.abs(diff)))
-    new_lse = tl.where(lse_b == float("-inf"), lse, new_lse)
+    no_key = lse_b == float("-inf")  # the block saw no key for this row: leave it unchanged (even if lse = -inf)
+    diff = tl.where(no_key, 0.0, lse_b - lse)  # +inf when only the running row is empty: w = 1, new_lse = lse_b
+    w = tl.where(no_key, 0.0, 1.0 / (1.0 + tl.exp(-diff)))  # sigmoid(lse_b - lse)
+    new_lse = tl.where(no_key, lse, tl.maximum(lse, lse_b) + tl.log(1.0 + tl.exp(-tl.abs(diff))))
     o_ptrs = Out + rows[:, None] * stride_ot + h * stride_oh + offs_d[None, :]
     b_ptrs = OutB + offs_t[:, None].to(tl.int64) * stride_bt + h * stride_bh + offs_d[None, :]
     out = tl.load(o_ptrs, mask=t_ok[:, None], other=0.0)
     out_b = tl.load(b_ptrs, mask=t_ok[:, None], other=0.0).to(tl.float32)
     out = out - w[:, None] * (out - out_b)
     tl.store(o_ptrs, out, mask=t_ok[:, None])
+    # every warp has read the old LSE (in both layouts) before any warp writes the new one
+    tl.debug_barrier()
     tl.store(Lse + h * stride_lh + rows, new_lse, mask=t_ok)
 
 
@@ -61,7 +73,7 @@ def ring_merge_(
     out_b: torch.Tensor,
     lse_b: torch.Tensor,
     rows: torch.Tensor | None = None,
-    block_t: int = 32,
+    block_t: int = DEFAULT_BLOCK_T,
 ) -> None:
     """In place: merge ``out_b [n, heads, d]`` / ``lse_b [heads, n]`` into fp32 ``out [T, heads, d]`` / ``lse [heads, T]``.
 
@@ -85,3 +97,27 @@ def ring_merge_(
         out.stride(0), out.stride(1), out_b.stride(0), out_b.stride(1), lse.stride(0), lse_b.stride(0),
         HAS_ROWS=rows is not None, BLOCK_T=block_t, HEAD_DIM=dim,
     )  # fmt: skip
+
+
+def aot_targets() -> list:
+    """The sm_90 compile targets of this module's kernel (every head dim, with and without a row index)."""
+    from megatron_agentic.kernels.aot import CompileTarget
+
+    sig = {n: "i32" for n in _ring_merge_kernel.arg_names}
+    sig.update({n: "*fp32" for n in ("Out", "Lse", "OutB", "LseB")}, Rows="*i64")
+    aligned = ("Out", "Lse", "OutB", "LseB", "Rows", "stride_ot", "stride_oh", "stride_bt", "stride_bh")
+    targets = []
+    from megatron_agentic.kernels.flash_attention import SUPPORTED_HEAD_DIMS
+
+    for head_dim in SUPPORTED_HEAD_DIMS:
+        for has_rows in (False, True):
+            constexprs = {"HAS_ROWS": has_rows, "BLOCK_T": DEFAULT_BLOCK_T, "HEAD_DIM": head_dim}
+            sig.update({n: "constexpr" for n in constexprs})
+            targets.append(
+                CompileTarget(
+                    label=f"ring_merge d={head_dim} {'rows' if has_rows else 'all rows'}", module=__name__,
+                    function="_ring_merge_kernel", signature=tuple(sig.items()), constexprs=tuple(constexprs.items()),
+                    aligned=aligned,
+                )
+            )  # fmt: skip
+    return targets

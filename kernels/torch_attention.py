@@ -57,7 +57,10 @@ def torch_block_forward(
     out_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Packed forward; same contract as :func:`megatron_agentic.kernels.flash_attention.flash_attn_block_forward`."""
+    from megatron_agentic.kernels.flash_attention import check_head_dim
+
     del max_seqlen_q
+    check_head_dim(q.shape[-1])  # the GPU kernels' policy, so that CPU training refuses what a GPU would
     total_q, heads, dim = q.shape
     kv_heads = k.shape[1]
     group = heads // kv_heads
@@ -95,7 +98,10 @@ def torch_block_backward(
     softmax_scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Packed backward; same contract as :func:`megatron_agentic.kernels.flash_attention.flash_attn_block_backward`."""
+    from megatron_agentic.kernels.flash_attention import check_head_dim
+
     del max_seqlen_q, max_seqlen_k
+    check_head_dim(q.shape[-1])
     total_q, heads, dim = q.shape
     kv_heads = k.shape[1]
     group = heads // kv_heads

@@ -1,5 +1,7 @@
 """Every GPU kernel configuration compiles for H100 (sm_90) on this CPU machine: all dots on wgmma, no redundant
-MMA, no spills, shared memory within 227 KiB; plus the TTGIR MMA model on hand-written layouts."""
+MMA, no spills, shared memory within 227 KiB, no cross-warp race on a buffer read and written (the race check over
+the whole kernel table: the attention kernels plus every module's ``aot_targets()``); plus the TTGIR MMA model on
+hand-written layouts."""
 
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ def test_all_gpu_configs_compile_for_sm90():
         text=True,
         timeout=1800,
     )
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("| fwd") or line.startswith("| bwd")]
+    resources = proc.stdout.split("| race check:", 1)[0]  # the resource table; the race table follows
+    rows = [line for line in resources.splitlines() if line.startswith("| fwd") or line.startswith("| bwd")]
     # 4 kernels x 5 head dims (fallbacks included) x causal/full, bf16
     assert len(rows) == len(KERNELS) * len(HEAD_DIMS) * 2, proc.stdout + proc.stderr
     seen = set()
@@ -45,8 +48,24 @@ def test_all_gpu_configs_compile_for_sm90():
         assert per_loop == minimum and redundancy == "1.00", f"redundant tensor-core work: {row}"
         assert ok == "yes", row
     assert seen == {(k, d) for k in KERNELS for d in HEAD_DIMS}
+    _assert_race_table(proc.stdout, len(rows))
     assert proc.returncode == 0, proc.stderr
     _assert_readme_table_current(rows)
+
+
+def _assert_race_table(stdout: str, flash_rows: int) -> None:
+    """The race check covered every compiled configuration of the kernel table and found no hazard."""
+    from megatron_agentic.kernels.race_check import module_targets
+
+    table = stdout.split("| race check: kernel configuration |", 1)[1]
+    rows = [line for line in table.splitlines()[2:] if line.startswith("| ")]
+    assert len(rows) == flash_rows + len(module_targets()), table
+    names = {row.split("|")[1].split()[0] for row in rows}
+    assert {"ring_merge", "delta", *KERNELS} <= names, names
+    for row in rows:
+        assert row.rstrip().endswith("| yes |") and "RACE" not in row, f"race check: {row}"
+    merge = [row for row in rows if row.startswith("| ring_merge")]
+    assert merge and all("Lse: barrier" in row and "Out: owned" in row for row in merge), merge
 
 
 def _assert_readme_table_current(rows: list[str]) -> None:

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from kernel_test_reference import doc_ids_from_cu, reference_attention  # noqa: E402
+from megatron_agentic.kernels import flash_attention as fa
+from megatron_agentic.kernels import torch_attention as ta
+from tests.kernels.kernel_test_reference import doc_ids_from_cu, reference_attention
 
-from megatron_agentic.kernels import flash_attention as fa  # noqa: E402
-from megatron_agentic.kernels import torch_attention as ta  # noqa: E402
-
-# dtype -> (forward atol, gradient atol); bf16 is not tested under the interpreter (its bf16 arithmetic is wrong).
+# dtype -> (forward atol, gradient atol); bf16 is not tested under the interpreter (its bf16 arithmetic is wrong):
+# test_compiled_kernels_on_gpu checks bf16 against torch SDPA's own bf16 error.
 TOLERANCES = {torch.float32: (2e-5, 1e-4), torch.float16: (3e-3, 2e-2)}
 if torch.cuda.is_available():
     TOLERANCES[torch.bfloat16] = (2e-2, 6e-2)
@@ -138,31 +135,42 @@ def test_bad_inputs_raise_clear_errors():
         fa.flash_attn_func(q[0], q[0], q[0], cu_seqlens=torch.tensor([0, 5], dtype=torch.int32))
 
 
+def _sdpa_packed(q, k, v, dout, cu, causal, dtype):
+    """torch SDPA per document in ``dtype`` (out, dq, dk, dv in fp32): the reference in fp32, a peer in bf16/fp16."""
+    outs, grads = [], [torch.zeros(t.shape, device=t.device, dtype=torch.float32) for t in (q, k, v)]
+    for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        qs, ks, vs = (t[a:b].detach().to(dtype).transpose(0, 1).requires_grad_(True) for t in (q, k, v))
+        o = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, is_causal=causal, enable_gqa=True)
+        gs = torch.autograd.grad(o, (qs, ks, vs), dout[a:b].to(dtype).transpose(0, 1))
+        outs.append(o.transpose(0, 1).float())
+        for acc, gr in zip(grads, gs):
+            acc[a:b] = gr.transpose(0, 1).float()
+    return [torch.cat(outs), *grads]
+
+
 @pytest.mark.gpu
+@pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("dim", [64, 128])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_compiled_kernels_on_gpu(dim, dtype):
-    """The GPU tile configurations (d=64/128) against torch SDPA in fp32, GQA 8:1, odd length, packed documents."""
+def test_compiled_kernels_on_gpu(dim, dtype, causal):
+    """The GPU tile configurations (d=64/128), GQA 8:1, ragged packed documents, causal and not, bf16/fp16, against
+    torch SDPA in fp32 on the same rounded inputs. Tolerance: at most twice the error of torch's own SDPA run in the
+    same dtype (the rounding of P and dS to bf16/fp16 is inherent to a half-precision flash attention; being twice
+    as far from fp32 as torch's kernels is not), plus 1e-3 of the largest reference value."""
     cu = torch.tensor([0, 300, 1001], dtype=torch.int32, device="cuda")
     g = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(1001, 16, dim, device="cuda", generator=g).to(dtype).requires_grad_(True)
     k = torch.randn(1001, 2, dim, device="cuda", generator=g).to(dtype).requires_grad_(True)
     v = torch.randn(1001, 2, dim, device="cuda", generator=g).to(dtype).requires_grad_(True)
     dout = torch.randn(1001, 16, dim, device="cuda", generator=g).to(dtype)
-    out = fa.flash_attn_func(q, k, v, cu_seqlens=cu)
-    grads = _grads(out, q, k, v, dout)
-    ref_out, ref_grads = [], [torch.zeros_like(t, dtype=torch.float32) for t in (q, k, v)]
-    for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()):
-        qs, ks, vs = (t[a:b].detach().float().transpose(0, 1).requires_grad_(True) for t in (q, k, v))
-        o = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, is_causal=True, enable_gqa=True)
-        gs = torch.autograd.grad(o, (qs, ks, vs), dout[a:b].float().transpose(0, 1))
-        ref_out.append(o.transpose(0, 1))
-        for acc, gr in zip(ref_grads, gs):
-            acc[a:b] = gr.transpose(0, 1)
-    atol, gtol = TOLERANCES[dtype]
-    _assert_close("out", out, torch.cat(ref_out), atol)
-    for name, got, want in zip(("dq", "dk", "dv"), grads, ref_grads):
-        _assert_close(name, got, want, gtol * 4)  # dK/dV sum over 8 query heads and ~700 rows
+    out = fa.flash_attn_func(q, k, v, causal=causal, cu_seqlens=cu)
+    ours = [out.float(), *(t.float() for t in _grads(out, q, k, v, dout))]
+    ref = _sdpa_packed(q, k, v, dout, cu, causal, torch.float32)
+    peer = _sdpa_packed(q, k, v, dout, cu, causal, dtype)
+    for name, got, want, other in zip(("out", "dq", "dk", "dv"), ours, ref, peer):
+        err, peer_err = (got - want).abs().max().item(), (other - want).abs().max().item()
+        bound = 2 * peer_err + 1e-3 * want.abs().max().item()
+        assert err <= bound, f"{name}: max abs error {err:.3g} > {bound:.3g} (torch SDPA in {dtype}: {peer_err:.3g})"
 
 
 @contextlib.contextmanager
@@ -284,3 +292,69 @@ def test_backward_accumulates_dq_in_place(deterministic):
     _assert_close("dq", running, dq + 0.5, 1e-6)
     _assert_close("dk", dk2, dk, 1e-6)
     _assert_close("dv", dv2, dv, 1e-6)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_max_seqlen_is_checked_against_cu_seqlens(backend):
+    """Documents of 10 and 70 tokens with ``max_seqlen=10``: the grid would cover 10 rows of the 70-token document
+    and leave the rest of ``torch.empty`` unwritten; refused with the document named. Omitted: computed."""
+    cu = torch.tensor([0, 10, 80], dtype=torch.int32)
+    q, k, v, _ = _inputs(1, 80, 80, 2, 1, 16, torch.float32, seed=19)
+    q, k, v = q[0].detach(), k[0].detach(), v[0].detach()
+    with pytest.raises(
+        ValueError, match=r"max_seqlen=10 is smaller than document 1 of cu_seqlens \(70 tokens, 10..80\)"
+    ):
+        fa.flash_attn_func(q, k, v, cu_seqlens=cu, max_seqlen=10, backend=backend)
+    out = fa.flash_attn_func(q, k, v, cu_seqlens=cu, backend=backend)
+    ref, _ = reference_attention(q[None], k[None], v[None], True, doc_ids=doc_ids_from_cu(cu))
+    _assert_close("out", out, ref[0], TOLERANCES[torch.float32][0])
+    with pytest.raises(ValueError, match="non-decreasing"):
+        fa.flash_attn_func(q, k, v, cu_seqlens=torch.tensor([0, 50, 40, 80], dtype=torch.int32), backend=backend)
+
+
+def test_one_head_dim_policy_for_every_backend():
+    """Head dim 80 is refused with the same message by the Triton kernels (GPU/interpreter) and the torch block
+    backend (CPU training), so a model cannot train on CPU and then fail at its first GPU forward."""
+    q = torch.randn(1, 8, 2, 80)
+    messages = []
+    for backend in ("triton", "torch"):
+        with pytest.raises(ValueError, match="head dim 80 is not supported") as err:
+            fa.flash_attn_func(q, q, q, backend=backend)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    for d in fa.SUPPORTED_HEAD_DIMS:
+        fa.check_head_dim(d)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_attention_delta_kernel(dtype):
+    """The Triton delta kernel (what CUDA runs) and the chunked torch path vs float64, ragged token count."""
+    g = torch.Generator().manual_seed(23)
+    out, dout = (torch.randn(77, 3, 32, generator=g).to(dtype) for _ in range(2))
+    want = (out.double() * dout.double()).sum(-1).transpose(0, 1)
+    for got in (fa.attention_delta_triton(out, dout), fa.attention_delta(out, dout)):
+        assert got.dtype == torch.float32 and got.shape == (3, 77)
+        _assert_close("delta", got, want, 1e-5)
+
+
+def test_attention_delta_makes_no_full_fp32_copy(monkeypatch):
+    """The torch path never materialises an fp32 tensor the size of O (the old ``out.float() * dout.float()`` made
+    three: ~1.5 GiB at 32K tokens x 32 heads x 128 in bf16)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    biggest = []
+
+    class Watch(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            result = func(*args, **(kwargs or {}))
+            for t in result if isinstance(result, (tuple, list)) else (result,):
+                if isinstance(t, torch.Tensor) and t.dtype == torch.float32:
+                    biggest.append(t.numel())
+            return result
+
+    monkeypatch.setattr(fa, "DELTA_TORCH_CHUNK", 64)
+    out, dout = (torch.randn(300, 2, 16).to(torch.bfloat16) for _ in range(2))
+    with Watch():
+        delta = fa.attention_delta(out, dout)
+    assert max(biggest) < out.numel() // 2
+    _assert_close("delta", delta, (out.double() * dout.double()).sum(-1).transpose(0, 1), 1e-5)

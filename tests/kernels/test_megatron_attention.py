@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch.multiprocessing as mp
 
-sys.path.insert(0, str(Path(__file__).parent))
-import kernel_megatron_worker  # noqa: E402
+from tests.kernels import kernel_megatron_worker
 
 
 @pytest.mark.slow
@@ -30,16 +26,31 @@ def test_refuses_unsupported_features():
         TritonAttention(cfg, 1, AttnMaskType.causal, "self", pg_collection=object())
 
 
+def test_refuses_unsupported_head_dim_at_build_time():
+    """kv_channels 80 trains nowhere with these kernels: refused when the module is built, on CPU as on GPU, with the
+    kernels' own message (before, the CPU torch path trained it and the first GPU forward failed)."""
+    import types
+
+    from megatron.core.transformer.enums import AttnMaskType
+
+    from megatron_agentic.kernels.megatron_attention import TritonAttention
+
+    cfg, _ = kernel_megatron_worker._configs(1)
+    cfg.kv_channels = 80
+    with pytest.raises(ValueError, match="head dim 80 is not supported by the Triton attention kernels"):
+        TritonAttention(cfg, 1, AttnMaskType.causal, "self", pg_collection=types.SimpleNamespace(tp=None, cp=None))
+
+
 def test_packed_thd_sequences_match_reference():
     """``thd`` inputs with ``PackedSeqParams``: per-document causal attention, ``[t, heads * d]`` output."""
     import types
 
     import torch
-    from kernel_test_reference import doc_ids_from_cu, reference_attention
     from megatron.core.packed_seq_params import PackedSeqParams
     from megatron.core.transformer.enums import AttnMaskType
 
     from megatron_agentic.kernels.megatron_attention import TritonAttention
+    from tests.kernels.kernel_test_reference import doc_ids_from_cu, reference_attention
 
     cfg, _ = kernel_megatron_worker._configs(1)
     pgs = types.SimpleNamespace(tp=None, cp=None)
@@ -61,11 +72,11 @@ def test_packed_thd_with_cp_padding(backend):
     import types
 
     import torch
-    from kernel_test_reference import doc_ids_from_cu, reference_attention
     from megatron.core.packed_seq_params import PackedSeqParams
     from megatron.core.transformer.enums import AttnMaskType
 
     from megatron_agentic.kernels.megatron_attention import TritonAttention
+    from tests.kernels.kernel_test_reference import doc_ids_from_cu, reference_attention
 
     cfg, _ = kernel_megatron_worker._configs(1)
     pgs = types.SimpleNamespace(tp=None, cp=None)

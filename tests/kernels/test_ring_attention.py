@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-sys.path.insert(0, str(Path(__file__).parent))
-import kernel_ring_worker  # noqa: E402
-
-from megatron_agentic.kernels.ring_attention import zigzag_indices, zigzag_merge, zigzag_split  # noqa: E402
+from megatron_agentic.kernels.ring_attention import zigzag_indices, zigzag_merge, zigzag_split
+from tests.kernels import kernel_ring_worker
 
 
 @pytest.mark.slow
@@ -77,9 +72,9 @@ def test_zigzag_matches_megatron_core_rope_slicing():
 def test_single_rank_ring_and_input_errors(tmp_path):
     """A ring of one rank is plain attention; malformed shards are refused with a clear message."""
     import torch.distributed as dist
-    from kernel_test_reference import reference_attention
 
     from megatron_agentic.kernels.ring_attention import ring_attn_func
+    from tests.kernels.kernel_test_reference import reference_attention
 
     if dist.is_initialized():
         pytest.skip("a default process group already exists in this process")

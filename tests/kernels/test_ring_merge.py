@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from megatron_agentic.kernels.ring_attention import _merge
@@ -39,3 +40,42 @@ def test_fused_merge_with_row_index():
     untouched = torch.ones(40, dtype=torch.bool)
     untouched[rows] = False
     assert torch.equal(out[untouched], _state(40, 2, 16, 2)[0][untouched])
+
+
+def _merges():
+    """The fused kernel and the torch merge the ring uses with the torch block backend (same contract)."""
+    return {"fused": ring_merge_, "torch": lambda out, lse, out_b, lse_b: _merge(out, lse, out_b, lse_b)}
+
+
+@pytest.mark.parametrize("merge", ["fused", "torch"])
+def test_merge_rows_without_keys_on_either_side_stay_unchanged(merge):
+    """``lse = lse_b = -inf`` (neither the running state nor the block saw a key): the row stays as it is (the
+    docstring's promise; it was NaN), ``lse = -inf`` only: the block's result is taken over exactly."""
+    out, lse = _state(40, 2, 16, 5)
+    out_b, lse_b = _state(40, 2, 16, 6)
+    out[3:7] = 0.0
+    lse[:, 3:7] = float("-inf")
+    lse_b[:, 3:5] = float("-inf")  # rows 3, 4: both -inf; rows 5, 6: only the running state is empty
+    before_out = out.clone()
+    _merges()[merge](out, lse, out_b, lse_b)
+    assert torch.isfinite(out).all()
+    assert torch.equal(out[3:5], before_out[3:5]) and torch.isneginf(lse[:, 3:5]).all()
+    assert (out[5:7] - out_b[5:7]).abs().max().item() < 1e-6
+    assert (lse[:, 5:7] - lse_b[:, 5:7]).abs().max().item() < 1e-6
+
+
+@pytest.mark.parametrize("merge", ["fused", "torch"])
+def test_merge_extreme_lse_against_float64(merge):
+    """LSEs of +-1e4 and differences far beyond exp's range merge like the float64 definition."""
+    out, lse = _state(33, 3, 16, 7)
+    out_b, lse_b = _state(33, 3, 16, 8)
+    lse = lse * 3000.0
+    lse_b = lse_b * 3000.0
+    lse_b[0, :5] = lse[0, :5] + 1e-3  # nearly equal halves
+    want_lse = torch.logaddexp(lse.double(), lse_b.double())
+    w_a = torch.exp(lse.double() - want_lse).transpose(0, 1).unsqueeze(-1)
+    w_b = torch.exp(lse_b.double() - want_lse).transpose(0, 1).unsqueeze(-1)
+    want_out = w_a * out.double() + w_b * out_b.double()
+    _merges()[merge](out, lse, out_b, lse_b)
+    assert (out.double() - want_out).abs().max().item() < 1e-5
+    assert ((lse.double() - want_lse).abs() / want_lse.abs().clamp_min(1.0)).max().item() < 1e-6
