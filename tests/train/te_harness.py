@@ -168,16 +168,28 @@ class _ToDevice(__import__("torch").overrides.TorchFunctionMode):
 
 @contextlib.contextmanager
 def te_construction(device: str = "cpu") -> Iterator[None]:
-    """Build TE modules here: ``torch.cuda.is_available()`` reads True (TE's constructor assert), tensors on ``device``."""
+    """Build TE modules here: ``torch.cuda.is_available()`` reads True (TE's constructor assert), tensors on ``device``.
+
+    TE's ``canonicalize_device`` (which would name a CUDA device) returns ``device`` meanwhile.
+    """
     import torch
 
     original = torch.cuda.is_available
     torch.cuda.is_available = lambda: True  # type: ignore[assignment]
+    # TE resolves a module's device with transformer_engine.pytorch.utils.canonicalize_device (imported by name
+    # into its modules): "cuda:<current device>" by default, which would need a GPU to construct.
+    patched = []
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").startswith("transformer_engine.") and hasattr(module, "canonicalize_device"):
+            patched.append((module, module.canonicalize_device))
+            module.canonicalize_device = lambda _device=None: torch.device(device)
     try:
         with torch.device(device), _ToDevice(device):
             yield
     finally:
         torch.cuda.is_available = original  # type: ignore[assignment]
+        for module, function in patched:
+            module.canonicalize_device = function
 
 
 def subprocess_env() -> dict[str, str]:

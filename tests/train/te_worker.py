@@ -150,7 +150,10 @@ def main() -> None:
         if name == args.save_from and entry["load"] == "ok" and args.save:
             target = Path(args.save) / "iter_0000000"
             target.mkdir(parents=True)
-            state = {"model": model.sharded_state_dict(), "iteration": 0, "tokens": 0}
+            import dataclasses
+
+            arch = dataclasses.asdict(cfg.model.architecture())
+            state = {"model": model.sharded_state_dict(), "iteration": 0, "tokens": 0, "arch": arch}
             dist_checkpointing.save(state, str(target))
             (Path(args.save) / "latest_checkpointed_iteration.txt").write_text("0\n")
             result["saved"] = str(target)
