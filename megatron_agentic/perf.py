@@ -332,10 +332,14 @@ def resolve_settings(platform: Platform, cfg: TrainingConfig) -> EffectiveSettin
         "bucket_size": perf.ddp_bucket_size,
         "fp8_param_gather": t.fp8_param_gather,
     }
+    # Megatron-LM (training.py get_megatron_optimizer_config, core_v0.16.1) fills OptimizerConfig from the same
+    # args as TransformerConfig and the DDP config: the fields they share get the same values here.
     optimizer = {
         "use_distributed_optimizer": t.distributed_optimizer,
         "use_precision_aware_optimizer": flags["precision_aware_optimizer"],
         "overlap_param_gather_with_optimizer_step": False,
+        "overlap_param_gather": overlap_param,
+        "fp8_recipe": t.fp8,  # the distributed optimizer's FP8-parameter and precision-aware branches read it
     }
     return EffectiveSettings(
         platform="cuda" if cuda else "cpu",

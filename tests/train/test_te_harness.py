@@ -51,7 +51,9 @@ LEGACY_TRAIN = (
 
 
 def _run(cmd: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    out = subprocess.run(cmd, cwd=REPO, env=te_harness.subprocess_env(), capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(
+        cmd, cwd=REPO, env=te_harness.subprocess_env(), capture_output=True, text=True, timeout=timeout
+    )
     assert out.returncode == 0, f"{' '.join(map(str, cmd[:8]))} failed:\n{out.stderr[-4000:]}"
     return out
 
