@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -76,7 +77,8 @@ def ensure_installed(timeout: int = 1800) -> tuple[Path | None, str]:
         if (target / ".complete").is_file():
             return target, ""
         tmp = target.parent / f"{target.name}.partial"
-        subprocess.run(["rm", "-rf", str(tmp), str(target)], check=False)
+        shutil.rmtree(tmp, ignore_errors=True)  # a killed install's leftovers
+        shutil.rmtree(target, ignore_errors=True)
         cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps"]
         try:
             out = subprocess.run(

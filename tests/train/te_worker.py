@@ -144,7 +144,9 @@ def main() -> None:
                 model.load_state_dict(loaded, strict=True)
             entry["load"] = "ok"
             entry["parameters_match"] = parameters_match_checkpoint(model, ckpt)
-        except Exception as exc:  # noqa: BLE001 - reported to the test
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - reported to the test (DCP's CheckpointException is a BaseException)
             entry["load"] = first_line(exc)
         result["loads"][name] = entry
         if name == args.save_from and entry["load"] == "ok" and args.save:

@@ -14,7 +14,7 @@ import torch
 from megatron.core.transformer import TransformerConfig
 
 from megatron_agentic.config import load_config
-from megatron_agentic.models.qwen3_moe.norm import SequenceParallelRMSNorm
+from megatron_agentic.models.qwen3_moe.norm import ExtraStateRMSNorm, SequenceParallelRMSNorm
 from megatron_agentic.models.qwen3_moe.spec import qwen3_moe_layer_spec, resolve_attention_backend
 from megatron_agentic.training.builders import build_scheduler
 
@@ -71,8 +71,13 @@ def test_attention_backend_resolution():
 def test_local_spec_swaps_norms_and_attention():
     spec = qwen3_moe_layer_spec("local", num_experts=4)
     sub = spec.submodules
-    assert sub.input_layernorm is SequenceParallelRMSNorm and sub.pre_mlp_layernorm is SequenceParallelRMSNorm
-    assert sub.self_attention.submodules.q_layernorm is SequenceParallelRMSNorm
+    assert sub.input_layernorm is SequenceParallelRMSNorm  # fused into linear_qkv in the TE spec: no extra state
+    # the TE spec's TENorm positions carry TE's _extra_state (checkpoints hold the objects the TE model requests)
+    assert sub.pre_mlp_layernorm is ExtraStateRMSNorm and sub.self_attention.submodules.q_layernorm is ExtraStateRMSNorm
+    assert (
+        issubclass(ExtraStateRMSNorm, SequenceParallelRMSNorm)
+        and ExtraStateRMSNorm(_tconfig(), 16).state_dict()["_extra_state"] is None
+    )
     from megatron.core.transformer.dot_product_attention import DotProductAttention
 
     assert sub.self_attention.submodules.core_attention is DotProductAttention
