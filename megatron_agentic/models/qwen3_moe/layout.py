@@ -138,11 +138,10 @@ def load_sharded(sharded_state_dict: dict[str, Any], ckpt_dir: str | os.PathLike
         )
     if absent:
         logger.warning(
-            "%s: checkpoint has no %s (written before the TE norm extra state); %d module extra state(s) keep "
-            "their initial (no-FP8) value",
+            "%s: checkpoint has no %s (written before the TE norm extra state); these modules keep their initial "
+            "(no-FP8) extra state",
             ckpt_dir,
             ", ".join(sorted(absent)),
-            len(absent),
         )
     return loaded, absent
 
