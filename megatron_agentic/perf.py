@@ -339,7 +339,11 @@ def resolve_settings(platform: Platform, cfg: TrainingConfig) -> EffectiveSettin
         "use_precision_aware_optimizer": flags["precision_aware_optimizer"],
         "overlap_param_gather_with_optimizer_step": False,
         "overlap_param_gather": overlap_param,
-        "fp8_recipe": t.fp8,  # the distributed optimizer's FP8-parameter and precision-aware branches read it
+        # the distributed optimizer's FP8-parameter and precision-aware branches read it; without FP8 the value of
+        # TransformerConfig and Megatron-LM's --fp8-recipe default ("delayed"), which both branches treat as no FP8
+        "fp8_recipe": t.fp8 or "delayed",
+        # Megatron-LM's default (--no-barrier-with-level-1-timing unset) and TransformerConfig's; used with timers only
+        "barrier_with_L1_time": True,
     }
     return EffectiveSettings(
         platform="cuda" if cuda else "cpu",

