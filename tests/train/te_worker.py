@@ -61,8 +61,8 @@ def sharded_items(model) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
 
 
 def first_line(exc: BaseException) -> str:
-    """``Type: first line of the message`` (the harness compares error kinds, not tracebacks)."""
-    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+    """``Type: message`` on one line (the harness compares error kinds, not tracebacks)."""
+    return f"{type(exc).__name__}: {' | '.join(str(exc).strip().splitlines())[:600]}"
 
 
 def parameters_match_checkpoint(model, ckpt: str) -> bool:
@@ -140,8 +140,9 @@ def main() -> None:
 
                 load_checkpoint(ckpt, [model], load_rng=False)
             else:
-                loaded = dist_checkpointing.load(model.sharded_state_dict(), ckpt)
-                model.load_state_dict(loaded, strict=True)
+                # (nested under "model" as a training checkpoint is: load() also returns the common state at top level)
+                loaded = dist_checkpointing.load({"model": model.sharded_state_dict()}, ckpt)
+                model.load_state_dict(loaded["model"], strict=True)
             entry["load"] = "ok"
             entry["parameters_match"] = parameters_match_checkpoint(model, ckpt)
         except (KeyboardInterrupt, SystemExit):
