@@ -7,8 +7,8 @@ What stage 1 does on its first day, on a model small enough for one node:
 2. ``first-day/convert``: ``megatron-agentic convert hf-to-mcore --hf-dir HF --output MCORE``.
 3. ``first-day/stage1``: ``train`` with ``checkpoint.pretrained=MCORE``, context parallelism 2 with the Triton ring
    attention, selective recompute ``[moe]``, the alltoall dispatcher, grouped GEMM (``auto``: on with TE), and an
-   asynchronous save (``checkpoint.async_save=true``) at its last step.
-4. ``first-day/resume``: the same command with more iterations resumes from that checkpoint and continues.
+   asynchronous save (``checkpoint.async_save=true``) after which it stops (``train.exit_interval``).
+4. ``first-day/resume``: the same command again resumes from that checkpoint and continues.
 5. ``first-day/reference``: the same run uninterrupted from ``MCORE``.
 6. ``first-day/equal-losses``: the resumed steps' losses equal the uninterrupted run's (``tolerance``), and the
    first step of both starts from the same converted weights.
@@ -47,7 +47,7 @@ class Profile:
     seq_length: int
     """Tokens per sequence (divisible by 2 x CP for the zigzag ring)."""
     stage1_iters: int = 2
-    """Steps of the stage-1 run; its checkpoint is saved at its last step."""
+    """Steps of the stage-1 run before it stops (``train.exit_interval``), saved there."""
     total_iters: int = 4
     """Steps after resuming (and of the uninterrupted reference)."""
     hf_dtype: str = "bf16"
@@ -94,9 +94,15 @@ class Step:
     """In-process step returning extra report fields (raises on failure)."""
 
 
-def training_sets(profile: Profile, out: Path, name: str, iters: int) -> list[str]:
-    """``--set`` overrides of one first-day training run ``name`` (stage1 / reference share ``MCORE``)."""
+def training_sets(profile: Profile, out: Path, name: str) -> list[str]:
+    """``--set`` overrides of one first-day training run ``name`` (all three start from ``MCORE``).
+
+    Stage 1 and its resumption are one command (same iterations, schedule and data order): stage 1 stops after
+    ``stage1_iters`` steps (``train.exit_interval``, as a job at its time limit), having saved there; the same
+    command then resumes from that checkpoint. The reference runs all steps at once in its own directory.
+    """
     ckpt = out / ("ckpt-reference" if name == "reference" else "ckpt-stage1")
+    stop = [] if name == "reference" else [f"train.exit_interval={profile.stage1_iters}"]
     return [
         *profile.model,
         f"checkpoint.pretrained={out / 'mcore'}",
@@ -108,7 +114,8 @@ def training_sets(profile: Profile, out: Path, name: str, iters: int) -> list[st
         "model.recompute=selective",
         "model.recompute_modules=[moe]",
         "model.moe_token_dispatcher=alltoall",
-        f"train.iters={iters}",
+        f"train.iters={profile.total_iters}",
+        *stop,
         f"train.seq_length={profile.seq_length}",
         "train.lr_warmup_iters=1",
         "data.mock=true",
@@ -171,16 +178,15 @@ def plan(out: Path, profile: Profile, ports: Callable[[], int]) -> list[Step]:
     """The first-day steps for ``profile`` writing under ``out`` (nothing runs here)."""
     convert = (sys.executable, "-m", "megatron_agentic", "convert", "hf-to-mcore", "--hf-dir", str(out / "hf"),
                "--output", str(out / "mcore"), "--dtype", profile.hf_dtype)  # fmt: skip
-    total = profile.total_iters
     return [
         Step("first-day/hf", 300, call=lambda: write_hf(out, profile)),
         Step("first-day/convert", 600, argv=convert),
         Step("first-day/stage1", profile.step_timeout,
-             argv=train_argv(profile, training_sets(profile, out, "stage1", profile.stage1_iters), ports())),
+             argv=train_argv(profile, training_sets(profile, out, "stage1"), ports())),
         Step("first-day/resume", profile.step_timeout,
-             argv=train_argv(profile, training_sets(profile, out, "resume", total), ports())),
+             argv=train_argv(profile, training_sets(profile, out, "resume"), ports())),
         Step("first-day/reference", profile.step_timeout,
-             argv=train_argv(profile, training_sets(profile, out, "reference", total), ports())),
+             argv=train_argv(profile, training_sets(profile, out, "reference"), ports())),
         Step("first-day/equal-losses", 60, call=lambda: compare_losses(out, profile)),
     ]  # fmt: skip
 
