@@ -342,8 +342,6 @@ def resolve_settings(platform: Platform, cfg: TrainingConfig) -> EffectiveSettin
         # the distributed optimizer's FP8-parameter and precision-aware branches read it; without FP8 the value of
         # TransformerConfig and Megatron-LM's --fp8-recipe default ("delayed"), which both branches treat as no FP8
         "fp8_recipe": t.fp8 or "delayed",
-        # Megatron-LM's default (--no-barrier-with-level-1-timing unset) and TransformerConfig's; used with timers only
-        "barrier_with_L1_time": True,
     }
     return EffectiveSettings(
         platform="cuda" if cuda else "cpu",

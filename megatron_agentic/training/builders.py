@@ -220,6 +220,8 @@ def optimizer_config_kwargs(cfg: TrainingConfig, platform: Platform) -> dict[str
         clip_grad=t.clip_grad,
         bf16=bf16,
         params_dtype=torch.bfloat16 if bf16 else torch.float32,
+        # Megatron-LM's default (--no-barrier-with-level-1-timing unset), as TransformerConfig's; used with timers only
+        barrier_with_L1_time=True,
         **settings.optimizer,
     )
 
