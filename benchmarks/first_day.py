@@ -98,11 +98,11 @@ def training_sets(profile: Profile, out: Path, name: str) -> list[str]:
     """``--set`` overrides of one first-day training run ``name`` (all three start from ``MCORE``).
 
     Stage 1 and its resumption are one command (same iterations, schedule and data order): stage 1 stops after
-    ``stage1_iters`` steps (``train.exit_interval``, as a job at its time limit), having saved there; the same
-    command then resumes from that checkpoint. The reference runs all steps at once in its own directory.
+    ``stage1_iters`` steps (``train.exit_interval``, as a job at its time limit, which a resume may drop), having
+    saved there; the command then resumes from that checkpoint. The reference runs all steps in its own directory.
     """
     ckpt = out / ("ckpt-reference" if name == "reference" else "ckpt-stage1")
-    stop = [] if name == "reference" else [f"train.exit_interval={profile.stage1_iters}"]
+    stop = [f"train.exit_interval={profile.stage1_iters}"] if name == "stage1" else []
     return [
         *profile.model,
         f"checkpoint.pretrained={out / 'mcore'}",
