@@ -106,6 +106,11 @@ EXTRA_STATE_SUFFIX = "._extra_state"
 """Key suffix of the ``ShardedObject`` s holding a module's ``get_extra_state()`` (TE's FP8 scaling state)."""
 
 
+def is_extra_state(key: str) -> bool:
+    """Whether a state-dict or checkpoint key is a module's ``_extra_state`` (``[prefix.]_extra_state``)."""
+    return key == "_extra_state" or key.endswith(EXTRA_STATE_SUFFIX)
+
+
 class CheckpointMismatchError(RuntimeError):
     """A checkpoint lacks a tensor (or other state) the model asks for: never skipped."""
 
@@ -130,7 +135,7 @@ def load_sharded(sharded_state_dict: dict[str, Any], ckpt_dir: str | os.PathLike
         sharded_state_dict, str(ckpt_dir), strict=StrictHandling.RETURN_UNEXPECTED
     )
     absent = set(unexpected)
-    not_extra = sorted(k for k in absent if not k.endswith(EXTRA_STATE_SUFFIX))
+    not_extra = sorted(k for k in absent if not is_extra_state(k))
     if not_extra:
         raise CheckpointMismatchError(
             f"{ckpt_dir}: checkpoint lacks {len(not_extra)} requested entr{'y' if len(not_extra) == 1 else 'ies'}: "
@@ -152,7 +157,7 @@ def load_module_state(module: Any, state_dict: dict[str, Any]) -> None:
     Strict for every tensor: a missing or unexpected parameter/buffer raises :class:`CheckpointMismatchError`.
     """
     result = module.load_state_dict(state_dict, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith(EXTRA_STATE_SUFFIX)]
+    missing = [k for k in result.missing_keys if not is_extra_state(k)]
     if missing or result.unexpected_keys:
         raise CheckpointMismatchError(
             f"model state mismatch: missing {missing[:5]}, unexpected {list(result.unexpected_keys)[:5]}"
