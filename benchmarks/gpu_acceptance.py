@@ -1,4 +1,4 @@
-"""GPU acceptance run: the first command to run on a new cluster (one node, at most ~8 minutes on an H100/H200).
+"""GPU acceptance run: the first command to run on a new cluster (one node; ~8 minutes, plus the first-day steps on 2+ GPUs).
 
     python benchmarks/gpu_acceptance.py --out runs/gpu-check        # or: make gpu-check
 
