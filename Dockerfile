@@ -10,13 +10,20 @@
 # Versions (tests/ops/test_container.py checks this file against them; no image is built in CI: the CI machine has
 # no GPU and no registry access):
 # - Python packages: requirements/pins.txt (the same pins setup.py installs), exact versions.
-# - Transformer Engine: requirements/gpu.txt, inside the range megatron-core 0.16.1 is tested with
-#   (`transformer-engine[core_cu13,pytorch]>=2.9.0a0,<2.12.0`, its own package metadata, extra "dev"). The base
-#   image's own TE is replaced by that pin, so the result does not depend on which TE an NGC release ships.
+# - Transformer Engine: the base image's own, kept when it is inside the range megatron-core 0.16.1 declares
+#   (`transformer-engine[core_cu13,pytorch]>=2.9.0a0,<2.12.0`, its package metadata, extra "dev");
+#   requirements/check_te.py fails the build with one line when it is not. Replacing it would force a source build
+#   of transformer_engine_torch against NGC's pre-release torch (long, fragile). requirements/gpu.txt (TE 2.10.0)
+#   is for `pip install -e ".[gpu]"` outside the image.
 # - torch, numpy, Apex, DALI, Triton, NCCL: the base image's, kept as they are.
 # - NGC images carry /etc/pip/constraint.txt (since 25.03) pinning every preinstalled package; pip applies it to
-#   every install (PIP_CONSTRAINT). Lines for the packages pinned here are removed from it explicitly, so pip
-#   installs our pins instead of failing with a resolution conflict; all other base pins (torch, numpy, ...) stay.
+#   every install (PIP_CONSTRAINT). Lines for the packages pinned in requirements/pins.txt are removed from it, then
+#   `pip install --dry-run` checks that the pins resolve against everything else it pins (torch, numpy, TE, ...)
+#   before anything is installed; a conflict fails the build with one line.
+# - Base image nvcr.io/nvidia/pytorch:25.11-py3: megatron-core 0.16.1's own dev image (its docker/.ngc_version.dev);
+#   NeMo 25.11 (built on it) lists Transformer Engine 2.9 and CUDA 13.0; NGC PyTorch images of this generation run
+#   Python 3.12 (25.12 release notes: /usr/local/lib/python3.12/dist-packages). The build prints the versions it
+#   finds (check_te.py, and `megatron-agentic doctor` at run time): those, not this comment, are authoritative.
 ARG BASE_IMAGE=nvcr.io/nvidia/pytorch:25.11-py3
 FROM ${BASE_IMAGE}
 
@@ -35,14 +42,15 @@ RUN set -eux; \
     constraint=/etc/pip/constraint.txt; \
     if [ -f "$constraint" ]; then \
         cp "$constraint" "$constraint.ngc"; \
-        for name in $(sed -e 's/#.*//' -e 's/\[.*//' -e 's/[=<>!~].*//' requirements/pins.txt requirements/gpu.txt \
+        for name in $(sed -e 's/#.*//' -e 's/\[.*//' -e 's/[=<>!~].*//' requirements/pins.txt \
                       | tr '[:upper:]_' '[:lower:]-' | sort -u); do \
             sed -i -E "/^${name}([=<>!~ ]|$)/Id; /^$(echo "$name" | tr '-' '_')([=<>!~ ]|$)/Id" "$constraint"; \
         done; \
     fi; \
-    pip uninstall -y transformer-engine transformer-engine-cu12 transformer-engine-torch || true; \
-    pip install --no-build-isolation -r requirements/gpu.txt; \
-    pip install -r requirements/pins.txt
+    pip install --dry-run --quiet -r requirements/pins.txt \
+        || { echo "error: requirements/pins.txt does not resolve against the image's pins ($constraint); see above" >&2; exit 1; }; \
+    pip install -r requirements/pins.txt; \
+    python requirements/check_te.py
 
 COPY setup.py pyproject.toml README.md ./
 COPY megatron_agentic ./megatron_agentic

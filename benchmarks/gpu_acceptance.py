@@ -1,4 +1,4 @@
-"""GPU acceptance run: the first command to run on a new cluster (one node, at most ~8 minutes on an H100/H200).
+"""GPU acceptance run: the first command to run on a new cluster (one node; ~8 minutes, plus the first-day steps on 2+ GPUs).
 
     python benchmarks/gpu_acceptance.py --out runs/gpu-check        # or: make gpu-check
 
@@ -10,6 +10,10 @@ Steps (each with its own time limit; a failed step is reported and the others st
    ``--iters`` steps with every GPU of the node (EP = GPUs): TE spec, bf16, alltoall dispatcher, grouped GEMM,
    fusions and DDP overlap as ``auto`` resolves them on CUDA + TE (``megatron_agentic.perf``).
 4. ``train-fp8``: the same with ``train.fp8=tensorwise`` when Transformer Engine reports FP8 support.
+5. ``first-day/*``: the first production day (``benchmarks/first_day.py``): a synthetic full-width HF checkpoint
+   cut to 2 layers -> ``convert hf-to-mcore`` -> ``checkpoint.pretrained`` -> train with CP=2 (ring attention),
+   selective recompute ``[moe]``, alltoall, grouped GEMM and an asynchronous save -> resume and continue with the
+   losses of an uninterrupted run. One line per step; needs 2 GPUs.
 
 It writes ``OUT/report.json`` (every step: status, seconds, numbers, log tail; GPU and library versions) and
 ``OUT/throughput.json``, the table ``megatron-agentic plan --throughput OUT/throughput.json`` reads for a measured
@@ -35,6 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import first_day  # noqa: E402
 from megatron_agentic.models.qwen3_moe.presets import ModelPreset, get_preset  # noqa: E402
 from megatron_agentic.planner import THROUGHPUT_SCHEMA, flops_per_token  # noqa: E402
 from megatron_agentic.training.metrics import write_json_atomic  # noqa: E402
@@ -210,6 +215,15 @@ def worker(argv: list[str]) -> int:
     return 0
 
 
+def first_day_steps(out: Path, gpus: int, skip: list[str]) -> dict[str, dict[str, Any]]:
+    """The ``first-day/*`` lines of the report (skipped with the reason on one GPU or with ``--skip first-day``)."""
+    if "first-day" in skip or gpus < first_day.GPU.nproc:
+        why = "--skip first-day" if "first-day" in skip else f"needs {first_day.GPU.nproc} GPUs (CP=2), found {gpus}"
+        return {"first-day": {"status": "skipped", "reason": why}}
+    first_day.prepare(out)
+    return first_day.run(first_day.plan(out, first_day.GPU, _free_port))
+
+
 def fp8_supported() -> tuple[bool, str]:
     """Whether Transformer Engine can run FP8 on this GPU (its own check), with the reason when not."""
     try:
@@ -236,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="steps left out of the throughput")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak per GPU (H100/H200: 989)")
     parser.add_argument("--train-timeout", type=float, default=150.0)
-    parser.add_argument("--skip", action="append", default=[], choices=["kernels", "attention", "fp8"])
+    parser.add_argument("--skip", action="append", default=[], choices=["kernels", "attention", "fp8", "first-day"])
     args = parser.parse_args(argv)
 
     import torch
@@ -271,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         step, run = run_training("fp8", ["train.fp8=tensorwise"], arch, args, gpus, out)
         report["steps"]["train-fp8"] = step
         runs += [run] if run else []
+    report["steps"].update(first_day_steps(out / "first-day", gpus, args.skip))
     write_outputs(out, report, runs, gpu_name, args.peak_tflops)
     failed = [name for name, s in report["steps"].items() if s["status"] not in ("ok", "skipped")]
     for name, s in report["steps"].items():

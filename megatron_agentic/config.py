@@ -457,7 +457,8 @@ class PerfConfig:
     moe_grouped_gemm: bool | str = "auto"
     """Grouped-GEMM experts (``moe_grouped_gemm``, TE ``TEGroupedMLP``); needs TE."""
     moe_permute_fusion: bool | str = "auto"
-    """Fused token permutation (``moe_permute_fusion``); needs TE."""
+    """Fused token permutation (``moe_permute_fusion``); needs TE. ``auto`` keeps it off: Megatron-Bridge's Qwen3-30B-A3B
+    H100 smoke runs on the PyTorch 25.11 image turned it off (TE's fused permutation failed there)."""
     moe_router_fusion: bool | str = "auto"
     """Fused router top-k / softmax / aux-loss (``moe_router_fusion``); needs TE."""
     cross_entropy_loss_fusion: bool | str = "auto"
@@ -470,7 +471,8 @@ class PerfConfig:
     """Fused RoPE (``apply_rope_fusion``); needs TE."""
     gradient_accumulation_fusion: bool | str = "auto"
     """Accumulate weight gradients in the fp32 main-grad buffer inside the GEMM (``gradient_accumulation_fusion``);
-    needs TE."""
+    needs TE and Apex's ``fused_weight_gradient_mlp_cuda`` (megatron-core's output layer), so ``auto`` is on only
+    where that extension imports."""
     overlap_grad_reduce: bool | str = "auto"
     """Overlap the data-parallel gradient reduce-scatter with backward (DDP ``overlap_grad_reduce``)."""
     overlap_param_gather: bool | str = "auto"

@@ -97,6 +97,7 @@ def library_report() -> dict[str, dict[str, Any]]:
         "megatron-core": ("megatron.core", "megatron-core"),
         "transformer-engine": ("transformer_engine.pytorch", "transformer-engine"),
         "apex": ("apex", "apex"),
+        "apex-gradient-fusion": ("fused_weight_gradient_mlp_cuda", "apex"),
         "nvidia-dali": ("nvidia.dali", "nvidia-dali-cuda120"),
         "triton": ("triton", "triton"),
         "transformers": ("transformers", "transformers"),
@@ -125,6 +126,18 @@ def effective_settings(recipe: str) -> dict[str, Any]:
     return {"recipe": recipe, "summary": settings.summary_lines(), **settings.as_dict()}
 
 
+def gradient_fusion_line(cuda: bool, te: bool, apex_extension: bool, error: str | None = None) -> str:
+    """Whether ``perf.gradient_accumulation_fusion=auto`` turns on here, and why (``megatron_agentic.perf``)."""
+    if not (cuda and te):
+        return "off (needs CUDA with Transformer Engine)"
+    if not apex_extension:
+        return (
+            "off: Apex's fused_weight_gradient_mlp_cuda does not import (megatron-core's ColumnParallelLinear output "
+            f"layer raises without it){': ' + error if error else ''}"
+        )
+    return "on (Apex's fused_weight_gradient_mlp_cuda imports)"
+
+
 def code_paths(gpu: dict[str, Any], libs: dict[str, dict[str, Any]]) -> dict[str, str]:
     """The implementation choices ``megatron-agentic train`` makes on this machine."""
     from megatron_agentic.config import TrainingConfig
@@ -150,6 +163,9 @@ def code_paths(gpu: dict[str, Any], libs: dict[str, dict[str, Any]]) -> dict[str
         "MoE token dispatcher": defaults.moe_token_dispatcher,
         "precision (train.precision=auto)": defaults.precision,
         "fused optimizer / norms": "Apex / TE" if (libs["apex"]["available"] or te) else "torch fallbacks",
+        "gradient accumulation fusion (auto)": gradient_fusion_line(
+            cuda, te, libs["apex-gradient-fusion"]["available"], libs["apex-gradient-fusion"]["error"]
+        ),
         "triton kernels": triton_mode,
         "batch loader": "torch (default); dali available"
         if libs["nvidia-dali"]["available"]

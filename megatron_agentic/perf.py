@@ -27,7 +27,10 @@ if TYPE_CHECKING:
 BRIDGE_H100: dict[str, Any] = {
     # recipes/qwen/h100/qwen3_moe.py, qwen3_30b_a3b_pretrain_8gpu_h100_bf16_config ("Kernel selections")
     "moe_grouped_gemm": True,  # cfg.model.moe_grouped_gemm = True
-    "moe_permute_fusion": True,  # cfg.model.moe_permute_fusion = True
+    # cfg.model.moe_permute_fusion = True in the recipe, but Bridge's own Qwen3-30B-A3B H100 smoke runs on the
+    # PyTorch 25.11 image set moe_permute_fusion=False (TE's fused permutation failed there): off under auto until a
+    # GPU acceptance run on our image shows it works (benchmarks/gpu_acceptance.py; perf.moe_permute_fusion=true).
+    "moe_permute_fusion": False,
     "cross_entropy_loss_fusion": True,  # cfg.model.cross_entropy_loss_fusion = True
     "cross_entropy_fusion_impl": "te",  # cfg.model.cross_entropy_fusion_impl = "te"
     # ... _16gpu_h100_bf16_config ("Precision and fused kernels")
@@ -36,7 +39,9 @@ BRIDGE_H100: dict[str, Any] = {
     "apply_rope_fusion": True,  # cfg.model.apply_rope_fusion = True
     "grad_reduce_in_fp32": False,  # cfg.ddp.grad_reduce_in_fp32 = False
     "precision_aware_optimizer": True,  # cfg.optimizer.use_precision_aware_optimizer = True
-    # Megatron-LM arguments.py default (--no-gradient-accumulation-fusion turns it off); needs TE or Apex.
+    # Megatron-LM arguments.py default (--no-gradient-accumulation-fusion turns it off). megatron-core's
+    # ColumnParallelLinear (output layer) needs Apex's fused_weight_gradient_mlp_cuda for it, which TE containers
+    # often lack (Bridge); under auto it is on only where that extension imports (Platform.has_apex_gradient_fusion).
     "gradient_accumulation_fusion": True,
     # ... _8gpu_h100_bf16_config ("DDP config")
     "overlap_grad_reduce": True,  # cfg.ddp.overlap_grad_reduce = True
@@ -222,6 +227,14 @@ def resolve_settings(platform: Platform, cfg: TrainingConfig) -> EffectiveSettin
         flags[name] = _pick(getattr(perf, name), name, te)
         if flags[name] and not te:
             raise ConfigError(f"perf.{name}=true needs Transformer Engine on CUDA, which this machine does not have")
+    if not platform.has_apex_gradient_fusion and flags["gradient_accumulation_fusion"]:
+        if perf.gradient_accumulation_fusion == "auto":
+            flags["gradient_accumulation_fusion"] = False
+        else:
+            raise ConfigError(
+                "perf.gradient_accumulation_fusion=true needs Apex's fused_weight_gradient_mlp_cuda extension "
+                "(megatron-core's ColumnParallelLinear raises without it), which does not import here"
+            )
     if flags["tp_comm_overlap"] and perf.tp_comm_overlap == "auto" and not (p.tensor > 1 and p.use_sequence_parallel):
         flags["tp_comm_overlap"] = False  # Bridge's CommOverlapConfig disables itself at TP=1
     if flags["tp_comm_overlap"] and not (p.tensor > 1 and p.use_sequence_parallel):
@@ -329,10 +342,16 @@ def resolve_settings(platform: Platform, cfg: TrainingConfig) -> EffectiveSettin
         "bucket_size": perf.ddp_bucket_size,
         "fp8_param_gather": t.fp8_param_gather,
     }
+    # Megatron-LM (training.py get_megatron_optimizer_config, core_v0.16.1) fills OptimizerConfig from the same
+    # args as TransformerConfig and the DDP config: the fields they share get the same values here.
     optimizer = {
         "use_distributed_optimizer": t.distributed_optimizer,
         "use_precision_aware_optimizer": flags["precision_aware_optimizer"],
         "overlap_param_gather_with_optimizer_step": False,
+        "overlap_param_gather": overlap_param,
+        # the distributed optimizer's FP8-parameter and precision-aware branches read it; without FP8 the value of
+        # TransformerConfig and Megatron-LM's --fp8-recipe default ("delayed"), which both branches treat as no FP8
+        "fp8_recipe": t.fp8 or "delayed",
     }
     return EffectiveSettings(
         platform="cuda" if cuda else "cpu",

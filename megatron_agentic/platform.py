@@ -67,6 +67,10 @@ class Platform:
     """Whether DeepEP (``deep_ep.Buffer``, the ``flex`` dispatcher's ``deepep`` backend) imports."""
     has_hybrid_ep: bool = False
     """Whether HybridEP (``deep_ep.HybridEPBuffer``, the ``flex`` dispatcher's ``hybridep`` backend) imports."""
+    has_apex_gradient_fusion: bool = False
+    """Whether Apex's CUDA extension ``fused_weight_gradient_mlp_cuda`` imports: megatron-core 0.16.1's
+    ``ColumnParallelLinear`` (the output layer of every spec) raises at construction with
+    ``gradient_accumulation_fusion=True`` without it, Transformer Engine or not."""
 
     @property
     def is_cuda(self) -> bool:
@@ -94,6 +98,10 @@ def _module_available(name: str) -> bool:
         return True
     except Exception:
         return False
+
+
+APEX_GRADIENT_FUSION_MODULE = "fused_weight_gradient_mlp_cuda"
+"""Apex's CUDA extension that ``gradient_accumulation_fusion`` needs (megatron-core ``tensor_parallel/layers.py``)."""
 
 
 def has_transformer_engine() -> bool:
@@ -444,6 +452,7 @@ def detect_platform() -> Platform:
         (),
         has_deep_ep=cuda and _has_attr("deep_ep", "Buffer"),
         has_hybrid_ep=cuda and _has_attr("deep_ep", "HybridEPBuffer"),
+        has_apex_gradient_fusion=cuda and _module_available(APEX_GRADIENT_FUSION_MODULE),
     )
 
 

@@ -167,6 +167,7 @@ def plan_chunks(
             ]
         objects += [BytesObject(keys.extra_state_key(b, (layer,), (n_layers,))) for b in keys.LAYER_EXTRA_STATES]
     add(keys.FINAL_NORM, keys.FINAL_NORM, (h,), (), ())
+    objects += [BytesObject(keys.extra_state_key(b, (0,), (1,))) for b in keys.FINAL_EXTRA_STATES]
     if arch.untie_embeddings_and_output_weights:
         add(keys.OUTPUT_LAYER, keys.OUTPUT_LAYER, (arch.vocab_size, h), (), ())
     return chunks, objects

@@ -42,8 +42,16 @@ EXPERT_KEYS = {
 LAYER_EXTRA_STATES = (
     "decoder.layers.self_attention.linear_qkv._extra_state",
     "decoder.layers.self_attention.linear_proj._extra_state",
+    "decoder.layers.self_attention.q_layernorm._extra_state",
+    "decoder.layers.self_attention.k_layernorm._extra_state",
+    "decoder.layers.pre_mlp_layernorm._extra_state",
 )
-"""``_extra_state`` objects (one per layer) the linear layers of both specs request on load."""
+"""``_extra_state`` objects (one per layer) the TE model requests on load: its linear layers and its ``TENorm``
+norms (TE 2.10's ``RMSNorm`` is an ``ops.BasicOperation`` with ``get_extra_state``); the CPU spec writes the same
+(``models/qwen3_moe/norm.py::ExtraStateRMSNorm``)."""
+
+FINAL_EXTRA_STATES = ("decoder.final_layernorm._extra_state",)
+"""``_extra_state`` objects outside the layer stack (offsets ``(0,)``, shape ``(1,)``): the final ``TENorm``."""
 
 EXPERT_EXTRA_STATES = (
     "decoder.layers.mlp.experts.experts.linear_fc1._extra_state",

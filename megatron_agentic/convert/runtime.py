@@ -62,19 +62,31 @@ def run_on_ranks(world: int, fn: Callable[..., Any], *args: Any) -> None:
             raise RuntimeError(f"conversion failed on {errors[0].stem}:\n{errors[0].read_text(encoding='utf-8')}")
 
 
-def init_layout(tensor: int, pipeline: int, expert: int) -> None:
-    """Initialise megatron-core's parallel state (world = tensor * pipeline * expert; DP = expert)."""
+def init_layout(tensor: int, pipeline: int, expert: int, expert_tensor: int | None = None) -> None:
+    """Initialise megatron-core's parallel state (world = tensor * pipeline * expert; DP = expert).
+
+    ``expert_tensor`` is the expert-tensor-parallel size (default: ``tensor``, megatron-core's default); pass the
+    same value to :func:`build_local_model`.
+    """
     from megatron.core import parallel_state
     from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
 
     parallel_state.initialize_model_parallel(
-        tensor_model_parallel_size=tensor, pipeline_model_parallel_size=pipeline, expert_model_parallel_size=expert
+        tensor_model_parallel_size=tensor,
+        pipeline_model_parallel_size=pipeline,
+        expert_model_parallel_size=expert,
+        expert_tensor_parallel_size=expert_tensor if expert_tensor is not None else tensor,
     )
     model_parallel_cuda_manual_seed(1234)
 
 
-def build_local_model(arch: ModelPreset, tensor: int, pipeline: int, expert: int, precision: str) -> Any:
-    """This rank's ``GPTModel`` chunk with the local layer spec and no random initialisation."""
+def build_local_model(
+    arch: ModelPreset, tensor: int, pipeline: int, expert: int, precision: str, expert_tensor: int | None = None
+) -> Any:
+    """This rank's ``GPTModel`` chunk with the local layer spec and no random initialisation.
+
+    ``expert_tensor`` (default ``tensor``) must equal the parallel state's expert-tensor-parallel size.
+    """
     from megatron.core import parallel_state
 
     from megatron_agentic.config import ModelConfig, ParallelConfig, TrainConfig, TrainingConfig
@@ -84,7 +96,7 @@ def build_local_model(arch: ModelPreset, tensor: int, pipeline: int, expert: int
     overrides = {f.name: getattr(arch, f.name) for f in dataclasses.fields(arch) if f.name != "name"}
     cfg = TrainingConfig(
         model=ModelConfig(preset="qwen3-30b-a3b", attention_backend="local", overrides=overrides),
-        parallel=ParallelConfig(tensor=tensor, pipeline=pipeline, expert=expert),
+        parallel=ParallelConfig(tensor=tensor, pipeline=pipeline, expert=expert, expert_tensor=expert_tensor or tensor),
         train=TrainConfig(precision=precision, seq_length=arch.max_position_embeddings),
     )
     settings = cfg.effective_settings(Platform("cpu", "gloo", False, False))

@@ -124,6 +124,8 @@ def init_distributed(cfg: TrainingConfig, platform: Platform) -> None:
         virtual_pipeline_model_parallel_size=p.virtual_pipeline,
         context_parallel_size=p.context,
         expert_model_parallel_size=p.expert,
+        # megatron-core's default (None) makes expert TP follow TP; the config's value must decide (ETP groups).
+        expert_tensor_parallel_size=p.expert_tensor,
     )
     seed_everything(cfg.train.seed)
 
@@ -194,10 +196,20 @@ def build_model_chunks(
 
 def build_optimizer(cfg: TrainingConfig, chunks: list[Any], platform: Platform) -> Any:
     """megatron-core Adam (AdamW-style decoupled weight decay) with the distributed optimizer."""
+    return get_megatron_optimizer(optimizer_config(cfg, platform), chunks)
+
+
+def optimizer_config(cfg: TrainingConfig, platform: Platform) -> OptimizerConfig:
+    """megatron-core ``OptimizerConfig`` of ``cfg`` on ``platform`` (FP8 recipe and overlaps from the settings)."""
+    return OptimizerConfig(**optimizer_config_kwargs(cfg, platform))
+
+
+def optimizer_config_kwargs(cfg: TrainingConfig, platform: Platform) -> dict[str, Any]:
+    """The ``OptimizerConfig`` arguments (constructing it with the precision-aware optimizer needs TE's FusedAdam)."""
     t = cfg.train
     settings = resolve_settings(platform, cfg)
     bf16 = settings.precision == "bf16"
-    opt_config = OptimizerConfig(
+    return dict(
         optimizer="adam",
         lr=t.lr,
         min_lr=t.min_lr,
@@ -208,9 +220,10 @@ def build_optimizer(cfg: TrainingConfig, chunks: list[Any], platform: Platform) 
         clip_grad=t.clip_grad,
         bf16=bf16,
         params_dtype=torch.bfloat16 if bf16 else torch.float32,
+        # Megatron-LM's default (--no-barrier-with-level-1-timing unset), as TransformerConfig's; used with timers only
+        barrier_with_L1_time=True,
         **settings.optimizer,
     )
-    return get_megatron_optimizer(opt_config, chunks)
 
 
 def build_scheduler(cfg: TrainingConfig, optimizer: Any, total_iters: int) -> OptimizerParamScheduler:

@@ -352,7 +352,8 @@ def load_checkpoint(
 
     The model and optimizer may be in a different TP/PP/EP/DP layout than at save time
     (dist_checkpointing reshards); RNG states are restored only for the same layout. A checkpoint in the
-    legacy key layout (before the TE layout, see ``models/qwen3_moe/layout.py``) is detected and mapped.
+    legacy key layout (before the TE layout, see ``models/qwen3_moe/layout.py``) is detected and mapped; module
+    ``_extra_state`` objects an older checkpoint lacks are initialised (``layout.load_sharded``), nothing else.
     Returns the checkpoint's common (non-tensor) entries, e.g. ``iteration`` and ``tokens``.
     """
     ckpt_dir = str(ckpt_dir)
@@ -373,12 +374,13 @@ def load_checkpoint(
         )
     if load_rng and same_layout:
         state["rng_state"] = _rng_sharded_object(None)
-    loaded = dist_checkpointing.load(state, ckpt_dir)
+    # Missing TE _extra_state objects (older checkpoints) are initialised; any other missing entry raises.
+    loaded, _ = key_layout.load_sharded(state, ckpt_dir)
     if len(model_chunks) == 1:
-        unwrap(model_chunks[0]).load_state_dict(loaded["model"])
+        key_layout.load_module_state(unwrap(model_chunks[0]), loaded["model"])
     else:
         for i, chunk in enumerate(model_chunks):
-            unwrap(chunk).load_state_dict(loaded[f"model{i}"])
+            key_layout.load_module_state(unwrap(chunk), loaded[f"model{i}"])
     if optimizer is not None:
         _load_optimizer_state(optimizer, loaded["optimizer"], optimizer_format)
     if scheduler is not None and "scheduler" in common:

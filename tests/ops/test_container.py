@@ -67,8 +67,12 @@ def test_transformer_engine_pin_inside_megatron_core_tested_range():
 
 def test_dockerfile_installs_from_the_pins_and_handles_ngc_constraints():
     assert re.search(r"^COPY requirements ", DOCKERFILE, re.M)
-    assert "pip install -r requirements/pins.txt" in DOCKERFILE
-    assert "pip install --no-build-isolation -r requirements/gpu.txt" in DOCKERFILE
+    install = DOCKERFILE.index("pip install -r requirements/pins.txt")
+    # the pins are resolved against the image's constraints before anything is installed ...
+    assert -1 < DOCKERFILE.find("pip install --dry-run --quiet -r requirements/pins.txt") < install
+    # ... and the image's own Transformer Engine is kept and checked against megatron-core's range afterwards
+    assert install < DOCKERFILE.find("python requirements/check_te.py")
+    assert "uninstall" not in DOCKERFILE and "requirements/gpu.txt" not in DOCKERFILE.split("FROM ")[1]
     assert "/etc/pip/constraint.txt" in DOCKERFILE and "sed -i" in DOCKERFILE
     assert not re.search(r"pip install[^\n]*==", DOCKERFILE), "versions belong in requirements/*.txt"
     base = re.search(r"^ARG BASE_IMAGE=(\S+)", DOCKERFILE, re.M).group(1)
@@ -85,3 +89,25 @@ def test_dockerfile_runs_as_non_root_and_context_is_small():
         for path in copied.split():
             assert (ROOT / path).exists(), f"Dockerfile copies missing {path}"
             assert path not in ignored, f"Dockerfile copies {path}, which .dockerignore excludes"
+
+
+def _check_te():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_te", ROOT / "requirements" / "check_te.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_check_te_accepts_the_range_megatron_core_declares_and_nothing_else():
+    check_te = _check_te()
+    allowed = check_te.megatron_core_te_range()  # from the installed megatron-core 0.16.1's own metadata
+    assert allowed.contains("2.10.0") and not allowed.contains("2.12.0")
+    mcore = metadata.version("megatron-core")
+    for inside in ("2.9.0", "2.9.0+40c69e75", "2.10.0", "2.11.0rc1"):  # NGC builds carry a local version
+        assert check_te.check(inside, allowed, mcore) is None, inside
+    for outside in ("2.8.0", "2.12.0", "3.0.0"):
+        line = check_te.check(outside, allowed, mcore)
+        assert line and outside in line and "outside megatron-core" in line and "\n" not in line
+    assert "no Transformer Engine" in check_te.check(None, allowed, mcore)

@@ -74,10 +74,16 @@ def test_attention_backend_resolution():
 def test_local_spec_swaps_norms_and_attention():
     spec = _spec.qwen3_moe_layer_spec("local", num_experts=4)
     sub = spec.submodules
+    assert sub.input_layernorm is _norm.SequenceParallelRMSNorm  # fused into linear_qkv in the TE spec: no extra state
+    # the TE spec's TENorm positions carry TE's _extra_state (checkpoints hold the objects the TE model requests)
     assert (
-        sub.input_layernorm is _norm.SequenceParallelRMSNorm and sub.pre_mlp_layernorm is _norm.SequenceParallelRMSNorm
+        sub.pre_mlp_layernorm is _norm.ExtraStateRMSNorm
+        and sub.self_attention.submodules.q_layernorm is _norm.ExtraStateRMSNorm
     )
-    assert sub.self_attention.submodules.q_layernorm is _norm.SequenceParallelRMSNorm
+    assert (
+        issubclass(_norm.ExtraStateRMSNorm, _norm.SequenceParallelRMSNorm)
+        and _norm.ExtraStateRMSNorm(_tconfig(), 16).state_dict()["_extra_state"] is None
+    )
     from megatron.core.transformer.dot_product_attention import DotProductAttention
 
     assert sub.self_attention.submodules.core_attention is DotProductAttention

@@ -100,3 +100,65 @@ def log_legacy_load(ckpt_dir: str | os.PathLike, renamed: int) -> None:
         renamed,
         ", ".join(LEGACY_KEY_MAP.values()),
     )
+
+
+EXTRA_STATE_SUFFIX = "._extra_state"
+"""Key suffix of the ``ShardedObject`` s holding a module's ``get_extra_state()`` (TE's FP8 scaling state)."""
+
+
+def is_extra_state(key: str) -> bool:
+    """Whether a state-dict or checkpoint key is a module's ``_extra_state`` (``[prefix.]_extra_state``)."""
+    return key == "_extra_state" or key.endswith(EXTRA_STATE_SUFFIX)
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint lacks a tensor (or other state) the model asks for: never skipped."""
+
+
+def load_sharded(sharded_state_dict: dict[str, Any], ckpt_dir: str | os.PathLike) -> tuple[dict[str, Any], set[str]]:
+    """``dist_checkpointing.load`` that lets only missing module ``_extra_state`` objects be initialised.
+
+    Checkpoints written before the norms carried Transformer Engine's ``_extra_state`` (converted or trained with
+    the project before TE 2.10's ``RMSNorm`` became an ``ops.BasicOperation``) lack the objects the TE model's
+    ``q_layernorm``/``k_layernorm``/``pre_mlp_layernorm``/``final_layernorm`` request. As Megatron-LM does for
+    "backward compatibility for TE changes" (``--dist-ckpt-strictness log_all`` in its functional tests,
+    ``megatron/training/checkpointing.py::load_model_state_dict`` retrying ``strict=False`` at core_v0.16.1),
+    the load uses megatron-core's ``StrictHandling.RETURN_UNEXPECTED``: requested keys absent from the checkpoint
+    are dropped from the request and returned. Unlike a blanket non-strict load, anything absent other than a
+    module's ``_extra_state`` raises :class:`CheckpointMismatchError`, so no tensor is ever silently left at its
+    initial value. Returns the loaded state and the absent ``_extra_state`` keys (left as the modules made them).
+    """
+    from megatron.core import dist_checkpointing
+    from megatron.core.dist_checkpointing.validation import StrictHandling
+
+    loaded, _, unexpected = dist_checkpointing.load(
+        sharded_state_dict, str(ckpt_dir), strict=StrictHandling.RETURN_UNEXPECTED
+    )
+    absent = set(unexpected)
+    not_extra = sorted(k for k in absent if not is_extra_state(k))
+    if not_extra:
+        raise CheckpointMismatchError(
+            f"{ckpt_dir}: checkpoint lacks {len(not_extra)} requested entr{'y' if len(not_extra) == 1 else 'ies'}: "
+            f"{', '.join(not_extra[:5])}{' ...' if len(not_extra) > 5 else ''}"
+        )
+    if absent:
+        logger.warning(
+            "%s: checkpoint has no %s (written before the TE norm extra state); these modules keep their initial "
+            "(no-FP8) extra state",
+            ckpt_dir,
+            ", ".join(sorted(absent)),
+        )
+    return loaded, absent
+
+
+def load_module_state(module: Any, state_dict: dict[str, Any]) -> None:
+    """``module.load_state_dict`` that accepts only missing ``_extra_state`` entries (see :func:`load_sharded`).
+
+    Strict for every tensor: a missing or unexpected parameter/buffer raises :class:`CheckpointMismatchError`.
+    """
+    result = module.load_state_dict(state_dict, strict=False)
+    missing = [k for k in result.missing_keys if not is_extra_state(k)]
+    if missing or result.unexpected_keys:
+        raise CheckpointMismatchError(
+            f"model state mismatch: missing {missing[:5]}, unexpected {list(result.unexpected_keys)[:5]}"
+        )

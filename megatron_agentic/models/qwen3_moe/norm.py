@@ -41,3 +41,25 @@ class SequenceParallelRMSNorm(torch.nn.Module):
             return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         y = F.rms_norm(x.float(), self.weight.shape, self.weight.float(), self.eps)
         return y.to(x.dtype)
+
+
+class ExtraStateRMSNorm(SequenceParallelRMSNorm):
+    """:class:`SequenceParallelRMSNorm` with the ``_extra_state`` entry of Transformer Engine's ``RMSNorm``.
+
+    In megatron-core 0.16.1's TE layer spec the q/k norms, ``pre_mlp_layernorm`` and the decoder's final norm are
+    ``TENorm``, i.e. TE 2.10's ``RMSNorm`` (an ``ops.BasicOperation``), whose ``get_extra_state`` makes
+    ``sharded_state_dict()`` request a ``ShardedObject`` ``<module>._extra_state`` (its FP8 scaling state).
+    Giving the CPU norm the same entry (``None``: no FP8 state) makes every checkpoint written on CPU carry
+    the objects the TE model requests, so ``dist_checkpointing.load`` into the TE model finds everything;
+    TE's ``set_extra_state`` treats ``None`` as "no FP8 state" (``ops/op.py``, ``module/base.py``).
+    The input norm needs none: the TE spec fuses it into ``linear_qkv``, whose ``_extra_state`` the linear
+    layer already writes.
+    """
+
+    def get_extra_state(self) -> None:
+        """No FP8 state on this path (TE reads ``None`` as none)."""
+        return None
+
+    def set_extra_state(self, state: object) -> None:
+        """Accept TE's state (an empty or pickled FP8-scaling byte tensor) and ignore it: no FP8 on this path."""
+        del state

@@ -22,7 +22,7 @@ from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_block import TransformerBlockSubmodules
 
 from megatron_agentic.models.qwen3_moe import layout
-from megatron_agentic.models.qwen3_moe.norm import SequenceParallelRMSNorm
+from megatron_agentic.models.qwen3_moe.norm import ExtraStateRMSNorm, SequenceParallelRMSNorm
 
 logger = logging.getLogger(__name__)
 
@@ -92,11 +92,12 @@ def qwen3_moe_layer_spec(
             get_gpt_layer_local_spec(num_experts=num_experts, qk_layernorm=qk_layernorm, normalization="RMSNorm")
         )
         sub = spec.submodules
+        # The norms that are TENorm in the TE spec carry its _extra_state (checkpoints hold what TE requests).
         sub.input_layernorm = SequenceParallelRMSNorm
-        sub.pre_mlp_layernorm = SequenceParallelRMSNorm
+        sub.pre_mlp_layernorm = ExtraStateRMSNorm
         if qk_layernorm:
-            sub.self_attention.submodules.q_layernorm = SequenceParallelRMSNorm
-            sub.self_attention.submodules.k_layernorm = SequenceParallelRMSNorm
+            sub.self_attention.submodules.q_layernorm = ExtraStateRMSNorm
+            sub.self_attention.submodules.k_layernorm = ExtraStateRMSNorm
         # Checkpoint keys of the TE MoE layer (megatron-core's local map would rename pre_mlp_layernorm too).
         sub.sharded_state_dict_keys_map = dict(layout.LAYER_KEYS_MAP)
     if backend == "triton":
@@ -118,7 +119,7 @@ def qwen3_moe_block_spec(
 ) -> TransformerBlockSubmodules:
     """Decoder block spec for this pipeline stage: its layers plus the final norm.
 
-    With the local spec the final norm is :class:`SequenceParallelRMSNorm` too (megatron-core's default
+    With the local spec the final norm is :class:`ExtraStateRMSNorm` (the TE spec's is ``TENorm``; megatron-core's default
     for a bare layer spec would be the torch norm, which refuses sequence parallelism).
     """
     from megatron.core.transformer.transformer_block import get_num_layers_to_build
@@ -129,7 +130,7 @@ def qwen3_moe_block_spec(
     offset = get_transformer_layer_offset(config, vp_stage=vp_stage)
     layer_specs = [layer_spec] * config.num_layers
     if layer_spec.submodules.input_layernorm is SequenceParallelRMSNorm:
-        final_norm: Any = SequenceParallelRMSNorm
+        final_norm: Any = ExtraStateRMSNorm
     else:
         from megatron.core.extensions.transformer_engine import TENorm
 
