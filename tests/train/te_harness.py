@@ -45,11 +45,12 @@ TE_VERSION = "2.10.0"
 PACKAGES = (
     f"transformer_engine=={TE_VERSION}",
     f"transformer_engine_cu13=={TE_VERSION}",
-    "onnx",
-    "onnxscript",
-    "onnx-ir",
-    "einops",
-    "ml_dtypes",
+    # TE's pure-Python dependencies at the versions the harness was verified with (a locked environment)
+    "onnx==1.23.2",
+    "onnxscript==0.7.2",
+    "onnx-ir==1.1.0",
+    "einops==0.8.2",
+    "ml_dtypes==0.7.0",
 )
 """``pip install --target DIR --no-deps`` arguments (TE's Python code and its pure-Python imports)."""
 
