@@ -10,15 +10,16 @@ from typing import Any
 class LazyModule:
     """Stands for a module that is imported on the first public attribute access.
 
-    Private and dunder names raise ``AttributeError`` without importing: pytest's collector probes every module-level
-    object for them (``__test__``, ``_fixture_function_marker``), which would import the module at collection time.
+    Dunder names and pytest's probe names raise ``AttributeError`` without importing: pytest's collector probes every
+    module-level object for them (``__test__``, ``_fixture_function_marker``, ``_mock_name``), which would import the module at
+    collection time.
     """
 
     def __init__(self, name: str) -> None:
         self._name = name
 
     def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("_"):
+        if attr.startswith(("__", "_pytest", "_fixture", "_mock")):
             raise AttributeError(attr)
         return getattr(self.module(), attr)
 

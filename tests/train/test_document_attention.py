@@ -12,20 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from megatron.core.datasets.gpt_dataset import _get_ltor_masks_and_position_ids
 
 from megatron_agentic.config import ConfigError, load_config
 from megatron_agentic.kernels.ring_attention import zigzag_merge
 from megatron_agentic.perf import resolve_settings
 from megatron_agentic.platform import Platform
-from megatron_agentic.training.packing import (
-    document_lengths,
-    pack_documents,
-    packed_seq_params,
-    padded_lengths,
-    prepare_document_batches,
-    step_packed_length,
-)
+from tests.support.lazy import lazy_import
+
+# megatron-core is imported when a test runs, not when the suite is collected
+_gpt_dataset = lazy_import("megatron.core.datasets.gpt_dataset")
+_packing = lazy_import("megatron_agentic.training.packing")
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "tests" / "train" / "document_attention_worker.py"
@@ -64,11 +60,11 @@ def _blocks(lengths: list[int]) -> torch.Tensor:
 def test_documents_are_megatron_cores_reset_blocks(eods):
     """Our document split gives exactly megatron-core's ``reset_attention_mask`` mask and reset position ids."""
     tokens = _tokens(1, 32, [eods])[0]
-    mask, _, positions = _get_ltor_masks_and_position_ids(tokens, EOD, True, True, False, True)
-    lengths = document_lengths(tokens, EOD)
+    mask, _, positions = _gpt_dataset._get_ltor_masks_and_position_ids(tokens, EOD, True, True, False, True)
+    lengths = _packing.document_lengths(tokens, EOD)
     assert sum(lengths) == 32
     assert torch.equal(_blocks(lengths), ~mask[0])  # megatron: True = masked out
-    packed = pack_documents(_batch(tokens.unsqueeze(0)), EOD)
+    packed = _packing.pack_documents(_batch(tokens.unsqueeze(0)), EOD)
     assert torch.equal(packed["position_ids"][0], positions)
     assert packed["attention_mask"] is None
 
@@ -77,7 +73,7 @@ def test_micro_batch_packing_cp1():
     """Samples are laid end to end (a sample end is a document end), values unchanged, ``cu_seqlens`` exact."""
     tokens = _tokens(3, 16, [[2, 9], [], [15]])
     batch = _batch(tokens)
-    out = pack_documents(batch, EOD)
+    out = _packing.pack_documents(batch, EOD)
     assert out["tokens"].shape == (1, 48)
     for key in ("tokens", "labels", "loss_mask"):
         assert torch.equal(out[key][0], batch[key].reshape(-1))
@@ -95,10 +91,10 @@ def test_cp_padding_and_zigzag_shards(cp):
     document; the shards of all ranks reassemble the padded packed sequence, real tokens in order."""
     tokens = _tokens(2, 24, [[4, 5, 13], [22]])
     batch = _batch(tokens)
-    lengths = [n for row in tokens for n in document_lengths(row, EOD)]
-    padded = padded_lengths(lengths, cp)
-    total = step_packed_length([batch], EOD, cp, tp_size=2) + 4 * cp  # extra tail padding, as a step max gives
-    shards = [pack_documents(batch, EOD, r, cp, total_length=total) for r in range(cp)]
+    lengths = [n for row in tokens for n in _packing.document_lengths(row, EOD)]
+    padded = _packing.padded_lengths(lengths, cp)
+    total = _packing.step_packed_length([batch], EOD, cp, tp_size=2) + 4 * cp  # extra tail padding, as a step max gives
+    shards = [_packing.pack_documents(batch, EOD, r, cp, total_length=total) for r in range(cp)]
     params = shards[0]["packed_seq_params"]
     assert params.cu_seqlens_q[-1] == 48 and params.cu_seqlens_q_padded[-1] == total
     assert all(s["tokens"].shape[1] == total // cp for s in shards)
@@ -117,20 +113,20 @@ def test_cp_padding_and_zigzag_shards(cp):
 
 
 def test_packed_seq_params_builder_and_errors():
-    p = packed_seq_params([3, 5], [4, 8])
+    p = _packing.packed_seq_params([3, 5], [4, 8])
     assert p.cu_seqlens_q.tolist() == [0, 3, 8] and p.cu_seqlens_q_padded.tolist() == [0, 4, 12]
     assert p.cu_seqlens_kv is p.cu_seqlens_q and p.max_seqlen_kv == 8
     with pytest.raises(ValueError, match="shorter"):
-        packed_seq_params([3, 5], [2, 8])
+        _packing.packed_seq_params([3, 5], [2, 8])
     with pytest.raises(ValueError, match="multiple of 4"):
-        padded_lengths([3, 5], cp_size=2, total_length=14)
+        _packing.padded_lengths([3, 5], cp_size=2, total_length=14)
     with pytest.raises(ValueError, match=">="):
-        padded_lengths([3, 5], cp_size=2, total_length=8)
+        _packing.padded_lengths([3, 5], cp_size=2, total_length=8)
 
 
 def test_prepare_without_cp_keeps_the_micro_batch_length():
     batches = [_batch(_tokens(2, 16, [[1], [3, 4]], seed=i)) for i in range(3)]
-    packed, total = prepare_document_batches(batches, EOD, cp_rank=0, cp_size=1)
+    packed, total = _packing.prepare_document_batches(batches, EOD, cp_rank=0, cp_size=1)
     assert total == 32 and all(b["tokens"].shape == (1, 32) for b in packed)
 
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from megatron.core.dist_checkpointing.mapping import ShardedObject, ShardedTensor
 
-from megatron_agentic.convert.dcp_stream import BytesObject, TensorChunk, write_torch_dist
 from megatron_agentic.models.qwen3_moe import layout
+from tests.support.lazy import lazy_import
+
+# megatron-core is imported when a test runs, not when the suite is collected
+_mapping = lazy_import("megatron.core.dist_checkpointing.mapping")
+_dcp_stream = lazy_import("megatron_agentic.convert.dcp_stream")
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +32,16 @@ def one_rank(tmp_path_factory):
 @pytest.fixture
 def ckpt(tmp_path):
     """A checkpoint holding ``a.weight`` (ones) and ``a._extra_state``, but nothing of module ``b``."""
-    chunk = TensorChunk("a.weight", (4,), (0,), (4,), torch.float32, lambda: torch.ones(4))
-    return write_torch_dist(tmp_path / "iter_0000000", [chunk], [BytesObject("a._extra_state/shard_0_1")], {"i": 0})
+    chunk = _dcp_stream.TensorChunk("a.weight", (4,), (0,), (4,), torch.float32, lambda: torch.ones(4))
+    return _dcp_stream.write_torch_dist(
+        tmp_path / "iter_0000000", [chunk], [_dcp_stream.BytesObject("a._extra_state/shard_0_1")], {"i": 0}
+    )
 
 
 def _request(*extra):
     state = {
-        "a.weight": ShardedTensor.from_rank_offsets("a.weight", torch.zeros(4), replica_id=0),
-        "a._extra_state": ShardedObject("a._extra_state", None, (1,), (0,), replica_id=0),
+        "a.weight": _mapping.ShardedTensor.from_rank_offsets("a.weight", torch.zeros(4), replica_id=0),
+        "a._extra_state": _mapping.ShardedObject("a._extra_state", None, (1,), (0,), replica_id=0),
     }
     for item in extra:
         state[item.key] = item
@@ -44,7 +49,7 @@ def _request(*extra):
 
 
 def test_missing_extra_state_is_initialised_and_logged(one_rank, ckpt, caplog):
-    b_extra = ShardedObject("b._extra_state", "initial", (1,), (0,), replica_id=0)
+    b_extra = _mapping.ShardedObject("b._extra_state", "initial", (1,), (0,), replica_id=0)
     with caplog.at_level("WARNING"):
         loaded, absent = layout.load_sharded(_request(b_extra), ckpt)
     assert absent == {"b._extra_state"}
@@ -54,7 +59,7 @@ def test_missing_extra_state_is_initialised_and_logged(one_rank, ckpt, caplog):
 
 
 def test_missing_tensor_raises(one_rank, ckpt):
-    c = ShardedTensor.from_rank_offsets("c.weight", torch.zeros(2), replica_id=0)
+    c = _mapping.ShardedTensor.from_rank_offsets("c.weight", torch.zeros(2), replica_id=0)
     with pytest.raises(layout.CheckpointMismatchError, match=r"lacks 1 requested entry: c\.weight"):
         layout.load_sharded(_request(c), ckpt)
 

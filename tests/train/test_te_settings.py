@@ -17,31 +17,34 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from megatron.core.distributed import DistributedDataParallelConfig
-from megatron.core.optimizer import OptimizerConfig
-from megatron.core.transformer import TransformerConfig
 
 from megatron_agentic.config import ConfigError, config_from_dict
 from megatron_agentic.doctor import gradient_fusion_line
-from megatron_agentic.models.qwen3_moe.model import transformer_config_from
 from megatron_agentic.perf import resolve_settings
 from megatron_agentic.platform import Platform
-from megatron_agentic.training.builders import ddp_settings, optimizer_config, optimizer_config_kwargs
+from tests.support.lazy import lazy_import
+
+# megatron-core is imported when a test runs, not when the suite is collected
+_mcore_ddp = lazy_import("megatron.core.distributed")
+_mcore_opt = lazy_import("megatron.core.optimizer")
+_mcore_tc = lazy_import("megatron.core.transformer")
+_model = lazy_import("megatron_agentic.models.qwen3_moe.model")
+_builders = lazy_import("megatron_agentic.training.builders")
 
 H100_TE = Platform("cuda", "nccl", True, True)
 H100_TE_APEX = Platform("cuda", "nccl", True, True, has_apex_gradient_fusion=True)
 
 SHARED_OPTIMIZER_FIELDS = {
-    "fp8_recipe",  # TransformerConfig.fp8_recipe (args.fp8_recipe)
+    "fp8_recipe",  # _mcore_tc.TransformerConfig.fp8_recipe (args.fp8_recipe)
     "fp16",  # ModelParallelConfig (args.fp16)
     "bf16",  # ModelParallelConfig (args.bf16)
     "params_dtype",  # ModelParallelConfig (args.params_dtype)
     "barrier_with_L1_time",  # ModelParallelConfig (args.barrier_with_L1_time)
     "timers",  # ModelParallelConfig (set by the training loop)
     "config_logger_dir",  # ModelParallelConfig (args.config_logger_dir)
-    "use_distributed_optimizer",  # DistributedDataParallelConfig (args.use_distributed_optimizer)
-    "overlap_param_gather",  # DistributedDataParallelConfig (args.overlap_param_gather)
-    "reuse_grad_buf_for_mxfp8_param_ag",  # DistributedDataParallelConfig (args.reuse_grad_buf_for_mxfp8_param_ag)
+    "use_distributed_optimizer",  # _mcore_ddp.DistributedDataParallelConfig (args.use_distributed_optimizer)
+    "overlap_param_gather",  # _mcore_ddp.DistributedDataParallelConfig (args.overlap_param_gather)
+    "reuse_grad_buf_for_mxfp8_param_ag",  # _mcore_ddp.DistributedDataParallelConfig (args.reuse_grad_buf_for_mxfp8_param_ag)
 }
 """``OptimizerConfig`` fields that megatron-core 0.16.1's ``TransformerConfig`` or DDP config also has: Megatron-LM
 fills all three from one ``args`` namespace, so each has one value per run."""
@@ -86,9 +89,9 @@ def test_moe_permute_fusion_off_under_auto_and_on_when_asked():
 
 
 def test_the_shared_optimizer_fields_are_the_listed_ones():
-    names = {f.name for f in dataclasses.fields(OptimizerConfig)}
-    others = {f.name for f in dataclasses.fields(TransformerConfig)} | {
-        f.name for f in dataclasses.fields(DistributedDataParallelConfig)
+    names = {f.name for f in dataclasses.fields(_mcore_opt.OptimizerConfig)}
+    others = {f.name for f in dataclasses.fields(_mcore_tc.TransformerConfig)} | {
+        f.name for f in dataclasses.fields(_mcore_ddp.DistributedDataParallelConfig)
     }
     assert names & others == SHARED_OPTIMIZER_FIELDS
 
@@ -112,15 +115,15 @@ def test_optimizer_config_agrees_with_transformer_and_ddp_configs(platform, sect
     settings = resolve_settings(platform, cfg)
     # OptimizerConfig itself needs TE's FusedAdam for the precision-aware optimizer: compare its arguments on top of
     # its defaults (and, where it builds here, the real object)
-    kwargs = optimizer_config_kwargs(cfg, platform)
-    assert set(kwargs) <= {f.name for f in dataclasses.fields(OptimizerConfig)}
-    defaults = {f.name: f.default for f in dataclasses.fields(OptimizerConfig)}
+    kwargs = _builders.optimizer_config_kwargs(cfg, platform)
+    assert set(kwargs) <= {f.name for f in dataclasses.fields(_mcore_opt.OptimizerConfig)}
+    defaults = {f.name: f.default for f in dataclasses.fields(_mcore_opt.OptimizerConfig)}
     opt = SimpleNamespace(**{**defaults, **kwargs})
     if not kwargs["use_precision_aware_optimizer"]:
-        assert optimizer_config(cfg, platform) == OptimizerConfig(**kwargs)
+        assert _builders.optimizer_config(cfg, platform) == _mcore_opt.OptimizerConfig(**kwargs)
     # (TransformerConfig imports TE's fused RoPE to validate apply_rope_fusion: not a shared field, turned off here)
-    tconfig = transformer_config_from(cfg, settings, apply_rope_fusion=False)
-    ddp = DistributedDataParallelConfig(**ddp_settings(settings.ddp))
+    tconfig = _model.transformer_config_from(cfg, settings, apply_rope_fusion=False)
+    ddp = _mcore_ddp.DistributedDataParallelConfig(**_builders.ddp_settings(settings.ddp))
     for name in sorted(SHARED_OPTIMIZER_FIELDS - {"timers"}):
         source = tconfig if hasattr(tconfig, name) else ddp
         assert getattr(opt, name) == getattr(source, name), name
