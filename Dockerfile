@@ -59,7 +59,7 @@ COPY data_tools ./data_tools
 COPY examples ./examples
 COPY benchmarks ./benchmarks
 RUN pip install --no-deps -e . \
-    && python -c "import megatron_agentic, megatron.core, transformer_engine; print('megatron-core', megatron.core.__version__)"
+    && python -c "import megatron_agentic.kernels.flash_attention, megatron.core, transformer_engine; print('megatron-core', megatron.core.__version__)"
 
 # Run as an unprivileged user (uid 1000 by default; match your cluster's with --build-arg USER_UID=...).
 ARG USER_UID=1000
