@@ -32,7 +32,7 @@ from data_tools.common.lock import LOCK_NAME, LockedError, OutputLock
 from megatron_agentic.config import TrainingConfig
 from megatron_agentic.platform import Platform, setup_platform
 from megatron_agentic.training import checkpoint as ckpt
-from megatron_agentic.training import resume
+from megatron_agentic.training import resume, save_procs
 from megatron_agentic.training.builders import (
     ManualGC,
     build_model_chunks,
@@ -185,6 +185,18 @@ class Trainer:
         """Wait for background checkpoint writes and move the latest marker (a collective call)."""
         if self.async_queue is not None:
             self.async_queue.maybe_finalize_async_calls(blocking=True)
+
+    def abort_saves(self) -> None:
+        """Kill background checkpoint writers of a run that failed (their checkpoint never becomes the latest)."""
+        if self.async_queue is None:
+            return
+        for call in list(getattr(self.async_queue, "async_calls", [])):
+            caller = getattr(call, "async_caller", None)
+            if caller is not None:
+                try:
+                    caller.close(abort=True)
+                except Exception as exc:  # noqa: BLE001 - best effort on a failing exit path
+                    logger.debug("aborting a background save: %s", exc)
 
     def _lock_checkpoint_dir(self) -> None:
         """Rank 0 locks ``checkpoint.dir``; every rank raises LockedError when another live job holds it."""
@@ -618,7 +630,11 @@ def train(cfg: TrainingConfig) -> dict[str, Any]:
     trainer = Trainer(cfg)
     try:
         return trainer.run()
+    except BaseException:
+        trainer.abort_saves()
+        raise
     finally:
+        save_procs.shutdown()  # the checkpoint helpers never outlive the run (issue 25)
         trainer.stopper.restore_handlers()
         if trainer._lock is not None:
             trainer._lock.release()
