@@ -619,6 +619,8 @@ class TrainingConfig:
             )
         if self.model.attention_backend == "local" and p.context > 1:
             raise ConfigError("model.attention_backend=local cannot run parallel.context > 1; use triton or auto")
+        if not self.data.mock and not self.data.uses_files:
+            raise ConfigError("data.mock is false but neither data.blend nor data.blend_file is set: no training data")
         if t.exit_interval is not None and self.checkpoint.dir is None:
             raise ConfigError("train.exit_interval needs checkpoint.dir")
         etp_group = p.expert_tensor * p.expert * p.pipeline

@@ -88,8 +88,11 @@ CONFIG="$JOB_DIR/config.yaml"
 echo "[launch] recipe $RECIPE -> $CONFIG (nodes=$NODES x $GPUS_PER_NODE GPUs, job $JOB_ID)"
 
 # Exit codes of `megatron-agentic train` (torchrun reports 1 for any failed rank, so rank 0 also writes
-# $RUN_DIR/exit_status.json): 0 done, 2 configuration error, 3 saved and stopped for a signal / the walltime.
-EXIT_STATUS="$RUN_DIR/exit_status.json"
+# $RUN_DIR/exit_status.json and this job's copy, $JOB_DIR/exit_status.json, the one read here): 0 done, 2
+# configuration or input error, 3 saved and stopped for a signal / the walltime, 5 checkpoint.dir locked by another
+# live run (a run that loses the lock writes only this job's copy, never into the other run's directories).
+export MEGATRON_AGENTIC_EXIT_STATUS="$JOB_DIR/exit_status.json"
+EXIT_STATUS="$MEGATRON_AGENTIC_EXIT_STATUS"
 status_code() { "$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["code"])' "$EXIT_STATUS" 2>/dev/null || echo ""; }
 
 # Validate the layout and memory before any GPU is touched (non-zero exit when it cannot run).
@@ -195,6 +198,11 @@ while true; do
   if [[ $code == 2 ]]; then
     echo "[launch] configuration error (exit 2): not retrying; see $JOB_DIR" | tee -a "$JOB_DIR/restarts.log"
     exit 2
+  fi
+  if [[ $code == 5 ]]; then
+    echo "[launch] checkpoint directory locked by another live run (exit 5): not retrying; see $JOB_DIR" \
+      | tee -a "$JOB_DIR/restarts.log"
+    exit 5
   fi
   if [[ $code == 3 ]]; then  # exit_status.json says the checkpoint for the stop request is the latest one
     requeue_or_exit "checkpoint saved for a stop request (exit 3)"

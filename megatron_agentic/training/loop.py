@@ -144,6 +144,8 @@ class Trainer:
         self.dp_rank = parallel_state.get_data_parallel_rank()
         self.cp_rank = parallel_state.get_context_parallel_rank()
         self.cp_size = parallel_state.get_context_parallel_world_size()
+        self._lock: OutputLock | None = None
+        self._lock_checkpoint_dir()  # before anything is written (metrics, tensorboard): a loser leaves no trace
         t = cfg.train
         self.total_iters = t.total_iters()
         self.arch = cfg.model.architecture()
@@ -162,8 +164,6 @@ class Trainer:
         self._data_start_iteration = 0
         self.stopper = StopRequest(cfg.checkpoint.save_before_walltime_s)
         self.guard = StepGuard(t.spike_factor, t.spike_window, t.max_skipped_in_a_row)
-        self._lock: OutputLock | None = None
-        self._lock_checkpoint_dir()
         self.async_queue = self._async_queue()
 
     def _async_queue(self) -> Any:
@@ -627,7 +627,12 @@ class Trainer:
 
 def train(cfg: TrainingConfig) -> dict[str, Any]:
     """Run training for this rank (validates, starts process groups, trains, tears down)."""
-    trainer = Trainer(cfg)
+    try:
+        trainer = Trainer(cfg)
+    except BaseException:
+        save_procs.shutdown()
+        teardown_distributed()
+        raise
     try:
         return trainer.run()
     except BaseException:

@@ -31,6 +31,11 @@ EXIT_CONFIG = 2
 """Exit code of a configuration error (not worth retrying)."""
 EXIT_STOPPED = 3
 """Exit code after a checkpoint saved for a signal, the walltime or a stop file (requeue and resume)."""
+EXIT_LOCKED = 5
+"""Exit code when another live run holds ``checkpoint.dir`` (not worth retrying at once)."""
+EXIT_STATUS_ENV = "MEGATRON_AGENTIC_EXIT_STATUS"
+"""Environment variable naming a per-job ``exit_status.json`` (the launcher's job directory): also written, and the
+only one written when this run lost the checkpoint lock (it must not touch the winner's ``log.dir``)."""
 
 END_TIME_ENV = ("SLURM_JOB_END_TIME", "MEGATRON_AGENTIC_JOB_END_TIME")
 """Environment variables holding the job's end time in epoch seconds, first found wins."""
