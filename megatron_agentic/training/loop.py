@@ -32,7 +32,7 @@ from data_tools.common.lock import LOCK_NAME, LockedError, OutputLock
 from megatron_agentic.config import TrainingConfig
 from megatron_agentic.platform import Platform, setup_platform
 from megatron_agentic.training import checkpoint as ckpt
-from megatron_agentic.training import resume, save_procs
+from megatron_agentic.training import data_order, resume, save_procs
 from megatron_agentic.training.builders import (
     ManualGC,
     build_model_chunks,
@@ -44,6 +44,7 @@ from megatron_agentic.training.builders import (
     world_size_from_env,
 )
 from megatron_agentic.training.data import MicroBatchLoader, build_datasets, build_loader, split_for_context_parallel
+from megatron_agentic.training.data_order import SampleLog
 from megatron_agentic.training.guard import StepGuard, Verdict, injected_nan_grad
 from megatron_agentic.training.metrics import MetricsLogger, read_metrics, write_json_atomic
 from megatron_agentic.training.stop import EXIT_STOPPED, StopRequest
@@ -162,6 +163,8 @@ class Trainer:
         self._train_time = 0.0
         self._train_tokens_this_run = 0
         self._data_start_iteration = 0
+        self._saved_data_build: dict[str, Any] | None = None
+        self._data_build: dict[str, Any] | None = None
         self.stopper = StopRequest(cfg.checkpoint.save_before_walltime_s)
         self.guard = StepGuard(t.spike_factor, t.spike_window, t.max_skipped_in_a_row)
         self.async_queue = self._async_queue()
@@ -232,6 +235,8 @@ class Trainer:
             path = ckpt.checkpoint_path(c.dir, latest)
             saved = ckpt.read_common(path)
             resume.check_config_compatible(saved.get("config"), self.cfg.to_dict(), str(path))
+            self._saved_data_build = saved.get("data_build")
+            data_order.resolve_build(self._saved_data_build, self.cfg, 1, str(path))  # refuse changed data early
             if c.load_optimizer:
                 self._choose_scheduler(saved.get("scheduler") or {}, str(path))
             iteration = int(saved["iteration"])
@@ -312,6 +317,7 @@ class Trainer:
                 "skipped": self.state.skipped,
                 "guard_recent": list(self.guard.recent),
                 "config": self.cfg.to_dict(),
+                "data_build": self._data_build,
             },
             optimizer_format=c.optimizer_format,
             async_queue=self.async_queue,
@@ -493,15 +499,19 @@ class Trainer:
             max(self.total_iters, 1) * t.global_batch_size,
             self.state.consumed_samples + remaining * t.global_batch_size,
         )
-        datasets = build_datasets(cfg, train_samples, t.eval_iters * t.global_batch_size)
-        loader = build_loader(
-            datasets.train, cfg, self.dp_rank, self.dp_size, start_iteration=self._data_start_iteration
+        # the sample order is fixed at the run's first start and reused on every resume (training/data_order.py)
+        where = str(ckpt.checkpoint_path(cfg.checkpoint.dir, self._last_saved)) if self._saved_data_build else ""
+        self._data_build = data_order.resolve_build(self._saved_data_build, cfg, train_samples, where)
+        datasets, train_data = data_order.build_train_stream(
+            cfg, self._data_build, train_samples, t.eval_iters * t.global_batch_size, build_datasets
         )
+        loader = build_loader(train_data, cfg, self.dp_rank, self.dp_size, start_iteration=self._data_start_iteration)
+        sample_log = SampleLog.from_env(self.rank, self.dp_size)
         last_eval: dict[str, float] = {}
         evaluated_at: int | None = None
         try:
             while self.state.iteration < self.total_iters:
-                record = self.train_step(loader)
+                record = self.train_step(loader if sample_log is None else sample_log.wrap(loader, self.state))
                 aux = self._aux_loss()
                 step = self.state.iteration
                 if step % cfg.log.interval == 0 or step == self.total_iters:

@@ -75,7 +75,7 @@ def checkpoint_problems(cfg: TrainingConfig) -> list[str]:
     """Whether the latest checkpoint in ``checkpoint.dir`` can be resumed with this config and layout."""
     from megatron_agentic.config import ConfigError
     from megatron_agentic.training import checkpoint as ckpt
-    from megatron_agentic.training import resume
+    from megatron_agentic.training import data_order, resume
 
     root = cfg.checkpoint.dir
     try:
@@ -92,6 +92,10 @@ def checkpoint_problems(cfg: TrainingConfig) -> list[str]:
     problems = []
     try:
         resume.check_config_compatible(saved.get("config"), cfg.to_dict(), str(path))
+    except ConfigError as exc:
+        problems.append(str(exc))
+    try:
+        data_order.resolve_build(saved.get("data_build"), cfg, 1, str(path))
     except ConfigError as exc:
         problems.append(str(exc))
     if cfg.checkpoint.load_optimizer:
