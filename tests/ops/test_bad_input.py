@@ -29,6 +29,7 @@ def files(tmp_path, monkeypatch):
     (tmp_path / "in.jsonl").write_text(json.dumps({"text": "Paris is the capital of France."}) + "\n")
     (tmp_path / "q.jsonl").write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
     (tmp_path / "empty.yaml").write_text("# nothing here\n")
+    (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "garbage.yaml").write_bytes(bytes(range(128, 256)) * 4)
     return tmp_path
 
@@ -37,6 +38,10 @@ def files(tmp_path, monkeypatch):
 CASES = [
     ("tokenize-output-under-file", ["data", "tokenize", "--input", "in.jsonl", "--output-prefix", "afile/x/y",
                                     "--workers", "1", "--no-progress"], 1, "afile"),
+    ("tokenize-no-valid-document", ["data", "tokenize", "--input", "empty.jsonl", "--output-prefix", "tok",
+                                    "--workers", "1", "--no-progress"], 1, "no valid document in empty.jsonl"),
+    ("tokenize-missing-key", ["data", "tokenize", "--input", "q.jsonl", "--output-prefix", "tok2",
+                              "--workers", "1", "--no-progress"], 1, "no valid document in q.jsonl"),
     ("memory-output-under-file", ["data", "memory", "--input", "in.jsonl", "--output", "afile/m.jsonl"], 1, "afile"),
     ("has-output-under-file", ["data", "has", "--input", "in.jsonl", "--output", "afile/h.jsonl"], 1,
      "afile: exists and is a file, not a directory"),
