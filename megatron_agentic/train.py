@@ -162,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
                 start_checks(cfg)
             print(f"config OK for world size {world} (data parallel {dp}, {cfg.train.total_iters()} iterations)")
             return 0
-        start_checks(cfg)  # before any process group: a bad directory, lock or checkpoint costs seconds, not minutes
+        # Before any process group: a bad directory, lock or checkpoint costs seconds, not minutes. Every rank checks
+        # the lock before rank 0 takes it: rank 0 takes it only after the process group's rendezvous, which waits
+        # for every rank to get past this line.
+        start_checks(cfg)
     except ConfigError as exc:
         print(f"megatron-agentic train: config error: {exc}", file=sys.stderr)
         write_exit_status(cfg, EXIT_CONFIG, f"config error: {exc}", own_dirs=_owns_dirs(cfg))

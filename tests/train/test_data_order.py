@@ -120,7 +120,8 @@ def test_extended_resumed_run_reads_the_uninterrupted_runs_samples(chains):
     # the data really is multi-epoch: the first run (10 steps) already reads more tokens than the set holds
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-    tokens = int(IndexedDataset(chains["prefix"]).sequence_lengths.sum())
+    dataset = IndexedDataset(chains["prefix"])  # kept referenced: its arrays are views of its memory map
+    tokens = int(dataset.sequence_lengths.sum())
     assert 10 * GBS * SEQ > tokens
     assert len({h for s in range(1, 25) for h in ref[s]}) > len(ref[1])  # and the steps do not all read one batch
     assert "resumed from" in chains["stderr"] and "at iteration 5" in chains["stderr"]
