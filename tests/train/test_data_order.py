@@ -48,7 +48,7 @@ def _tokenize(root: Path, first: int) -> str:
     src = root / f"docs_{first}.jsonl"
     src.write_text("".join(json.dumps({"text": d["text"]}) + "\n" for d in docs))
     argv = ["data", "tokenize", "--input", str(src), "--output-prefix", str(root / "wiki"), "--append-eod"]
-    assert main([*argv, "--workers", "1", "--no-progress"]) == 0
+    assert main([*argv, "--workers", "1", "--no-progress", *(["--overwrite"] if first else [])]) == 0
     return str(root / "wiki_text_document")
 
 
