@@ -26,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from data_tools.common.argtypes import positive_int
 from data_tools.common.cli_args import add_llm_args, llm_config_from_args
 from data_tools.common.failure_rate import add_failure_rate_arg, check_failure_rate
 from data_tools.common.jsonl import BadLine, atomic_write_json, atomic_write_text, dumps_line, iter_jsonl
@@ -150,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--lang", default="en", help="language of --builtin-wiki (en, fr, es)")
     p.add_argument("--output", required=True, help="memory JSONL to write")
-    p.add_argument("--limit", type=int, default=None, help="use at most this many documents")
+    p.add_argument("--limit", type=positive_int, default=None, help="use at most this many documents")
     p.add_argument("--text-key", default="text")
     p.add_argument("--title-key", default="title")
     p.add_argument("--id-key", default="id")

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from data_tools.common.argtypes import positive_int
 from data_tools.common.provenance import tokenized_synthetic_inputs
 from data_tools.doc_lengths import dataset_histogram
 
@@ -419,8 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-epochs", type=float, help="repeat threshold (overrides the config's)")
     parser.add_argument("--strict", action="store_true", help="fail instead of warning when a source repeats")
     parser.add_argument("--output", "-o", required=True, help="blend JSON to write (data.blend_file)")
-    parser.add_argument("--global-batch-size", type=int, help="with --seq-length: print the iterations")
-    parser.add_argument("--seq-length", type=int, help="with --global-batch-size: print the iterations")
+    parser.add_argument("--global-batch-size", type=positive_int, help="with --seq-length: print the iterations")
+    parser.add_argument("--seq-length", type=positive_int, help="with --global-batch-size: print the iterations")
     args = parser.parse_args(argv)
     if bool(args.config) == bool(args.source):
         parser.error("give either --config or one or more --source")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from data_tools.answers import judge_answer
+from data_tools.common.argtypes import positive_int
 from data_tools.common.cli_args import add_llm_args, llm_config_from_args
 from data_tools.common.failure_rate import add_failure_rate_arg, check_failure_rate
 from data_tools.common.jsonl import BadLine, ResumableJsonlWriter, atomic_write_json, iter_jsonl
@@ -187,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-calls", type=int, default=16, help="policy calls per question (default 16)")
     p.add_argument("--max-context-tokens", type=int, default=32768, help="context token budget (default 32768)")
     p.add_argument("--top-k", type=int, default=5, help="search results per query (default 5)")
-    p.add_argument("--limit", type=int, default=None, help="roll out at most this many questions")
+    p.add_argument("--limit", type=positive_int, default=None, help="roll out at most this many questions")
     p.add_argument("--tokenizer", default="qwen3", help="tokenizer spec for the context budget (default qwen3)")
     p.add_argument("--summary", default=None, help="summary JSON path (default: OUTPUT.summary.json)")
     p.add_argument("-v", "--verbose", action="store_true")

@@ -608,6 +608,13 @@ def main(argv: list[str] | None = None) -> int:
     print(stats.summary())
     if args.json_summary:
         Path(args.json_summary).write_text(json.dumps(asdict(stats), indent=2), encoding="utf-8")
+    if stats.documents == 0 and args.num_shards == 1:  # a shard of an array job may legitimately get nothing
+        print(
+            f"data tokenize: error: no valid document in {', '.join(map(str, args.input))} (skipped: {dict(stats.skipped) or 'none'}); "
+            "the output dataset is empty",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

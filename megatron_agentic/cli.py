@@ -8,6 +8,7 @@ component never breaks the others. Each subcommand is also reachable as ``python
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -87,8 +88,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 3
         raise
-    result = module.main(rest)
+    try:
+        result = module.main(rest)
+    except (OSError, UnicodeError) as exc:  # one error path for every command: one line, no traceback (issue 25)
+        print(f"megatron-agentic {name}: error: {describe_error(exc)}", file=sys.stderr)
+        return 1
     return int(result or 0)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an I/O or decoding error: what failed, on which file (disk full and permissions said plainly)."""
+    import errno
+
+    if isinstance(exc, UnicodeDecodeError):
+        return f"cannot decode input as {exc.encoding} (byte {exc.start}): {exc.reason}; is it a text file?"
+    if isinstance(exc, OSError):
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        what = {
+            errno.ENOSPC: "disk full (no space left on device)",
+            errno.EDQUOT: "disk quota exceeded",
+            errno.EACCES: "permission denied",
+            errno.EPERM: "operation not permitted",
+            errno.EROFS: "read-only file system",
+            errno.EISDIR: "is a directory, expected a file",
+            errno.ENOTDIR: "a path component is a file, not a directory",
+            errno.ENOENT: "no such file or directory",
+            errno.EFBIG: "file too large (file size limit reached)",
+        }.get(exc.errno, exc.strerror or str(exc))
+        if exc.errno == errno.EEXIST and exc.filename is not None and not os.path.isdir(exc.filename):
+            what = "exists and is a file, not a directory"
+        return f"{where}: {what}" if where else f"{what} ({type(exc).__name__})"
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 if __name__ == "__main__":

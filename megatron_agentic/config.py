@@ -21,6 +21,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -323,6 +326,10 @@ class DataConfig:
     """Supervised fine-tuning data: every ``blend``/``eval_sets`` prefix is a ``megatron-agentic data sft`` dataset
     (``PREFIX`` + ``PREFIX_loss_mask``); one conversation per sequence, padded, loss on assistant tokens only
     (``megatron_agentic.training.sft``)."""
+    resume_from: str = "checkpoint"
+    """On resume, whose data wins when the blend or its files changed since the checkpoint: ``checkpoint`` (refuse
+    the change: the stored sample order continues) or ``config`` (train on the new data from the consumed-sample
+    count, in a new order: samples may repeat or be skipped)."""
 
     def __post_init__(self) -> None:
         if self.loader not in ("torch", "dali"):
@@ -347,6 +354,8 @@ class DataConfig:
                 raise ConfigError("data.blend must be a non-empty list")
         if not isinstance(self.eval_sets, dict):
             raise ConfigError("data.eval_sets must be a mapping {name: prefix}")
+        if self.resume_from not in ("checkpoint", "config"):
+            raise ConfigError(f"data.resume_from must be checkpoint or config, got {self.resume_from!r}")
 
     @property
     def eod_id(self) -> int:
@@ -630,6 +639,8 @@ class TrainingConfig:
             )
         if self.model.attention_backend == "local" and p.context > 1:
             raise ConfigError("model.attention_backend=local cannot run parallel.context > 1; use triton or auto")
+        if not self.data.mock and not self.data.uses_files:
+            raise ConfigError("data.mock is false but neither data.blend nor data.blend_file is set: no training data")
         if t.exit_interval is not None and self.checkpoint.dir is None:
             raise ConfigError("train.exit_interval needs checkpoint.dir")
         etp_group = p.expert_tensor * p.expert * p.pipeline
@@ -652,6 +663,59 @@ class TrainingConfig:
         return resolve_settings(platform if platform is not None else detect_platform(), self)
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading YAML 1.2 floats without a dot (``1e-3``, ``2E11``) as numbers, not strings."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text the way configs and ``--set`` values are read (``1e-3`` is a number)."""
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+_SIMPLE_TYPES = (bool, int, float, str, type(None))
+
+
+def _field_types(hint: Any) -> tuple[type, ...] | None:
+    """The plain types a field annotation allows (None when it is not made only of bool/int/float/str/None)."""
+    if hint in _SIMPLE_TYPES:
+        return (hint,)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = typing.get_args(hint)
+        if all(a in _SIMPLE_TYPES for a in args):
+            return tuple(args)
+    return None
+
+
+def _check_field_types(cls: type, values: dict[str, Any], section: str, source: str) -> None:
+    """Refuse a value of the wrong type naming ``section.field`` (an integral float such as ``2e11`` becomes an int
+    for an int field)."""
+    hints = typing.get_type_hints(cls)
+    for name, value in list(values.items()):
+        allowed = _field_types(hints.get(name))
+        if allowed is None:
+            continue
+        if isinstance(value, bool):
+            ok = bool in allowed
+        elif isinstance(value, int):
+            ok = int in allowed or float in allowed
+        elif isinstance(value, float):
+            ok = float in allowed
+            if not ok and int in allowed and value.is_integer():
+                values[name], ok = int(value), True
+        else:
+            ok = isinstance(value, tuple(t for t in allowed if t not in (bool, int, float)))
+        if not ok:
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            raise ConfigError(f"{source}: {section}.{name} must be {names}, got {value!r} ({type(value).__name__})")
+
+
 def _build_section(cls: type, values: dict[str, Any], section: str, source: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     if cls is ModelConfig:
@@ -662,6 +726,7 @@ def _build_section(cls: type, values: dict[str, Any], section: str, source: str)
         unknown = sorted(set(values) - names)
         if unknown:
             raise ConfigError(f"{source}: unknown field(s) {section}.{', '.join(unknown)}; valid: {sorted(names)}")
+    _check_field_types(cls, values, section, source)
     try:
         return cls(**values)
     except ConfigError as exc:
@@ -697,7 +762,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if path[0] not in SECTIONS:
         raise ConfigError(f"--set {item!r}: unknown section {path[0]!r}; valid: {sorted(SECTIONS)}")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = yaml_load(text) if text.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {item!r}: value is not valid YAML: {exc}") from None
     return path, value
@@ -713,12 +778,16 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{source}: not a UTF-8 text file (byte {exc.start}): not a YAML config") from None
         try:
-            raw = yaml.safe_load(text) or {}
+            raw = yaml_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f":{mark.line + 1}" if mark is not None else ""
             raise ConfigError(f"{source}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        if raw is None or raw == {}:
+            raise ConfigError(f"{source}: empty config (no sections); omit --config to train on the defaults")
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: top level must be a mapping of sections {sorted(SECTIONS)}")
     for item in overrides or []:
@@ -733,9 +802,11 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
 def load_blend_file(path: str) -> list[Any]:
     """The ``blend`` list of a JSON/YAML blend file (written by ``megatron-agentic data mix``)."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = yaml_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"data.blend_file {path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"data.blend_file {path}: not a UTF-8 text file (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"data.blend_file {path}: invalid JSON/YAML: {exc}") from None
     blend = data.get("blend") if isinstance(data, dict) else None

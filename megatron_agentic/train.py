@@ -6,9 +6,9 @@ Examples::
     torchrun --nproc-per-node 2 -m megatron_agentic train --config examples/configs/tiny_moe.yaml \\
         --set parallel.tensor=2 --set train.iters=30 --set log.dir=runs/tp2
 
-Exit codes: 0 finished, 1 error (incl. a locked checkpoint.dir or too many skipped steps), 2 configuration error
-(retrying cannot help), 3 stopped for SIGTERM/SIGUSR1, the Slurm walltime or a stop file after saving a
-checkpoint at the step reached (rerun the same command to continue).
+Exit codes: 0 finished, 1 error (incl. too many skipped steps), 2 configuration or input error found before any
+rank starts (retrying cannot help), 3 stopped for SIGTERM/SIGUSR1, the Slurm walltime or a stop file after saving a
+checkpoint at the step reached (rerun the same command to continue), 5 checkpoint.dir locked by another live run.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from megatron_agentic.config import (
 )
 from megatron_agentic.logsetup import configure_logging, open_log_file
 from megatron_agentic.training.metrics import write_json_atomic
-from megatron_agentic.training.stop import EXIT_CONFIG, EXIT_STOPPED
+from megatron_agentic.training.stop import EXIT_CONFIG, EXIT_LOCKED, EXIT_STATUS_ENV, EXIT_STOPPED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,18 +99,46 @@ def ckpt_latest(root: str | None) -> int | None:
         return None
 
 
-def write_exit_status(cfg: TrainingConfig | None, code: int, reason: str, iteration: int | None = None) -> None:
+def write_exit_status(
+    cfg: TrainingConfig | None, code: int, reason: str, iteration: int | None = None, own_dirs: bool = True
+) -> None:
     """Rank 0 records how the run ended in ``LOG_DIR/exit_status.json`` (read by the Slurm scripts, since
-    torchrun reports 1 for any failed rank)."""
-    if cfg is None or int(os.environ.get("RANK", "0")) != 0:
+    torchrun reports 1 for any failed rank) and in ``$MEGATRON_AGENTIC_EXIT_STATUS`` when set (the launcher's
+    per-job copy). ``own_dirs=False`` (this run lost the checkpoint lock): only the per-job copy is written."""
+    if int(os.environ.get("RANK", "0")) != 0:
         return
-    try:
-        Path(cfg.log.dir).mkdir(parents=True, exist_ok=True)
-        write_json_atomic(
-            Path(cfg.log.dir) / "exit_status.json", {"code": code, "reason": reason, "iteration": iteration}
-        )
-    except OSError as exc:
-        logging.getLogger("megatron_agentic.train").warning("cannot write exit_status.json: %s", exc)
+    status = {"code": code, "reason": reason, "iteration": iteration}
+    targets = [Path(p) for p in [os.environ.get(EXIT_STATUS_ENV, "")] if p]
+    if cfg is not None and own_dirs:
+        targets.append(Path(cfg.log.dir) / "exit_status.json")
+    for target in targets:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(target, status)
+        except OSError as exc:
+            logging.getLogger("megatron_agentic.train").warning("cannot write %s: %s", target, exc)
+
+
+def start_checks(cfg: TrainingConfig, files: bool = True) -> None:
+    """Everything that can be checked before a process group exists: directories, the checkpoint lock, the latest
+    checkpoint against the config and layout, and (``files``) the data and pretrained files. Raises ConfigError
+    (all problems on one line) or LockedError."""
+    from data_tools.common.lock import LockedError
+    from megatron_agentic.training import preflight as checks
+
+    holder = checks.lock_holder(cfg.checkpoint.dir)
+    if holder:
+        raise LockedError(holder)
+    problems = checks.start_problems(cfg) + (preflight(cfg) if files else [])
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _owns_dirs(cfg: TrainingConfig | None) -> bool:
+    """False when another live run holds ``checkpoint.dir`` (its ``log.dir`` files are not this run's to write)."""
+    from megatron_agentic.training.preflight import lock_holder
+
+    return cfg is not None and not lock_holder(cfg.checkpoint.dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     configure_logging(rank, verbose=args.verbose)  # project lines on the console, the rest in LOG_DIR's log file
     cfg = None
+    from data_tools.common.lock import LockedError
+
     try:
         cfg = load_config(args.config, args.overrides)
         if args.print_config:  # the config plus what megatron-core is given on this machine (issue 13)
@@ -128,16 +158,22 @@ def main(argv: list[str] | None = None) -> int:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         dp = cfg.validate(world)
         if args.validate_only:
-            problems = [] if args.no_file_checks else preflight(cfg)
-            if problems:
-                raise ConfigError("; ".join(problems))
+            if not args.no_file_checks:
+                start_checks(cfg)
             print(f"config OK for world size {world} (data parallel {dp}, {cfg.train.total_iters()} iterations)")
             return 0
+        # Before any process group: a bad directory, lock or checkpoint costs seconds, not minutes. Every rank checks
+        # the lock before rank 0 takes it: rank 0 takes it only after the process group's rendezvous, which waits
+        # for every rank to get past this line.
+        start_checks(cfg)
     except ConfigError as exc:
         print(f"megatron-agentic train: config error: {exc}", file=sys.stderr)
-        write_exit_status(cfg, EXIT_CONFIG, f"config error: {exc}")
+        write_exit_status(cfg, EXIT_CONFIG, f"config error: {exc}", own_dirs=_owns_dirs(cfg))
         return EXIT_CONFIG
-    from data_tools.common.lock import LockedError
+    except LockedError as exc:
+        print(f"megatron-agentic train: {exc}", file=sys.stderr)
+        write_exit_status(cfg, EXIT_LOCKED, str(exc), own_dirs=False)
+        return EXIT_LOCKED
     from megatron_agentic.training.guard import TooManySkippedSteps
     from megatron_agentic.training.loop import train
 
@@ -148,10 +184,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"megatron-agentic train: config error: {exc}", file=sys.stderr)
         write_exit_status(cfg, EXIT_CONFIG, f"config error: {exc}")
         return EXIT_CONFIG
-    except (LockedError, TooManySkippedSteps) as exc:
+    except LockedError as exc:  # lost a race for the lock after the start checks: the winner's dirs stay untouched
+        print(f"megatron-agentic train: {exc}", file=sys.stderr)
+        write_exit_status(cfg, EXIT_LOCKED, str(exc), own_dirs=False)
+        return EXIT_LOCKED
+    except TooManySkippedSteps as exc:
         print(f"megatron-agentic train: {exc}", file=sys.stderr)
         write_exit_status(cfg, 1, str(exc))
         return 1
+    except BaseException as exc:  # every exit path leaves an exit status (1: the launcher may retry)
+        write_exit_status(cfg, 1, f"{type(exc).__name__}: {exc}"[:500])
+        raise
     if summary.get("exit_code") == EXIT_STOPPED:
         write_exit_status(cfg, EXIT_STOPPED, f"saved for {summary.get('reason')}", summary.get("final_step"))
         return EXIT_STOPPED

@@ -19,6 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
+from data_tools.common.argtypes import positive_int
 from data_tools.common.cli_args import add_llm_args, llm_config_from_args
 from data_tools.common.failure_rate import add_failure_rate_arg, check_failure_rate
 from data_tools.common.lock import lock_output_dir
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True, help="output directory (rerun with the same one to resume)")
     p.add_argument("--questions-per-memory", "-k", type=int, default=3, help="K questions of different styles")
     p.add_argument("--dedup-threshold", type=float, default=0.8, help="MinHash near-duplicate threshold")
-    p.add_argument("--max-items", type=int, default=None, help="process at most this many memory items")
+    p.add_argument("--max-items", type=positive_int, default=None, help="process at most this many memory items")
     p.add_argument("--window", type=int, default=None, help="memory items in flight")
     p.add_argument(
         "--progress",

@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from data_tools.common.argtypes import positive_int
 from data_tools.common.cli_args import add_llm_args, llm_config_from_args
 from data_tools.common.jsonl import ResumableJsonlWriter, atomic_write_json, iter_jsonl
 from data_tools.common.lock import lock_output_file
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the perturbation sources")  # fmt: skip
     p.add_argument("--tokenizer", default="qwen3", help="tokenizer spec for lengths (default: built-in qwen3)")
     p.add_argument("--batch", type=int, default=64, help="trajectories per generation batch (default 64)")
-    p.add_argument("--limit", type=int, default=None, help="use at most this many valid trajectories")
+    p.add_argument("--limit", type=positive_int, default=None, help="use at most this many valid trajectories")
     p.add_argument("--summary", default=None, help="summary JSON path (default: OUTPUT.summary.json)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
     add_llm_args(p, default_backend="template")

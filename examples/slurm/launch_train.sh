@@ -57,10 +57,20 @@ print("" if value is None else value)
 EOF
 }
 
-NODES=${NODES:-${SLURM_JOB_NUM_NODES:-$(recipe_value plan.nodes)}}
 RUN_DIR="$RUN_ROOT/$RUN_NAME"
 JOB_DIR="$RUN_DIR/jobs/$JOB_ID"          # per-job logs; metrics.jsonl/tensorboard stay in $RUN_DIR
 mkdir -p "$JOB_DIR"
+
+# Stop requests, installed before anything else runs (a USR1 during the pre-flight must not kill this shell):
+# `#SBATCH --signal=B:USR1@600` (or `scancel --signal=USR1 --batch`) signals this shell; it creates the stop file,
+# which every rank sees through the shared file system: they finish the step, save, and exit 3. A request that
+# comes before training starts requeues the job without starting it. torchrun itself ignores USR1 (it would die of
+# it: rc 138, a restart used up instead of a requeue); the ranks handle it.
+export MEGATRON_AGENTIC_STOP_FILE="$JOB_DIR/stop_request"
+rm -f "$MEGATRON_AGENTIC_STOP_FILE"
+trap 'echo "[launch] stop requested (signal): asking the ranks to save and exit"; touch "$MEGATRON_AGENTIC_STOP_FILE"' USR1 TERM
+
+NODES=${NODES:-${SLURM_JOB_NUM_NODES:-$(recipe_value plan.nodes)}}
 
 SETS=(--set "log.dir=$RUN_DIR")
 [[ -n "${CKPT_DIR:-}" ]] && SETS+=(--set "checkpoint.dir=$CKPT_DIR")
@@ -78,8 +88,11 @@ CONFIG="$JOB_DIR/config.yaml"
 echo "[launch] recipe $RECIPE -> $CONFIG (nodes=$NODES x $GPUS_PER_NODE GPUs, job $JOB_ID)"
 
 # Exit codes of `megatron-agentic train` (torchrun reports 1 for any failed rank, so rank 0 also writes
-# $RUN_DIR/exit_status.json): 0 done, 2 configuration error, 3 saved and stopped for a signal / the walltime.
-EXIT_STATUS="$RUN_DIR/exit_status.json"
+# $RUN_DIR/exit_status.json and this job's copy, $JOB_DIR/exit_status.json, the one read here): 0 done, 2
+# configuration or input error, 3 saved and stopped for a signal / the walltime, 5 checkpoint.dir locked by another
+# live run (a run that loses the lock writes only this job's copy, never into the other run's directories).
+export MEGATRON_AGENTIC_EXIT_STATUS="$JOB_DIR/exit_status.json"
+EXIT_STATUS="$MEGATRON_AGENTIC_EXIT_STATUS"
 status_code() { "$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["code"])' "$EXIT_STATUS" 2>/dev/null || echo ""; }
 
 # Validate the layout and memory before any GPU is touched (non-zero exit when it cannot run).
@@ -108,7 +121,8 @@ if (( rc != 0 )); then
 fi
 
 HEAD_NODE=${HEAD_NODE:-$(scontrol show hostnames "${SLURM_JOB_NODELIST:-localhost}" 2>/dev/null | head -n1 || echo localhost)}
-TORCHRUN=(torchrun --nnodes "$NODES" --nproc-per-node "$GPUS_PER_NODE"
+# `trap "" USR1; exec`: torchrun starts with USR1 ignored (inherited by the ranks until they install their handler).
+TORCHRUN=(bash -c 'trap "" USR1; exec "$@"' torchrun torchrun --nnodes "$NODES" --nproc-per-node "$GPUS_PER_NODE"
   --rdzv-backend c10d --rdzv-endpoint "$HEAD_NODE:$MASTER_PORT" --rdzv-id "$JOB_ID"
   -m megatron_agentic train --config "$CONFIG")
 SRUN=(srun --nodes "$NODES" --ntasks-per-node 1 --kill-on-bad-exit=1 --output "$JOB_DIR/%N.log" --open-mode=append)
@@ -137,17 +151,15 @@ if [[ $DRY_RUN == 1 ]]; then
   "$PYTHON" -m megatron_agentic.recipes export "$TINY" "${TINY_SETS[@]}" --output "$TINY_DIR/config.yaml" >/dev/null
   echo "[launch] dry run: training $TINY on 2 CPU ranks -> $TINY_DIR"
   DRY_PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  MEGATRON_AGENTIC_FORCE_CPU=1 OMP_NUM_THREADS=1 "$PYTHON" -m torch.distributed.run --nnodes 1 --nproc-per-node 2 \
+  MEGATRON_AGENTIC_FORCE_CPU=1 OMP_NUM_THREADS=1 bash -c 'trap "" USR1; exec "$@"' torchrun \
+    "$PYTHON" -m torch.distributed.run --nnodes 1 --nproc-per-node 2 \
     --rdzv-backend c10d --rdzv-endpoint "127.0.0.1:$DRY_PORT" --rdzv-id "dry-$JOB_ID" \
     -m megatron_agentic train --config "$TINY_DIR/config.yaml" 2>&1 | tee "$TINY_DIR.log"
   exit "${PIPESTATUS[0]}"
 fi
 
-# Stop requests: `#SBATCH --signal=B:USR1@300` (or `scancel --signal=USR1 --batch`) signals this shell; it
-# creates the stop file, which every rank sees through the shared file system: they finish the step, save, and
-# exit 3. The job's end time is passed on as well (the trainer saves checkpoint.save_before_walltime_s before it).
-export MEGATRON_AGENTIC_STOP_FILE="$JOB_DIR/stop_request"
-rm -f "$MEGATRON_AGENTIC_STOP_FILE"
+# The job's end time is passed on (the trainer saves checkpoint.save_before_walltime_s before it; a margin longer than
+# the time left is reduced by the trainer with a warning).
 if [[ -n "${SLURM_JOB_ID:-}" ]]; then
   end=$(squeue -h -j "$SLURM_JOB_ID" -o %e 2>/dev/null | head -n1 || true)
   if [[ -n "$end" && "$end" != "N/A" && "$end" != "Unknown" ]]; then
@@ -155,14 +167,25 @@ if [[ -n "${SLURM_JOB_ID:-}" ]]; then
     export MEGATRON_AGENTIC_JOB_END_TIME
   fi
 fi
-trap 'echo "[launch] stop requested (signal): asking the ranks to save and exit"; touch "$MEGATRON_AGENTIC_STOP_FILE"' USR1 TERM
 
 # Relaunch loop: a failed step (node loss, NCCL timeout, killed rank) starts again on the allocation and
 # `megatron-agentic train` resumes from checkpoint.dir's latest complete checkpoint. Exit 2 (configuration) is not
 # retried; exit 3 (saved for a signal / the walltime) requeues the job, which resumes when it starts again.
 REQUEUE=${REQUEUE:-$([[ -n "${SLURM_JOB_ID:-}" ]] && echo 1 || echo 0)}
 attempt=0
+requeue_or_exit() {  # after a stop request: requeue the job (or exit 3), logging what was saved
+  if [[ $REQUEUE == 1 ]]; then
+    echo "[launch] $1: requeueing job $SLURM_JOB_ID" | tee -a "$JOB_DIR/restarts.log"
+    scontrol requeue "$SLURM_JOB_ID"
+    exit 0
+  fi
+  echo "[launch] $1; rerun to continue" | tee -a "$JOB_DIR/restarts.log"
+  exit 3
+}
 while true; do
+  if [[ -e "$MEGATRON_AGENTIC_STOP_FILE" ]]; then
+    requeue_or_exit "stop requested before training started (nothing new to save)"
+  fi
   rm -f "$EXIT_STATUS"
   set +e
   "${SRUN[@]}" "${TORCHRUN[@]}" &
@@ -176,14 +199,16 @@ while true; do
     echo "[launch] configuration error (exit 2): not retrying; see $JOB_DIR" | tee -a "$JOB_DIR/restarts.log"
     exit 2
   fi
-  if [[ $code == 3 || -e "$MEGATRON_AGENTIC_STOP_FILE" ]]; then
-    if [[ $REQUEUE == 1 ]]; then
-      echo "[launch] checkpoint saved for a stop request: requeueing job $SLURM_JOB_ID" | tee -a "$JOB_DIR/restarts.log"
-      scontrol requeue "$SLURM_JOB_ID"
-      exit 0
-    fi
-    echo "[launch] checkpoint saved for a stop request (exit 3); rerun to continue" | tee -a "$JOB_DIR/restarts.log"
-    exit 3
+  if [[ $code == 5 ]]; then
+    echo "[launch] checkpoint directory locked by another live run (exit 5): not retrying; see $JOB_DIR" \
+      | tee -a "$JOB_DIR/restarts.log"
+    exit 5
+  fi
+  if [[ $code == 3 ]]; then  # exit_status.json says the checkpoint for the stop request is the latest one
+    requeue_or_exit "checkpoint saved for a stop request (exit 3)"
+  fi
+  if [[ -e "$MEGATRON_AGENTIC_STOP_FILE" ]]; then
+    requeue_or_exit "stop requested but the ranks did not confirm a checkpoint (rc=$rc, exit status '${code}'): resuming from the latest complete one"
   fi
   attempt=$((attempt + 1))
   echo "[launch] step failed (rc=$rc), attempt $attempt of $MAX_RESTARTS" | tee -a "$JOB_DIR/restarts.log"

@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from megatron_agentic.config import yaml_load
+
 RECIPE_DIR = Path(__file__).resolve().parent
 """Directory of the built-in recipe YAML files."""
 
@@ -107,7 +109,7 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
@@ -144,7 +146,7 @@ def apply_overrides(recipe: dict[str, Any], overrides: list[str] | None) -> dict
         if path[0] not in (*TRAIN_SECTIONS, "plan"):
             raise RecipeError(f"--set {item!r}: unknown section {path[0]!r}; valid: {[*TRAIN_SECTIONS, 'plan']}")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = yaml_load(text) if text.strip() else None
         except yaml.YAMLError as exc:
             raise RecipeError(f"--set {item!r}: value is not valid YAML: {exc}") from None
         section = out.get(path[0])

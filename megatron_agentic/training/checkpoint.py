@@ -28,6 +28,7 @@ from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 
 from megatron_agentic.models.qwen3_moe import layout as key_layout
+from megatron_agentic.training import save_procs
 
 logger = logging.getLogger(__name__)
 
@@ -322,15 +323,18 @@ def save_checkpoint(
         torch.distributed.barrier()
         logger.info("saved checkpoint %s", target)
 
+    save_procs.start_results_queue()  # helper processes out of the job's signals (issue 25)
     if async_queue is not None:
-        request = dist_checkpointing.save(
-            state, str(target), sharded_strategy=save_strategy(fully_parallel=True), async_sharded_save=True
-        )
-        request.add_finalize_fn(finalize)
-        async_queue.schedule_async_request(request)
+        with save_procs.guarded_forks():
+            request = dist_checkpointing.save(
+                state, str(target), sharded_strategy=save_strategy(fully_parallel=True), async_sharded_save=True
+            )
+            request.add_finalize_fn(finalize)
+            async_queue.schedule_async_request(request)
         logger.info("saving checkpoint %s in the background", target)
         return target
-    dist_checkpointing.save(state, str(target))
+    with save_procs.guarded_forks():
+        dist_checkpointing.save(state, str(target))
     _test_save_hook(iteration)
     finalize()
     return target

@@ -32,7 +32,7 @@ from data_tools.common.lock import LOCK_NAME, LockedError, OutputLock
 from megatron_agentic.config import TrainingConfig
 from megatron_agentic.platform import Platform, setup_platform
 from megatron_agentic.training import checkpoint as ckpt
-from megatron_agentic.training import resume
+from megatron_agentic.training import data_order, resume, save_procs
 from megatron_agentic.training.builders import (
     ManualGC,
     build_model_chunks,
@@ -50,6 +50,7 @@ from megatron_agentic.training.data import (
     dataset_eod,
     split_for_context_parallel,
 )
+from megatron_agentic.training.data_order import SampleLog
 from megatron_agentic.training.guard import StepGuard, Verdict, injected_nan_grad
 from megatron_agentic.training.metrics import MetricsLogger, read_metrics, write_json_atomic
 from megatron_agentic.training.packing import prepare_document_batches
@@ -152,6 +153,8 @@ class Trainer:
         self.dp_rank = parallel_state.get_data_parallel_rank()
         self.cp_rank = parallel_state.get_context_parallel_rank()
         self.cp_size = parallel_state.get_context_parallel_world_size()
+        self._lock: OutputLock | None = None
+        self._lock_checkpoint_dir()  # before anything is written (metrics, tensorboard): a loser leaves no trace
         t = cfg.train
         self.total_iters = t.total_iters()
         self.arch = cfg.model.architecture()
@@ -170,10 +173,10 @@ class Trainer:
         self._train_time = 0.0
         self._train_tokens_this_run = 0
         self._data_start_iteration = 0
+        self._saved_data_build: dict[str, Any] | None = None
+        self._data_build: dict[str, Any] | None = None
         self.stopper = StopRequest(cfg.checkpoint.save_before_walltime_s)
         self.guard = StepGuard(t.spike_factor, t.spike_window, t.max_skipped_in_a_row)
-        self._lock: OutputLock | None = None
-        self._lock_checkpoint_dir()
         self.async_queue = self._async_queue()
 
     def _async_queue(self) -> Any:
@@ -195,6 +198,18 @@ class Trainer:
         """Wait for background checkpoint writes and move the latest marker (a collective call)."""
         if self.async_queue is not None:
             self.async_queue.maybe_finalize_async_calls(blocking=True)
+
+    def abort_saves(self) -> None:
+        """Kill background checkpoint writers of a run that failed (their checkpoint never becomes the latest)."""
+        if self.async_queue is None:
+            return
+        for call in list(getattr(self.async_queue, "async_calls", [])):
+            caller = getattr(call, "async_caller", None)
+            if caller is not None:
+                try:
+                    caller.close(abort=True)
+                except Exception as exc:  # noqa: BLE001 - best effort on a failing exit path
+                    logger.debug("aborting a background save: %s", exc)
 
     def _lock_checkpoint_dir(self) -> None:
         """Rank 0 locks ``checkpoint.dir``; every rank raises LockedError when another live job holds it."""
@@ -230,6 +245,8 @@ class Trainer:
             path = ckpt.checkpoint_path(c.dir, latest)
             saved = ckpt.read_common(path)
             resume.check_config_compatible(saved.get("config"), self.cfg.to_dict(), str(path))
+            self._saved_data_build = saved.get("data_build")
+            data_order.resolve_build(self._saved_data_build, self.cfg, 1, str(path))  # refuse changed data early
             if c.load_optimizer:
                 self._choose_scheduler(saved.get("scheduler") or {}, str(path))
             iteration = int(saved["iteration"])
@@ -310,6 +327,7 @@ class Trainer:
                 "skipped": self.state.skipped,
                 "guard_recent": list(self.guard.recent),
                 "config": self.cfg.to_dict(),
+                "data_build": self._data_build,
             },
             optimizer_format=c.optimizer_format,
             async_queue=self.async_queue,
@@ -501,15 +519,19 @@ class Trainer:
             max(self.total_iters, 1) * t.global_batch_size,
             self.state.consumed_samples + remaining * t.global_batch_size,
         )
-        datasets = build_datasets(cfg, train_samples, t.eval_iters * t.global_batch_size)
-        loader = build_loader(
-            datasets.train, cfg, self.dp_rank, self.dp_size, start_iteration=self._data_start_iteration
+        # the sample order is fixed at the run's first start and reused on every resume (training/data_order.py)
+        where = str(ckpt.checkpoint_path(cfg.checkpoint.dir, self._last_saved)) if self._saved_data_build else ""
+        self._data_build = data_order.resolve_build(self._saved_data_build, cfg, train_samples, where)
+        datasets, train_data = data_order.build_train_stream(
+            cfg, self._data_build, train_samples, t.eval_iters * t.global_batch_size, build_datasets
         )
+        loader = build_loader(train_data, cfg, self.dp_rank, self.dp_size, start_iteration=self._data_start_iteration)
+        sample_log = SampleLog.from_env(self.rank, self.dp_size)
         last_eval: dict[str, float] = {}
         evaluated_at: int | None = None
         try:
             while self.state.iteration < self.total_iters:
-                record = self.train_step(loader)
+                record = self.train_step(loader if sample_log is None else sample_log.wrap(loader, self.state))
                 aux = self._aux_loss()
                 step = self.state.iteration
                 if step % cfg.log.interval == 0 or step == self.total_iters:
@@ -635,10 +657,19 @@ class Trainer:
 
 def train(cfg: TrainingConfig) -> dict[str, Any]:
     """Run training for this rank (validates, starts process groups, trains, tears down)."""
-    trainer = Trainer(cfg)
+    try:
+        trainer = Trainer(cfg)
+    except BaseException:
+        save_procs.shutdown()
+        teardown_distributed()
+        raise
     try:
         return trainer.run()
+    except BaseException:
+        trainer.abort_saves()
+        raise
     finally:
+        save_procs.shutdown()  # the checkpoint helpers never outlive the run (issue 25)
         trainer.stopper.restore_handlers()
         if trainer._lock is not None:
             trainer._lock.release()

@@ -35,6 +35,9 @@ INCOMPATIBLE_FIELDS: tuple[str, ...] = (
 )
 """Config fields a resume must keep (``section.*``: every field of the section)."""
 
+DATA_SOURCE_FIELDS: tuple[str, ...] = ("data.mock", "data.blend", "data.blend_file", "data.split")
+"""Fields naming the training data: a change is accepted with ``data.resume_from=config``."""
+
 SCHEDULER_FIELDS: tuple[str, ...] = ("max_lr", "min_lr", "lr_warmup_steps", "lr_decay_steps", "lr_decay_style")
 """``OptimizerParamScheduler.state_dict()`` entries that define the LR schedule."""
 
@@ -58,7 +61,10 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     its preset value is no change.
     """
     problems = []
+    data_from_config = (current.get("data") or {}).get("resume_from") == "config"
     for pattern in INCOMPATIBLE_FIELDS:
+        if data_from_config and pattern in DATA_SOURCE_FIELDS:
+            continue  # data.resume_from=config: the new data is accepted (training/data_order.py)
         section, _, field = pattern.partition(".")
         old_section, new_section = saved.get(section) or {}, current.get(section) or {}
         if field == "*" and section == "model":

@@ -31,6 +31,11 @@ EXIT_CONFIG = 2
 """Exit code of a configuration error (not worth retrying)."""
 EXIT_STOPPED = 3
 """Exit code after a checkpoint saved for a signal, the walltime or a stop file (requeue and resume)."""
+EXIT_LOCKED = 5
+"""Exit code when another live run holds ``checkpoint.dir`` (not worth retrying at once)."""
+EXIT_STATUS_ENV = "MEGATRON_AGENTIC_EXIT_STATUS"
+"""Environment variable naming a per-job ``exit_status.json`` (the launcher's job directory): also written, and the
+only one written when this run lost the checkpoint lock (it must not touch the winner's ``log.dir``)."""
 
 END_TIME_ENV = ("SLURM_JOB_END_TIME", "MEGATRON_AGENTIC_JOB_END_TIME")
 """Environment variables holding the job's end time in epoch seconds, first found wins."""
@@ -64,6 +69,31 @@ def walltime_reached(now: float, end_time: float | None, margin_s: float) -> boo
     return end_time is not None and margin_s > 0 and end_time - now <= margin_s
 
 
+MARGIN_FRACTION = 0.1
+"""A save margin not shorter than the time left is cut to this fraction of the time left."""
+
+
+def effective_margin(margin_s: float, end_time: float | None, now: float) -> float:
+    """``checkpoint.save_before_walltime_s``, reduced with a warning when it is not shorter than the time left.
+
+    Otherwise the run would save and stop after its first step, and again after every requeue, forever.
+    """
+    if end_time is None or margin_s <= 0:
+        return margin_s
+    left = end_time - now
+    if margin_s < left:
+        return margin_s
+    reduced = max(left * MARGIN_FRACTION, 0.0)
+    logger.warning(
+        "checkpoint.save_before_walltime_s=%.0f is not shorter than the %.0f s the job has left: saving %.0f s before "
+        "the end instead (raise the job's time limit or lower the margin)",
+        margin_s,
+        left,
+        reduced,
+    )
+    return reduced
+
+
 class StopRequest:
     """Records stop requests on one rank and agrees on them across ranks."""
 
@@ -80,6 +110,7 @@ class StopRequest:
                     self._previous[sig] = signal.signal(sig, self._handler)
                 except ValueError:  # not the main thread
                     logger.debug("cannot install a %s handler outside the main thread", name)
+        self.margin_s = effective_margin(self.margin_s, self.end_time, time.time())
         if self.end_time is not None and self.margin_s > 0:
             logger.info(
                 "job ends in %.0f s; will save and exit %.0f s before", self.end_time - time.time(), self.margin_s
