@@ -3,7 +3,7 @@
 DeepResearch's ``visit`` tool takes a ``goal``: what the agent wants from the page ("Find the director of 2001: A
 Space Odyssey and the year it was released"). Pasting the whole question there is what a lazy generator does, not
 an agent. :func:`goal_for` writes a goal from the question's asked-for fact (its wh-phrase: the person, the year,
-the number...) and the page, and :func:`adapt_goal` re-targets an existing goal to another page. Both the scripted
+the number...) and the page. Both the scripted
 rollout policy and the HAS alternatives use them; :func:`is_pasted_question` is the check the HAS suite applies.
 """
 
@@ -55,16 +55,6 @@ def missing_fact(question: str, max_words: int = 7) -> str:
 def goal_for(question: str, title: str) -> str:
     """A visit goal for page ``title``: "Find <missing fact> on the <title> page"."""
     return f"Find {missing_fact(question)} on the {clean_title(title)} page"
-
-
-def adapt_goal(goal: str, old_title: str | None, new_title: str) -> str:
-    """``goal`` re-targeted to ``new_title``: a mention of the old page's title is replaced (unless the goal already
-    names the new page); a goal that names no page (only the missing fact) is kept as it is: the fact sought is
-    the same whichever page is opened."""
-    old, new = clean_title(old_title or ""), clean_title(new_title)
-    if old and re.search(re.escape(old), goal, re.I) and not re.search(re.escape(new), goal, re.I):
-        return re.sub(re.escape(old), clean_title(new_title).replace("\\", "\\\\"), goal, count=1, flags=re.I)
-    return goal
 
 
 def is_pasted_question(goal: str, question: str) -> bool:

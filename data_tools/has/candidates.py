@@ -34,7 +34,7 @@ from functools import cached_property
 from typing import Any
 
 from data_tools.answers import INSTRUCTION_WORDS, content_words, numbers, split_sentences
-from data_tools.env.goals import adapt_goal, goal_for, is_pasted_question
+from data_tools.env.goals import goal_for, is_pasted_question
 from data_tools.has.plausible import (
     answer_candidates,
     answer_type,
@@ -469,16 +469,22 @@ def s_drift(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None
     return _search(" ".join(ent + kw[: max(1, ctx.query_length(rng) - len(ent))]))
 
 
-def by_length(cands: Sequence[Action], length: int, slack: int = 1, natural: bool = False) -> list[Action]:
+def by_length(
+    cands: Sequence[Action], length: int, slack: int = 1, natural: bool = False, digits: int = 0
+) -> list[Action]:
     """Search candidates whose query is within ``slack`` keywords (``natural``: words) of ``length`` first (stable
     otherwise): the alternatives of a search step are about as long as the original query, so that the original
-    is not "the longest" (or shortest) query of its decision."""
+    is not "the longest" (or shortest) query of its decision; then those with as many numbers as ``digits``."""
 
     def size(a: Action) -> int:
         q = _first_query(a) or ""
         return len(q.split()) if natural else len(_keywords(q))
 
-    return sorted(cands, key=lambda a: abs(size(a) - length) > slack)
+    return sorted(cands, key=lambda a: (abs(size(a) - length) > slack, abs(_digits(a) - digits)))
+
+
+def _digits(a: Action) -> int:
+    return len(re.findall(r"\b\d+\b", _first_query(a) or ""))
 
 
 def s_recombine(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
@@ -508,22 +514,23 @@ def s_recombine(orig: Action, ctx: StepContext, rng: random.Random) -> Action | 
 
 def s_visit_seen(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
     """Visit another page that appeared in earlier results (pages not opened yet first); only URLs actually seen.
-    The goal is the original's (or the latest visit's) goal re-targeted to this page, else one written for the
-    page and the missing fact (:func:`data_tools.env.goals.goal_for`), never the question pasted in."""
+    The goal is the original's (or the latest visit's): the missing fact, as the agent wrote it; else one written
+    for the page and the missing fact (:func:`data_tools.env.goals.goal_for`); never the question pasted in."""
     urls = {u for c in orig.calls for u in (c["arguments"].get("url") or [])} if orig.kind == "visit" else set()
     links = [(t, u) for t, u in ctx.links if u not in urls]
     fresh = [(t, u) for t, u in links if u not in ctx.visited]
     if not links:
         return None
     title, url = rng.choice(fresh if fresh and rng.random() < 0.8 else links)
+    # the fact still missing is the same whichever page is opened: the goal is kept as the agent wrote it
+    # (re-targeting it by swapping page names gave nonsense such as "the director of <a person>")
     goal = ""
     if orig.kind == "visit" and isinstance(orig.calls[0]["arguments"].get("goal"), str):
-        old_url = next(iter(sorted(urls)), "")
-        goal = adapt_goal(orig.calls[0]["arguments"]["goal"], ctx.title_of(old_url), title)
+        goal = orig.calls[0]["arguments"]["goal"]
     elif ctx.goal:
-        goal = adapt_goal(ctx.goal, ctx.title_of(ctx.goal_url), title)
-    if not goal.strip() or is_pasted_question(goal, ctx.question):
-        goal = goal_for(ctx.question, title)
+        goal = ctx.goal
+    if not goal.strip() or is_pasted_question(goal, ctx.question) or re.search(r" on the .+ page$", goal):
+        goal = goal_for(ctx.question, title)  # (goals in goal_for's form name their page: written for this one)
     return Action.make("", [{"name": "visit", "arguments": {"url": [url], "goal": goal}}])
 
 
@@ -586,11 +593,25 @@ STRATEGIES: dict[str, Strategy] = {
     "premature": s_premature,
     "alt_answer": s_alt_answer,
 }
+
+
+def s_reshape(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
+    """A keyword query of the original's exact shape: one to half of its words swapped for question keywords it
+    lacks or topic terms, its numbers and length kept (another focus, the same form)."""
+    q = _first_query(orig)
+    if not q:
+        return None
+    facets = [w for w in _keywords(ctx.question) if w not in q.lower().split()] + ctx.terms[:8]
+    cands = [(n, x) for n, x in natural_queries(q, ctx.question, [], facets, rng) if n == "swap_facet"]
+    return _search(rng.choice(cands)[1]) if cands else None
+
+
 STRATEGIES["natural"] = s_natural
+STRATEGIES["reshape"] = s_reshape
 NATURAL_SEARCH = ("natural",)
 """Search strategies for trajectories whose queries are natural phrasing (the keyword ones lower-case)."""
 STRATEGY_KINDS: dict[str, tuple[str, ...]] = {
-    "search": ("broaden", "narrow", "tail", "drop", "question", "drift", "sample", "recombine", "verify"),
+    "search": ("broaden", "narrow", "tail", "drop", "question", "drift", "sample", "recombine", "verify", "reshape"),
     "visit": ("visit_seen",),
     "answer": ("alt_answer", "premature"),
 }
@@ -674,7 +695,7 @@ class TemplateBackend:
                     acc.append(cand)
             if kind == "search" and oq:
                 size = len(oq.split()) if ctx.natural else len(_keywords(oq))
-                acc = by_length(acc, size, 2 if ctx.natural else 1, ctx.natural)[:n]
+                acc = by_length(acc, size, 2 if ctx.natural else 1, ctx.natural, _digits(orig))[:n]
             out[kind] = acc
         return out
 

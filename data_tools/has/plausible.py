@@ -163,6 +163,9 @@ def answer_candidates(
             continue
         seen.add(low)
         keep.append(a)
+    if original and kind in ("entity", "sentence"):  # written like the original first: case, then length
+        n, up = len(original.split()), original[:1].isupper()
+        keep.sort(key=lambda a: (a[:1].isupper() != up, abs(len(a.split()) - n) > max(1, n // 3)))
     return keep
 
 
