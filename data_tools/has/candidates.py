@@ -284,6 +284,8 @@ class StepContext:
     """The trajectory's final answer (its *type* decides the type of premature-answer alternatives)."""
     visited: list[str] = field(default_factory=list)
     """URLs visited before this step."""
+    memo: dict[str, Any] = field(default_factory=dict, repr=False)
+    """Per-step cache (candidate answers by type: computed once per step, not per strategy call)."""
     last_query: str = ""
     """The latest search query before this step (else the trajectory's first): the style model of search
     alternatives at steps that are not searches."""
@@ -353,7 +355,9 @@ class StepContext:
             natural,
             traj.prediction,
             visited,
-            next((q for q in (_first_query(Action.from_step(s)) for s in reversed(traj.steps[:k])) if q), None)
+            last_query=next(
+                (q for q in (_first_query(Action.from_step(s)) for s in reversed(traj.steps[:k])) if q), None
+            )
             or (queries[0] if queries else ""),
         )
 
@@ -538,7 +542,16 @@ def _answers(orig: Action, ctx: StepContext) -> list[str]:
     """Whole candidate answers of the original's type (or of the trajectory's final answer's type) from the
     evidence so far, then from memory (:func:`data_tools.has.plausible.answer_candidates`)."""
     kind = answer_type(orig.answer if orig.answer is not None else ctx.final_answer, ctx.question)
-    return answer_candidates(kind, ctx.evidence, [t for t, _ in ctx.links], [t for t, _ in ctx.related], orig.answer)
+    key = f"answers:{kind}:{orig.answer}"
+    if key not in ctx.memo:  # the most recent evidence (long trajectories quote whole pages)
+        evidence = ctx.evidence[-EVIDENCE_CHARS:]
+        titles, memory = [t for t, _ in ctx.links], [t for t, _ in ctx.related]
+        ctx.memo[key] = answer_candidates(kind, evidence, titles, memory, orig.answer)
+    return ctx.memo[key]
+
+
+EVIDENCE_CHARS = 40000
+"""Characters of the most recent evidence that candidate answers are drawn from."""
 
 
 def s_premature(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
