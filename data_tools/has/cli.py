@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("expanded %d trajectories, %d samples", counts["trajectories_expanded"], counts["samples_written"])
 
         batch: list[Trajectory] = []
+        taken: set[str] = set()
         trajs = itertools.chain.from_iterable(load_trajectories(path, report) for path in args.input)
         for traj in itertools.islice(trajs, args.limit):
             if num_shards > 1 and shard_of(traj.id, num_shards) != shard:
@@ -238,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
                 counts["already_done"] += 1
                 bar.advance(1)
                 continue
+            if traj.id in taken:  # ids key the output and resume: a second trajectory with an id is left out
+                counts["skipped_duplicate_id"] += 1
+                bar.advance(1)
+                continue
+            taken.add(traj.id)
             batch.append(traj)
             if len(batch) >= args.batch:
                 flush(batch)

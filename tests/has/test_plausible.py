@@ -178,3 +178,13 @@ def test_malformed_steps_cut_or_skipped(tmp_path, capsys):
     assert cut["meta"]["cut"] == {"step": 2, "kind": "unparseable_call"} and len(cut["meta"]["steps"]) == 1
     assert cut["meta"]["outcome"] == "unfinished" and "oops" not in cut["text"]
     assert "There are 4 candidate actions for step 1:" in cut["text"]
+
+
+def test_duplicate_trajectory_ids_are_left_out(tmp_path):
+    """Two inputs holding the same trajectory id (e.g. two rollouts of one question): the second is skipped."""
+    rec = json.loads(FIXTURE.read_text().splitlines()[0])
+    a, b = write_jsonl(tmp_path / "a.jsonl", [rec]), write_jsonl(tmp_path / "b.jsonl", [rec])
+    out = tmp_path / "o.jsonl"
+    assert has_main(["--input", str(a), "--input", str(b), "--output", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 1
+    assert json.loads((tmp_path / "o.jsonl.summary.json").read_text())["skipped_duplicate_id"] == 1
