@@ -259,7 +259,7 @@ class StepContext:
     related: list[tuple[str, str]] = field(default_factory=list)
     """``(title, url)`` of corpus pages related to the question ("memory" guesses; needs a corpus)."""
     goal: str = ""
-    """The ``goal`` of the most recent ``visit`` call so far (empty if none): what a visit alternative adapts."""
+    """The ``goal`` of the most recent ``visit`` call so far (empty if none): what a visit alternative reuses."""
     goal_url: str = ""
     """The URL that :attr:`goal` was written for."""
     seen_numbers: list[str] = field(default_factory=list)
