@@ -22,6 +22,7 @@ from data_tools.serialize import render_action
 
 _MASKED = re.compile(r'"([^"]*___[^"]*)"')
 _OPEN_PAGE = re.compile(r'\bOpen the page "([^"]+)"')
+_COMPARE = re.compile(r"^\s*Comparing (.+?) and (.+?), which one comes with the (later|earlier) date", re.I)
 _BETWEEN = re.compile(r"^\s*how many years passed between", re.I)
 _BEFORE = re.compile(r"^\s*how many years before (\d{3,4})", re.I)
 _NUMERIC = re.compile(r"^\s*(how (many|much|long|old|tall|far)|when|in what year|what year)\b", re.I)
@@ -80,7 +81,8 @@ class ScriptedPolicy:
 
     def __post_init__(self) -> None:
         self.masks = _MASKED.findall(self.question)
-        self.needed = min(len(self.masks), 2 if _BETWEEN.search(self.question) else 1)
+        two = _BETWEEN.search(self.question) or _COMPARE.search(self.question)
+        self.needed = min(len(self.masks), 2 if two else 1)
 
     def _keywords(self, text: str) -> str:
         words = [w for w in content_words(text) if w not in _SCAFFOLD and w.strip("_")]
@@ -143,6 +145,15 @@ class ScriptedPolicy:
         if len(self.fills) >= self.needed > 0:
             years = [int(m.group(1)) for f in self.fills if (m := _YEAR.search(f))]
             before = _BEFORE.search(self.question)
+            cmp = _COMPARE.search(self.question)
+            if cmp and len(years) >= 2:
+                later = years[1] > years[0]
+                pick = cmp.group(2 if later == (cmp.group(3).lower() == "later") else 1).strip()
+                return render_action(
+                    f"{cmp.group(1)} is dated {years[0]} and {cmp.group(2)} {years[1]}, so the {cmp.group(3).lower()} "
+                    f"one is {pick}.",
+                    answer=pick,
+                )
             if _BETWEEN.search(self.question) and len(years) >= 2:
                 diff = abs(years[1] - years[0])
                 return render_action(
@@ -183,6 +194,9 @@ class ScriptedPolicy:
         if not self._last:
             m = _OPEN_PAGE.search(self.question)
             doc = self.env.page(m.group(1)) if m else None
+            if doc is not None and self.rng.random() < self.misleading_query_prob:
+                q = self._keywords(self.masks[0] if self.masks else doc.title)  # searches instead of opening it
+                return self._search(q, f"I will search for the passage first: {q}.")
             if doc is not None:
                 return self._visit(doc, f'The question names the page "{doc.title}". I will open it directly.')
             target = self.masks[0] if self.masks else self.question

@@ -188,3 +188,27 @@ def test_duplicate_trajectory_ids_are_left_out(tmp_path):
     assert has_main(["--input", str(a), "--input", str(b), "--output", str(out)]) == 0
     assert len(out.read_text().splitlines()) == 1
     assert json.loads((tmp_path / "o.jsonl.summary.json").read_text())["skipped_duplicate_id"] == 1
+
+
+def test_rollout_outcomes_depend_on_the_policys_decisions(small_env, qwen3_tok):
+    """Every built-in question style has both outcomes at the default mistake rates; with no mistakes the policy
+    is right more often, and always wrong answers need no special question style."""
+    cfg = R.RolloutConfig(max_calls=8)
+    count = lambda text: len(qwen3_tok.encode(text))  # noqa: E731
+    qs = builtin_questions(small_env.docs, 60)
+
+    def outcomes(**rates) -> dict[tuple[str, bool], int]:
+        out: dict[tuple[str, bool], int] = {}
+        for q in qs:
+            rec = asyncio.run(R.rollout(q, R.scripted_act(small_env, q, 0, **rates), small_env, cfg, count))
+            key = (q.style, bool(rec.get("judgment")))
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    default = outcomes()
+    for style in {q.style for q in qs}:
+        assert default.get((style, True)) and default.get((style, False)), default
+    careful = outcomes(wrong_pick_prob=0.0, misleading_query_prob=0.0, premature_answer_prob=0.0)
+    sloppy = outcomes(wrong_pick_prob=1.0, misleading_query_prob=1.0, premature_answer_prob=1.0)
+    right = lambda o: sum(v for (_, ok), v in o.items() if ok)  # noqa: E731
+    assert right(sloppy) < right(default) <= right(careful), (sloppy, default, careful)
