@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from data_tools.answers import judge_answer
-from data_tools.common.argtypes import positive_int
+from data_tools.common.argtypes import non_negative_int, positive_int, probability
 from data_tools.common.cli_args import add_llm_args, llm_config_from_args
 from data_tools.common.failure_rate import add_failure_rate_arg, check_failure_rate
 from data_tools.common.jsonl import BadLine, ResumableJsonlWriter, atomic_write_json, iter_jsonl
@@ -148,9 +148,10 @@ async def rollout(
     return rec
 
 
-def scripted_act(env: SearchEnvironment, q: Question, seed: int) -> Act:
-    """The scripted offline policy for one question, as an :data:`Act`."""
-    policy = ScriptedPolicy(env, q.question, random.Random(f"{seed}:{q.id}"))
+def scripted_act(env: SearchEnvironment, q: Question, seed: int, **policy: Any) -> Act:
+    """The scripted offline policy for one question, as an :data:`Act`; ``policy``: :class:`ScriptedPolicy`
+    settings (mistake rates, ``min_pages``)."""
+    policy = ScriptedPolicy(env, q.question, random.Random(f"{seed}:{q.id}"), **policy)
 
     async def act(messages: list[dict[str, str]], call: int) -> str | None:
         if messages[-1]["content"] == CONTEXT_LIMIT_TEXT:
@@ -188,6 +189,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-calls", type=int, default=16, help="policy calls per question (default 16)")
     p.add_argument("--max-context-tokens", type=int, default=32768, help="context token budget (default 32768)")
     p.add_argument("--top-k", type=int, default=5, help="search results per query (default 5)")
+    p.add_argument(
+        "--wrong-pick-rate",
+        type=probability,
+        default=0.2,
+        help="scripted policy: probability of opening the second result first (default 0.2)",
+    )
+    p.add_argument(
+        "--misleading-query-rate",
+        type=probability,
+        default=0.15,
+        help="scripted policy: probability of a misleading first query (default 0.15)",
+    )
+    p.add_argument(
+        "--premature-answer-rate",
+        type=probability,
+        default=0.15,
+        help="scripted policy: probability of answering from a search result without reading it (default 0.15)",
+    )
+    p.add_argument(
+        "--min-pages",
+        type=non_negative_int,
+        default=0,
+        help="scripted policy: pages to read before answering (long rollouts; default 0)",
+    )
+    p.add_argument(
+        "--full-pages",
+        action="store_true",
+        help="visit quotes whole pages as evidence (long rollouts for the 128K stage)",
+    )
+    p.add_argument("--snippet-chars", type=positive_int, default=240, help="page text per search result (default 240)")
     p.add_argument("--limit", type=positive_int, default=None, help="roll out at most this many questions")
     p.add_argument("--tokenizer", default="qwen3", help="tokenizer spec for the context budget (default qwen3)")
     p.add_argument("--summary", default=None, help="summary JSON path (default: OUTPUT.summary.json)")
@@ -205,7 +236,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         cfg = RolloutConfig(args.max_calls, args.max_context_tokens, args.seed)
-        env = load_environment(args.corpus, args.text_key, EnvConfig(top_k=args.top_k))
+        env_cfg = EnvConfig(top_k=args.top_k, snippet_chars=args.snippet_chars, full_pages=args.full_pages)
+        env = load_environment(args.corpus, args.text_key, env_cfg)
+        for name in ("wrong_pick_rate", "misleading_query_rate", "premature_answer_rate"):
+            if not 0.0 <= getattr(args, name) <= 1.0:
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+        policy_cfg = {
+            "wrong_pick_prob": args.wrong_pick_rate,
+            "misleading_query_prob": args.misleading_query_rate,
+            "premature_answer_prob": args.premature_answer_rate,
+            "min_pages": args.min_pages,
+        }
     except (ValueError, FileNotFoundError) as exc:
         print(f"data rollout: {exc}", file=sys.stderr)
         return 2
@@ -264,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         async def run_all() -> None:
             if client is None:
                 for q in todo:  # sequential: deterministic write order
-                    finish(await rollout(q, scripted_act(env, q, cfg.seed), env, cfg, count_tokens))
+                    finish(await rollout(q, scripted_act(env, q, cfg.seed, **policy_cfg), env, cfg, count_tokens))
                 return
             # at most 2x the client's concurrency rollouts alive at once (each waits on one request at a time)
             window = asyncio.Semaphore(2 * args.concurrency)

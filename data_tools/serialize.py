@@ -28,11 +28,12 @@ messages and tools (``tests/fas/test_format.py`` checks it against the official 
   direct answer. Reasoning samples: question, draft A1 as the assistant's thinking, the mapped knowledge as a
   numbered user turn, then the refined A2 ending in ``<answer>``.
 * HAS samples (higher-order action synthesis): question, then for every step an assistant turn that lists the
-  candidate actions ``Option 1:`` ... ``Option N+1:`` and ends with ``I will choose option n``, followed by the
-  real tool response as a user turn; the last assistant turn ends with ``My decision is Correct`` or
-  ``My decision is Incorrect`` (the trajectory's judgment), or ``My decision is Unfinished`` when the trajectory
-  stopped without a final answer (DeepResearch's llm-call / context limits). A long trajectory split into several samples
-  replays earlier steps without options (``history``) and only its last part carries the decision.
+  candidate actions ``Option 1:`` ... ``Option N+1:``, says ``I will choose option n`` and then gives the expert's
+  step verbatim (its reasoning and its call or answer, as the agent wrote them), followed by the real tool
+  response as a user turn. After the last step (and DeepResearch's limit text, if any) a separate assistant turn
+  states the result of the entire trajectory (:data:`DECISION_CORRECT`, :data:`DECISION_INCORRECT`, or
+  :data:`DECISION_UNFINISHED` when it stopped without a final answer). A long trajectory split into several
+  samples replays earlier steps without options (``history``) and only its last part carries the result.
 * General text is returned unchanged (no chat markup).
 
 Bump ``FORMAT_VERSION`` whenever the rendered text changes; synthesis records store it in their metadata.
@@ -66,9 +67,11 @@ SPECIAL_TOKEN_IDS: dict[str, int] = {
     THINK_END: 151668,
 }
 
-DECISION_CORRECT = "My decision is Correct"
-DECISION_INCORRECT = "My decision is Incorrect"
-DECISION_UNFINISHED = "My decision is Unfinished"
+# The trajectory verdict of a HAS sample: its own statement after the last step (the paper's "final success/failure
+# result of the entire path"), worded so that it cannot be read as a judgement of the last step.
+DECISION_CORRECT = "Result of the entire trajectory: Correct (its final answer is right)"
+DECISION_INCORRECT = "Result of the entire trajectory: Incorrect (its final answer is wrong)"
+DECISION_UNFINISHED = "Result of the entire trajectory: Unfinished (it stopped without a final answer)"
 ROLES = ("system", "user", "assistant", "tool")
 RECORD_TYPES = ("planning", "reasoning", "has", "general")
 
@@ -307,16 +310,20 @@ def serialize_reasoning(
     )
 
 
-def render_options(options: Sequence[str], chosen: int, step: int | None = None) -> str:
-    """List candidate actions ``Option 1:`` ... and the choice ``I will choose option n`` (``chosen`` 0-based)."""
+def render_options(options: Sequence[str], chosen: int, step: int | None = None, expert: str | None = None) -> str:
+    """List candidate actions ``Option 1:`` ... and the choice ``I will choose option n`` (``chosen`` 0-based);
+    ``expert``: the chosen step as the agent wrote it (reasoning + call or answer), given verbatim after the choice.
+    """
     if not options:
         raise ValueError("a decision needs at least one option")
     if not 0 <= chosen < len(options):
         raise ValueError(f"chosen index {chosen} out of range for {len(options)} options")
     where = f" for step {step}" if step is not None else ""
-    head = f"There are {len(options)} candidate actions{where}:"
+    n = len(options)
+    head = f"There {'is' if n == 1 else 'are'} {n} candidate action{'' if n == 1 else 's'}{where}:"
     body = "\n\n".join(f"Option {i}:\n{opt.strip()}" for i, opt in enumerate(options, 1))
-    return f"{head}\n\n{body}\n\nI will choose option {chosen + 1}"
+    tail = f"\n\n{expert}" if expert else ""
+    return f"{head}\n\n{body}\n\nI will choose option {chosen + 1}{tail}"
 
 
 def _response_turn(response: str | Sequence[str]) -> str:
@@ -331,17 +338,15 @@ def has_history_turns(action: str, response: str | Sequence[str] | None, note: s
 
 
 def has_step_turns(step: Mapping[str, Any], step_no: int | None, decision: str | None = None) -> str:
-    """One HAS decision step: the options turn (with ``decision`` appended when given) and its response turn.
+    """One HAS decision step: the options turn and its response turn, then ``decision`` in its own turn if given.
 
-    ``step``: ``{"options": [...], "chosen": 0-based index, "response": str, list of str, or None}`` and an
-    optional ``note``: a user turn that preceded the step (e.g. DeepResearch's "you have reached the maximum
-    context length" instruction). A decision on a step that has a response goes into its own assistant turn.
+    ``step``: ``{"options": [...], "chosen": 0-based index, "response": str, list of str, or None}``, an optional
+    ``expert`` (the chosen step verbatim, shown after the choice) and an optional ``note``: a user turn that
+    preceded the step (e.g. DeepResearch's "you have reached the maximum context length" instruction).
     """
-    body = render_options(step["options"], int(step["chosen"]), step_no)
+    body = render_options(step["options"], int(step["chosen"]), step_no, step.get("expert"))
     response = step.get("response")
     note = render_turn("user", step["note"]) if step.get("note") else ""
-    if decision is not None and not response:
-        return note + render_turn("assistant", f"{body}\n{decision}")
     out = note + render_turn("assistant", body) + (_response_turn(response) if response else "")
     return out + (render_turn("assistant", decision) if decision is not None else "")
 
@@ -349,9 +354,9 @@ def has_step_turns(step: Mapping[str, Any], step_no: int | None, decision: str |
 def decision_text(outcome: bool | str) -> str:
     """The closing line of a HAS sample for an outcome.
 
-    ``True``/``"correct"`` -> ``My decision is Correct``; ``False``/``"incorrect"`` -> ``My decision is
-    Incorrect``; ``"unfinished"`` (the trajectory stopped without a final answer: llm-call limit, context limit
-    without an answer) -> ``My decision is Unfinished``.
+    ``True``/``"correct"`` -> :data:`DECISION_CORRECT`; ``False``/``"incorrect"`` -> :data:`DECISION_INCORRECT`;
+    ``"unfinished"`` (the trajectory stopped without a final answer: llm-call limit, context limit without an
+    answer, or a sample cut before a malformed step) -> :data:`DECISION_UNFINISHED`.
     """
     if outcome is True or outcome == "correct":
         return DECISION_CORRECT
@@ -377,20 +382,22 @@ def serialize_has(
     string, a list of strings (several tool calls) or None (the answering step).
     ``history``: earlier steps replayed without options, ``{"action": rendered S_k, "response": R_k}``.
     Either may carry a ``note`` (a user turn that preceded the step).
-    ``judgment``: the outcome (see :func:`decision_text`) appended to the last step; None (a non-final part)
-    appends nothing. ``first_step`` numbers the steps in the option headers. ``ending_note``: a user turn after
-    the last step (DeepResearch's "Sorry, the number of llm calls exceeds the limit."), rendered before the
-    decision, which then gets its own assistant turn.
+    ``judgment``: the outcome (see :func:`decision_text`), stated in its own assistant turn after the last step;
+    None (a non-final part) states nothing. ``first_step`` numbers the steps in the option headers.
+    ``ending_note``: a user turn after the last step (DeepResearch's "Sorry, the number of llm calls exceeds the
+    limit."), rendered before the result.
     """
     out = [_prefix(question, system)]
     out.extend(has_history_turns(h["action"], h.get("response"), h.get("note")) for h in history)
-    final = decision_text(judgment) if judgment is not None else None
-    for i, step in enumerate(steps):
-        last = i == len(steps) - 1
-        out.append(has_step_turns(step, first_step + i, final if last and not ending_note else None))
-    if final is not None and (ending_note or not steps):
-        out.append((render_turn("user", ending_note) if ending_note else "") + render_turn("assistant", final))
+    out.extend(has_step_turns(step, first_step + i) for i, step in enumerate(steps))
+    if judgment is not None:
+        out.append(has_closing(judgment, ending_note))
     return "".join(out)
+
+
+def has_closing(judgment: bool | str, ending_note: str | None = None) -> str:
+    """The end of a HAS sample: the ``ending_note`` user turn (if any), then the trajectory's result turn."""
+    return (render_turn("user", ending_note) if ending_note else "") + render_turn("assistant", decision_text(judgment))
 
 
 def serialize_prefix(question: str, system: str | None = None) -> str:

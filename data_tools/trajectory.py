@@ -152,6 +152,10 @@ class Step:
     text: str | None = None
     """The assistant message verbatim when it differs from the canonical rendering (extra ``<tool_call>`` blocks
     DeepResearch never executed, action-less turns merged in); used by :meth:`Trajectory.to_record`."""
+    raw: str | None = field(default=None, compare=False)
+    """The assistant text exactly as the agent wrote it (DeepResearch text turns; think-only turns merged into
+    this step come first, joined by a blank line); ``None`` for OpenAI tool-call messages. HAS shows the expert's
+    step in this form (:meth:`verbatim`)."""
 
     def __post_init__(self) -> None:
         if bool(self.tool_calls) == (self.answer is not None):
@@ -163,6 +167,10 @@ class Step:
             return render_action(self.think, answer=self.answer)
         head = render_think(self.think) + "\n\n" if self.think.strip() else ""  # Qwen3: "</think>\n\n", as answers
         return head + "\n".join(c.render() for c in self.tool_calls)
+
+    def verbatim(self) -> str:
+        """The step as the agent wrote it: :attr:`raw` when known, else the canonical rendering."""
+        return self.raw if self.raw is not None else self.action_text()
 
     def response_text(self) -> str | None:
         """The responses rendered as ``<tool_response>`` blocks (one user turn), or ``None``."""
@@ -347,6 +355,7 @@ def parse_trajectory(record: Mapping[str, Any], source: str = "") -> Trajectory:
     seen_user = False
     note: str | None = None
     carry: list[str] = []  # thinking of action-less assistant turns, prepended to the next step's
+    carry_raw: list[str] = []  # their text as written
     dropped = 0
 
     def flush() -> None:
@@ -397,12 +406,17 @@ def parse_trajectory(record: Mapping[str, Any], source: str = "") -> Trajectory:
             if not calls and answer is None:  # think-only turn: DeepResearch just asks again
                 if think:
                     carry.append(think)
+                    carry_raw.append(content.strip())
                 continue
             if carry:
                 think = "\n\n".join([*carry, think]).strip()
             verbatim = content if text_format and len(calls) > 1 and not carry else None
-            step = Step(think, calls, answer, [], note, verbatim)
-            note, carry = None, []
+            written = content.strip()
+            if text_format and (msg.get("reasoning_content") or "").strip() and THINK_START not in written:
+                written = render_think(msg["reasoning_content"].strip()) + "\n\n" + written
+            raw = "\n\n".join([*carry_raw, written]) if text_format else None
+            step = Step(think, calls, answer, [], note, verbatim, raw)
+            note, carry, carry_raw = None, [], []
             if calls:
                 pending = step
             else:

@@ -76,6 +76,9 @@ class EnvConfig:
     """Queries served per ``search`` call (extra ones are ignored, as a rate-limited API would)."""
     max_urls: int = 3
     """URLs served per ``visit`` call."""
+    full_pages: bool = False
+    """``visit`` quotes the whole page as evidence (long rollouts for the 128K stage) instead of the
+    :attr:`evidence_sentences` best sentences."""
 
     def __post_init__(self) -> None:
         for name in ("top_k", "snippet_chars", "evidence_sentences", "max_queries", "max_urls"):
@@ -199,7 +202,7 @@ class SearchEnvironment:
         doc = self.page(url)
         if doc is None:
             return head + VISIT_FAILURE
-        evidence = " ".join(self.evidence(doc, goal))
+        evidence = doc.text if self.cfg.full_pages else " ".join(self.evidence(doc, goal))
         first = (split_sentences(doc.text) or [doc.text])[0]
         summary = f"{doc.title}" + (f" ({doc.description})" if doc.description else "") + f": {first}"
         return head + f"Evidence in page: \n{evidence}\n\nSummary: \n{summary}\n\n"

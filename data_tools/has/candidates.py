@@ -1,16 +1,19 @@
 """Alternative actions for HAS decision points, and the guard against decision collapse.
 
-An :class:`Action` is one candidate step (thinking + tool call(s), or thinking + final answer). Two backends
-propose N alternatives to a trajectory's step S_k given its context C_k = (Q, S_1, R_1, ..., S_{k-1}, R_{k-1}):
+An :class:`Action` is one candidate step: tool call(s) or a final answer (options are shown as actions; the
+expert's own reasoning and call, verbatim, follow the choice in the sample). Two backends propose N alternatives
+to a trajectory's step S_k given its context C_k = (Q, S_1, R_1, ..., S_{k-1}, R_{k-1}):
 
-* :class:`TemplateBackend` (offline, deterministic): perturbs the original action with rules: broaden or
-  narrow a search query, drift to another entity seen in earlier results, search another facet of the question,
-  visit another page seen earlier, answer prematurely or with another entity / number. Each alternative's
-  *kind* (search / visit / answer / other tool) is drawn from the kinds of the trajectory's own steps, so over a
-  file the kind of an option says nothing about whether it is the original. Thinking text for every option,
-  **the original included** (its action kept exactly), comes from one pool keyed by the kind of action
-  (``data_tools/templates/has/v1/action_thoughts.json``), so the wording does not give the original away
-  (``data has-probe`` measures this). Every option records its strategy in ``source``.
+* :class:`TemplateBackend` (offline, deterministic): plausible perturbations written like the original. Queries
+  follow the register of the trajectory's own queries: natural phrasing (another entity seen in the results or
+  in memory, another facet of the question, a clause of the question) when the original is natural, keyword
+  queries (broaden / narrow / recombine ...) when it is a keyword bag. Visits open only URLs seen in earlier
+  results, with the goal re-targeted to the page (never the question pasted in). Answers are whole candidate
+  answers of the original's type found in the evidence so far or in memory
+  (:func:`data_tools.has.plausible.answer_candidates`). Every candidate passes
+  :func:`data_tools.has.plausible.check_alternative`. The kinds of the alternatives are planned over the
+  trajectory so that an option's kind says nothing about whether it is the original. Every option records its
+  strategy in ``source``.
 * ``LLMBackend`` (:mod:`data_tools.has.llm_backend`): asks an OpenAI-compatible model.
 
 :class:`CollapseGuard` rejects candidates that duplicate the original or each other (same tool and the same
@@ -27,15 +30,22 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
-from pathlib import Path
+from functools import cached_property
 from typing import Any
 
 from data_tools.answers import INSTRUCTION_WORDS, content_words, numbers, split_sentences
+from data_tools.env.goals import goal_for, is_pasted_question
+from data_tools.has.plausible import (
+    answer_candidates,
+    answer_type,
+    check_alternative,
+    natural_queries,
+    query_is_natural,
+    question_windows,
+)
 from data_tools.serialize import TOOL_CALL_END, TOOL_CALL_START, render_answer, render_think, render_tool_call
 from data_tools.trajectory import Step, Trajectory
 
-THOUGHTS_PATH = Path(__file__).resolve().parent.parent / "templates" / "has" / "v1" / "action_thoughts.json"
 _LINK = re.compile(r"\[([^\]\n]{1,200})\]\((https?://[^\s()]*(?:\([^\s()]*\)[^\s()]*)*)\)")
 _CAPS = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:of|the|de|and|[A-Z][\w'’-]*))*(?<!\bof)(?<!\bthe)(?<!\band)")
 
@@ -88,6 +98,10 @@ class Action:
     def calls(self) -> list[dict[str, Any]]:
         """Tool calls as ``{"name", "arguments"}`` dicts."""
         return [{"name": n, "arguments": json.loads(a)} for n, a in self.tool_calls]
+
+    def first_query(self) -> str | None:
+        """The first search query of the action, if it searches."""
+        return _first_query(self)
 
     def text(self) -> str:
         """The action rendered as assistant text (see :mod:`data_tools.serialize`)."""
@@ -223,15 +237,6 @@ class CollapseGuard:
         }
 
 
-@lru_cache(maxsize=4)
-def load_thoughts(path: str = str(THOUGHTS_PATH)) -> dict[str, list[str]]:
-    """The phrasing pool: action kind -> thinking templates (``str.format`` placeholders)."""
-    with open(path, encoding="utf-8") as f:
-        bank = json.load(f)
-    bank.pop("_comment", None)
-    return bank
-
-
 # Tool-output labels and boilerplate that capitalised-span extraction must not take for entities.
 _BOILERPLATE = re.compile(
     r"A Google search for '[^'\n]*' found \d+ results:|## Web Results|The useful information in \S+ for user goal"
@@ -254,7 +259,9 @@ class StepContext:
     related: list[tuple[str, str]] = field(default_factory=list)
     """``(title, url)`` of corpus pages related to the question ("memory" guesses; needs a corpus)."""
     goal: str = ""
-    """The ``goal`` of the most recent ``visit`` call so far (else the question): what a visit alternative uses."""
+    """The ``goal`` of the most recent ``visit`` call so far (empty if none): what a visit alternative reuses."""
+    goal_url: str = ""
+    """The URL that :attr:`goal` was written for."""
     seen_numbers: list[str] = field(default_factory=list)
     """Numbers that appeared in earlier tool responses (distractors for numeric answers)."""
     sentences: list[str] = field(default_factory=list)
@@ -268,6 +275,20 @@ class StepContext:
     trajectory's tool responses (all of them: what a searcher of this topic could think of; an option is chosen
     before its response is shown, so no later text is revealed) and of related corpus pages. Equally long
     recombined queries draw on them when the question's own keywords are used up."""
+    evidence: str = ""
+    """The tool responses seen before this step (where candidate answers come from)."""
+    natural: bool = True
+    """Whether the trajectory's queries are natural phrasing (the original's own query decides for a search step;
+    else the majority of the trajectory's queries): alternatives' queries are written in the same register."""
+    final_answer: str | None = None
+    """The trajectory's final answer (its *type* decides the type of premature-answer alternatives)."""
+    visited: list[str] = field(default_factory=list)
+    """URLs visited before this step."""
+    memo: dict[str, Any] = field(default_factory=dict, repr=False)
+    """Per-step cache (candidate answers by type: computed once per step, not per strategy call)."""
+    last_query: str = ""
+    """The latest search query before this step (else the trajectory's first): the style model of search
+    alternatives at steps that are not searches."""
 
     def query_length(self, rng: random.Random, default: int = 6) -> int:
         """A query length (in keywords) drawn from the trajectory's own queries."""
@@ -302,27 +323,42 @@ class StepContext:
         for title, _ in related:
             if title not in uniq and not set(content_words(title)) <= qwords:
                 uniq.append(title)
-        goal = traj.question
+        goal, goal_url, visited = "", "", []
         for s in traj.steps[:k]:
             for c in s.tool_calls:
+                urls = c.arguments.get("url") if c.name == "visit" else None
+                urls = [urls] if isinstance(urls, str) else [u for u in urls or [] if isinstance(u, str)]
+                visited.extend(urls)
                 if c.name == "visit" and isinstance(c.arguments.get("goal"), str) and c.arguments["goal"].strip():
-                    goal = c.arguments["goal"]
+                    goal, goal_url = c.arguments["goal"], urls[0] if urls else ""
         nums = list(dict.fromkeys(f"{x:g}" for x in numbers(plain) if abs(x) < 1e7))
         qlens = [len(_keywords(q)) for q in (_first_query(Action.from_step(s)) for s in traj.steps) if q]
         sents = [x for x in split_sentences(plain) if len(x.split()) >= 4]
         alens = [len(st.answer.split()) for st in traj.steps if st.answer]
         qlens = [n for n in qlens if n >= 2]
+        own = _first_query(Action.from_step(traj.steps[k]))
+        queries = [q for q in (_first_query(Action.from_step(s)) for s in traj.steps) if q]
+        natural = query_is_natural(own) if own else (2 * sum(map(query_is_natural, queries)) >= len(queries))
         return StepContext(
             traj.question,
             links,
             uniq,
             list(related),
             goal,
+            goal_url,
             nums,
             sents,
             alens,
             qlens,
             list(topic_terms(traj, related) if terms is None else terms),
+            seen_text,
+            natural,
+            traj.prediction,
+            visited,
+            last_query=next(
+                (q for q in (_first_query(Action.from_step(s)) for s in reversed(traj.steps[:k])) if q), None
+            )
+            or (queries[0] if queries else ""),
         )
 
 
@@ -437,11 +473,22 @@ def s_drift(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None
     return _search(" ".join(ent + kw[: max(1, ctx.query_length(rng) - len(ent))]))
 
 
-def by_length(cands: Sequence[Action], length: int, slack: int = 1) -> list[Action]:
-    """Search candidates whose query is within ``slack`` keywords of ``length`` first (stable otherwise): the
-    alternatives of a search step are about as long as the original query, so that the original is not "the
-    longest" (or shortest) query of its decision."""
-    return sorted(cands, key=lambda a: abs(len(_keywords(_first_query(a) or "")) - length) > slack)
+def by_length(
+    cands: Sequence[Action], length: int, slack: int = 1, natural: bool = False, digits: int = 0
+) -> list[Action]:
+    """Search candidates whose query is within ``slack`` keywords (``natural``: words) of ``length`` first (stable
+    otherwise): the alternatives of a search step are about as long as the original query, so that the original
+    is not "the longest" (or shortest) query of its decision; then those with as many numbers as ``digits``."""
+
+    def size(a: Action) -> int:
+        q = _first_query(a) or ""
+        return len(q.split()) if natural else len(_keywords(q))
+
+    return sorted(cands, key=lambda a: (abs(size(a) - length) > slack, abs(_digits(a) - digits)))
+
+
+def _digits(a: Action) -> int:
+    return len(re.findall(r"\b\d+\b", _first_query(a) or ""))
 
 
 def s_recombine(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
@@ -470,54 +517,74 @@ def s_recombine(orig: Action, ctx: StepContext, rng: random.Random) -> Action | 
 
 
 def s_visit_seen(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
-    """Visit a page that appeared in earlier results (possibly the wrong one); only URLs actually seen."""
+    """Visit another page that appeared in earlier results (pages not opened yet first); only URLs actually seen.
+    The goal is the original's (or the latest visit's): the missing fact, as the agent wrote it; else one written
+    for the page and the missing fact (:func:`data_tools.env.goals.goal_for`); never the question pasted in."""
     urls = {u for c in orig.calls for u in (c["arguments"].get("url") or [])} if orig.kind == "visit" else set()
     links = [(t, u) for t, u in ctx.links if u not in urls]
+    fresh = [(t, u) for t, u in links if u not in ctx.visited]
     if not links:
         return None
-    title, url = rng.choice(links)
-    return Action.make("", [{"name": "visit", "arguments": {"url": [url], "goal": ctx.goal}}])
+    title, url = rng.choice(fresh if fresh and rng.random() < 0.8 else links)
+    # the fact still missing is the same whichever page is opened: the goal is kept as the agent wrote it
+    # (re-targeting it by swapping page names gave nonsense such as "the director of <a person>")
+    goal = ""
+    if orig.kind == "visit" and isinstance(orig.calls[0]["arguments"].get("goal"), str):
+        goal = orig.calls[0]["arguments"]["goal"]
+    elif ctx.goal:
+        goal = ctx.goal
+    if not goal.strip() or is_pasted_question(goal, ctx.question) or re.search(r" on the .+ page$", goal):
+        goal = goal_for(ctx.question, title)  # (goals in goal_for's form name their page: written for this one)
+    return Action.make("", [{"name": "visit", "arguments": {"url": [url], "goal": goal}}])
 
 
-def _numeric_distractor(orig: Action, ctx: StepContext, rng: random.Random) -> str | None:
-    got = numbers(orig.answer or "")
-    if not got or len((orig.answer or "").split()) > 3:
-        return None
-    pool = [n for n in ctx.seen_numbers if float(n) != got[0]]
-    if pool and rng.random() < 0.7:
-        return rng.choice(pool)
-    x = got[0]
-    delta = rng.choice((-10, -2, -1, 1, 2, 10)) if float(x).is_integer() else x * rng.choice((-0.1, 0.1))
-    return f"{x + delta:g}"
+def _answers(orig: Action, ctx: StepContext) -> list[str]:
+    """Whole candidate answers of the original's type (or of the trajectory's final answer's type) from the
+    evidence so far, then from memory (:func:`data_tools.has.plausible.answer_candidates`)."""
+    kind = answer_type(orig.answer if orig.answer is not None else ctx.final_answer, ctx.question)
+    key = f"answers:{kind}:{orig.answer}"
+    if key not in ctx.memo:  # the most recent evidence (long trajectories quote whole pages)
+        evidence = ctx.evidence[-EVIDENCE_CHARS:]
+        titles, memory = [t for t, _ in ctx.links], [t for t, _ in ctx.related]
+        ctx.memo[key] = answer_candidates(kind, evidence, titles, memory, orig.answer)
+    return ctx.memo[key]
 
 
-def _wrong_answer(orig: Action, ctx: StepContext, rng: random.Random) -> str | None:
-    """A plausible wrong answer as long as the policy's answers: a span of a sentence seen so far for phrase-like
-    answers, else a page title / entity seen so far."""
-    length = len(orig.answer.split()) if orig.answer else rng.choice(ctx.answer_lengths or [2])
-    pool = [e for e in ctx.answer_pool() if orig.answer is None or e.lower() not in orig.answer.lower()]
-    if length > 3 and ctx.sentences:
-        words = rng.choice(ctx.sentences).rstrip(".").split()
-        start = rng.randrange(max(1, len(words) - length + 1))
-        span = " ".join(words[start : start + length]).strip(",;:")
-        if span and (orig.answer is None or span.lower() != orig.answer.lower()):
-            return span
-    return rng.choice(pool) if pool else None
+EVIDENCE_CHARS = 40000
+"""Characters of the most recent evidence that candidate answers are drawn from."""
 
 
 def s_premature(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
-    """Answer now with something seen so far, without further checking."""
-    ans = _wrong_answer(orig, ctx, rng)
-    return Action.make("", answer=ans) if ans else None
+    """Answer now with a candidate found so far (evidence or memory), without further checking."""
+    pool = _answers(orig, ctx)
+    return Action.make("", answer=rng.choice(pool[:8])) if pool else None
 
 
 def s_alt_answer(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
-    """For an answering step: answer with another number (numeric answers) or another span / entity seen so far."""
-    num = _numeric_distractor(orig, ctx, rng)
-    if num is not None:
-        return Action.make("", answer=num)
-    ans = _wrong_answer(orig, ctx, rng) if orig.answer is not None else None
-    return Action.make("", answer=ans) if ans else None
+    """For an answering step: another candidate answer of the same type found in the evidence (or memory)."""
+    if orig.answer is None:
+        return None
+    pool = _answers(orig, ctx)
+    return Action.make("", answer=rng.choice(pool[:6])) if pool else None
+
+
+def s_natural(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
+    """A query written like a natural original (:func:`data_tools.has.plausible.natural_queries`): another entity
+    seen, another facet of the question, or a clause of the question; the step's own query (or the trajectory's
+    latest one) is the style model."""
+    model = _first_query(orig) or ctx.last_query or ""
+    facets = [w for w in _keywords(ctx.question) if w.lower() not in model.lower()] + ctx.terms[:4]
+    ents = [*(t for t, _ in ctx.links), *ctx.entities, *(t for t, _ in ctx.related)]
+    if not model:
+        cands = [("clause", c) for n in (4, 5, 6) for c in question_windows(ctx.question, n)]
+    else:
+        years = re.findall(r"\b\d{4}\b", ctx.question + " " + ctx.evidence)
+        cands = natural_queries(model, ctx.question, ents, facets, rng, list(dict.fromkeys(years)))
+    if not cands:
+        return None
+    name, q = rng.choice(cands)
+    act = _search(q)
+    return Action(act.think, act.tool_calls, None, f"template:{name}") if act else None
 
 
 def s_verify(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
@@ -539,29 +606,29 @@ STRATEGIES: dict[str, Strategy] = {
     "premature": s_premature,
     "alt_answer": s_alt_answer,
 }
+
+
+def s_reshape(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
+    """A keyword query of the original's exact shape: one to half of its words swapped for question keywords it
+    lacks or topic terms, its numbers and length kept (another focus, the same form)."""
+    q = _first_query(orig)
+    if not q:
+        return None
+    facets = [w for w in _keywords(ctx.question) if w not in q.lower().split()] + ctx.terms[:8]
+    cands = [(n, x) for n, x in natural_queries(q, ctx.question, [], facets, rng) if n == "swap_facet"]
+    return _search(rng.choice(cands)[1]) if cands else None
+
+
+STRATEGIES["natural"] = s_natural
+STRATEGIES["reshape"] = s_reshape
+NATURAL_SEARCH = ("natural",)
+"""Search strategies for trajectories whose queries are natural phrasing (the keyword ones lower-case)."""
 STRATEGY_KINDS: dict[str, tuple[str, ...]] = {
-    "search": ("broaden", "narrow", "tail", "drop", "question", "drift", "sample", "recombine", "verify"),
+    "search": ("broaden", "narrow", "tail", "drop", "question", "drift", "sample", "recombine", "verify", "reshape"),
     "visit": ("visit_seen",),
     "answer": ("alt_answer", "premature"),
 }
 """Strategies by the kind of action they produce."""
-
-
-def phrase(action: Action, ctx: StepContext, rng: random.Random) -> Action:
-    """``action`` with thinking drawn from the kind-keyed pool (the same pool for originals and alternatives)."""
-    pool = load_thoughts()
-    kind = action.kind
-    if kind == "answer":
-        text = rng.choice(pool["answer"]).format(answer=action.answer)
-    elif kind == "search":
-        text = rng.choice(pool["search"]).format(query=_first_query(action) or "")
-    elif kind == "visit":
-        urls = action.calls[0]["arguments"].get("url") if action.calls else None
-        url = urls[0] if isinstance(urls, list) and urls else str(urls or "")
-        text = rng.choice(pool["visit"]).format(title=ctx.title_of(url))
-    else:
-        text = rng.choice(pool["tool"]).format(tool=action.tool_calls[0][0] if action.tool_calls else "a tool")
-    return action.with_think(text)
 
 
 def step_rng(seed: int, traj_id: str, k: int, purpose: str) -> random.Random:
@@ -597,6 +664,8 @@ class TemplateBackend:
         self._terms: tuple[str | None, list[str]] = (None, [])  # topic terms of the last trajectory seen
         self.shortfall = 0
         """Steps that got fewer than the requested number of alternatives."""
+        self.rejected: Counter = Counter()
+        """Template candidates dropped by :func:`~data_tools.has.plausible.check_alternative`, by reason."""
 
     def context(self, traj: Trajectory, k: int) -> StepContext:
         """The :class:`StepContext` of step ``k``."""
@@ -605,18 +674,21 @@ class TemplateBackend:
         return StepContext.of(traj, k, self.related(traj), self._terms[1])
 
     def original(self, traj: Trajectory, k: int, seed: int) -> Action:
-        """The original step with its action kept exactly and its thinking drawn from the shared pool."""
-        return phrase(Action.from_step(traj.steps[k]), self.context(traj, k), step_rng(seed, traj.id, k, "orig"))
+        """The original step as an option: its action exactly (canonical call layout, like the alternatives'), no
+        reasoning; the expert's reasoning and call as written follow the choice in the sample."""
+        return Action.from_step(traj.steps[k]).with_think("")
 
     def pools(self, traj: Trajectory, k: int, n: int, rng: random.Random) -> dict[str, list[Action]]:
-        """Up to ``n`` distinct candidates of each kind for step ``k`` (none duplicating the original), with
-        thinking from the shared pool; the pool sizes are what the step can offer of each kind."""
+        """Up to ``n`` distinct plausible candidates of each kind for step ``k`` (none duplicating the original, all
+        passing :func:`data_tools.has.plausible.check_alternative`); the pool sizes are what the step can offer."""
         orig = Action.from_step(traj.steps[k])
         ctx = self.context(traj, k)
         oq = _first_query(orig)
         out: dict[str, list[Action]] = {}
         for kind, names in STRATEGY_KINDS.items():
-            tries = list(names) * (2 + self.max_regenerate)
+            if kind == "search" and ctx.natural:
+                names = NATURAL_SEARCH
+            tries = list(names) * (2 + self.max_regenerate) * (4 if len(names) == 1 else 1)
             rng.shuffle(tries)
             acc: list[Action] = []
             want = 3 * n if kind == "search" and oq else n  # room to pick queries as long as the original's
@@ -626,11 +698,17 @@ class TemplateBackend:
                 cand = STRATEGIES[name](orig, ctx, rng)
                 if cand is None:
                     continue
-                cand = phrase(Action(cand.think, cand.tool_calls, cand.answer, f"template:{name}"), ctx, rng)
+                src = cand.source if cand.source.startswith("template:") else f"template:{name}"
+                cand = Action("", cand.tool_calls, cand.answer, src)
+                args = cand.calls[0]["arguments"] if cand.tool_calls else None
+                if check_alternative(cand.kind, args, cand.answer, orig, ctx) is not None:
+                    self.rejected[check_alternative(cand.kind, args, cand.answer, orig, ctx) or ""] += 1
+                    continue
                 if not self.guard.same(cand, orig) and not any(self.guard.same(cand, a) for a in acc):
                     acc.append(cand)
             if kind == "search" and oq:
-                acc = by_length(acc, len(_keywords(oq)))[:n]
+                size = len(oq.split()) if ctx.natural else len(_keywords(oq))
+                acc = by_length(acc, size, 2 if ctx.natural else 1, ctx.natural, _digits(orig))[:n]
             out[kind] = acc
         return out
 
@@ -712,5 +790,5 @@ class TemplateBackend:
         return out
 
     def originals(self, trajs: Sequence[Trajectory], seed: int) -> dict[str, list[Action]]:
-        """The re-phrased original of every step (see :meth:`original`)."""
+        """The original of every step as an option (see :meth:`original`)."""
         return {t.id: [self.original(t, k, seed) for k in range(len(t.steps))] for t in trajs}

@@ -26,7 +26,14 @@ from data_tools.common.lock import lock_output_file
 from data_tools.common.progress import SynthesisProgress, count_lines
 from data_tools.common.sharding import add_shard_args, shard_from_args, shard_of
 from data_tools.has.candidates import CollapseGuard, TemplateBackend
-from data_tools.has.expand import HasConfig, length_histogram, make_decisions, render_samples
+from data_tools.has.expand import (
+    MALFORMED_STEP_KINDS,
+    HasConfig,
+    cut_before_bad_step,
+    length_histogram,
+    make_decisions,
+    render_samples,
+)
 from data_tools.serialize import FORMAT_VERSION
 from data_tools.trajectory import JUDGE_MODES, LoadReport, Trajectory, judge, judge_with_llm, load_trajectories
 
@@ -55,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", default=None,
                    help="optional FAS knowledge memory JSONL (data memory output): its entities and statements join "
                    "the perturbation sources")  # fmt: skip
+    p.add_argument("--max-fill-rate", type=float, default=0.10,
+                   help="with --backend openai: exit 1 when more than this share of the alternatives had to be "
+                   "filled by the template backend (default 0.10)")  # fmt: skip
     p.add_argument("--tokenizer", default="qwen3", help="tokenizer spec for lengths (default: built-in qwen3)")
     p.add_argument("--batch", type=int, default=64, help="trajectories per generation batch (default 64)")
     p.add_argument("--limit", type=positive_int, default=None, help="use at most this many valid trajectories")
@@ -163,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report = LoadReport()
     counts: Counter = Counter()
+    bad_steps: Counter = Counter()
     lengths: list[int] = []
     t0 = time.time()
     one_file = args.limit is None and len(args.input) == 1 and num_shards == 1
@@ -175,12 +186,22 @@ def main(argv: list[str] | None = None) -> int:
         counts["resumed_samples"] = writer.recovered
 
         def flush(batch: list[Trajectory]) -> None:
+            sound = []  # malformed steps are never taught: cut before the first one, or skip (counted by kind)
+            for t in batch:
+                cut, kind = cut_before_bad_step(t)
+                if kind is not None:
+                    bad_steps[kind] += 1
+                    counts["trajectories_cut" if cut is not None else "skipped_malformed_step"] += 1
+                if cut is None:
+                    bar.advance(1)
+                else:
+                    sound.append(cut)
             if args.judge == "llm":
-                for k, v in judge_with_llm(batch, client).items():
+                for k, v in judge_with_llm(sound, client).items():
                     counts[f"judge_{k}"] += v
             ready = []
-            for t in batch:
-                if args.judge != "llm":
+            for t in sound:
+                if args.judge != "llm" and "has_cut" not in t.extra:
                     judge(t, args.judge)
                 if t.outcome is None:
                     counts["skipped_no_judgment"] += 1
@@ -195,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
                     guard.record_set(d.options)
                     counts["decisions"] += 1
                     counts["short_decisions"] += len(d.options) < cfg.candidates + 1
+                    others = [o for i, o in enumerate(d.options) if i != d.original_index]
+                    counts["alternatives"] += len(others)
+                    counts["template_fills"] += sum(o.source.startswith("template") for o in others)
                 samples = render_samples(t, decisions, count_tokens, cfg, backend.name)
                 for s in samples:
                     lengths.append(s["meta"]["tokens"])
@@ -207,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("expanded %d trajectories, %d samples", counts["trajectories_expanded"], counts["samples_written"])
 
         batch: list[Trajectory] = []
+        taken: set[str] = set()
         trajs = itertools.chain.from_iterable(load_trajectories(path, report) for path in args.input)
         for traj in itertools.islice(trajs, args.limit):
             if num_shards > 1 and shard_of(traj.id, num_shards) != shard:
@@ -215,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
                 counts["already_done"] += 1
                 bar.advance(1)
                 continue
+            if traj.id in taken:  # ids key the output and resume: a second trajectory with an id is left out
+                counts["skipped_duplicate_id"] += 1
+                bar.advance(1)
+                continue
+            taken.add(traj.id)
             batch.append(traj)
             if len(batch) >= args.batch:
                 flush(batch)
@@ -223,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             flush(batch)
     if client is not None:
         client.close()
+    fill_rate = round(counts["template_fills"] / counts["alternatives"], 4) if counts["alternatives"] else 0.0
     summary = {
         "command": "data has",
         "format_version": FORMAT_VERSION,
@@ -235,11 +266,15 @@ def main(argv: list[str] | None = None) -> int:
         "terminations": dict(sorted(report.terminations.items())),
         "malformed": dict(sorted(report.malformed.items())),
         "malformed_examples": report.examples,
+        "malformed_steps": {k: bad_steps.get(k, 0) for k in MALFORMED_STEP_KINDS},
         **{k: v for k, v in sorted(counts.items())},
         "output_totals": output_totals(out),
         "diversity": guard.report(),
         "shortfall_steps": backend.shortfall,
         "llm_backend": dict(getattr(backend, "counts", {})),
+        "template_rejected": dict(sorted(getattr(backend, "rejected", {}).items())),
+        "fill_rate": fill_rate,
+        "max_fill_rate": args.max_fill_rate,
         "llm": client.stats.as_dict() if client is not None else None,
         "length_histogram_tokens": length_histogram(lengths),
         "tokens_total": sum(lengths),
@@ -247,14 +282,28 @@ def main(argv: list[str] | None = None) -> int:
     }
     atomic_write_json(summary_path, summary)
     bad = sum(report.malformed.values())
+    steps_line = ", ".join(f"{k}={v}" for k, v in summary["malformed_steps"].items() if v)
     reasons = ", ".join(f"{k}={v}" for k, v in sorted(report.malformed.items()))
     div = summary["diversity"]["mean_pairwise_distance"]
     print(
         f"data has: read {report.read} trajectories, malformed {bad}" + (f" ({reasons})" if reasons else "")
         + f", expanded {counts['trajectories_expanded']} (already done {counts['already_done']}, no judgment "
         f"{counts['skipped_no_judgment']}), samples written {counts['samples_written']}, tokens {sum(lengths)}, "
-        f"option diversity {div}; summary {summary_path}"
+        f"option diversity {div}"
+        + (f", malformed steps: {steps_line} (cut {counts['trajectories_cut']}, skipped "
+           f"{counts['skipped_malformed_step']})" if steps_line else "")
+        + (f", template fills {counts['template_fills']} of {counts['alternatives']} alternatives "
+           f"({fill_rate:.1%})" if backend.name != "template" else "")
+        + f"; summary {summary_path}"
     )  # fmt: skip
+    if backend.name != "template" and counts["alternatives"] and fill_rate > args.max_fill_rate:
+        print(
+            f"data has: template fill rate {fill_rate:.1%} ({counts['template_fills']} of {counts['alternatives']} "
+            f"alternatives) exceeds --max-fill-rate {args.max_fill_rate:.1%}: the LLM backend failed; see "
+            f"llm_backend in {summary_path}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

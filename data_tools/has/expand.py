@@ -22,14 +22,18 @@ from data_tools.has.candidates import Action, step_rng
 from data_tools.serialize import (
     FORMAT_VERSION,
     decision_text,
+    has_closing,
     has_history_turns,
     has_step_turns,
-    render_turn,
     serialize_has,
     serialize_prefix,
 )
 from data_tools.trajectory import Trajectory
 
+HAS_FORMAT = "options-choice-expert-v3"
+"""Layout of a HAS step: the options as actions, the choice, then the expert's step verbatim."""
+MALFORMED_STEP_KINDS = ("unparseable_call", "call_without_response", "empty_step")
+"""Steps never offered as the expert's choice (see :func:`first_bad_step`)."""
 LENGTH_BINS = (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 
 
@@ -75,6 +79,8 @@ class Decision:
     """The real tool responses R_k (empty for the answering step)."""
     note: str | None = None
     """A user turn that preceded the step in the trajectory (kept in the sample)."""
+    expert: str = ""
+    """The expert's step exactly as written (reasoning + call or answer), shown after the choice."""
 
     def as_step(self) -> dict[str, Any]:
         """The ``steps`` entry :func:`data_tools.serialize.serialize_has` takes."""
@@ -83,7 +89,59 @@ class Decision:
             "chosen": self.original_index,
             "response": self.responses or None,
             "note": self.note,
+            "expert": self.expert or None,
         }
+
+
+def first_bad_step(traj: Trajectory) -> tuple[int, str] | None:
+    """``(index, kind)`` of the first step that must not be taught as the expert's choice, or None.
+
+    Kinds (:data:`MALFORMED_STEP_KINDS`): ``unparseable_call`` (a ``<tool_call>`` that is not valid JSON/JSON5),
+    ``call_without_response`` (a tool call followed by the next step with no tool response and no user turn in
+    between; a last call whose response DeepResearch overwrote with its limit text is fine), ``empty_step`` (an
+    empty answer, or a call with no arguments and no code).
+    """
+    for k, step in enumerate(traj.steps):
+        if any(c.raw is not None for c in step.tool_calls):
+            return k, "unparseable_call"
+        if step.answer is not None and not step.answer.strip():
+            return k, "empty_step"
+        if any(not c.arguments and not c.code for c in step.tool_calls):
+            return k, "empty_step"
+        if step.tool_calls and not step.responses:
+            last = k == len(traj.steps) - 1
+            overwritten = traj.ending_note if last else traj.steps[k + 1].note
+            if not overwritten:
+                return k, "call_without_response"
+    return None
+
+
+def cut_before_bad_step(traj: Trajectory) -> tuple[Trajectory | None, str | None]:
+    """The trajectory kept up to its first malformed step (:func:`first_bad_step`), or None when no step comes
+    before it; with the kind found. A cut trajectory ends without its final answer: its outcome is ``unfinished``
+    and ``extra["has_cut"]`` records where and why."""
+    bad = first_bad_step(traj)
+    if bad is None:
+        return traj, None
+    k, kind = bad
+    if k == 0:
+        return None, kind
+    cut = Trajectory(
+        id=traj.id,
+        question=traj.question,
+        steps=traj.steps[:k],
+        answer=traj.answer,
+        prediction=None,
+        termination=traj.termination,
+        system=traj.system,
+        judgment=None,
+        judge_reason=f"cut before step {k + 1} ({kind})",
+        source=traj.source,
+        ending_note=None,
+        dropped_turns=traj.dropped_turns,
+        extra={**traj.extra, "has_cut": {"step": k + 1, "kind": kind}},
+    )
+    return cut, kind
 
 
 def make_decisions(
@@ -94,8 +152,8 @@ def make_decisions(
 ) -> list[Decision]:
     """Merge each step's alternatives with the original action and shuffle them (seeded per step).
 
-    ``originals``: the original steps as the backend rendered them (same action, thinking from the same pool as
-    the alternatives); default: the recorded steps verbatim.
+    ``originals``: the original steps as options (the action, rendered like the alternatives); default: the
+    recorded actions without their reasoning. The expert's step verbatim goes to :attr:`Decision.expert`.
     """
     if len(alternatives) != len(traj.steps):
         raise ValueError(f"{traj.id}: {len(alternatives)} alternative lists for {len(traj.steps)} steps")
@@ -103,11 +161,12 @@ def make_decisions(
         raise ValueError(f"{traj.id}: {len(originals)} originals for {len(traj.steps)} steps")
     out = []
     for k, (step, alts) in enumerate(zip(traj.steps, alternatives)):
-        orig = originals[k] if originals is not None else Action.from_step(step)
+        orig = originals[k] if originals is not None else Action.from_step(step).with_think("")
         options = [*alts, orig]
         order = list(range(len(options)))
         step_rng(seed, traj.id, k, "shuffle").shuffle(order)
-        out.append(Decision([options[i] for i in order], order.index(len(alts)), list(step.responses), step.note))
+        chosen = order.index(len(alts))
+        out.append(Decision([options[i] for i in order], chosen, list(step.responses), step.note, step.verbatim()))
     return out
 
 
@@ -167,18 +226,14 @@ def render_samples(
     if outcome is None:
         raise ValueError(f"trajectory {traj.id} has no judgment")
     steps = [d.as_step() for d in decisions]
-    chosen = [st["options"][st["chosen"]] for st in steps]  # replayed history shows the option that was chosen
+    chosen = [d.expert for d in decisions]  # replayed history shows the expert's step as written
     n = len(steps)
     # Token counts of the pieces add up exactly to the count of the rendered text (every piece starts and ends
     # at a special token), so each piece is encoded once; replayed history is only counted when splitting.
     prefix = count_tokens(serialize_prefix(traj.question, traj.system))
     blocks = [count_tokens(has_step_turns(st, k + 1)) for k, st in enumerate(steps[:-1])]
     decision = decision_text(outcome)
-    if traj.ending_note:  # DeepResearch's limit text after the last step, then the decision in its own turn
-        closing = render_turn("user", traj.ending_note) + render_turn("assistant", decision)
-        last_block = count_tokens(has_step_turns(steps[-1], n) + closing)
-    else:
-        last_block = count_tokens(has_step_turns(steps[-1], n, decision))
+    last_block = count_tokens(has_step_turns(steps[-1], n) + has_closing(outcome, traj.ending_note))
     if prefix + sum(blocks) + last_block <= cfg.max_tokens:
         plain = [0] * n
         parts = [Part(0, n, 0)]
@@ -228,6 +283,12 @@ def render_samples(
             "candidates": cfg.candidates,
             "seed": cfg.seed,
             "backend": backend,
+            "synthetic_template": any(
+                src.startswith("template") for d in decisions for src in (o.source for o in d.options)
+            ),
+            "template_fills": sum(o.source.startswith("template") for d in decisions for o in d.options),
+            "cut": traj.extra.get("has_cut"),
+            "has_format": HAS_FORMAT,
             "format_version": FORMAT_VERSION,
             "tokens": prefix
             + sum(plain[part.history_start : part.start])

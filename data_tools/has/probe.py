@@ -44,9 +44,11 @@ class ProbeDecision:
     """0-based index of the original step."""
 
 
-def read_decisions(path: str | Path, limit: int | None = None) -> list[ProbeDecision]:
-    """Decisions of a ``data has`` output file (every step of every sample with at least two options)."""
+def read_decisions(path: str | Path, limit: int | None = None, mask: bool = False) -> list[ProbeDecision]:
+    """Decisions of a ``data has`` output file (every step of every sample with at least two options); ``mask``:
+    options with their content masked (:func:`mask_content`)."""
     out: list[ProbeDecision] = []
+    masker = mask_content if mask else str
     for lineno, rec in iter_jsonl(path):
         if isinstance(rec, BadLine):
             log.warning("%s", rec)
@@ -57,10 +59,32 @@ def read_decisions(path: str | Path, limit: int | None = None) -> list[ProbeDeci
         for st in steps:
             opts, orig = st.get("options"), st.get("original_index")
             if isinstance(opts, list) and len(opts) >= 2 and isinstance(orig, int) and 0 <= orig < len(opts):
-                out.append(ProbeDecision([str(o) for o in opts], orig))
+                out.append(ProbeDecision([masker(str(o)) for o in opts], orig))
         if limit is not None and len(out) >= limit:
             break
     return out[:limit] if limit is not None else out
+
+
+_KEEP = frozenset("tool_call answer name arguments query url goal search visit google_scholar code".split())
+_WORDISH = re.compile(r"\w+", re.U)
+
+
+def mask_content(text: str) -> str:
+    """``text`` with its content masked: every word except markup and tool-call keys becomes its shape (``Xx``
+    capitalised, ``x`` lower case, ``X`` all caps, ``9`` number), so that only form is left: layout, length,
+    casing, punctuation. The probe on masked options measures style tells alone."""
+
+    def shape(m: re.Match) -> str:
+        w = m.group(0)
+        if w.lower() in _KEEP:
+            return w
+        if w[0].isdigit():
+            return "9"
+        if w.isupper() and len(w) > 1:
+            return "X"
+        return "Xx" if w[0].isupper() else "x"
+
+    return _WORDISH.sub(shape, text)
 
 
 def _grams(text: str) -> list[str]:
@@ -208,6 +232,21 @@ def run_probe(
     )
 
 
+def context_report(train: str | Path, test: str | Path, l2: float = 1.0) -> dict[str, Any]:
+    """The rule checks and the context-aware figure on ``test`` (fitted on ``train``); see
+    :mod:`data_tools.has.probe_context`."""
+    from data_tools.has import probe_context as pc
+
+    te = list(pc.read_context_decisions(test))
+    tr = list(pc.read_context_decisions(train))
+    return {
+        "query_style_rule": pc.query_style_rule(te),
+        "answer_in_evidence_rule": pc.answer_in_evidence_rule(te),
+        "context_aware": pc.context_probe(tr, te, l2),
+        "defects": pc.alternative_defects(te),
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of ``data has-probe``."""
     p = argparse.ArgumentParser(prog="megatron-agentic data has-probe", description=__doc__.splitlines()[0])
@@ -217,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="use at most this many decisions per file")
     p.add_argument("--max-excess", type=float, default=None,
                    help="exit with status 1 when held-out accuracy exceeds chance by more than this (e.g. 0.05)")  # fmt: skip
+    p.add_argument("--mask", choices=("none", "content"), default="content",
+                   help="content: probe options with their words masked to their shapes, so only form can tell "
+                   "(default); none: the words too")  # fmt: skip
     p.add_argument("--output", default=None, help="write the result as JSON here")
     return p
 
@@ -225,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the probe; 0 on success, 1 when ``--max-excess`` is exceeded, 2 on bad input."""
     args = build_parser().parse_args(argv)
     try:
-        train, test = read_decisions(args.train, args.limit), read_decisions(args.test, args.limit)
+        mask = args.mask == "content"
+        train, test = read_decisions(args.train, args.limit, mask), read_decisions(args.test, args.limit, mask)
     except (ValueError, FileNotFoundError) as exc:
         print(f"data has-probe: {exc}", file=sys.stderr)
         return 2
@@ -236,9 +279,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data has-probe: {msg}")
         return 0
     res = run_probe(train, test, args.l2)
+    ctx = context_report(args.train, args.test, args.l2)
     if args.output:
-        atomic_write_json(Path(args.output), {"train": args.train, "test": args.test, **res.as_dict()})
-    print(f"data has-probe: {res.line()}")
+        atomic_write_json(Path(args.output), {"train": args.train, "test": args.test, "mask": args.mask,
+                                              **res.as_dict(), "context": ctx})  # fmt: skip
+    print(f"data has-probe: surface ({args.mask} masked) {res.line()}")
+    for name in ("query_style_rule", "answer_in_evidence_rule", "context_aware"):
+        r = ctx.get(name) or {}
+        if r.get("accuracy") is not None:
+            print(f"data has-probe: {name.replace('_', '-')} accuracy {r['accuracy']:.3f} vs chance "
+                  f"{r['chance']:.3f} on {r.get('decisions', r.get('test_decisions'))} decisions")  # fmt: skip
+    print(f"data has-probe: alternatives with defects: {json.dumps(ctx.get('defects'))}")
     print("data has-probe: most original-like features: " + json.dumps(res.top_features[:10], ensure_ascii=False))
     if args.max_excess is not None and res.excess > args.max_excess:
         print(f"data has-probe: excess {res.excess:+.3f} > {args.max_excess}: the original is recognisable")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 
 from data_tools.has import main as has_main
+from data_tools.serialize import DECISION_CORRECT, DECISION_UNFINISHED
 from data_tools.trajectory import (
     CONTEXT_LIMIT_TEXT,
     LLM_LIMIT_TEXT,
@@ -172,7 +173,9 @@ def test_has_on_every_ending(tmp_path, capsys):
     out = tmp_path / "has.jsonl"
     assert has_main(["--input", str(src), "--output", str(out), "--candidates", "3", "--seed", "0"]) == 0
     samples = {json.loads(x)["meta"]["trajectory_id"]: json.loads(x) for x in out.read_text().splitlines()}
-    assert set(samples) == set(recs)  # every trajectory but the message-less one yields a sample
+    # every trajectory but the message-less one yields a sample, except the one whose first call is unparseable:
+    # a malformed step is never offered as the expert's choice, and nothing comes before it
+    assert set(samples) == set(recs) - {"error_recovery"}
     summary = json.loads((tmp_path / "has.jsonl.summary.json").read_text())
     assert summary["trajectories_ok"] == len(recs) and summary["malformed"] == {"missing_messages": 1}
     assert summary["terminations"] == {
@@ -181,14 +184,15 @@ def test_has_on_every_ending(tmp_path, capsys):
         "format error: generate an answer as token limit reached": 1,
         "generate an answer as token limit reached": 1,
     }
+    assert summary["malformed_steps"] == {"unparseable_call": 1, "call_without_response": 0, "empty_step": 0}
+    assert summary["skipped_malformed_step"] == 1
     ends = {k: s["text"].rstrip().rsplit("\n", 1)[-1] for k, s in samples.items()}
-    assert ends["llm_limit"] == "My decision is Unfinished<|im_end|>"
-    assert ends["context_format_error"] == "My decision is Unfinished<|im_end|>"
-    assert ends["context_answer"] == "My decision is Correct<|im_end|>"
-    assert ends["error_recovery"] == "My decision is Incorrect<|im_end|>"
-    # the overwritten response is what the agent saw: the limit text as a user turn, then the decision
+    assert ends["llm_limit"] == f"{DECISION_UNFINISHED}<|im_end|>"
+    assert ends["context_format_error"] == f"{DECISION_UNFINISHED}<|im_end|>"
+    assert ends["context_answer"] == f"{DECISION_CORRECT}<|im_end|>"
+    # the overwritten response is what the agent saw: the limit text as a user turn, then the result
     assert (
-        f"<|im_start|>user\n{LLM_LIMIT_TEXT}<|im_end|>\n<|im_start|>assistant\nMy decision is Unfinished"
+        f"<|im_start|>user\n{LLM_LIMIT_TEXT}<|im_end|>\n<|im_start|>assistant\n{DECISION_UNFINISHED}"
         in (samples["llm_limit"]["text"])
     )
     assert samples["server_error"]["meta"]["dropped_turns"] == 1
@@ -199,5 +203,6 @@ def test_has_on_every_ending(tmp_path, capsys):
     # a rerun of the finished job keeps the summary's counts
     assert has_main(["--input", str(src), "--output", str(out), "--candidates", "3", "--seed", "0"]) == 0
     again = json.loads((tmp_path / "has.jsonl.summary.json").read_text())
-    assert again["trajectories_ok"] == summary["trajectories_ok"] and again["already_done"] == len(recs)
-    assert again["output_totals"] == summary["output_totals"] and again["output_totals"]["trajectories"] == len(recs)
+    assert again["trajectories_ok"] == summary["trajectories_ok"] and again["already_done"] == len(recs) - 1
+    assert again["output_totals"] == summary["output_totals"]
+    assert again["output_totals"]["trajectories"] == len(recs) - 1

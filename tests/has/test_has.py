@@ -18,6 +18,7 @@ from data_tools import rollout as R
 from data_tools.env.questions import builtin_questions
 from data_tools.has import main as has_main
 from data_tools.has.candidates import Action, CollapseGuard
+from data_tools.serialize import DECISION_CORRECT, DECISION_INCORRECT, DECISION_UNFINISHED
 from data_tools.trajectory import Step, judge, load_trajectories, parse_action_text
 
 from .conftest import deepresearch_record, write_jsonl
@@ -54,9 +55,9 @@ def test_decision_invariants(tmp_path, traj_file, capsys):
         tmp_path, traj_file, "o.jsonl", "--candidates", "3", "--seed", "5", "--corpus", "builtin:600"
     )
     line = capsys.readouterr().out
-    # the trajectory whose tool response is missing is kept now (DeepResearch overwrites responses at its limits)
+    # the trajectory whose first call has no response is never taught: its first step is malformed, so it is skipped
     assert "read 28 trajectories, malformed 1 (invalid_line=1)" in line
-    assert "samples written 27" in line
+    assert "samples written 26" in line and "malformed steps: call_without_response=1 (cut 0, skipped 1)" in line
     trajs = {t.id: t for t in load_trajectories(traj_file)}
     positions = set()
     guard = CollapseGuard(0.8)
@@ -67,7 +68,9 @@ def test_decision_invariants(tmp_path, traj_file, capsys):
         assert meta["num_parts"] == 1 and len(meta["steps"]) == len(traj.steps)
         choices = re.findall(r"I will choose option (\d+)", text)
         for k, st in enumerate(meta["steps"]):
-            # the original's action is kept exactly (its thinking comes from the shared phrasing pool)
+            # the expert's step is in the sample byte for byte (thinking and call or answer), after the choice
+            assert traj.steps[k].think in text and traj.steps[k].verbatim() in text
+            assert f"I will choose option {st['original_index'] + 1}\n\n{traj.steps[k].verbatim()}" in text
             original = Action.from_step(traj.steps[k])
             assert len(st["options"]) == 4  # N + 1
             same = [i for i, o in enumerate(st["options"]) if _action(o).tool_calls == original.tool_calls
@@ -83,8 +86,8 @@ def test_decision_invariants(tmp_path, traj_file, capsys):
             r for st in traj.steps for r in st.responses
         ]
         assert meta["judgment"] is traj.judgment
-        ending = {True: "Correct", False: "Incorrect", None: "Unfinished"}[traj.judgment]
-        assert text.endswith(f"My decision is {ending}<|im_end|>\n")
+        ending = {True: DECISION_CORRECT, False: DECISION_INCORRECT, None: DECISION_UNFINISHED}[traj.judgment]
+        assert text.endswith(f"<|im_start|>assistant\n{ending}<|im_end|>\n")  # the verdict is its own turn
     assert positions == {0, 1, 2, 3}  # the original is not always in the same place
     assert {s["meta"]["judgment"] for s in samples} == {True, False}
     summary = json.loads(out.with_name("o.jsonl.summary.json").read_text())
@@ -124,7 +127,7 @@ def test_split_never_cuts_inside_a_step(tmp_path, traj_file, qwen3_tok):
             assert meta["tokens"] <= limit or (meta["oversize"] and len(meta["steps"]) == 1)
             assert text.count("candidate actions for step") == len(meta["steps"])
             last = i == len(parts) - 1
-            assert ("My decision is" in text) == last
+            assert ("Result of the entire trajectory" in text) == last
             h0, h1 = meta["history_steps"]
             replayed += h1 > h0
             # options, choice and response of a step are all inside the part: responses = replayed + decided steps
@@ -139,45 +142,76 @@ def test_split_never_cuts_inside_a_step(tmp_path, traj_file, qwen3_tok):
     assert sum(hist.values()) == len(samples) and hist[">131072"] == 0
 
 
-def test_llm_backend_guard_and_fallback(tmp_path, traj_file):
+def _expert_step(body: dict) -> str:
+    prompt = body["messages"][-1]["content"]
+    return prompt.split("(style reference; do not repeat its action):\n", 1)[1].split("\n\nWrite ", 1)[0]
+
+
+def test_llm_backend_checks_regenerates_and_counts_fills(tmp_path, traj_file):
+    """Implausible model alternatives are rejected and asked again; only then does the template fill in, counted
+    in the summary, marked in the sources and flagged ``synthetic_template``; the expert's step is never sent
+    back rewritten."""
     from data_tools.llm.fake_server import FakeLLMServer
 
     def responder(body):
-        prompt = body["messages"][-1]["content"]
-        original = prompt.split("The step the agent actually took next:\n", 1)[1].split("\n\nWrite ", 1)[0]
+        original = _expert_step(body)
         call = re.search(r"<tool_call>\n(.*?)\n</tool_call>", original, re.S)
         dup = json.loads(call.group(1).split("\n<code>")[0]) if call else None
         alts = [
-            {"think": "Same as the agent.", "tool": dup["name"], "arguments": dup["arguments"]}
+            {"tool": dup["name"], "arguments": dup["arguments"]}
             if dup
-            else {"think": "same", "tool": "answer", "answer": re.search(r"<answer>(.*?)</answer>", original).group(1)},
-            {
-                "think": "Try a broader topic.",
-                "tool": "search",
-                "arguments": {"query": ["history of science overview"]},
-            },
-            {"think": "Use a calculator.", "tool": "calculator", "arguments": {"x": 1}},  # not an available tool
-            {"think": "Guess.", "tool": "answer", "answer": "Napoleon Bonaparte"},
+            else {"tool": "answer", "answer": re.search(r"<answer>(.*?)</answer>", original).group(1)},
+            {"tool": "search", "arguments": {"query": ["history of science overview"]}},
+            {"tool": "calculator", "arguments": {"x": 1}},  # not an available tool
+            {"tool": "answer", "answer": "the screenplay with Arthur C."},  # a cut-off fragment
+            {"tool": "visit", "arguments": {"url": ["https://example.org/never-seen"], "goal": "g"}},  # unseen URL
         ]
         return {"alternatives": alts}
 
     with FakeLLMServer(responder) as url:
-        out, samples = run_has(
-            tmp_path, traj_file, "l.jsonl", "--backend", "openai", "--llm-url", url, "--max-regenerate", "1"
-        )
+        out = tmp_path / "l.jsonl"
+        rc = has_main(["--input", str(traj_file), "--output", str(out), "--backend", "openai", "--llm-url", url,
+                       "--max-regenerate", "1", "--max-fill-rate", "1.0"])  # fmt: skip
+        assert rc == 0
+        samples = [json.loads(x) for x in out.read_text().splitlines()]
     summary = json.loads(out.with_name("l.jsonl.summary.json").read_text())
-    cand = summary["diversity"]["candidates"]
-    assert cand["dup_original"] >= summary["decisions"] and cand["invalid"] >= summary["decisions"]
-    assert summary["llm_backend"]["filled_by_template"] > 0 and summary["llm"]["failed"] == 0
-    short = 0
+    llm = summary["llm_backend"]
+    assert llm["rejected:fragment_answer"] > 0 and llm["rejected:url_not_seen"] > 0 and llm["invalid_items"] > 0
+    assert llm["regenerated_steps"] > 0  # short steps were asked again before any template fill
+    assert summary["diversity"]["candidates"]["dup_original"] >= summary["decisions"]
+    fills = sum(src.startswith("template:") for s in samples for st in s["meta"]["steps"] for src in st["sources"])
+    assert fills == summary["template_fills"] == llm["filled_by_template"] > 0
+    assert summary["fill_rate"] == round(fills / summary["alternatives"], 4)
+    trajs = {t.id: t for t in load_trajectories(traj_file)}
     for s in samples:
-        for st in s["meta"]["steps"]:
-            # a first step without a corpus may have fewer distinct fill candidates than asked for (counted)
-            short += len(st["options"]) < 4
-            assert len(st["options"]) >= 3 and st["sources"].count("original") == 1
-            assert "llm" in st["sources"] and (any(x.startswith("template:") for x in st["sources"]) or short)
-            assert sum('"history of science overview"' in o for o in st["options"]) == 1
-    assert short == summary["short_decisions"] <= 0.1 * summary["decisions"]
+        meta = s["meta"]
+        assert meta["synthetic_template"] == any(
+            x.startswith("template") for st in meta["steps"] for x in st["sources"]
+        )
+        for st in meta["steps"]:
+            assert st["sources"].count("original") == 1
+            assert sum('"history of science overview"' in o for o in st["options"]) == (
+                "llm" in st["sources"]
+            )  # the one plausible-looking reply, when accepted
+            assert not any("Arthur C." in o for o in st["options"])
+            assert trajs[meta["trajectory_id"]].steps[st["step"] - 1].verbatim() in s["text"]
+
+
+def test_failing_llm_server_exits_with_the_fill_rate(tmp_path, capsys):
+    """A server that always fails: every alternative is a template fill; ``data has`` says so and exits 1."""
+    from data_tools.llm.fake_server import FakeLLMServer, FakeReply
+
+    src = write_jsonl(tmp_path / "t.jsonl", [deepresearch_record()])
+    with FakeLLMServer(lambda body: FakeReply(fault="http_400")) as url:
+        rc = has_main(["--input", str(src), "--output", str(tmp_path / "o.jsonl"), "--backend", "openai",
+                       "--llm-url", url, "--max-retries", "0", "--max-regenerate", "1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 1
+    summary = json.loads((tmp_path / "o.jsonl.summary.json").read_text())
+    assert summary["fill_rate"] == 1.0 and summary["max_fill_rate"] == 0.1
+    assert "template fill rate 100.0%" in err and "exceeds --max-fill-rate 10.0%" in err
+    rec = json.loads((tmp_path / "o.jsonl").read_text().splitlines()[0])
+    assert rec["meta"]["synthetic_template"] is True and rec["meta"]["backend"] == "openai"
 
 
 def test_resume_after_torn_write_equals_uninterrupted(tmp_path, traj_file):
@@ -240,7 +274,7 @@ def test_long_trajectory_128k(small_env, qwen3_tok):
     assert h1 == samples[1]["meta"]["steps"][0]["step"] - 1 and h0 < h1  # recent steps replayed without options
     replay = count("".join(steps[k].action_text() + (steps[k].response_text() or "") for k in range(h0, h1)))
     assert replay <= 131072 * cfg.history_fraction
-    assert samples[1]["text"].endswith("My decision is Correct<|im_end|>\n")
+    assert samples[1]["text"].endswith(f"{DECISION_CORRECT}<|im_end|>\n")
     hist = length_histogram(tokens)
     assert hist["<=131072"] == 1 and sum(hist.values()) == 2 and hist[">131072"] == 0
 
@@ -267,27 +301,30 @@ def test_cli_llm_judge(tmp_path, traj_file):
         out, samples = run_has(tmp_path, traj_file, "j.jsonl", "--judge", "llm", "--llm-url", url)
     assert samples and all(s["meta"]["judgment"] is True for s in samples)
     assert all(s["meta"]["judge"].startswith("llm (has/judge@v1)") for s in samples)
-    assert all(s["text"].endswith("My decision is Correct<|im_end|>\n") for s in samples)
+    assert all(s["text"].endswith(f"{DECISION_CORRECT}<|im_end|>\n") for s in samples)
     summary = json.loads(out.with_name("j.jsonl.summary.json").read_text())
     assert summary["judge_correct"] == len(samples) and summary["llm"]["requests"] == len(samples)
 
 
-def test_llm_backend_rewrites_the_original(tmp_path):
-    """With the openai backend the original goes through the same rewrite: its thinking is the model's
-    ``original_think``, its action is kept exactly."""
+def test_llm_backend_sends_the_expert_step_as_style_reference(tmp_path):
+    """The model sees the expert's step verbatim and writes only alternatives; the sample keeps the step as is."""
     from data_tools.llm.fake_server import FakeLLMServer
 
+    seen = []
+
     def responder(body):
-        alts = [{"think": f"Other idea {i}.", "tool": "search", "arguments": {"query": [f"topic number {i} x"]}}
-                for i in range(3)]  # fmt: skip
-        return {"original_think": "Rewritten in the same voice.", "alternatives": alts}
+        seen.append(_expert_step(body))
+        queries = ["Eiffel Tower lift capacity", "Gustave Eiffel engineering firm", "Champ de Mars park size"]
+        alts = [{"tool": "search", "arguments": {"query": [q]}} for q in queries]
+        return {"alternatives": alts}
 
     src = write_jsonl(tmp_path / "t.jsonl", [deepresearch_record()])
     with FakeLLMServer(responder) as url:
         _, samples = run_has(tmp_path, src, "o.jsonl", "--backend", "openai", "--llm-url", url)
     traj = next(iter(load_trajectories(src)))
+    assert sorted(seen) == sorted(st.verbatim() for st in traj.steps)
     for k, st in enumerate(samples[0]["meta"]["steps"]):
         orig = st["options"][st["original_index"]]
-        assert orig.startswith("<think>\nRewritten in the same voice.\n</think>")
+        assert "<think>" not in orig  # options are actions; the reasoning follows the choice
         assert _action(orig).tool_calls == Action.from_step(traj.steps[k]).tool_calls
-        assert traj.steps[k].think not in orig  # the recorded wording is gone
+        assert traj.steps[k].verbatim() in samples[0]["text"]

@@ -64,11 +64,11 @@ def test_probe_finds_a_planted_tell(has_splits):
     for path in has_splits:
         decisions = read_decisions(path)
         for d in decisions:
-            d.options[d.original] = d.options[d.original].replace("<think>\n", "<think>\nIndeed. ", 1)
+            d.options[d.original] = "Indeed. " + d.options[d.original]
         planted.append(decisions)
     res = run_probe(*planted)
     assert res.accuracy > 0.95 and res.chance < 0.3
-    assert res.top_features[0][0] in ("w:indeed", "b:indeed .", "b:> indeed")
+    assert res.top_features[0][0] in ("w:indeed", "b:indeed .", "b:. <")
 
 
 def test_probe_length_tell():

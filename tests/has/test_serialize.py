@@ -144,13 +144,23 @@ def test_has_text_ids_and_decision(tok):
     text = S.serialize_has("Q?", steps, judgment=False, system="")
     ids = tok.encode(text)
     assert ids.count(THINK) == 4 and ids.count(TOOL_RESP) == 1 and ids.count(TOOL_CALL) == 1
-    assert text.rstrip().endswith("I will choose option 2\nMy decision is Incorrect<|im_end|>")
+    # the trajectory's result is its own statement after the last step, never part of a step's choice
+    assert text.endswith(f"I will choose option 2<|im_end|>\n<|im_start|>assistant\n{S.DECISION_INCORRECT}<|im_end|>\n")
     assert "I will choose option 1<|im_end|>\n<|im_start|>user\n<tool_response>\nR1\n</tool_response>" in text
-    # a non-final part carries no decision; a final step with a response gets the decision in its own turn
-    assert "My decision" not in S.serialize_has("Q?", steps[:1], judgment=None)
+    assert "There are 2 candidate actions for step 1:" in text
+    # a non-final part carries no result; a final step with a response gets the result in its own turn
+    assert "Result of the entire trajectory" not in S.serialize_has("Q?", steps[:1], judgment=None)
     assert S.serialize_has("Q?", steps[:1], judgment=True).endswith(
-        "<|im_start|>assistant\nMy decision is Correct<|im_end|>\n"
+        f"<|im_start|>assistant\n{S.DECISION_CORRECT}<|im_end|>\n"
     )
+
+
+def test_has_expert_step_after_choice_and_grammar():
+    expert = S.render_action("Because the snippet names him, I open the page.", CALL)
+    one = S.render_options([S.render_tool_call(CALL["name"], CALL["arguments"])], 0, 3, expert)
+    assert one.startswith("There is 1 candidate action for step 3:")
+    assert one.endswith(f"I will choose option 1\n\n{expert}")
+    assert S.render_options(["a", "b"], 1).startswith("There are 2 candidate actions:")
 
 
 def test_python_tool_call_and_general():
