@@ -19,8 +19,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from data_tools.common.argtypes import positive_int
+from data_tools.common.argtypes import positive_int, probability
 from data_tools.common.cli_args import add_llm_args, llm_config_from_args
+from data_tools.common.failure_rate import add_failure_rate_arg
 from data_tools.common.jsonl import ResumableJsonlWriter, atomic_write_json, iter_jsonl
 from data_tools.common.lock import lock_output_file
 from data_tools.common.progress import SynthesisProgress, count_lines
@@ -62,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", default=None,
                    help="optional FAS knowledge memory JSONL (data memory output): its entities and statements join "
                    "the perturbation sources")  # fmt: skip
-    p.add_argument("--max-fill-rate", type=float, default=0.10,
-                   help="with --backend openai: exit 1 when more than this share of the alternatives had to be "
-                   "filled by the template backend (default 0.10)")  # fmt: skip
+    # The synthesis commands' shared --max-failure-rate (data_tools/common/failure_rate.py): for `data has` the failures
+    # are alternatives the LLM backend could not write (template fills); --max-fill-rate is the same flag.
+    add_failure_rate_arg(p)
+    p.add_argument("--max-fill-rate", type=probability, dest="max_failure_rate", help="alias of --max-failure-rate")
     p.add_argument("--tokenizer", default="qwen3", help="tokenizer spec for lengths (default: built-in qwen3)")
     p.add_argument("--batch", type=int, default=64, help="trajectories per generation batch (default 64)")
     p.add_argument("--limit", type=positive_int, default=None, help="use at most this many valid trajectories")
@@ -274,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         "llm_backend": dict(getattr(backend, "counts", {})),
         "template_rejected": dict(sorted(getattr(backend, "rejected", {}).items())),
         "fill_rate": fill_rate,
-        "max_fill_rate": args.max_fill_rate,
+        "max_fill_rate": args.max_failure_rate,
         "llm": client.stats.as_dict() if client is not None else None,
         "length_histogram_tokens": length_histogram(lengths),
         "tokens_total": sum(lengths),
@@ -296,10 +298,10 @@ def main(argv: list[str] | None = None) -> int:
            f"({fill_rate:.1%})" if backend.name != "template" else "")
         + f"; summary {summary_path}"
     )  # fmt: skip
-    if backend.name != "template" and counts["alternatives"] and fill_rate > args.max_fill_rate:
+    if backend.name != "template" and counts["alternatives"] and fill_rate > args.max_failure_rate:
         print(
             f"data has: template fill rate {fill_rate:.1%} ({counts['template_fills']} of {counts['alternatives']} "
-            f"alternatives) exceeds --max-fill-rate {args.max_fill_rate:.1%}: the LLM backend failed; see "
+            f"alternatives) exceeds --max-failure-rate {args.max_failure_rate:.1%}: the LLM backend failed; see "
             f"llm_backend in {summary_path}",
             file=sys.stderr,
         )

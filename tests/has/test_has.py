@@ -209,7 +209,7 @@ def test_failing_llm_server_exits_with_the_fill_rate(tmp_path, capsys):
     assert rc == 1
     summary = json.loads((tmp_path / "o.jsonl.summary.json").read_text())
     assert summary["fill_rate"] == 1.0 and summary["max_fill_rate"] == 0.1
-    assert "template fill rate 100.0%" in err and "exceeds --max-fill-rate 10.0%" in err
+    assert "template fill rate 100.0%" in err and "exceeds --max-failure-rate 10.0%" in err
     rec = json.loads((tmp_path / "o.jsonl").read_text().splitlines()[0])
     assert rec["meta"]["synthetic_template"] is True and rec["meta"]["backend"] == "openai"
 
