@@ -16,6 +16,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from megatron_agentic.kernels import race_check
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +70,7 @@ print("RESULTS " + json.dumps(results))
 """
 
 
+@pytest.mark.slow  # compiles for sm_90 in a subprocess (the interpreter must be off)
 def test_race_check_fails_on_the_old_ring_merge_and_passes_on_the_fixed_one(tmp_path):
     (tmp_path / "old_ring_merge.py").write_text(OLD_RING_MERGE)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

@@ -185,6 +185,7 @@ def test_usr1_to_every_process_after_a_save_saves_and_leaves_nothing(tmp_path):
         _kill_all(seen)
 
 
+@pytest.mark.slow
 def test_slurm_up_leaves_an_existing_configuration_alone(tmp_path):
     conf = tmp_path / "slurm.conf"
     conf.write_text("ClusterName=production\n")
@@ -197,6 +198,7 @@ def test_slurm_up_leaves_an_existing_configuration_alone(tmp_path):
     assert conf.read_text() == "ClusterName=production\n" and not (tmp_path / "state").exists()
 
 
+@pytest.mark.slow
 def test_slurm_down_stops_only_what_slurm_up_recorded(tmp_path):
     started = subprocess.Popen(["sleep", "300"])
     other = subprocess.Popen(["sleep", "300"])

@@ -74,6 +74,7 @@ def test_compare_losses(tmp_path):
     assert first_day.compare_losses(tmp_path, loose)["tolerance"] == 1e-3
 
 
+@pytest.mark.slow
 def test_runner_reports_each_step_and_skips_after_a_failure():
     def boom() -> dict:
         raise AssertionError("resumed losses differ")

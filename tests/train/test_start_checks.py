@@ -64,6 +64,7 @@ def test_empty_data_is_refused(tmp_path, capsys, monkeypatch):
     assert "data.mock is false" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_second_run_on_a_live_checkpoint_dir_exits_5_and_writes_nothing_there(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     log_dir, ckpt = tmp_path / "live", tmp_path / "live" / "ckpt"
