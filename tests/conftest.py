@@ -13,7 +13,7 @@ from __future__ import annotations
 import multiprocessing.process
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -70,23 +70,22 @@ def _guarded(item: pytest.Item) -> bool:
     return not (item.get_closest_marker("slow") or item.get_closest_marker("gpu"))
 
 
+def _guard_phase(item: pytest.Item) -> Iterator[None]:
+    undo = _refuse_processes(item) if _guarded(item) else None
+    try:
+        yield
+    finally:
+        if undo:
+            undo()
+
+
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_setup(item: pytest.Item):
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
     """The guard covers fixture set-up too (a module fixture that trains is set up by its first test)."""
-    undo = _refuse_processes(item) if _guarded(item) else None
-    try:
-        yield
-    finally:
-        if undo:
-            undo()
+    yield from _guard_phase(item)
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_call(item: pytest.Item):
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     """Refuse process creation in tests without ``@pytest.mark.slow`` (or ``gpu``)."""
-    undo = _refuse_processes(item) if _guarded(item) else None
-    try:
-        yield
-    finally:
-        if undo:
-            undo()
+    yield from _guard_phase(item)

@@ -1,30 +1,28 @@
-"""argparse value types shared by the command-line tools: sizes and limits that must be positive."""
+"""argparse value types shared by the command-line tools: sizes, counts and rates with their bounds checked."""
 
 from __future__ import annotations
 
 import argparse
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (a size, a count, a limit); argparse reports anything else as one line naming the flag."""
+def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (a size, a count, a limit); argparse reports anything else as one line naming the flag."""
+    return _int_at_least(text, 1)
 
 
 def non_negative_int(text: str) -> int:
     """An integer >= 0 (a count that may be zero)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    return _int_at_least(text, 0)
 
 
 def probability(text: str) -> float:

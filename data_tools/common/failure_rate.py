@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 
+from data_tools.common.argtypes import probability
+
 DEFAULT_MAX_FAILURE_RATE = 0.1
 """Default of ``--max-failure-rate``: a run in which more than 10% of the units failed exits non-zero."""
 
@@ -29,18 +31,9 @@ DEFAULT_MAX_FAILURE_RATE = 0.1
 def add_failure_rate_arg(parser: argparse.ArgumentParser, default: float = DEFAULT_MAX_FAILURE_RATE) -> None:
     """Add ``--max-failure-rate RATE`` (a fraction in [0, 1]) to a command's parser."""
 
-    def rate(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not 0.0 <= value <= 1.0:
-            raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-        return value
-
     parser.add_argument(
         "--max-failure-rate",
-        type=rate,
+        type=probability,
         default=default,
         metavar="RATE",
         help=f"exit with status 1 when more than this fraction of the units failed (failed requests, rejected or "
