@@ -26,7 +26,10 @@ import pytest
 from tests.train.launch import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(shutil.which("sbatch") is None, reason="no Slurm (sbatch) on this machine")
+pytestmark = [
+    pytest.mark.slow,  # submits real jobs
+    pytest.mark.skipif(shutil.which("sbatch") is None, reason="no Slurm (sbatch) on this machine"),
+]
 ITERS = 30
 
 
