@@ -213,3 +213,49 @@ def test_stage2_refuses_when_stage1_ended_without_its_marker(root):
     out = (root / f"slurm-{stage2}.out").read_text()
     assert f"stage 1 is not finished ({root / 'tiny-moe-stage1'}/COMPLETED missing)" in out
     assert not (root / "tiny-moe-stage2").exists()  # nothing of stage 2 started
+
+
+def _job_processes(root: Path) -> list[str]:
+    """Processes still running something of this test's job (their command line or environment names ``root``)."""
+    import psutil
+
+    left = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if str(root) in cmd or str(root) in " ".join(f"{k}={v}" for k, v in proc.environ().items()):
+                left.append(f"{proc.pid} {cmd[:120]}")
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return left
+
+
+def test_scontrol_requeue_after_a_periodic_save_saves_at_the_reached_step(root):
+    """``scontrol requeue`` (what an operator or preemption does) at a step after a periodic save: Slurm's SIGTERM
+    reaches the launcher and the ranks, which save at the step they reached (the stop-save works although a save
+    already ran in the process); the job runs again, resumes there, logs every step once, and nothing of it is left."""
+    sets = (
+        f"--set train.train_tokens=null --set train.iters={ITERS} --set checkpoint.interval=3 --set train.seq_length=128 "
+        "--set model.num_layers=2 --set train.eval_interval=null --set log.tensorboard=false"
+    )
+    job = _submit(root, EXTRA_SETS=sets)
+    run = root / "tiny-moe-stage1"
+    latest = root / "ckpt" / "latest_checkpointed_iteration.txt"
+    try:
+        _wait(lambda: latest.exists() and len(_steps(run)) >= 5, 600, "a periodic save and 5 steps")
+        subprocess.run(["scontrol", "requeue", job], check=True)
+        _wait(lambda: _state(job) == "PENDING", 180, "the requeued job to be pending")
+        saved_at = int(latest.read_text())
+        _start_requeued_now(job)
+        _wait(lambda: (run / "COMPLETED").exists(), 600, "the requeued job to finish")
+        _wait(lambda: _ended(job), 120, "the job to end")
+    finally:
+        subprocess.run(["scancel", job], check=False)
+    assert _state(job) == "COMPLETED", (root / f"slurm-{job}.out").read_text()[-4000:]
+    assert saved_at >= 5
+    assert _steps(run) == list(range(1, ITERS + 1))
+    logs = "".join(p.read_text() for p in (run / "jobs" / job).glob("*.log") if p.name != "restarts.log")
+    # the stop-save (not a periodic one) wrote the latest checkpoint, on every rank
+    assert logs.count(f"saved checkpoint at iteration {saved_at} for ") == 2, logs[-4000:]
+    assert "BrokenPipeError" not in logs and "resumed from" in logs
+    _wait(lambda: not _job_processes(root), 60, "every process of the job to exit")
