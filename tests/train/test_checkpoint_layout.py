@@ -152,7 +152,9 @@ def runs():
         ref, legacy = root / "ref", root / "legacy"
         base = [sys.executable, "-m", "megatron_agentic", "train", *TRAIN]
         _run([*base, "--set", f"checkpoint.dir={ref}/ckpt", "--set", f"log.dir={ref}/log"])
-        legacy_cmd = [sys.executable, "-c", LEGACY_TRAIN, "train", *TRAIN, "--set", "train.iters=2"]
+        # the legacy run stops at step 2 of the same 4-step run (train.exit_interval): a run's sample order is fixed at
+        # its first start (training/data_order.py), so it must start with the length the resumed run finishes
+        legacy_cmd = [sys.executable, "-c", LEGACY_TRAIN, "train", *TRAIN, "--set", "train.exit_interval=2"]
         _run([*legacy_cmd, "--set", f"checkpoint.dir={legacy}/ckpt", "--set", f"log.dir={legacy}/log"])
         shutil.copytree(legacy / "ckpt", root / "resumed" / "ckpt")
         resumed = _run([*base, "--set", f"checkpoint.dir={root}/resumed/ckpt", "--set", f"log.dir={root}/resumed/log"])
