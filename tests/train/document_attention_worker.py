@@ -64,7 +64,8 @@ def run(mode: str, args: argparse.Namespace, model_state: dict | None) -> tuple[
     model = build_model(cfg, settings=settings)
     if model_state is not None:
         model.load_state_dict(model_state, strict=True)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    # tensors cloned; other entries (the norms' TE ``_extra_state``, None on CPU) kept as they are
+    state = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in model.state_dict().items()}
     cp_rank = parallel_state.get_context_parallel_rank()
     if packed:
         prepared, _ = prepare_document_batches(batches, dataset_eod(cfg), cp_rank, args.cp)
