@@ -10,8 +10,6 @@ arithmetic is wrong, DESIGN.md); the GPU-marked test in ``test_flash_attention.p
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 
@@ -20,16 +18,6 @@ from megatron_agentic.kernels import flash_attention as fa
 from tests.kernels.kernel_test_reference import doc_ids_from_cu, reference_attention
 
 MODES = {"fused_dq": False, "deterministic": True}
-
-
-@contextlib.contextmanager
-def _deterministic(enabled: bool):
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(enabled)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous)
 
 
 def _tensors(sq, sk, h, hk, d, seed, shift=0.0):

@@ -3,7 +3,6 @@ the timed trials, the tile choice logged once. Driven under the interpreter with
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 
@@ -12,16 +11,7 @@ import torch
 
 from megatron_agentic.kernels import autotune
 from megatron_agentic.kernels import flash_attention as fa
-
-
-@contextlib.contextmanager
-def _deterministic(enabled: bool):
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(enabled)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous)
+from tests.kernels.kernel_test_reference import deterministic_algorithms
 
 
 def test_autotune_off_when_deterministic_algorithms_are_requested(monkeypatch):
@@ -30,9 +20,9 @@ def test_autotune_off_when_deterministic_algorithms_are_requested(monkeypatch):
     monkeypatch.setattr(fa, "_is_interpreter", lambda: False)  # as on a GPU machine
     monkeypatch.delenv(autotune.ENV, raising=False)
     cuda = torch.device("cuda")
-    with _deterministic(False):
+    with deterministic_algorithms(False):
         assert autotune.enabled(cuda)
-    with _deterministic(True):
+    with deterministic_algorithms(True):
         assert not autotune.enabled(cuda)
     monkeypatch.setenv(autotune.ENV, "0")
     assert not autotune.enabled(cuda)
@@ -78,7 +68,7 @@ def test_tuning_restores_accumulators_without_a_copy_per_trial(two_candidates, m
     launch's contribution, and the buffers were copied once per tuning, not around every timed trial (Triton's
     ``restore_value`` clones them inside each timed call: 4 trials x 3 buffers here)."""
     q, k, v, dout, cu = _block()
-    with _deterministic(False):
+    with deterministic_algorithms(False):
         out, lse = fa.flash_attn_block_forward(q, k, v, cu, cu, 32, True, 0.25)
         delta = fa.attention_delta(out, dout)
         monkeypatch.setattr(fa, "_FORCE_AUTOTUNE", False)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 
 from megatron_agentic.kernels import flash_attention as fa
 from megatron_agentic.kernels import torch_attention as ta
-from tests.kernels.kernel_test_reference import doc_ids_from_cu, reference_attention
+from tests.kernels.kernel_test_reference import deterministic_algorithms, doc_ids_from_cu, reference_attention
 
 # dtype -> (forward atol, gradient atol); bf16 is not tested under the interpreter (its bf16 arithmetic is wrong):
 # test_compiled_kernels_on_gpu checks bf16 against torch SDPA's own bf16 error.
@@ -173,16 +171,6 @@ def test_compiled_kernels_on_gpu(dim, dtype, causal):
         assert err <= bound, f"{name}: max abs error {err:.3g} > {bound:.3g} (torch SDPA in {dtype}: {peer_err:.3g})"
 
 
-@contextlib.contextmanager
-def _deterministic(enabled: bool):
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(enabled)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous)
-
-
 def _check_against_reference(q, k, v, dout, causal, rows=slice(None)):
     """Forward, LSE and gradients vs the float64 reference; query rows outside ``rows`` must see no key."""
     out, lse = fa.flash_attn_func(q, k, v, causal=causal, return_lse=True)
@@ -202,7 +190,7 @@ def _check_against_reference(q, k, v, dout, causal, rows=slice(None)):
 def test_gpu_tile_configs_head_dim_128(deterministic):
     """The H100 tiles (fwd 128x64, backward per GPU_CONFIGS) at head dim 128, GQA 3, ragged tail, both backwards."""
     q, k, v, dout = _inputs(1, 136, 136, 3, 1, 128, torch.float32, seed=5)
-    with fa.gpu_configs_on_cpu(), _deterministic(deterministic):
+    with fa.gpu_configs_on_cpu(), deterministic_algorithms(deterministic):
         assert fa.kernel_config("fwd", 128, q.device) == fa.GPU_CONFIGS[("fwd", 128)]
         _check_against_reference(q, k, v, dout, causal=True)
 
@@ -212,7 +200,7 @@ def test_rows_without_visible_keys(deterministic):
     """Causal with seq_q > seq_k: the first seq_q - seq_k query rows see no key -> zero output, lse -inf, zero dQ."""
     sq, sk = 72, 30
     q, k, v, dout = _inputs(2, sq, sk, 6, 2, 32, torch.float32, seed=9)  # GQA 3
-    with _deterministic(deterministic):
+    with deterministic_algorithms(deterministic):
         out, lse, (dq, _, _) = _check_against_reference(q, k, v, dout, causal=True, rows=slice(sq - sk, None))
     blind = slice(0, sq - sk)
     assert torch.equal(out[:, blind], torch.zeros_like(out[:, blind]))
@@ -227,7 +215,7 @@ def test_fused_and_deterministic_backward_agree():
     q, k, v, dout = q[0], k[0], v[0], dout[0]
     results = []
     for deterministic in (False, True):
-        with _deterministic(deterministic):
+        with deterministic_algorithms(deterministic):
             out = fa.flash_attn_func(q, k, v, cu_seqlens=cu)
             results.append(_grads(out, q, k, v, dout))
     for name, a, b in zip(("dq", "dk", "dv"), *results):
@@ -251,7 +239,7 @@ def test_autotuned_launch_path(monkeypatch):
     monkeypatch.setattr(fa, "_FORCE_AUTOTUNE", True)
     try:
         q, k, v, dout = _inputs(1, 40, 40, 3, 1, 16, torch.float32, seed=21)
-        with _deterministic(False):
+        with deterministic_algorithms(False):
             _check_against_reference(q, k, v, dout, causal=True)
     finally:
         autotune.autotuned_kernel.cache_clear()
