@@ -105,11 +105,7 @@ def build_datasets(cfg: TrainingConfig, train_samples: int, eval_samples: int) -
     arch = cfg.model.architecture()
     seq = cfg.train.seq_length
     if cfg.data.uses_files:
-        blend_list = cfg.data.blend if cfg.data.blend is not None else load_blend_file(cfg.data.blend_file)
-        where = "data.blend" if cfg.data.blend is not None else f"data.blend_file {cfg.data.blend_file}"
-        prefixes, weights = parse_blend(blend_list, where)
-        for prefix in prefixes:
-            _check_prefix(prefix, where)
+        prefixes, weights = resolved_blend(cfg, _check_prefix)
         tokenizer = TokenizerInfo(vocab_size=arch.vocab_size, eod=cfg.data.eod_id)
         config = _gpt_config(cfg, seq, tokenizer, blend=(prefixes, weights), split=cfg.data.split)
         cls = GPTDataset
@@ -117,6 +113,33 @@ def build_datasets(cfg: TrainingConfig, train_samples: int, eval_samples: int) -
         tokenizer = TokenizerInfo(vocab_size=arch.vocab_size, eod=dataset_eod(cfg))
         config = _gpt_config(cfg, seq, tokenizer, split=cfg.data.split)
         cls = MockGPTDataset
+    return build_splits(cfg, cls, config, train_samples, eval_samples, GPTDataset, _check_prefix, "datasets")
+
+
+def resolved_blend(cfg: TrainingConfig, check_prefix: Any) -> tuple[list[str], list[float] | None]:
+    """``data.blend`` (or ``data.blend_file``) as (prefixes, weights), each prefix checked by ``check_prefix``."""
+    blend_list = cfg.data.blend if cfg.data.blend is not None else load_blend_file(cfg.data.blend_file)
+    where = "data.blend" if cfg.data.blend is not None else f"data.blend_file {cfg.data.blend_file}"
+    prefixes, weights = parse_blend(blend_list, where)
+    for prefix in prefixes:
+        check_prefix(prefix, where)
+    return prefixes, weights
+
+
+def build_splits(
+    cfg: TrainingConfig,
+    cls: Any,
+    config: Any,
+    train_samples: int,
+    eval_samples: int,
+    eval_cls: Any,
+    check_prefix: Any,
+    label: str,
+) -> Datasets:
+    """Train/valid splits of ``cls`` from ``config`` and every ``data.eval_sets`` prefix as an ``eval_cls`` dataset
+    (shared by the pre-training and the SFT datasets)."""
+    arch = cfg.model.architecture()
+    seq = cfg.train.seq_length
     split = [float(x) for x in str(cfg.data.split).split(",")]
     sizes = [train_samples, eval_samples if split[1] > 0 else 0, 0]
     train, valid, _ = BlendedMegatronDatasetBuilder(cls, sizes, _is_built_on_rank, config).build()
@@ -124,13 +147,14 @@ def build_datasets(cfg: TrainingConfig, train_samples: int, eval_samples: int) -
         raise ConfigError(f"data.split {cfg.data.split!r} leaves no training data")
     eval_sets: dict[str, Any] = {}
     for name, prefix in cfg.data.eval_sets.items():
-        _check_prefix(prefix, f"data.eval_sets.{name}")
+        check_prefix(prefix, f"data.eval_sets.{name}")
         tokenizer = TokenizerInfo(vocab_size=arch.vocab_size, eod=cfg.data.eod_id)
         ecfg = _gpt_config(cfg, seq, tokenizer, blend=([prefix], None), split="0,100,0")
-        _, dataset, _ = BlendedMegatronDatasetBuilder(GPTDataset, [0, eval_samples, 0], _is_built_on_rank, ecfg).build()
+        _, dataset, _ = BlendedMegatronDatasetBuilder(eval_cls, [0, eval_samples, 0], _is_built_on_rank, ecfg).build()
         eval_sets[name] = dataset
     logger.info(
-        "datasets: train=%d valid=%s eval_sets=%s",
+        "%s: train=%d valid=%s eval_sets=%s",
+        label,
         len(train),
         None if valid is None else len(valid),
         {k: len(v) for k, v in eval_sets.items()},

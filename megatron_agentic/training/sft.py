@@ -28,13 +28,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron.core.datasets.megatron_dataset import MegatronDataset
 from megatron.core.datasets.utils import Split
 
 from data_tools.sft import mask_path
-from megatron_agentic.config import ConfigError, TrainingConfig, load_blend_file, parse_blend
+from megatron_agentic.config import ConfigError, TrainingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -154,36 +153,16 @@ def conversations_in(prefix: str) -> int:
 
 def build_sft_datasets(cfg: TrainingConfig, train_samples: int, eval_samples: int) -> Any:
     """``Datasets`` (train / valid / eval_sets) of :class:`SFTDataset` for ``data.sft: true``."""
-    from megatron_agentic.training.data import Datasets, TokenizerInfo, _gpt_config, _is_built_on_rank
+    from megatron_agentic.training.data import TokenizerInfo, _gpt_config, build_splits, resolved_blend
 
     if not cfg.data.uses_files:
         raise ConfigError("data.sft=true needs data.blend or data.blend_file (SFT datasets from `data sft`)")
     if cfg.data.reset_attention_mask or cfg.data.reset_position_ids:
         raise ConfigError("data.sft=true holds one conversation per sequence: unset data.reset_* (nothing to reset)")
     arch = cfg.model.architecture()
-    blend_list = cfg.data.blend if cfg.data.blend is not None else load_blend_file(cfg.data.blend_file)
-    where = "data.blend" if cfg.data.blend is not None else f"data.blend_file {cfg.data.blend_file}"
-    prefixes, weights = parse_blend(blend_list, where)
-    for prefix in prefixes:
-        check_sft_prefix(prefix, where)
+    prefixes, weights = resolved_blend(cfg, check_sft_prefix)
     tokenizer = TokenizerInfo(vocab_size=arch.vocab_size, eod=cfg.data.eod_id)
-    seq = cfg.train.seq_length
-    config = _gpt_config(cfg, seq, tokenizer, blend=(prefixes, weights), split=cfg.data.split)
-    split = [float(x) for x in str(cfg.data.split).split(",")]
-    sizes = [train_samples, eval_samples if split[1] > 0 else 0, 0]
-    train, valid, _ = BlendedMegatronDatasetBuilder(SFTDataset, sizes, _is_built_on_rank, config).build()
-    if train is None:
-        raise ConfigError(f"data.split {cfg.data.split!r} leaves no training data")
-    eval_sets: dict[str, Any] = {}
-    for name, prefix in cfg.data.eval_sets.items():
-        check_sft_prefix(prefix, f"data.eval_sets.{name}")
-        ecfg = _gpt_config(cfg, seq, tokenizer, blend=([prefix], None), split="0,100,0")
-        _, dataset, _ = BlendedMegatronDatasetBuilder(SFTDataset, [0, eval_samples, 0], _is_built_on_rank, ecfg).build()
-        eval_sets[name] = dataset
-    logger.info(
-        "SFT datasets: train=%d valid=%s eval_sets=%s",
-        len(train),
-        None if valid is None else len(valid),
-        {k: len(v) for k, v in eval_sets.items()},
+    config = _gpt_config(cfg, cfg.train.seq_length, tokenizer, blend=(prefixes, weights), split=cfg.data.split)
+    return build_splits(
+        cfg, SFTDataset, config, train_samples, eval_samples, SFTDataset, check_sft_prefix, "SFT datasets"
     )
-    return Datasets(train=train, valid=valid, eval_sets=eval_sets)
