@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.zygote import run_command
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "examples" / "configs" / "tiny_moe.yaml"
@@ -29,7 +30,7 @@ def _train(cp: int, log_dir: Path) -> list[float]:
         "--set", f"train.iters={ITERS}", "--set", f"log.dir={log_dir}", "--set", "log.tensorboard=false",
         "--set", "checkpoint.dir=null",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_command(cmd, cwd=ROOT, env=env, timeout=600)
     assert proc.returncode == 0, f"CP={cp} training failed:\n{proc.stderr[-4000:]}"
     records = [json.loads(line) for line in (log_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return [r["loss"] for r in records if "loss" in r and "step" in r]

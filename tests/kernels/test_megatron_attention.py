@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import pytest
-import torch.multiprocessing as mp
 
 from tests.kernels import kernel_megatron_worker
+from tests.support import zygote
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cp,backend", [(1, None), (2, None), (1, "triton"), (2, "triton")])
 def test_triton_attention_matches_dot_product_attention(cp, backend, tmp_path):
     """Default block backend (torch on CPU) and the Triton kernels (interpreter), without and with the CP ring."""
-    mp.spawn(kernel_megatron_worker.worker, args=(cp, str(tmp_path / "init"), backend), nprocs=cp, join=True)
+    zygote.spawn(kernel_megatron_worker.worker, (cp, str(tmp_path / "init"), backend), cp)
 
 
 def test_refuses_unsupported_features():

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from megatron_agentic.kernels.ring_attention import zigzag_indices, zigzag_merge, zigzag_split
 from tests.kernels import kernel_ring_worker
+from tests.support import zygote
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("world_size", [2, 3, 4])
 def test_ring_matches_full_attention(world_size, tmp_path):
     """Torch and Triton-interpreter block backends, batched/GQA/non-causal/packed documents (see CASES)."""
-    mp.spawn(kernel_ring_worker.worker, args=(world_size, str(tmp_path / "init")), nprocs=world_size, join=True)
+    zygote.spawn(kernel_ring_worker.worker, (world_size, str(tmp_path / "init")), world_size)
 
 
 def test_zigzag_split_and_merge_roundtrip():

@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+
+from tests.support import zygote
 
 
 def free_port() -> int:
@@ -60,7 +61,7 @@ def _entry(rank: int, world: int, port: int, fn: Callable[..., Any], args: tuple
 def run_spawned(world: int, fn: Callable[..., Any], *args: Any, out_dir: str) -> list[Any]:
     """Run ``fn(rank, world, *args)`` on ``world`` gloo ranks; returns each rank's JSON-able result."""
     port = free_port()
-    mp.start_processes(_entry, args=(world, port, fn, args, out_dir), nprocs=world, join=True, start_method="spawn")
+    zygote.spawn(_entry, (world, port, fn, args, out_dir), world)
     results = []
     for rank in range(world):
         data = json.loads(Path(out_dir, f"rank{rank}.json").read_text())

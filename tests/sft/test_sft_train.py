@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from data_tools.sft import build_sft_dataset, tokenize_conversation
 from data_tools.tokenizers import load_tokenizer
 from megatron_agentic.config import ConfigError, load_config
 from tests.recipes.recipes_testlib import free_port
+from tests.support.zygote import run_command
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "examples" / "configs" / "tiny_moe.yaml")
@@ -108,7 +108,7 @@ def _run(args: list[str], log: Path, nproc: int = 1) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     launcher = ["-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--master-port={free_port()}"]
     argv = [sys.executable, *(launcher if nproc > 1 else []), "-m", "megatron_agentic", *args]
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_command(argv, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((log / "summary.json").read_text()) if (log / "summary.json").is_file() else {}
 

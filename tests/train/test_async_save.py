@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.zygote import run_command
 from tests.train.launch import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ def _run(root: Path, name: str, *sets: str) -> list[dict]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=1", f"--master-port={free_port()}"]
     cmd += ["-m", "megatron_agentic", "train", *args]
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    out = run_command(cmd, cwd=REPO, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
     lines = (root / name / "metrics.jsonl").read_text().splitlines()
     return [r for r in map(json.loads, lines) if "loss" in r]

@@ -32,6 +32,7 @@ import torch
 
 from megatron_agentic.models.qwen3_moe import layout
 from megatron_agentic.models.qwen3_moe.presets import get_preset
+from tests.support.zygote import run_command
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = json.loads((Path(__file__).parent / "golden_te_keys.json").read_text())["presets"]
@@ -77,7 +78,7 @@ def _env() -> dict[str, str]:
 
 
 def _run(cmd: list[str], timeout: int = 400) -> subprocess.CompletedProcess:
-    out = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
+    out = run_command(cmd, cwd=REPO, env=_env(), timeout=timeout)
     assert out.returncode == 0, f"{cmd[:6]} failed:\n{out.stderr[-4000:]}"
     return out
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.support.zygote import run_command
 
 pytestmark = pytest.mark.slow  # trains under torchrun (module fixture)
 
@@ -90,7 +91,7 @@ def runs():
         env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
         env["OMP_NUM_THREADS"] = "1"
         cmd = [sys.executable, "-c", DRIVER, config, json.dumps(list(plan.values()))]
-        out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        out = run_command(cmd, cwd=REPO, env=env, timeout=300)
         assert out.returncode == 0, out.stderr[-4000:]
         results = {}
         for name in plan:

@@ -20,12 +20,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from tests.support.zygote import run_command
 
 REPO = Path(__file__).resolve().parents[2]
 SEQ, GBS = 32, 4
@@ -96,14 +97,7 @@ def chains():
         env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
         env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
         config = str(REPO / "examples/configs/tiny_moe.yaml")
-        out = subprocess.run(
-            [sys.executable, "-c", DRIVER, config, json.dumps(plan)],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        out = run_command([sys.executable, "-c", DRIVER, config, json.dumps(plan)], cwd=REPO, env=env, timeout=600)
         assert out.returncode == 0, out.stderr[-4000:]
         yield {"root": root, "prefix": prefix, "stderr": out.stderr, "env": env, "config": config}
     finally:
@@ -136,16 +130,10 @@ def test_data_rewritten_in_place_is_refused_unless_resume_from_config(chains):
     base = [sys.executable, "-m", "megatron_agentic", "train", "--config", chains["config"]]
     for item in _overrides(root, chains["prefix"], "cut", 30, "train.scheduler_from=config"):
         base += ["--set", item]
-    refused = subprocess.run([*base, "--validate-only"], cwd=REPO, env=env, capture_output=True, text=True)
+    refused = run_command([*base, "--validate-only"], cwd=REPO, env=env)
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert "the training data changed: data blend: checkpoint [" in refused.stderr
     errors = [line for line in refused.stderr.splitlines() if "config error" in line]
     assert len(errors) == 1 and "data.resume_from=config" in errors[0]
-    accepted = subprocess.run(
-        [*base, "--set", "data.resume_from=config", "--validate-only"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    accepted = run_command([*base, "--set", "data.resume_from=config", "--validate-only"], cwd=REPO, env=env)
     assert accepted.returncode == 0, accepted.stderr[-3000:]

@@ -5,7 +5,6 @@ settings function on both platforms, and loss/gradient equality of the packed pa
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from megatron_agentic.kernels.ring_attention import zigzag_merge
 from megatron_agentic.perf import resolve_settings
 from megatron_agentic.platform import Platform
 from tests.support.lazy import lazy_import
+from tests.support.zygote import run_command
 
 # megatron-core is imported when a test runs, not when the suite is collected
 _gpt_dataset = lazy_import("megatron.core.datasets.gpt_dataset")
@@ -186,7 +186,7 @@ def _run_worker(tmp_path: Path, mode: str, cp: int) -> dict:
         cmd += args
     else:
         cmd = [sys.executable, *args]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_command(cmd, cwd=ROOT, env=env, timeout=300)
     assert proc.returncode == 0, f"worker {mode} CP={cp} failed:\n{proc.stderr[-4000:]}"
     return torch.load(out, weights_only=False)
 
@@ -233,7 +233,7 @@ def test_cpu_benchmark_packed_vs_dense_mask_runs_and_agrees():
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_document_attention_cpu.py"), "--seq", "256", "--batch",
            "2", "--doc-length", "48", "--reps", "1"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_command(cmd, cwd=ROOT, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if "ratio dense / packed" in x)
     assert float(line.rsplit(":", 1)[1]) < 1e-4
@@ -264,7 +264,7 @@ def test_stage1_stand_in_trains_with_document_attention(tmp_path):
             "--set", "train.eval_interval=null", "--set", "train.eval_iters=1"]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     env.pop("TRITON_INTERPRET", None)
-    proc = subprocess.run(train_argv(args, nproc=2), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_command(train_argv(args, nproc=2), cwd=ROOT, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "attention=triton" in proc.stderr and "attention_mode=document" in proc.stderr
     records = [json.loads(x) for x in (tmp_path / "log" / "metrics.jsonl").read_text().splitlines() if x.strip()]

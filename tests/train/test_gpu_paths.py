@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.support.zygote import run_command
 from tests.train.launch import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +50,7 @@ def _train(log_dir: Path, *overrides: str, nproc: int = 1, evals: bool = False) 
     launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
     launcher += [f"--master-port={free_port()}", "-m", "megatron_agentic"]
     cmd = launcher if nproc > 1 else [sys.executable, "-m", "megatron_agentic"]
-    out = subprocess.run([*cmd, "train", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    out = run_command([*cmd, "train", *args], cwd=REPO, env=env, timeout=400)
     assert out.returncode == 0, out.stderr[-4000:]
     records = [json.loads(line) for line in (log_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     losses = [r["loss"] for r in records if "loss" in r]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -14,6 +13,7 @@ import torch
 
 from megatron_agentic.config import load_config
 from tests.support.lazy import lazy_import
+from tests.support.zygote import run_command
 
 # megatron-core is imported when a test runs, not when the suite is collected
 _mcore = lazy_import("megatron.core.transformer.transformer_config")
@@ -115,9 +115,7 @@ def test_parameter_names_are_standard_megatron_core():
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("RANK", None)
     env.pop("WORLD_SIZE", None)
-    out = subprocess.run(
-        [sys.executable, "-c", BUILD_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
-    )
+    out = run_command([sys.executable, "-c", BUILD_SCRIPT], cwd=REPO, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     shapes = json.loads(out.stdout.strip().splitlines()[-1])
     # tiny-moe: hidden 64, 4 heads x 16, 2 KV groups, 4 experts with FFN 64 (SwiGLU -> fc1 rows 2*64).

@@ -17,14 +17,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.train.launch import train_argv
+from tests.train.launch import run_train
 
 pytestmark = pytest.mark.slow  # trains under torchrun (module fixture)
 
@@ -98,8 +97,7 @@ class Runner:
             args += ["--set", o]
         env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
         env["OMP_NUM_THREADS"] = "1"
-        cmd = train_argv(args, nproc)
-        out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+        out = run_train(args, nproc, env=env)
         assert out.returncode == 0, f"{name} failed:\n{out.stderr[-4000:]}"
         records = _read_jsonl(log_dir / "metrics.jsonl") if (log_dir / "metrics.jsonl").exists() else []
         summary_path = log_dir / "summary.json"

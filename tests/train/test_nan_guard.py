@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.zygote import run_command
 from tests.train.launch import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,9 +43,7 @@ def _train(log_dir: Path, nan_grad: str, *sets: str) -> tuple[subprocess.Complet
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_JOB_ID")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), MEGATRON_AGENTIC_TEST_NAN_GRAD=nan_grad)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={free_port()}"]
-    proc = subprocess.run(
-        [*cmd, "-m", "megatron_agentic", "train", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
-    )
+    proc = run_command([*cmd, "-m", "megatron_agentic", "train", *args], cwd=REPO, env=env, timeout=300)
     path = log_dir / "metrics.jsonl"
     records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     return proc, [r for r in records if "loss" in r]

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.zygote import run_command
 from tests.train.launch import train_argv
 
 pytestmark = pytest.mark.slow  # trains under torchrun (module fixture)
@@ -79,7 +80,7 @@ class Runner:
         return env
 
     def run(self, cmd: list[str], **extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(cmd, cwd=REPO, env=self.env(**extra), capture_output=True, text=True, timeout=400)
+        return run_command(cmd, env=self.env(**extra))
 
     def start(self, cmd: list[str], log: Path, **extra: str) -> subprocess.Popen:
         handle = log.open("w")

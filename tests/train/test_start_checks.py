@@ -17,6 +17,7 @@ import pytest
 
 from data_tools.common.lock import LOCK_NAME
 from megatron_agentic import train as train_cli
+from tests.support.zygote import run_command
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = str(REPO / "examples/configs/tiny_moe.yaml")
@@ -111,20 +112,11 @@ def test_checkpoint_checked_against_config_and_layout_before_training(tmp_path):
         *("--set", f"log.dir={tmp_path}", "--set", f"checkpoint.dir={tmp_path / 'ckpt'}"),
         *("--set", "checkpoint.optimizer_format=dp_reshardable"),
     ]
-    done = subprocess.run(base, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    done = run_command(base, cwd=REPO, env=env, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
-    layout = subprocess.run(
-        [*base, "--set", "parallel.tensor=2", "--validate-only"],
-        cwd=REPO,
-        env=dict(env, WORLD_SIZE="2"),
-        capture_output=True,
-        text=True,
-        timeout=200,
-    )
+    layout = run_command([*base, "--set", "parallel.tensor=2", "--validate-only"], env=dict(env, WORLD_SIZE="2"))
     assert layout.returncode == 2 and "dp_reshardable" in layout.stderr and "'tp': 1" in layout.stderr, layout.stderr
-    changed = subprocess.run(
-        [*base, "--set", "train.seq_length=32"], cwd=REPO, env=env, capture_output=True, text=True, timeout=200
-    )
+    changed = run_command([*base, "--set", "train.seq_length=32"], cwd=REPO, env=env, timeout=200)
     assert changed.returncode == 2 and "train.seq_length: checkpoint 64 -> now 32" in changed.stderr, changed.stderr
     assert "process group" not in changed.stderr.lower() and "building" not in changed.stderr.lower()
     assert json.loads((tmp_path / "exit_status.json").read_text())["code"] == 2

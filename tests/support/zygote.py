@@ -1,0 +1,337 @@
+"""A pre-imported launcher for the training tests: ``megatron-agentic`` runs without paying the import each time.
+
+Importing torch and megatron-core costs a training process 5-8 s on the 2-core test machines, more than a
+tiny-MoE run itself; the suite starts well over a hundred of them. The zygote is one server process (started on
+first use, once per pytest session) that imports the training stack once and then ``fork``s a child per rank
+for each request. A child sets the requested environment, working directory and ``argv``, points its stdout
+and stderr at files and calls the real ``megatron_agentic.cli.main`` — the same code path as the console
+script, minus the interpreter start-up. Several ranks get what ``torchrun`` gives its workers (``RANK``,
+``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT``) and torchrun's failure policy: when one
+rank fails the others are stopped, and the run reports 1.
+
+Tests that check launcher or signal behaviour (torchrun's own handling, process groups, exit codes under
+torchrun) keep starting real processes; :func:`run` is for runs whose *results* are checked.
+
+Protocol (JSON lines): the client writes ``{"module", "argv", "env", "cwd", "nproc", "out"}``; the server answers
+``{"pids": [...]}`` once the ranks are started and ``{"codes": [...]}`` when they have all ended.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import pickle
+import runpy
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+PRELOAD = ("megatron_agentic.cli", "megatron_agentic.train", "megatron_agentic.training.loop")
+"""Modules the server imports once; everything they import is shared by every child."""
+STOP_GRACE_S = 5.0
+"""After one rank fails, how long the others get between SIGTERM and SIGKILL."""
+
+
+# ----------------------------------------------------------------------------------------------------- server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _child(module: str, argv: list[str], env: dict[str, str], cwd: str, out: Path) -> None:
+    """Runs in the forked child: become ``python -m MODULE ARGV``, exit with its code (never returns)."""
+    code = 1
+    try:
+        os.setpgid(0, 0)  # its own process group, like a process the test started itself
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            target = os.open(out / f"{name}.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(target, fd)
+            os.close(target)
+        sys.argv = [module, *argv] if module != "-c" else ["-c", *argv[1:]]
+        if cwd not in sys.path:  # `python -m` puts the working directory first
+            sys.path.insert(0, cwd)
+        import torch
+
+        torch.set_num_threads(int(env.get("OMP_NUM_THREADS", "1")))
+        if module == "-c":
+            exec(compile(argv[0], "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+        elif module.endswith(".py"):
+            sys.path.insert(0, str(Path(module).resolve().parent))  # `python SCRIPT` puts the script's folder first
+            runpy.run_path(module, run_name="__main__")
+        else:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:  # what interpreter shutdown would do: join non-daemon threads, run atexit callbacks
+            threading._shutdown()  # type: ignore[attr-defined]
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _launch(req: dict[str, Any]) -> list[int]:
+    nproc = int(req["nproc"])
+    port = str(_free_port())
+    pids = []
+    for rank in range(nproc):
+        env = dict(req["env"])
+        if req["torchrun"]:
+            env.update(
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=port,
+                RANK=str(rank),
+                LOCAL_RANK=str(rank),
+                WORLD_SIZE=str(nproc),
+                LOCAL_WORLD_SIZE=str(nproc),
+                GROUP_RANK="0",
+            )
+        out = Path(req["out"]) / f"rank{rank}"
+        out.mkdir(parents=True, exist_ok=True)
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            _child(req["module"], list(req["argv"]), env, req["cwd"], out)
+        pids.append(pid)
+    return pids
+
+
+def _wait(pids: list[int]) -> list[int]:
+    """Wait for every rank; when one fails, stop the others (torchrun's policy)."""
+    codes: dict[int, int] = {}
+    stop_at = None
+    while len(codes) < len(pids):
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            if stop_at is not None and time.monotonic() > stop_at:
+                for p in pids:
+                    if p not in codes:
+                        _signal(p, signal.SIGKILL)
+                stop_at = None
+            time.sleep(0.02)
+            continue
+        if pid not in pids:
+            continue
+        codes[pid] = os.waitstatus_to_exitcode(status)
+        if codes[pid] != 0 and stop_at is None and len(codes) < len(pids):
+            for p in pids:
+                if p not in codes:
+                    _signal(p, signal.SIGTERM)
+            stop_at = time.monotonic() + STOP_GRACE_S
+    return [codes[p] for p in pids]
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def serve() -> None:
+    """The server loop (``python -m tests.support.zygote``)."""
+    import warnings
+
+    warnings.simplefilter("ignore")  # megatron-core's import warnings; each child's own warnings are its business
+    for name in PRELOAD:
+        __import__(name)
+    warnings.resetwarnings()
+    reply = sys.stdout
+    reply.write(json.dumps({"ready": os.getpid()}) + "\n")
+    reply.flush()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        pids = _launch(json.loads(line))
+        reply.write(json.dumps({"pids": pids}) + "\n")
+        reply.flush()
+        reply.write(json.dumps({"codes": _wait(pids)}) + "\n")
+        reply.flush()
+
+
+# ----------------------------------------------------------------------------------------------------- client
+
+
+class Zygote:
+    """The client side: starts the server on first use and runs one request at a time."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> subprocess.Popen:
+        if self.proc is not None and self.proc.poll() is None:
+            return self.proc
+        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(REPO))
+        for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+            env.pop(key, None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.zygote"],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self._read(timeout=300)  # {"ready": pid}
+        atexit.register(self.close)
+        return self.proc
+
+    def _read(self, timeout: float | None) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise TimeoutError
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the test zygote died (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def run(
+        self,
+        module: str,
+        argv: list[str],
+        *,
+        env: dict[str, str],
+        cwd: Path,
+        nproc: int,
+        torchrun: bool,
+        out: Path,
+        timeout: float,
+    ) -> subprocess.CompletedProcess:
+        """``python -m MODULE ARGV`` on ``nproc`` ranks; like ``subprocess.run(..., capture_output=True)``."""
+        proc = self._start()
+        assert proc.stdin is not None
+        request = {"module": module, "argv": argv, "env": env, "cwd": str(cwd), "nproc": nproc, "out": str(out)}
+        request["torchrun"] = torchrun
+        proc.stdin.write(json.dumps(request) + "\n")
+        proc.stdin.flush()
+        pids = self._read(timeout=60)["pids"]
+        try:
+            codes = self._read(timeout=timeout)["codes"]
+        except TimeoutError:
+            for pid in pids:
+                _signal(pid, signal.SIGKILL)
+            self._read(timeout=60)
+            raise subprocess.TimeoutExpired(["python", "-m", module, *argv], timeout) from None
+        stdout = "".join((out / f"rank{r}" / "stdout.txt").read_text(errors="replace") for r in range(nproc))
+        stderr = "".join((out / f"rank{r}" / "stderr.txt").read_text(errors="replace") for r in range(nproc))
+        code = codes[0] if not torchrun else (0 if not any(codes) else 1)
+        return subprocess.CompletedProcess(["python", "-m", module, *argv], code, stdout, stderr)
+
+    def close(self) -> None:
+        """Stop the server (at exit)."""
+        if self.proc is not None and self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+_ZYGOTE = Zygote()
+_RUNS = iter(range(1 << 62))
+
+
+def run(
+    argv: list[str],
+    *,
+    module: str = "megatron_agentic",
+    nproc: int = 1,
+    torchrun: bool | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path = REPO,
+    timeout: float = 400,
+) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGV`` (default: the ``megatron-agentic`` CLI) on ``nproc`` ranks from the pre-imported
+    server (see the module docstring).
+
+    ``env`` replaces the environment (default: this process's, without rank variables, ``OMP_NUM_THREADS=1``).
+    ``torchrun`` (default: ``nproc > 1``) gives the ranks torchrun's environment and its exit code (1 when any rank
+    failed). ``MODULE`` may also be a script path (``x.py``) or ``-c`` with the code as the first argument.
+    Returns a :class:`subprocess.CompletedProcess` with the ranks' stdout/stderr concatenated in rank order."""
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+        env["OMP_NUM_THREADS"] = "1"
+    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"zygote-{os.getpid()}" / f"run{next(_RUNS)}"
+    torchrun = nproc > 1 if torchrun is None else torchrun
+    return _ZYGOTE.run(
+        module, list(argv), env=dict(env), cwd=cwd, nproc=nproc, torchrun=torchrun, out=out, timeout=timeout
+    )
+
+
+def spawn(fn: Callable[..., Any], args: tuple = (), nprocs: int = 1, *, timeout: float = 600) -> None:
+    """``torch.multiprocessing.spawn(fn, args, nprocs)`` from the pre-imported server: ``fn(rank, *args)`` in each
+    of ``nprocs`` processes (``fn`` importable by module and name, ``args`` picklable); raises AssertionError with
+    the failing rank's output when one fails."""
+    with tempfile.NamedTemporaryFile(suffix=".pkl", delete=False) as f:
+        pickle.dump((fn.__module__, fn.__qualname__, args), f)
+    try:
+        out = run([f.name], module="tests.support.zygote_call", nproc=nprocs, torchrun=True, timeout=timeout)
+    finally:
+        os.unlink(f.name)
+    if out.returncode != 0:
+        raise AssertionError(f"{fn.__qualname__} failed on a rank:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
+
+
+def parse_command(cmd: list[str]) -> tuple[str, list[str], int, bool]:
+    """``(module, args, nproc, torchrun)`` of ``python [-m torch.distributed.run --nproc-per-node=N ...] -m MODULE
+    ARGS``, ``python SCRIPT.py ARGS`` or ``python -c CODE ARGS`` (module ``-c``, the code first in ``args``);
+    ValueError for any other command."""
+    rest = list(cmd[1:])
+    nproc = 1
+    torchrun = rest[:2] == ["-m", "torch.distributed.run"]
+    if torchrun:
+        rest = rest[2:]
+        while rest and rest[0].startswith("--"):
+            opt = rest.pop(0)
+            if opt.startswith("--nproc-per-node") or opt.startswith("--nproc_per_node"):
+                nproc = int(opt.split("=", 1)[1] if "=" in opt else rest.pop(0))
+            elif "=" not in opt and opt not in ("--standalone", "--no-python", "--no_python"):
+                rest.pop(0)  # the option's value
+    if rest[:1] in (["-m"], ["-c"]) and len(rest) > 1:
+        return (rest[1], rest[2:], nproc, torchrun) if rest[0] == "-m" else ("-c", rest[1:], nproc, torchrun)
+    if rest and rest[0].endswith(".py"):
+        return rest[0], rest[1:], nproc, torchrun
+    raise ValueError(f"not a python -m / script command: {cmd}")
+
+
+def run_command(
+    cmd: list[str], *, cwd: Path = REPO, env: dict[str, str] | None = None, timeout: float = 400
+) -> subprocess.CompletedProcess:
+    """A drop-in for ``subprocess.run(cmd, cwd=, env=, capture_output=True, text=True, timeout=)`` for a Python
+    command (``python -m MODULE ...``, ``python SCRIPT.py ...``, optionally under ``torch.distributed.run``)."""
+    module, args, nproc, torchrun = parse_command(cmd)
+    return run(args, module=module, nproc=nproc, torchrun=torchrun, env=env, cwd=cwd, timeout=timeout)
+
+
+if __name__ == "__main__":
+    serve()
