@@ -28,6 +28,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support import zygote
+
 REPO = Path(__file__).resolve().parents[2]
 DOC_FILES = ("README.md", "docs/*.md", "kernels/README.md")
 SKIP_REASONS = ("gpu", "server", "slurm", "docker", "long", "synopsis")
@@ -158,7 +160,10 @@ def _commands(line: str) -> list[list[str]]:
 @functools.cache
 def _help_text(argv: tuple[str, ...], cwd: str) -> str:
     env = dict(os.environ, PYTHONPATH=cwd, MEGATRON_AGENTIC_FORCE_CPU="1")
-    proc = subprocess.run(list(argv) + ["--help"], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    try:  # a Python command: from the pre-imported test launcher (same code, no interpreter start-up)
+        proc = zygote.run_command(list(argv) + ["--help"], cwd=Path(cwd), env=env, timeout=120)
+    except ValueError:
+        proc = subprocess.run(list(argv) + ["--help"], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
     return proc.stdout + proc.stderr
 
 
@@ -256,14 +261,24 @@ def scratch_copy(dest: Path, repo: Path = REPO) -> Path:
     return dest
 
 
-def run_block(block: Block, cwd: Path, timeout: float) -> Result:
-    """Run one block with bash (``set -euo pipefail``) in ``cwd``, the running interpreter's venv first on PATH."""
+def run_block(block: Block, cwd: Path, timeout: float, preimported: bool = True) -> Result:
+    """Run one block with bash (``set -euo pipefail``) in ``cwd``, the running interpreter's venv first on PATH.
+
+    ``preimported``: the block's ``megatron-agentic`` commands are served by the test launcher
+    (:mod:`tests.support.zygote`: the same CLI code, argv, environment, working directory and stdin/stdout/stderr,
+    forked from a process that imported torch and megatron-core once; the modules are this checkout's, which the
+    scratch copy duplicates). Other commands (``python -m ...``, ``torchrun``, ``make``) start as usual."""
     import time
 
     venv_bin = str(Path(sys.executable).parent)
     env = dict(os.environ)
+    path = f"{venv_bin}:{env.get('PATH', '')}"
+    if preimported:
+        shim_dir, shim_env = zygote.shim_dir()
+        path = f"{shim_dir}:{path}"
+        env.update(shim_env)
     env.update(
-        PATH=f"{venv_bin}:{env.get('PATH', '')}",
+        PATH=path,
         PYTHONPATH=str(cwd),
         OMP_NUM_THREADS="1",
         MEGATRON_AGENTIC_FORCE_CPU="1",

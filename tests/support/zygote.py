@@ -33,6 +33,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,26 @@ PRELOAD = ("megatron_agentic.cli", "megatron_agentic.train", "megatron_agentic.t
 """Modules the server imports once; everything they import is shared by every child."""
 STOP_GRACE_S = 5.0
 """After one rank fails, how long the others get between SIGTERM and SIGKILL."""
+SOCKET_ENV = "MEGATRON_AGENTIC_TEST_ZYGOTE"
+"""Where a shim finds the server's socket."""
+SHIM = """
+import json, os, signal, socket, sys
+
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.connect(os.environ["MEGATRON_AGENTIC_TEST_ZYGOTE"])
+socket.send_fds(sock, [b"F"], [0, 1, 2])
+request = {"module": "megatron_agentic", "argv": sys.argv[1:], "env": dict(os.environ), "cwd": os.getcwd(),
+           "nproc": 1, "torchrun": False}
+sock.sendall((json.dumps(request) + "\\n").encode())
+stream = sock.makefile("rb")
+pids = json.loads(stream.readline())["pids"]
+for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+    signal.signal(sig, lambda s, _: [os.killpg(p, s) for p in pids])
+line = stream.readline()
+code = json.loads(line)["codes"][0] if line else 1
+sys.exit(code if code >= 0 else 128 - code)
+"""
+"""The ``megatron-agentic`` command of :meth:`Zygote.shim_dir` (stdlib only: it starts in milliseconds)."""
 
 
 # ----------------------------------------------------------------------------------------------------- server
@@ -52,7 +73,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _child(module: str, argv: list[str], env: dict[str, str], cwd: str, out: Path) -> None:
+def _child(
+    module: str, argv: list[str], env: dict[str, str], cwd: str, out: Path | None, fds: list[int] | None
+) -> None:
     """Runs in the forked child: become ``python -m MODULE ARGV``, exit with its code (never returns)."""
     code = 1
     try:
@@ -60,12 +83,16 @@ def _child(module: str, argv: list[str], env: dict[str, str], cwd: str, out: Pat
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update(env)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        for fd, name in ((1, "stdout"), (2, "stderr")):
-            target = os.open(out / f"{name}.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            os.dup2(target, fd)
-            os.close(target)
+        if fds is not None:  # a shim's own stdin/stdout/stderr
+            for fd, passed in enumerate(fds):
+                os.dup2(passed, fd)
+        else:
+            assert out is not None
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+            for fd, name in ((1, "stdout"), (2, "stderr")):
+                target = os.open(out / f"{name}.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.dup2(target, fd)
+                os.close(target)
         sys.argv = [module, *argv] if module != "-c" else ["-c", *argv[1:]]
         if cwd not in sys.path:  # `python -m` puts the working directory first
             sys.path.insert(0, cwd)
@@ -97,7 +124,7 @@ def _child(module: str, argv: list[str], env: dict[str, str], cwd: str, out: Pat
             os._exit(code)
 
 
-def _launch(req: dict[str, Any]) -> list[int]:
+def _launch(req: dict[str, Any], fds: list[int] | None = None) -> list[int]:
     nproc = int(req["nproc"])
     port = str(_free_port())
     pids = []
@@ -113,39 +140,16 @@ def _launch(req: dict[str, Any]) -> list[int]:
                 LOCAL_WORLD_SIZE=str(nproc),
                 GROUP_RANK="0",
             )
-        out = Path(req["out"]) / f"rank{rank}"
-        out.mkdir(parents=True, exist_ok=True)
+        out = None
+        if fds is None:
+            out = Path(req["out"]) / f"rank{rank}"
+            out.mkdir(parents=True, exist_ok=True)
         sys.stdout.flush()
         pid = os.fork()
         if pid == 0:
-            _child(req["module"], list(req["argv"]), env, req["cwd"], out)
+            _child(req["module"], list(req["argv"]), env, req["cwd"], out, fds)
         pids.append(pid)
     return pids
-
-
-def _wait(pids: list[int]) -> list[int]:
-    """Wait for every rank; when one fails, stop the others (torchrun's policy)."""
-    codes: dict[int, int] = {}
-    stop_at = None
-    while len(codes) < len(pids):
-        pid, status = os.waitpid(-1, os.WNOHANG)
-        if pid == 0:
-            if stop_at is not None and time.monotonic() > stop_at:
-                for p in pids:
-                    if p not in codes:
-                        _signal(p, signal.SIGKILL)
-                stop_at = None
-            time.sleep(0.02)
-            continue
-        if pid not in pids:
-            continue
-        codes[pid] = os.waitstatus_to_exitcode(status)
-        if codes[pid] != 0 and stop_at is None and len(codes) < len(pids):
-            for p in pids:
-                if p not in codes:
-                    _signal(p, signal.SIGTERM)
-            stop_at = time.monotonic() + STOP_GRACE_S
-    return [codes[p] for p in pids]
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -155,25 +159,111 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
+@dataclass(eq=False)
+class _Job:
+    """One request's ranks, and where to send their exit codes."""
+
+    pids: list[int]
+    reply: Callable[[dict[str, Any]], None]
+    codes: dict[int, int] = field(default_factory=dict)
+    kill_at: float | None = None
+
+    def ended(self, pid: int, code: int) -> bool:
+        """Record a rank's exit; when one fails, stop the others (torchrun's policy). True when all have ended."""
+        self.codes[pid] = code
+        if code != 0 and self.kill_at is None and len(self.codes) < len(self.pids):
+            for p in self.pids:
+                if p not in self.codes:
+                    _signal(p, signal.SIGTERM)
+            self.kill_at = time.monotonic() + STOP_GRACE_S
+        return len(self.codes) == len(self.pids)
+
+    def tick(self) -> None:
+        """SIGKILL the ranks that outlived the grace period."""
+        if self.kill_at is not None and time.monotonic() > self.kill_at:
+            for p in self.pids:
+                if p not in self.codes:
+                    _signal(p, signal.SIGKILL)
+            self.kill_at = None
+
+
+def _reply_line(stream: Any) -> Callable[[dict[str, Any]], None]:
+    def reply(msg: dict[str, Any]) -> None:
+        try:
+            if isinstance(stream, socket.socket):
+                stream.sendall((json.dumps(msg) + "\n").encode())
+            else:
+                stream.write(json.dumps(msg) + "\n")
+                stream.flush()
+        except OSError:  # the shim went away; its ranks still run to the end
+            pass
+
+    return reply
+
+
+def _accept_shim(listener: socket.socket) -> tuple[dict[str, Any], list[int], socket.socket]:
+    """A shim's request: its stdin/stdout/stderr (passed as file descriptors), then one JSON line."""
+    conn, _ = listener.accept()
+    _, fds, _, _ = socket.recv_fds(conn, 1, 3)
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(1 << 16)
+        if not chunk:
+            break
+        data += chunk
+    return json.loads(data), list(fds), conn
+
+
 def serve() -> None:
-    """The server loop (``python -m tests.support.zygote``)."""
+    """The server loop (``python -m tests.support.zygote [SOCKET]``): requests from the test process on stdin and,
+    with a socket path, from :data:`SHIM` commands (``megatron-agentic`` run by a shell in the docs tests)."""
     import warnings
 
     warnings.simplefilter("ignore")  # megatron-core's import warnings; each child's own warnings are its business
     for name in PRELOAD:
         __import__(name)
     warnings.resetwarnings()
-    reply = sys.stdout
-    reply.write(json.dumps({"ready": os.getpid()}) + "\n")
-    reply.flush()
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        pids = _launch(json.loads(line))
-        reply.write(json.dumps({"pids": pids}) + "\n")
-        reply.flush()
-        reply.write(json.dumps({"codes": _wait(pids)}) + "\n")
-        reply.flush()
+    listener = None
+    if len(sys.argv) > 1:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(sys.argv[1])
+        listener.listen(8)
+    out = _reply_line(sys.stdout)
+    out({"ready": os.getpid()})
+    stdin = sys.stdin.buffer.raw  # unbuffered: select() sees every line
+    pending = b""
+    jobs: dict[int, _Job] = {}  # pid -> its job
+    while True:
+        readable, _, _ = select.select([stdin, *([listener] if listener else [])], [], [], 0.02)
+        if stdin in readable:
+            chunk = os.read(stdin.fileno(), 1 << 16)
+            if not chunk:
+                break
+            pending += chunk
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                if line.strip():
+                    job = _Job(_launch(json.loads(line)), out)
+                    out({"pids": job.pids})
+                    jobs.update({p: job for p in job.pids})
+        if listener is not None and listener in readable:
+            req, fds, conn = _accept_shim(listener)
+            try:
+                job = _Job(_launch(req, fds), _reply_line(conn))
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            job.reply({"pids": job.pids})
+            jobs.update({p: job for p in job.pids})
+        while jobs:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            job = jobs.pop(pid, None)
+            if job is not None and job.ended(pid, os.waitstatus_to_exitcode(status)):
+                job.reply({"codes": [job.codes[p] for p in job.pids]})
+        for job in set(jobs.values()):
+            job.tick()
 
 
 # ----------------------------------------------------------------------------------------------------- client
@@ -184,6 +274,8 @@ class Zygote:
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
+        self.socket_path: str | None = None
+        self._buffer = b""
 
     def _start(self) -> subprocess.Popen:
         if self.proc is not None and self.proc.poll() is None:
@@ -191,14 +283,15 @@ class Zygote:
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(REPO))
         for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
             env.pop(key, None)
+        self.socket_path = os.path.join(tempfile.mkdtemp(prefix="zygote-"), "sock")
+        self._buffer = b""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.zygote"],
+            [sys.executable, "-m", "tests.support.zygote", self.socket_path],
             cwd=REPO,
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
+            stderr=open(os.path.join(os.path.dirname(self.socket_path), "server.log"), "wb"),  # noqa: SIM115
         )
         self._read(timeout=300)  # {"ready": pid}
         atexit.register(self.close)
@@ -206,13 +299,32 @@ class Zygote:
 
     def _read(self, timeout: float | None) -> dict[str, Any]:
         assert self.proc is not None and self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            raise TimeoutError
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the test zygote died (exit {self.proc.wait()})")
+        end = None if timeout is None else time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            left = None if end is None else max(0.0, end - time.monotonic())
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                raise TimeoutError
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                raise RuntimeError(f"the test zygote died (exit {self.proc.wait()})")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
         return json.loads(line)
+
+    def shim_dir(self) -> tuple[str, dict[str, str]]:
+        """A folder with a ``megatron-agentic`` command served by the zygote, and the environment it needs: put
+        the folder first on ``PATH`` of a shell whose commands should start without the import cost."""
+        self._start()
+        assert self.socket_path is not None
+        folder = os.path.dirname(self.socket_path)
+        shim = os.path.join(folder, "megatron-agentic")
+        if not os.path.exists(shim):
+            with open(shim, "w") as f:
+                f.write(f"#!{sys.executable} -IS\n" + SHIM)
+            os.chmod(shim, 0o755)
+        return folder, {SOCKET_ENV: self.socket_path}
 
     def run(
         self,
@@ -231,7 +343,7 @@ class Zygote:
         assert proc.stdin is not None
         request = {"module": module, "argv": argv, "env": env, "cwd": str(cwd), "nproc": nproc, "out": str(out)}
         request["torchrun"] = torchrun
-        proc.stdin.write(json.dumps(request) + "\n")
+        proc.stdin.write((json.dumps(request) + "\n").encode())
         proc.stdin.flush()
         pids = self._read(timeout=60)["pids"]
         try:
