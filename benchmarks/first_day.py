@@ -191,8 +191,15 @@ def plan(out: Path, profile: Profile, ports: Callable[[], int]) -> list[Step]:
     ]  # fmt: skip
 
 
-def run(steps: list[Step], env: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
-    """Run ``steps`` in order; ``{name: {status, seconds, limit_s, ...}}``. After a failure the rest are skipped."""
+def run(
+    steps: list[Step],
+    env: dict[str, str] | None = None,
+    runner: Callable[..., subprocess.CompletedProcess] = subprocess.run,
+) -> dict[str, dict[str, Any]]:
+    """Run ``steps`` in order; ``{name: {status, seconds, limit_s, ...}}``. After a failure the rest are skipped.
+
+    ``runner`` runs a step's command with ``subprocess.run``'s signature (``cwd``, ``env``, ``capture_output``,
+    ``text``, ``timeout``); the tests pass a launcher that forks pre-imported processes."""
     report: dict[str, dict[str, Any]] = {}
     failed: str | None = None
     for step in steps:
@@ -208,8 +215,8 @@ def run(steps: list[Step], env: dict[str, str] | None = None) -> dict[str, dict[
                 entry.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
         else:
             try:
-                proc = subprocess.run(step.argv, cwd=ROOT, env=env, capture_output=True, text=True,
-                                      timeout=step.timeout)  # fmt: skip
+                proc = runner(step.argv, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=step.timeout)  # fmt: skip
                 entry.update(status="ok" if proc.returncode == 0 else "failed", returncode=proc.returncode,
                              log_tail=(proc.stdout + proc.stderr)[-3000:])  # fmt: skip
             except subprocess.TimeoutExpired:

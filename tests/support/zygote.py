@@ -1,19 +1,21 @@
-"""A pre-imported launcher for the training tests: ``megatron-agentic`` runs without paying the import each time.
+"""A pre-imported launcher for the slow tests: project commands run without paying the import each time.
 
-Importing torch and megatron-core costs a training process 5-8 s on the 2-core test machines, more than a
-tiny-MoE run itself; the suite starts well over a hundred of them. The zygote is one server process (started on
+Importing torch and megatron-core costs a process 5-8 s on the 2-core test machines, more than a tiny-MoE run
+itself, and the suite starts well over a hundred such processes. The zygote is one server process (started on
 first use, once per pytest session) that imports the training stack once and then ``fork``s a child per rank
-for each request. A child sets the requested environment, working directory and ``argv``, points its stdout
-and stderr at files and calls the real ``megatron_agentic.cli.main`` — the same code path as the console
-script, minus the interpreter start-up. Several ranks get what ``torchrun`` gives its workers (``RANK``,
-``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT``) and torchrun's failure policy: when one
-rank fails the others are stopped, and the run reports 1.
+for each request. A child takes the requested environment, working directory and ``argv`` and runs
+``python -m MODULE`` (``megatron_agentic`` by default: the console script's code), a script or ``-c`` code with
+its stdout/stderr in files (:func:`run`, :func:`run_command`, :func:`subprocess_run`, :func:`spawn`) or on the
+streams of a shim command (:func:`shim_dir`: ``megatron-agentic`` on ``PATH`` for the shell of the docs tests).
+With ``torchrun`` semantics the ranks get torchrun's environment (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``,
+``MASTER_ADDR``/``MASTER_PORT``) and its failure policy: when one rank fails the others are stopped and the run
+reports 1. ``tests/ops/test_zygote.py`` checks it against real processes (identical training metrics).
 
-Tests that check launcher or signal behaviour (torchrun's own handling, process groups, exit codes under
-torchrun) keep starting real processes; :func:`run` is for runs whose *results* are checked.
+Tests about the process itself (signals, torchrun's own handling, process groups, memory of a process, the
+installed console script) keep starting real processes.
 
-Protocol (JSON lines): the client writes ``{"module", "argv", "env", "cwd", "nproc", "out"}``; the server answers
-``{"pids": [...]}`` once the ranks are started and ``{"codes": [...]}`` when they have all ended.
+Protocol (JSON lines): the client writes ``{"module", "argv", "env", "cwd", "nproc", "torchrun", "out"}``; the
+server answers ``{"pids": [...]}`` once the ranks are started and ``{"codes": [...]}`` when they have all ended.
 """
 
 from __future__ import annotations
@@ -412,6 +414,26 @@ def spawn(fn: Callable[..., Any], args: tuple = (), nprocs: int = 1, *, timeout:
         os.unlink(f.name)
     if out.returncode != 0:
         raise AssertionError(f"{fn.__qualname__} failed on a rank:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
+
+
+def shim_dir() -> tuple[str, dict[str, str]]:
+    """``(folder, environment)`` of the ``megatron-agentic`` shim (see :meth:`Zygote.shim_dir`)."""
+    return _ZYGOTE.shim_dir()
+
+
+def subprocess_run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, cwd=, env=, capture_output=True, text=True, timeout=)`` with Python commands served
+    by the zygote (see :func:`run_command`); any other command, or other keyword arguments, run as usual."""
+    plain = {k: v for k, v in kwargs.items() if k not in ("capture_output", "text")}
+    if kwargs.get("capture_output") and kwargs.get("text") and set(plain) <= {"cwd", "env", "timeout"}:
+        try:
+            parse_command(list(cmd))
+        except ValueError:
+            pass
+        else:
+            return run_command(list(cmd), cwd=Path(plain.get("cwd") or os.getcwd()), env=plain.get("env"),
+                               timeout=plain.get("timeout") or 600)  # fmt: skip
+    return subprocess.run(cmd, **kwargs)
 
 
 def parse_command(cmd: list[str]) -> tuple[str, list[str], int, bool]:

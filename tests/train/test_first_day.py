@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import first_day
+from tests.support import zygote
 from tests.train.launch import free_port
 from tests.train.te_harness import subprocess_env
 
@@ -112,7 +113,8 @@ def test_acceptance_run_skips_the_day_on_one_gpu(tmp_path):
 def test_cpu_profile_runs_the_whole_day(tmp_path):
     out = tmp_path / "day"
     first_day.prepare(out)
-    report = first_day.run(first_day.plan(out, first_day.CPU, free_port), env=subprocess_env())
+    plan = first_day.plan(out, first_day.CPU, free_port)
+    report = first_day.run(plan, env=subprocess_env(), runner=zygote.subprocess_run)
     assert {name: s["status"] for name, s in report.items()} == {name: "ok" for name in report}, json.dumps(
         {k: {x: v.get(x) for x in ("status", "error", "reason", "log_tail")} for k, v in report.items()}, indent=1
     )[-6000:]
