@@ -87,3 +87,18 @@ def test_shim_runs_the_cli_with_the_shells_streams(tmp_path):
     assert out.stdout.splitlines() == ["rc=2", "usage: megatron-agentic COMMAND [SUBCOMMAND] [ARGS...]"]
     assert "unknown section 'bogus'" in (tmp_path / "err.txt").read_text()
     assert sys.executable in (Path(folder) / "megatron-agentic").read_text().splitlines()[0]
+
+
+def test_torchrun_shim_runs_the_ranks_and_falls_back_to_the_real_torchrun():
+    folder, extra = zygote.shim_dir()
+    path = os.pathsep.join([folder, str(Path(sys.executable).parent), os.environ["PATH"]])
+    env = dict(_env(), PATH=path, **extra)
+    code = 'import os; print(os.environ["RANK"], os.environ["WORLD_SIZE"])'
+    script = (
+        f"torchrun --nproc-per-node 2 --master-port=1 -m tests.support.run_code '{code}'\ntorchrun --help | head -1"
+    )
+    out = subprocess.run(["bash", "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert sorted(lines[:2]) == ["0 2", "1 2"]
+    assert lines[2].startswith("usage: torchrun")  # not a -m form: the real torchrun answered

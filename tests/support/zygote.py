@@ -49,21 +49,43 @@ SOCKET_ENV = "MEGATRON_AGENTIC_TEST_ZYGOTE"
 SHIM = """
 import json, os, signal, socket, sys
 
+argv, module, nproc, torchrun = sys.argv[1:], "megatron_agentic", 1, False
+if os.path.basename(sys.argv[0]) == "torchrun":  # torchrun [--opt[=v] ...] -m MODULE ARGS: as its workers
+    torchrun, rest = True, list(argv)
+    while rest and rest[0].startswith("--"):
+        opt = rest.pop(0)
+        name, _, value = opt.partition("=")
+        if name in ("--standalone", "--no-python", "--no_python", "--run-path", "--run_path"):
+            if name not in ("--standalone",):
+                rest = []
+                break
+            continue
+        value = value or (rest.pop(0) if rest else "")
+        if name in ("--nproc-per-node", "--nproc_per_node"):
+            nproc = int(value) if value.isdigit() else -1
+    if nproc < 1 or rest[:1] != ["-m"] or len(rest) < 2:  # anything else: the real torchrun
+        folder = os.path.dirname(os.path.abspath(sys.argv[0]))
+        path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if os.path.abspath(p) != folder)
+        os.environ["PATH"] = path
+        os.execvp("torchrun", ["torchrun", *argv])
+    module, argv = rest[1], rest[2:]
 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 sock.connect(os.environ["MEGATRON_AGENTIC_TEST_ZYGOTE"])
 socket.send_fds(sock, [b"F"], [0, 1, 2])
-request = {"module": "megatron_agentic", "argv": sys.argv[1:], "env": dict(os.environ), "cwd": os.getcwd(),
-           "nproc": 1, "torchrun": False}
+request = {"module": module, "argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "nproc": nproc,
+           "torchrun": torchrun}
 sock.sendall((json.dumps(request) + "\\n").encode())
 stream = sock.makefile("rb")
 pids = json.loads(stream.readline())["pids"]
 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
     signal.signal(sig, lambda s, _: [os.killpg(p, s) for p in pids])
 line = stream.readline()
-code = json.loads(line)["codes"][0] if line else 1
+codes = json.loads(line)["codes"] if line else [1]
+code = codes[0] if not torchrun else (0 if not any(codes) else 1)
 sys.exit(code if code >= 0 else 128 - code)
 """
-"""The ``megatron-agentic`` command of :meth:`Zygote.shim_dir` (stdlib only: it starts in milliseconds)."""
+"""The ``megatron-agentic`` and ``torchrun`` commands of :meth:`Zygote.shim_dir` (stdlib only: they start in
+milliseconds). ``torchrun ... -m MODULE`` runs its ranks from the zygote; other torchrun forms run the real one."""
 
 
 # ----------------------------------------------------------------------------------------------------- server
@@ -316,16 +338,18 @@ class Zygote:
         return json.loads(line)
 
     def shim_dir(self) -> tuple[str, dict[str, str]]:
-        """A folder with a ``megatron-agentic`` command served by the zygote, and the environment it needs: put
-        the folder first on ``PATH`` of a shell whose commands should start without the import cost."""
+        """A folder with ``megatron-agentic`` and ``torchrun`` commands served by the zygote, and the environment
+        they need: put the folder first on ``PATH`` of a shell whose commands should start without the import
+        cost."""
         self._start()
         assert self.socket_path is not None
         folder = os.path.dirname(self.socket_path)
-        shim = os.path.join(folder, "megatron-agentic")
-        if not os.path.exists(shim):
-            with open(shim, "w") as f:
-                f.write(f"#!{sys.executable} -IS\n" + SHIM)
-            os.chmod(shim, 0o755)
+        for name in ("megatron-agentic", "torchrun"):
+            shim = os.path.join(folder, name)
+            if not os.path.exists(shim):
+                with open(shim, "w") as f:
+                    f.write(f"#!{sys.executable} -IS\n" + SHIM)
+                os.chmod(shim, 0o755)
         return folder, {SOCKET_ENV: self.socket_path}
 
     def run(
