@@ -20,9 +20,10 @@ from typing import Any
 import torch
 
 from megatron_agentic.convert import keys
+from megatron_agentic.convert.errors import ConversionError
 from megatron_agentic.convert.hf_io import HFCheckpointWriter
-from megatron_agentic.convert.mapping import ConversionError, hf_config_from_preset, megatron_layer_to_hf
 from megatron_agentic.convert.runtime import run_on_ranks
+from megatron_agentic.models.qwen3_moe.hf_mapping import hf_config_from_preset, megatron_layer_to_hf
 from megatron_agentic.models.qwen3_moe.presets import ModelPreset, get_preset
 
 logger = logging.getLogger(__name__)
