@@ -3,7 +3,7 @@
 Schema (sections and their fields are the dataclasses below)::
 
     model:      {preset, attention_backend, moe_token_dispatcher, moe_flex_backend, recompute, recompute_method,
-                 recompute_num_layers, recompute_modules, <any ModelPreset field as override>}
+                 recompute_num_layers, recompute_modules, <any field of the preset's dataclass as override>}
     parallel:   {tensor, pipeline, expert, expert_tensor, context, sequence_parallel, virtual_pipeline}  # data derived
     train:      {iters, train_tokens, global_batch_size, micro_batch_size, seq_length, seed, lr, min_lr,
                  lr_schedule, lr_warmup_iters, lr_decay_iters, wsd_decay_fraction, weight_decay, clip_grad,
@@ -25,15 +25,17 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from megatron_agentic.models.qwen3_moe.presets import ModelPreset, get_preset
+from megatron_agentic.errors import ConfigError
+from megatron_agentic.models.family import Architecture
+from megatron_agentic.models.registry import get_preset
+from megatron_agentic.perf import RECOMPUTE_MODULES, EffectiveSettings, resolve_settings
 
-
-class ConfigError(ValueError):
-    """A configuration problem, with a one-line message naming the file and field."""
+if TYPE_CHECKING:
+    from megatron_agentic.platform import Platform
 
 
 @dataclasses.dataclass
@@ -41,9 +43,9 @@ class ModelConfig:
     """Which architecture to train and how its modules are implemented."""
 
     preset: str = "tiny-moe"
-    """Name of a preset in ``megatron_agentic.models.qwen3_moe.presets.PRESETS``."""
+    """Name of a preset of any model family (``megatron_agentic.models.registry.preset_names()``)."""
     attention_backend: str = "auto"
-    """``auto`` | ``local`` | ``te`` | ``triton`` (see ``models/qwen3_moe/spec.py``)."""
+    """``auto`` | ``local`` | ``te`` | ``triton`` (see ``megatron_agentic.perf.resolve_attention_backend``)."""
     moe_token_dispatcher: str = "auto"
     """megatron-core token dispatcher (``moe_token_dispatcher_type``): ``auto`` (alltoall on CUDA, as Megatron-Bridge's
     H100 recipe; allgather on CPU), ``allgather``, ``alltoall`` or ``flex`` (DeepEP / HybridEP, CUDA only)."""
@@ -64,7 +66,7 @@ class ModelConfig:
     """With ``selective``: submodules recomputed in backward (``recompute_modules``): ``core_attn``, ``moe_act``,
     ``layernorm``, ``mlp``, ``moe``, ``shared_experts``."""
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
-    """ModelPreset fields overriding the preset (written flat under ``model:`` in YAML)."""
+    """Preset fields overriding the preset (written flat under ``model:`` in YAML)."""
 
     def __post_init__(self) -> None:
         if self.attention_backend not in ("auto", "local", "te", "triton"):
@@ -85,8 +87,6 @@ class ModelConfig:
             raise ConfigError(f"model.recompute_method must be uniform or block, got {self.recompute_method!r}")
         if not isinstance(self.recompute_num_layers, int) or self.recompute_num_layers < 1:
             raise ConfigError(f"model.recompute_num_layers must be an integer >= 1, got {self.recompute_num_layers!r}")
-        from megatron_agentic.perf import RECOMPUTE_MODULES
-
         bad = [x for x in self.recompute_modules or [] if x not in RECOMPUTE_MODULES]
         if not isinstance(self.recompute_modules, list) or not self.recompute_modules or bad:
             raise ConfigError(
@@ -95,7 +95,7 @@ class ModelConfig:
             )
         self.architecture()  # validates preset name and overrides
 
-    def architecture(self) -> ModelPreset:
+    def architecture(self) -> Architecture:
         """The preset with overrides applied (validated)."""
         try:
             return get_preset(self.preset).replace(**self.overrides)
@@ -575,7 +575,7 @@ class TrainingConfig:
             out[name] = section
         return out
 
-    def validate(self, world_size: int, platform: Any = None) -> int:
+    def validate(self, world_size: int, platform: Platform | None = None) -> int:
         """Check the layout against ``world_size`` before any process group starts; returns the DP size.
 
         ``platform``: the :class:`~megatron_agentic.platform.Platform` the performance settings are checked for
@@ -601,7 +601,9 @@ class TrainingConfig:
             )
         if p.virtual_pipeline is not None and p.pipeline < 2:
             raise ConfigError("parallel.virtual_pipeline needs parallel.pipeline >= 2")
-        if arch.num_experts % p.expert:
+        if not arch.num_experts and p.expert > 1:
+            raise ConfigError(f"parallel.expert ({p.expert}) > 1 needs a MoE model; {arch.name} has no experts")
+        if arch.num_experts and arch.num_experts % p.expert:
             raise ConfigError(
                 f"model.num_experts ({arch.num_experts}) must be divisible by parallel.expert ({p.expert})"
             )
@@ -613,7 +615,7 @@ class TrainingConfig:
             raise ConfigError(
                 f"train.seq_length ({t.seq_length}) must be divisible by 2*parallel.context ({2 * p.context})"
             )
-        if p.tensor > 1 and not p.use_sequence_parallel:
+        if arch.num_experts and p.tensor > 1 and not p.use_sequence_parallel:
             raise ConfigError("parallel.tensor > 1 with MoE needs sequence parallelism (parallel.sequence_parallel)")
         if p.use_sequence_parallel and p.tensor == 1:
             raise ConfigError("parallel.sequence_parallel=true needs parallel.tensor > 1")
@@ -652,13 +654,12 @@ class TrainingConfig:
         self.effective_settings(platform)  # refuses invalid performance combinations (FP8 without TE, ...)
         return dp
 
-    def effective_settings(self, platform: Any = None) -> Any:
+    def effective_settings(self, platform: Platform | None = None) -> EffectiveSettings:
         """What megatron-core will be given on ``platform`` (default: this machine, detected without side effects).
 
-        Returns ``megatron_agentic.perf.EffectiveSettings``; raises ConfigError for invalid combinations.
+        Raises ConfigError for invalid combinations.
         """
-        from megatron_agentic.perf import resolve_settings
-        from megatron_agentic.platform import detect_platform
+        from megatron_agentic.platform import detect_platform  # imports torch: only when the machine is asked
 
         return resolve_settings(platform if platform is not None else detect_platform(), self)
 

@@ -7,54 +7,24 @@ optimizer precision. It refuses invalid combinations with a one-line :class:`Con
 before any process group starts. Everything that builds the model, DDP and optimizer reads the result, and
 ``train`` / ``doctor`` print it, so what an H100 run will use is decided (and unit-tested) on any machine.
 
-``auto`` means: the value of NVIDIA Megatron-Bridge's H100 Qwen3-30B-A3B recipes
-(``src/megatron/bridge/recipes/qwen/h100/qwen3_moe.py``, ``qwen3_30b_a3b_pretrain_8gpu_h100_bf16_config`` and
-``..._16gpu_h100_bf16_config``) when the platform has the parts (CUDA + Transformer Engine), off on CPU.
+``auto`` means: the model family's H100 value (``ModelFamily.h100_defaults``; for Qwen3-MoE NVIDIA Megatron-Bridge's
+H100 Qwen3-30B-A3B recipes, ``models/qwen3_moe/perf_defaults.py``) when the platform has the parts (CUDA + Transformer
+Engine), off on CPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from megatron_agentic.config import ConfigError
+from megatron_agentic.errors import ConfigError
+from megatron_agentic.models.registry import family_of
 
 if TYPE_CHECKING:
     from megatron_agentic.config import TrainingConfig
     from megatron_agentic.platform import Platform
 
-
-BRIDGE_H100: dict[str, Any] = {
-    # recipes/qwen/h100/qwen3_moe.py, qwen3_30b_a3b_pretrain_8gpu_h100_bf16_config ("Kernel selections")
-    "moe_grouped_gemm": True,  # cfg.model.moe_grouped_gemm = True
-    # cfg.model.moe_permute_fusion = True in the recipe, but Bridge's own Qwen3-30B-A3B H100 smoke runs on the
-    # PyTorch 25.11 image set moe_permute_fusion=False (TE's fused permutation failed there): off under auto until a
-    # GPU acceptance run on our image shows it works (benchmarks/gpu_acceptance.py; perf.moe_permute_fusion=true).
-    "moe_permute_fusion": False,
-    "cross_entropy_loss_fusion": True,  # cfg.model.cross_entropy_loss_fusion = True
-    "cross_entropy_fusion_impl": "te",  # cfg.model.cross_entropy_fusion_impl = "te"
-    # ... _16gpu_h100_bf16_config ("Precision and fused kernels")
-    "moe_router_fusion": True,  # cfg.model.moe_router_fusion = True
-    "bias_activation_fusion": True,  # cfg.model.bias_activation_fusion = True
-    "apply_rope_fusion": True,  # cfg.model.apply_rope_fusion = True
-    "grad_reduce_in_fp32": False,  # cfg.ddp.grad_reduce_in_fp32 = False
-    "precision_aware_optimizer": True,  # cfg.optimizer.use_precision_aware_optimizer = True
-    # Megatron-LM arguments.py default (--no-gradient-accumulation-fusion turns it off). megatron-core's
-    # ColumnParallelLinear (output layer) needs Apex's fused_weight_gradient_mlp_cuda for it, which TE containers
-    # often lack (Bridge); under auto it is on only where that extension imports (Platform.has_apex_gradient_fusion).
-    "gradient_accumulation_fusion": True,
-    # ... _8gpu_h100_bf16_config ("DDP config")
-    "overlap_grad_reduce": True,  # cfg.ddp.overlap_grad_reduce = True
-    "overlap_param_gather": True,  # cfg.ddp.overlap_param_gather = True
-    "check_for_nan_in_grad": True,  # cfg.ddp.check_for_nan_in_grad = True
-    # ... ("Training config")
-    "manual_gc": True,  # cfg.train.manual_gc = True
-    # ... _16gpu: cfg.comm_overlap = CommOverlapConfig(tp_comm_overlap=True) (only meaningful with TP > 1)
-    "tp_comm_overlap": True,
-    # ... _8gpu: overlap_moe_expert_parallel_comm left False in the base recipe (True only in perf_recipes)
-    "overlap_moe_expert_parallel_comm": False,
-}
-"""Megatron-Bridge's H100 Qwen3-30B-A3B values for the ``auto`` performance fields (source line in comments)."""
 
 NEEDS_TE = (
     "moe_grouped_gemm",
@@ -165,10 +135,10 @@ class EffectiveSettings:
         ]
 
 
-def _pick(value: Any, name: str, available: bool) -> bool:
-    """Resolve an ``auto | true | false`` field: ``auto`` -> Bridge's value when ``available``, else False."""
+def _pick(value: Any, name: str, available: bool, defaults: Mapping[str, Any]) -> bool:
+    """Resolve an ``auto | true | false`` field: ``auto`` -> the family's H100 value when ``available``, else False."""
     if value == "auto":
-        return bool(BRIDGE_H100[name]) if available else False
+        return bool(defaults[name]) if available else False
     return bool(value)
 
 
@@ -181,6 +151,8 @@ def resolve_settings(platform: Platform, cfg: TrainingConfig) -> EffectiveSettin
     m, p, t, perf = cfg.model, cfg.parallel, cfg.train, cfg.perf
     cuda, te = platform.is_cuda, platform.is_cuda and platform.has_transformer_engine
     arch = m.architecture()
+    family = family_of(arch)
+    defaults = family.h100_defaults
 
     precision = t.precision if t.precision != "auto" else ("bf16" if cuda else "fp32")
     try:
@@ -216,7 +188,7 @@ def resolve_settings(platform: Platform, cfg: TrainingConfig) -> EffectiveSettin
 
     # Expert-tensor parallelism.
     etp = p.expert_tensor
-    if arch.moe_ffn_hidden_size % etp:
+    if family.moe and arch.moe_ffn_hidden_size % etp:
         raise ConfigError(
             f"parallel.expert_tensor ({etp}) must divide model.moe_ffn_hidden_size ({arch.moe_ffn_hidden_size})"
         )
@@ -224,7 +196,7 @@ def resolve_settings(platform: Platform, cfg: TrainingConfig) -> EffectiveSettin
     # Fusions and kernels.
     flags: dict[str, bool] = {}
     for name in NEEDS_TE:
-        flags[name] = _pick(getattr(perf, name), name, te)
+        flags[name] = _pick(getattr(perf, name), name, te, defaults)
         if flags[name] and not te:
             raise ConfigError(f"perf.{name}=true needs Transformer Engine on CUDA, which this machine does not have")
     if not platform.has_apex_gradient_fusion and flags["gradient_accumulation_fusion"]:
@@ -239,18 +211,18 @@ def resolve_settings(platform: Platform, cfg: TrainingConfig) -> EffectiveSettin
         flags["tp_comm_overlap"] = False  # Bridge's CommOverlapConfig disables itself at TP=1
     if flags["tp_comm_overlap"] and not (p.tensor > 1 and p.use_sequence_parallel):
         raise ConfigError("perf.tp_comm_overlap=true needs parallel.tensor > 1 with parallel.sequence_parallel")
-    if te and not flags["moe_grouped_gemm"]:
+    if te and family.moe and not flags["moe_grouped_gemm"]:
         raise ConfigError("perf.moe_grouped_gemm=false: the Transformer Engine layer spec uses grouped-GEMM experts")
     for name in ("bias_activation_fusion", "cross_entropy_loss_fusion", "check_for_nan_in_grad", "manual_gc"):
-        flags[name] = _pick(getattr(perf, name), name, te)
+        flags[name] = _pick(getattr(perf, name), name, te, defaults)
     ce_impl = perf.cross_entropy_fusion_impl
     if ce_impl == "auto":
-        ce_impl = BRIDGE_H100["cross_entropy_fusion_impl"] if te else "native"
+        ce_impl = defaults["cross_entropy_fusion_impl"] if te else "native"
     if flags["cross_entropy_loss_fusion"] and ce_impl == "te" and not te:
         raise ConfigError("perf.cross_entropy_fusion_impl=te needs Transformer Engine on CUDA; use native")
     # DDP and optimizer.
-    overlap_grad = _pick(perf.overlap_grad_reduce, "overlap_grad_reduce", cuda)
-    overlap_param = _pick(perf.overlap_param_gather, "overlap_param_gather", cuda and t.distributed_optimizer)
+    overlap_grad = _pick(perf.overlap_grad_reduce, "overlap_grad_reduce", cuda, defaults)
+    overlap_param = _pick(perf.overlap_param_gather, "overlap_param_gather", cuda and t.distributed_optimizer, defaults)
     if overlap_param and not t.distributed_optimizer:
         raise ConfigError("perf.overlap_param_gather=true needs train.distributed_optimizer=true")
     if overlap_param and not overlap_grad:
@@ -296,7 +268,7 @@ def resolve_settings(platform: Platform, cfg: TrainingConfig) -> EffectiveSettin
         )
 
     # EP communication overlap (megatron-core's combined 1F1B schedule).
-    ep_overlap = _pick(perf.overlap_moe_expert_parallel_comm, "overlap_moe_expert_parallel_comm", cuda)
+    ep_overlap = _pick(perf.overlap_moe_expert_parallel_comm, "overlap_moe_expert_parallel_comm", cuda, defaults)
     if ep_overlap:
         problems = []
         if p.expert < 2:
