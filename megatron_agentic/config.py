@@ -32,7 +32,7 @@ import yaml
 from megatron_agentic.errors import ConfigError
 from megatron_agentic.models.family import Architecture
 from megatron_agentic.models.registry import get_preset
-from megatron_agentic.perf import RECOMPUTE_MODULES, EffectiveSettings, resolve_settings
+from megatron_agentic.perf import RECOMPUTE_MODULES, EffectiveSettings, PerfConfig, resolve_settings
 
 if TYPE_CHECKING:
     from megatron_agentic.platform import Platform
@@ -451,86 +451,6 @@ class LogConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.interval, int) or self.interval < 1:
             raise ConfigError(f"log.interval must be an integer >= 1, got {self.interval!r}")
-
-
-# -- performance surface (issue 13) ---------------------------------------------------------------------------
-
-AUTO_BOOL = ("auto", True, False)
-
-
-@dataclasses.dataclass
-class PerfConfig:
-    """Fusions, overlaps and optimizer precision. ``auto``: Megatron-Bridge's H100 Qwen3-30B-A3B value when the
-    platform has CUDA + Transformer Engine, off on CPU (decided by ``megatron_agentic.perf.resolve_settings``)."""
-
-    moe_grouped_gemm: bool | str = "auto"
-    """Grouped-GEMM experts (``moe_grouped_gemm``, TE ``TEGroupedMLP``); needs TE."""
-    moe_permute_fusion: bool | str = "auto"
-    """Fused token permutation (``moe_permute_fusion``); needs TE. ``auto`` keeps it off: Megatron-Bridge's Qwen3-30B-A3B
-    H100 smoke runs on the PyTorch 25.11 image turned it off (TE's fused permutation failed there)."""
-    moe_router_fusion: bool | str = "auto"
-    """Fused router top-k / softmax / aux-loss (``moe_router_fusion``); needs TE."""
-    cross_entropy_loss_fusion: bool | str = "auto"
-    """Fused vocabulary-parallel cross entropy (``cross_entropy_loss_fusion``)."""
-    cross_entropy_fusion_impl: str = "auto"
-    """Implementation of the fused cross entropy (``cross_entropy_fusion_impl``): ``native`` or ``te``."""
-    bias_activation_fusion: bool | str = "auto"
-    """Fused SwiGLU (``bias_activation_fusion``)."""
-    apply_rope_fusion: bool | str = "auto"
-    """Fused RoPE (``apply_rope_fusion``); needs TE."""
-    gradient_accumulation_fusion: bool | str = "auto"
-    """Accumulate weight gradients in the fp32 main-grad buffer inside the GEMM (``gradient_accumulation_fusion``);
-    needs TE and Apex's ``fused_weight_gradient_mlp_cuda`` (megatron-core's output layer), so ``auto`` is on only
-    where that extension imports."""
-    overlap_grad_reduce: bool | str = "auto"
-    """Overlap the data-parallel gradient reduce-scatter with backward (DDP ``overlap_grad_reduce``)."""
-    overlap_param_gather: bool | str = "auto"
-    """Overlap the distributed optimizer's parameter all-gather with forward (DDP ``overlap_param_gather``);
-    needs the distributed optimizer and ``overlap_grad_reduce``."""
-    ddp_bucket_size: int | None = None
-    """Gradient bucket size in elements (DDP ``bucket_size``); null: megatron-core's default."""
-    check_for_nan_in_grad: bool | str = "auto"
-    """Check gradients for NaN/Inf before the reduce (DDP ``check_for_nan_in_grad``); the loop's skip/spike guard
-    reads it."""
-    grad_reduce_in_fp32: bool | str = "auto"
-    """Reduce gradients in fp32 (DDP ``grad_reduce_in_fp32``); ``auto``: off with the precision-aware optimizer
-    (Bridge 16-GPU recipe), else on."""
-    precision_aware_optimizer: bool | str = "auto"
-    """TE's precision-aware fused Adam (``OptimizerConfig.use_precision_aware_optimizer``); needs TE, bf16 and the
-    distributed optimizer."""
-    cuda_graph_impl: str = "auto"
-    """CUDA graphs (``cuda_graph_impl``): ``auto`` (none), ``none``, ``transformer_engine`` or ``local``; refused
-    until the training loop has a capture step."""
-    cuda_graph_scope: list[str] = dataclasses.field(default_factory=lambda: ["moe_router", "moe_preprocess"])
-    """Scopes captured with TE CUDA graphs (``cuda_graph_scope``), Bridge 16-GPU: ``moe_router``, ``moe_preprocess``."""
-    tp_comm_overlap: bool | str = "auto"
-    """Overlap tensor-parallel communication with GEMMs (``tp_comm_overlap``, TE userbuffers); needs TE, TP > 1 and
-    sequence parallelism (``auto`` is off at TP = 1)."""
-    overlap_moe_expert_parallel_comm: bool | str = "auto"
-    """Overlap the EP all-to-all with another micro-batch's compute (``overlap_moe_expert_parallel_comm``); needs
-    EP > 1, alltoall/flex, bf16, no full recompute. ``auto``: off (Bridge's base recipe)."""
-    manual_gc: bool | str = "auto"
-    """Disable Python's automatic garbage collector and collect every ``manual_gc_interval`` steps."""
-    manual_gc_interval: int = 100
-    """Steps between manual garbage collections (Bridge: 100)."""
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            if f.default == "auto" and f.name not in ("cross_entropy_fusion_impl", "cuda_graph_impl"):
-                if getattr(self, f.name) not in AUTO_BOOL:
-                    raise ConfigError(f"perf.{f.name} must be auto, true or false, got {getattr(self, f.name)!r}")
-        if self.cross_entropy_fusion_impl not in ("auto", "native", "te"):
-            raise ConfigError(
-                f"perf.cross_entropy_fusion_impl must be auto, native or te, got {self.cross_entropy_fusion_impl!r}"
-            )
-        if self.cuda_graph_impl not in ("auto", "none", "transformer_engine", "local"):
-            raise ConfigError(
-                f"perf.cuda_graph_impl must be auto, none, transformer_engine or local, got {self.cuda_graph_impl!r}"
-            )
-        if self.ddp_bucket_size is not None and (not isinstance(self.ddp_bucket_size, int) or self.ddp_bucket_size < 1):
-            raise ConfigError(f"perf.ddp_bucket_size must be null or an integer >= 1, got {self.ddp_bucket_size!r}")
-        if not isinstance(self.manual_gc_interval, int) or self.manual_gc_interval < 1:
-            raise ConfigError(f"perf.manual_gc_interval must be an integer >= 1, got {self.manual_gc_interval!r}")
 
 
 SECTIONS: dict[str, type] = {
