@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from megatron_agentic.models.family import ParamBreakdown
-from megatron_agentic.models.qwen3_dense.presets import DensePreset
+
+if TYPE_CHECKING:
+    from megatron_agentic.models.qwen3_dense.presets import DensePreset
+    from megatron_agentic.planning.layout import ParallelLayout
 
 
 def param_breakdown(arch: DensePreset) -> ParamBreakdown:
@@ -29,7 +32,7 @@ def param_breakdown(arch: DensePreset) -> ParamBreakdown:
 
 def activation_components(
     arch: DensePreset,
-    layout: Any,
+    layout: ParallelLayout,
     seq_length: int,
     micro_batch: int,
     act_bytes: int,

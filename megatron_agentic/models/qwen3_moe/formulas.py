@@ -6,10 +6,13 @@ parameter counts against transformers' model and megatron-core's modules, the ac
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from megatron_agentic.models.family import ParamBreakdown
-from megatron_agentic.models.qwen3_moe.presets import ModelPreset
+
+if TYPE_CHECKING:
+    from megatron_agentic.models.qwen3_moe.presets import ModelPreset
+    from megatron_agentic.planning.layout import ParallelLayout
 
 
 def param_breakdown(arch: ModelPreset) -> ParamBreakdown:
@@ -34,7 +37,7 @@ def param_breakdown(arch: ModelPreset) -> ParamBreakdown:
 
 def activation_components(
     arch: ModelPreset,
-    layout: Any,
+    layout: ParallelLayout,
     seq_length: int,
     micro_batch: int,
     act_bytes: int,
