@@ -112,8 +112,6 @@ class ModelFamily:
     """Activation components each ``model.recompute_modules`` entry drops."""
     h100_defaults: Mapping[str, Any]
     """Values of the ``auto`` performance fields on CUDA + Transformer Engine (the family's reference H100 recipe)."""
-    hf_model_type: str | None = None
-    """Hugging Face ``model_type`` its HF mapping reads and writes (None: no converter)."""
 
     @property
     def moe(self) -> bool:

@@ -13,7 +13,6 @@ FAMILY = ModelFamily(
     activation_components=formulas.activation_components,
     selective_drops=formulas.SELECTIVE_DROPS,
     h100_defaults=BRIDGE_H100,
-    hf_model_type="qwen3_moe",
 )
 """The Qwen3-MoE family (registered in ``megatron_agentic/models/registry.py``)."""
 
