@@ -43,7 +43,12 @@ def checkpoint_arch(common: dict[str, Any], preset: str | None) -> ModelPreset:
     if isinstance(common.get("config"), dict):
         from megatron_agentic.config import config_from_dict
 
-        return config_from_dict(common["config"], source="checkpoint config").model.architecture()
+        arch = config_from_dict(common["config"], source="checkpoint config").model.architecture()
+        if not isinstance(arch, ModelPreset):
+            raise ConversionError(
+                f"checkpoint is a {type(arch).__name__} model ({arch.name}): mcore-to-hf converts Qwen3-MoE only"
+            )
+        return arch
     raise ConversionError("checkpoint records no architecture (no 'arch' or 'config'); pass --preset NAME")
 
 

@@ -154,3 +154,13 @@ def test_tiny_dense_trains_on_cpu(tmp_path):
     assert summary["model"] == "tiny-dense" and summary["final_step"] == 8
     losses = summary["losses"]
     assert losses["last"] < losses["first"]
+
+
+def test_mcore_to_hf_refuses_a_dense_checkpoint_clearly():
+    """Conversion is Qwen3-MoE only: a dense training checkpoint's recorded config gets a one-line error."""
+    from megatron_agentic.convert.errors import ConversionError
+    from megatron_agentic.convert.mcore_to_hf import checkpoint_arch
+
+    with pytest.raises(ConversionError, match="DensePreset model \\(tiny-dense\\): mcore-to-hf converts Qwen3-MoE"):
+        checkpoint_arch({"config": {"model": {"preset": "tiny-dense"}}}, None)
+    assert checkpoint_arch({"config": {"model": {"preset": "tiny-moe"}}}, None).num_experts == 4
