@@ -64,13 +64,13 @@ def _child_stream(hf: str, out: str) -> dict:
     from megatron_agentic.convert import hf_to_mcore
     from megatron_agentic.convert.dcp_stream import write_torch_dist
     from megatron_agentic.convert.hf_io import HFCheckpoint
-    from megatron_agentic.convert.mapping import preset_from_hf_config
+    from megatron_agentic.models.qwen3_moe.hf_mapping import preset_from_hf_config
 
     base = _hwm()
     t0 = time.perf_counter()
     hf_ckpt = HFCheckpoint(hf)
     arch = preset_from_hf_config(hf_ckpt.config)
-    chunks, objects = hf_to_mcore.plan_chunks(hf_ckpt, arch, hf_to_mcore.Layout(), hf_to_mcore.DTYPES["bf16"])
+    chunks, objects = hf_to_mcore.plan_chunks(hf_ckpt, arch, hf_to_mcore.TargetShards(), hf_to_mcore.DTYPES["bf16"])
     hf_to_mcore.check_sources(hf_ckpt, arch)
     starts: list[tuple[float, bool]] = []
 
@@ -113,8 +113,9 @@ def _child_model(hf: str, out: str) -> dict:
 def _model_worker(rank: int, world: int, hf: str, out: str) -> None:
     from megatron.core import dist_checkpointing
 
-    from megatron_agentic.convert import mapping, runtime
+    from megatron_agentic.convert import runtime
     from megatron_agentic.convert.hf_io import HFCheckpoint
+    from megatron_agentic.models.qwen3_moe import hf_mapping as mapping
 
     hf_ckpt = HFCheckpoint(hf)
     arch = mapping.preset_from_hf_config(hf_ckpt.config)

@@ -17,7 +17,7 @@ Steps (each with its own time limit; a failed step is reported and the others st
 
 It writes ``OUT/report.json`` (every step: status, seconds, numbers, log tail; GPU and library versions) and
 ``OUT/throughput.json``, the table ``megatron-agentic plan --throughput OUT/throughput.json`` reads for a measured
-MFU. Throughput is model FLOPs: ``megatron_agentic.planner.flops_per_token`` = 6 x (active non-embedding
+MFU. Throughput is model FLOPs: ``megatron_agentic.planning.time.flops_per_token`` = 6 x (active non-embedding
 parameters) + 6 x layers x seq x heads x head_dim (causal attention), per token, times tokens/s per GPU, over
 steps after ``--warmup``. Without a CUDA GPU it prints one line and exits 2. Exit 1 when a step failed.
 """
@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import first_day  # noqa: E402
 from megatron_agentic.models.qwen3_moe.presets import ModelPreset, get_preset  # noqa: E402
-from megatron_agentic.planner import THROUGHPUT_SCHEMA, flops_per_token  # noqa: E402
+from megatron_agentic.planning.time import THROUGHPUT_SCHEMA, flops_per_token  # noqa: E402
 from megatron_agentic.training.metrics import write_json_atomic  # noqa: E402
 
 NO_GPU_MESSAGE = "gpu_acceptance: a CUDA GPU is needed (torch.cuda.is_available() is False); nothing was run"
@@ -114,7 +114,7 @@ def throughput_table(runs: list[TrainRun], gpu_name: str, peak_tflops: float) ->
         "schema": THROUGHPUT_SCHEMA,
         "gpu": gpu_name,
         "peak_tflops": peak_tflops,
-        "flops_formula": "megatron_agentic.planner.flops_per_token (6*active non-embedding params + 6*L*s*heads*d)",
+        "flops_formula": "megatron_agentic.planning.time.flops_per_token (6*active non-embedding params + 6*L*s*heads*d)",
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "entries": [r.row(peak_tflops) for r in runs],
     }

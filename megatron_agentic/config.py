@@ -3,7 +3,7 @@
 Schema (sections and their fields are the dataclasses below)::
 
     model:      {preset, attention_backend, moe_token_dispatcher, moe_flex_backend, recompute, recompute_method,
-                 recompute_num_layers, recompute_modules, <any ModelPreset field as override>}
+                 recompute_num_layers, recompute_modules, <any field of the preset's dataclass as override>}
     parallel:   {tensor, pipeline, expert, expert_tensor, context, sequence_parallel, virtual_pipeline}  # data derived
     train:      {iters, train_tokens, global_batch_size, micro_batch_size, seq_length, seed, lr, min_lr,
                  lr_schedule, lr_warmup_iters, lr_decay_iters, wsd_decay_fraction, weight_decay, clip_grad,
@@ -25,15 +25,17 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from megatron_agentic.models.qwen3_moe.presets import ModelPreset, get_preset
+from megatron_agentic.errors import ConfigError
+from megatron_agentic.models.family import Architecture
+from megatron_agentic.models.registry import get_preset
+from megatron_agentic.perf import RECOMPUTE_MODULES, EffectiveSettings, PerfConfig, resolve_settings
 
-
-class ConfigError(ValueError):
-    """A configuration problem, with a one-line message naming the file and field."""
+if TYPE_CHECKING:
+    from megatron_agentic.platform import Platform
 
 
 @dataclasses.dataclass
@@ -41,9 +43,9 @@ class ModelConfig:
     """Which architecture to train and how its modules are implemented."""
 
     preset: str = "tiny-moe"
-    """Name of a preset in ``megatron_agentic.models.qwen3_moe.presets.PRESETS``."""
+    """Name of a preset of any model family (``megatron_agentic.models.registry.preset_names()``)."""
     attention_backend: str = "auto"
-    """``auto`` | ``local`` | ``te`` | ``triton`` (see ``models/qwen3_moe/spec.py``)."""
+    """``auto`` | ``local`` | ``te`` | ``triton`` (see ``megatron_agentic.perf.resolve_attention_backend``)."""
     moe_token_dispatcher: str = "auto"
     """megatron-core token dispatcher (``moe_token_dispatcher_type``): ``auto`` (alltoall on CUDA, as Megatron-Bridge's
     H100 recipe; allgather on CPU), ``allgather``, ``alltoall`` or ``flex`` (DeepEP / HybridEP, CUDA only)."""
@@ -64,7 +66,7 @@ class ModelConfig:
     """With ``selective``: submodules recomputed in backward (``recompute_modules``): ``core_attn``, ``moe_act``,
     ``layernorm``, ``mlp``, ``moe``, ``shared_experts``."""
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
-    """ModelPreset fields overriding the preset (written flat under ``model:`` in YAML)."""
+    """Preset fields overriding the preset (written flat under ``model:`` in YAML)."""
 
     def __post_init__(self) -> None:
         if self.attention_backend not in ("auto", "local", "te", "triton"):
@@ -85,8 +87,6 @@ class ModelConfig:
             raise ConfigError(f"model.recompute_method must be uniform or block, got {self.recompute_method!r}")
         if not isinstance(self.recompute_num_layers, int) or self.recompute_num_layers < 1:
             raise ConfigError(f"model.recompute_num_layers must be an integer >= 1, got {self.recompute_num_layers!r}")
-        from megatron_agentic.perf import RECOMPUTE_MODULES
-
         bad = [x for x in self.recompute_modules or [] if x not in RECOMPUTE_MODULES]
         if not isinstance(self.recompute_modules, list) or not self.recompute_modules or bad:
             raise ConfigError(
@@ -95,7 +95,7 @@ class ModelConfig:
             )
         self.architecture()  # validates preset name and overrides
 
-    def architecture(self) -> ModelPreset:
+    def architecture(self) -> Architecture:
         """The preset with overrides applied (validated)."""
         try:
             return get_preset(self.preset).replace(**self.overrides)
@@ -453,86 +453,6 @@ class LogConfig:
             raise ConfigError(f"log.interval must be an integer >= 1, got {self.interval!r}")
 
 
-# -- performance surface (issue 13) ---------------------------------------------------------------------------
-
-AUTO_BOOL = ("auto", True, False)
-
-
-@dataclasses.dataclass
-class PerfConfig:
-    """Fusions, overlaps and optimizer precision. ``auto``: Megatron-Bridge's H100 Qwen3-30B-A3B value when the
-    platform has CUDA + Transformer Engine, off on CPU (decided by ``megatron_agentic.perf.resolve_settings``)."""
-
-    moe_grouped_gemm: bool | str = "auto"
-    """Grouped-GEMM experts (``moe_grouped_gemm``, TE ``TEGroupedMLP``); needs TE."""
-    moe_permute_fusion: bool | str = "auto"
-    """Fused token permutation (``moe_permute_fusion``); needs TE. ``auto`` keeps it off: Megatron-Bridge's Qwen3-30B-A3B
-    H100 smoke runs on the PyTorch 25.11 image turned it off (TE's fused permutation failed there)."""
-    moe_router_fusion: bool | str = "auto"
-    """Fused router top-k / softmax / aux-loss (``moe_router_fusion``); needs TE."""
-    cross_entropy_loss_fusion: bool | str = "auto"
-    """Fused vocabulary-parallel cross entropy (``cross_entropy_loss_fusion``)."""
-    cross_entropy_fusion_impl: str = "auto"
-    """Implementation of the fused cross entropy (``cross_entropy_fusion_impl``): ``native`` or ``te``."""
-    bias_activation_fusion: bool | str = "auto"
-    """Fused SwiGLU (``bias_activation_fusion``)."""
-    apply_rope_fusion: bool | str = "auto"
-    """Fused RoPE (``apply_rope_fusion``); needs TE."""
-    gradient_accumulation_fusion: bool | str = "auto"
-    """Accumulate weight gradients in the fp32 main-grad buffer inside the GEMM (``gradient_accumulation_fusion``);
-    needs TE and Apex's ``fused_weight_gradient_mlp_cuda`` (megatron-core's output layer), so ``auto`` is on only
-    where that extension imports."""
-    overlap_grad_reduce: bool | str = "auto"
-    """Overlap the data-parallel gradient reduce-scatter with backward (DDP ``overlap_grad_reduce``)."""
-    overlap_param_gather: bool | str = "auto"
-    """Overlap the distributed optimizer's parameter all-gather with forward (DDP ``overlap_param_gather``);
-    needs the distributed optimizer and ``overlap_grad_reduce``."""
-    ddp_bucket_size: int | None = None
-    """Gradient bucket size in elements (DDP ``bucket_size``); null: megatron-core's default."""
-    check_for_nan_in_grad: bool | str = "auto"
-    """Check gradients for NaN/Inf before the reduce (DDP ``check_for_nan_in_grad``); the loop's skip/spike guard
-    reads it."""
-    grad_reduce_in_fp32: bool | str = "auto"
-    """Reduce gradients in fp32 (DDP ``grad_reduce_in_fp32``); ``auto``: off with the precision-aware optimizer
-    (Bridge 16-GPU recipe), else on."""
-    precision_aware_optimizer: bool | str = "auto"
-    """TE's precision-aware fused Adam (``OptimizerConfig.use_precision_aware_optimizer``); needs TE, bf16 and the
-    distributed optimizer."""
-    cuda_graph_impl: str = "auto"
-    """CUDA graphs (``cuda_graph_impl``): ``auto`` (none), ``none``, ``transformer_engine`` or ``local``; refused
-    until the training loop has a capture step."""
-    cuda_graph_scope: list[str] = dataclasses.field(default_factory=lambda: ["moe_router", "moe_preprocess"])
-    """Scopes captured with TE CUDA graphs (``cuda_graph_scope``), Bridge 16-GPU: ``moe_router``, ``moe_preprocess``."""
-    tp_comm_overlap: bool | str = "auto"
-    """Overlap tensor-parallel communication with GEMMs (``tp_comm_overlap``, TE userbuffers); needs TE, TP > 1 and
-    sequence parallelism (``auto`` is off at TP = 1)."""
-    overlap_moe_expert_parallel_comm: bool | str = "auto"
-    """Overlap the EP all-to-all with another micro-batch's compute (``overlap_moe_expert_parallel_comm``); needs
-    EP > 1, alltoall/flex, bf16, no full recompute. ``auto``: off (Bridge's base recipe)."""
-    manual_gc: bool | str = "auto"
-    """Disable Python's automatic garbage collector and collect every ``manual_gc_interval`` steps."""
-    manual_gc_interval: int = 100
-    """Steps between manual garbage collections (Bridge: 100)."""
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            if f.default == "auto" and f.name not in ("cross_entropy_fusion_impl", "cuda_graph_impl"):
-                if getattr(self, f.name) not in AUTO_BOOL:
-                    raise ConfigError(f"perf.{f.name} must be auto, true or false, got {getattr(self, f.name)!r}")
-        if self.cross_entropy_fusion_impl not in ("auto", "native", "te"):
-            raise ConfigError(
-                f"perf.cross_entropy_fusion_impl must be auto, native or te, got {self.cross_entropy_fusion_impl!r}"
-            )
-        if self.cuda_graph_impl not in ("auto", "none", "transformer_engine", "local"):
-            raise ConfigError(
-                f"perf.cuda_graph_impl must be auto, none, transformer_engine or local, got {self.cuda_graph_impl!r}"
-            )
-        if self.ddp_bucket_size is not None and (not isinstance(self.ddp_bucket_size, int) or self.ddp_bucket_size < 1):
-            raise ConfigError(f"perf.ddp_bucket_size must be null or an integer >= 1, got {self.ddp_bucket_size!r}")
-        if not isinstance(self.manual_gc_interval, int) or self.manual_gc_interval < 1:
-            raise ConfigError(f"perf.manual_gc_interval must be an integer >= 1, got {self.manual_gc_interval!r}")
-
-
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "parallel": ParallelConfig,
@@ -575,7 +495,7 @@ class TrainingConfig:
             out[name] = section
         return out
 
-    def validate(self, world_size: int, platform: Any = None) -> int:
+    def validate(self, world_size: int, platform: Platform | None = None) -> int:
         """Check the layout against ``world_size`` before any process group starts; returns the DP size.
 
         ``platform``: the :class:`~megatron_agentic.platform.Platform` the performance settings are checked for
@@ -601,7 +521,9 @@ class TrainingConfig:
             )
         if p.virtual_pipeline is not None and p.pipeline < 2:
             raise ConfigError("parallel.virtual_pipeline needs parallel.pipeline >= 2")
-        if arch.num_experts % p.expert:
+        if not arch.num_experts and p.expert > 1:
+            raise ConfigError(f"parallel.expert ({p.expert}) > 1 needs a MoE model; {arch.name} has no experts")
+        if arch.num_experts and arch.num_experts % p.expert:
             raise ConfigError(
                 f"model.num_experts ({arch.num_experts}) must be divisible by parallel.expert ({p.expert})"
             )
@@ -613,7 +535,7 @@ class TrainingConfig:
             raise ConfigError(
                 f"train.seq_length ({t.seq_length}) must be divisible by 2*parallel.context ({2 * p.context})"
             )
-        if p.tensor > 1 and not p.use_sequence_parallel:
+        if arch.num_experts and p.tensor > 1 and not p.use_sequence_parallel:
             raise ConfigError("parallel.tensor > 1 with MoE needs sequence parallelism (parallel.sequence_parallel)")
         if p.use_sequence_parallel and p.tensor == 1:
             raise ConfigError("parallel.sequence_parallel=true needs parallel.tensor > 1")
@@ -652,13 +574,12 @@ class TrainingConfig:
         self.effective_settings(platform)  # refuses invalid performance combinations (FP8 without TE, ...)
         return dp
 
-    def effective_settings(self, platform: Any = None) -> Any:
+    def effective_settings(self, platform: Platform | None = None) -> EffectiveSettings:
         """What megatron-core will be given on ``platform`` (default: this machine, detected without side effects).
 
-        Returns ``megatron_agentic.perf.EffectiveSettings``; raises ConfigError for invalid combinations.
+        Raises ConfigError for invalid combinations.
         """
-        from megatron_agentic.perf import resolve_settings
-        from megatron_agentic.platform import detect_platform
+        from megatron_agentic.platform import detect_platform  # imports torch: only when the machine is asked
 
         return resolve_settings(platform if platform is not None else detect_platform(), self)
 

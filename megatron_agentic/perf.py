@@ -7,54 +7,105 @@ optimizer precision. It refuses invalid combinations with a one-line :class:`Con
 before any process group starts. Everything that builds the model, DDP and optimizer reads the result, and
 ``train`` / ``doctor`` print it, so what an H100 run will use is decided (and unit-tested) on any machine.
 
-``auto`` means: the value of NVIDIA Megatron-Bridge's H100 Qwen3-30B-A3B recipes
-(``src/megatron/bridge/recipes/qwen/h100/qwen3_moe.py``, ``qwen3_30b_a3b_pretrain_8gpu_h100_bf16_config`` and
-``..._16gpu_h100_bf16_config``) when the platform has the parts (CUDA + Transformer Engine), off on CPU.
+``auto`` means: the model family's H100 value (``ModelFamily.h100_defaults``; for Qwen3-MoE NVIDIA Megatron-Bridge's
+H100 Qwen3-30B-A3B recipes, ``models/qwen3_moe/perf_defaults.py``) when the platform has the parts (CUDA + Transformer
+Engine), off on CPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from megatron_agentic.config import ConfigError
+from megatron_agentic.errors import ConfigError
+from megatron_agentic.models.registry import family_of
 
 if TYPE_CHECKING:
     from megatron_agentic.config import TrainingConfig
     from megatron_agentic.platform import Platform
 
 
-BRIDGE_H100: dict[str, Any] = {
-    # recipes/qwen/h100/qwen3_moe.py, qwen3_30b_a3b_pretrain_8gpu_h100_bf16_config ("Kernel selections")
-    "moe_grouped_gemm": True,  # cfg.model.moe_grouped_gemm = True
-    # cfg.model.moe_permute_fusion = True in the recipe, but Bridge's own Qwen3-30B-A3B H100 smoke runs on the
-    # PyTorch 25.11 image set moe_permute_fusion=False (TE's fused permutation failed there): off under auto until a
-    # GPU acceptance run on our image shows it works (benchmarks/gpu_acceptance.py; perf.moe_permute_fusion=true).
-    "moe_permute_fusion": False,
-    "cross_entropy_loss_fusion": True,  # cfg.model.cross_entropy_loss_fusion = True
-    "cross_entropy_fusion_impl": "te",  # cfg.model.cross_entropy_fusion_impl = "te"
-    # ... _16gpu_h100_bf16_config ("Precision and fused kernels")
-    "moe_router_fusion": True,  # cfg.model.moe_router_fusion = True
-    "bias_activation_fusion": True,  # cfg.model.bias_activation_fusion = True
-    "apply_rope_fusion": True,  # cfg.model.apply_rope_fusion = True
-    "grad_reduce_in_fp32": False,  # cfg.ddp.grad_reduce_in_fp32 = False
-    "precision_aware_optimizer": True,  # cfg.optimizer.use_precision_aware_optimizer = True
-    # Megatron-LM arguments.py default (--no-gradient-accumulation-fusion turns it off). megatron-core's
-    # ColumnParallelLinear (output layer) needs Apex's fused_weight_gradient_mlp_cuda for it, which TE containers
-    # often lack (Bridge); under auto it is on only where that extension imports (Platform.has_apex_gradient_fusion).
-    "gradient_accumulation_fusion": True,
-    # ... _8gpu_h100_bf16_config ("DDP config")
-    "overlap_grad_reduce": True,  # cfg.ddp.overlap_grad_reduce = True
-    "overlap_param_gather": True,  # cfg.ddp.overlap_param_gather = True
-    "check_for_nan_in_grad": True,  # cfg.ddp.check_for_nan_in_grad = True
-    # ... ("Training config")
-    "manual_gc": True,  # cfg.train.manual_gc = True
-    # ... _16gpu: cfg.comm_overlap = CommOverlapConfig(tp_comm_overlap=True) (only meaningful with TP > 1)
-    "tp_comm_overlap": True,
-    # ... _8gpu: overlap_moe_expert_parallel_comm left False in the base recipe (True only in perf_recipes)
-    "overlap_moe_expert_parallel_comm": False,
-}
-"""Megatron-Bridge's H100 Qwen3-30B-A3B values for the ``auto`` performance fields (source line in comments)."""
+# -- performance surface (issue 13) ---------------------------------------------------------------------------
+
+AUTO_BOOL = ("auto", True, False)
+
+
+@dataclasses.dataclass
+class PerfConfig:
+    """The ``perf`` config section: fusions, overlaps and optimizer precision. ``auto``: the model family's H100 value
+    (Qwen3-MoE: Megatron-Bridge's H100 Qwen3-30B-A3B recipe) when the platform has CUDA + Transformer Engine, off on
+    CPU (decided by :func:`resolve_settings`)."""
+
+    moe_grouped_gemm: bool | str = "auto"
+    """Grouped-GEMM experts (``moe_grouped_gemm``, TE ``TEGroupedMLP``); needs TE."""
+    moe_permute_fusion: bool | str = "auto"
+    """Fused token permutation (``moe_permute_fusion``); needs TE. ``auto`` keeps it off: Megatron-Bridge's Qwen3-30B-A3B
+    H100 smoke runs on the PyTorch 25.11 image turned it off (TE's fused permutation failed there)."""
+    moe_router_fusion: bool | str = "auto"
+    """Fused router top-k / softmax / aux-loss (``moe_router_fusion``); needs TE."""
+    cross_entropy_loss_fusion: bool | str = "auto"
+    """Fused vocabulary-parallel cross entropy (``cross_entropy_loss_fusion``)."""
+    cross_entropy_fusion_impl: str = "auto"
+    """Implementation of the fused cross entropy (``cross_entropy_fusion_impl``): ``native`` or ``te``."""
+    bias_activation_fusion: bool | str = "auto"
+    """Fused SwiGLU (``bias_activation_fusion``)."""
+    apply_rope_fusion: bool | str = "auto"
+    """Fused RoPE (``apply_rope_fusion``); needs TE."""
+    gradient_accumulation_fusion: bool | str = "auto"
+    """Accumulate weight gradients in the fp32 main-grad buffer inside the GEMM (``gradient_accumulation_fusion``);
+    needs TE and Apex's ``fused_weight_gradient_mlp_cuda`` (megatron-core's output layer), so ``auto`` is on only
+    where that extension imports."""
+    overlap_grad_reduce: bool | str = "auto"
+    """Overlap the data-parallel gradient reduce-scatter with backward (DDP ``overlap_grad_reduce``)."""
+    overlap_param_gather: bool | str = "auto"
+    """Overlap the distributed optimizer's parameter all-gather with forward (DDP ``overlap_param_gather``);
+    needs the distributed optimizer and ``overlap_grad_reduce``."""
+    ddp_bucket_size: int | None = None
+    """Gradient bucket size in elements (DDP ``bucket_size``); null: megatron-core's default."""
+    check_for_nan_in_grad: bool | str = "auto"
+    """Check gradients for NaN/Inf before the reduce (DDP ``check_for_nan_in_grad``); the loop's skip/spike guard
+    reads it."""
+    grad_reduce_in_fp32: bool | str = "auto"
+    """Reduce gradients in fp32 (DDP ``grad_reduce_in_fp32``); ``auto``: off with the precision-aware optimizer
+    (Bridge 16-GPU recipe), else on."""
+    precision_aware_optimizer: bool | str = "auto"
+    """TE's precision-aware fused Adam (``OptimizerConfig.use_precision_aware_optimizer``); needs TE, bf16 and the
+    distributed optimizer."""
+    cuda_graph_impl: str = "auto"
+    """CUDA graphs (``cuda_graph_impl``): ``auto`` (none), ``none``, ``transformer_engine`` or ``local``; refused
+    until the training loop has a capture step."""
+    cuda_graph_scope: list[str] = dataclasses.field(default_factory=lambda: ["moe_router", "moe_preprocess"])
+    """Scopes captured with TE CUDA graphs (``cuda_graph_scope``), Bridge 16-GPU: ``moe_router``, ``moe_preprocess``."""
+    tp_comm_overlap: bool | str = "auto"
+    """Overlap tensor-parallel communication with GEMMs (``tp_comm_overlap``, TE userbuffers); needs TE, TP > 1 and
+    sequence parallelism (``auto`` is off at TP = 1)."""
+    overlap_moe_expert_parallel_comm: bool | str = "auto"
+    """Overlap the EP all-to-all with another micro-batch's compute (``overlap_moe_expert_parallel_comm``); needs
+    EP > 1, alltoall/flex, bf16, no full recompute. ``auto``: off (Bridge's base recipe)."""
+    manual_gc: bool | str = "auto"
+    """Disable Python's automatic garbage collector and collect every ``manual_gc_interval`` steps."""
+    manual_gc_interval: int = 100
+    """Steps between manual garbage collections (Bridge: 100)."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if f.default == "auto" and f.name not in ("cross_entropy_fusion_impl", "cuda_graph_impl"):
+                if getattr(self, f.name) not in AUTO_BOOL:
+                    raise ConfigError(f"perf.{f.name} must be auto, true or false, got {getattr(self, f.name)!r}")
+        if self.cross_entropy_fusion_impl not in ("auto", "native", "te"):
+            raise ConfigError(
+                f"perf.cross_entropy_fusion_impl must be auto, native or te, got {self.cross_entropy_fusion_impl!r}"
+            )
+        if self.cuda_graph_impl not in ("auto", "none", "transformer_engine", "local"):
+            raise ConfigError(
+                f"perf.cuda_graph_impl must be auto, none, transformer_engine or local, got {self.cuda_graph_impl!r}"
+            )
+        if self.ddp_bucket_size is not None and (not isinstance(self.ddp_bucket_size, int) or self.ddp_bucket_size < 1):
+            raise ConfigError(f"perf.ddp_bucket_size must be null or an integer >= 1, got {self.ddp_bucket_size!r}")
+        if not isinstance(self.manual_gc_interval, int) or self.manual_gc_interval < 1:
+            raise ConfigError(f"perf.manual_gc_interval must be an integer >= 1, got {self.manual_gc_interval!r}")
+
 
 NEEDS_TE = (
     "moe_grouped_gemm",
@@ -165,10 +216,10 @@ class EffectiveSettings:
         ]
 
 
-def _pick(value: Any, name: str, available: bool) -> bool:
-    """Resolve an ``auto | true | false`` field: ``auto`` -> Bridge's value when ``available``, else False."""
+def _pick(value: Any, name: str, available: bool, defaults: Mapping[str, Any]) -> bool:
+    """Resolve an ``auto | true | false`` field: ``auto`` -> the family's H100 value when ``available``, else False."""
     if value == "auto":
-        return bool(BRIDGE_H100[name]) if available else False
+        return bool(defaults[name]) if available else False
     return bool(value)
 
 
@@ -181,6 +232,8 @@ def resolve_settings(platform: Platform, cfg: TrainingConfig) -> EffectiveSettin
     m, p, t, perf = cfg.model, cfg.parallel, cfg.train, cfg.perf
     cuda, te = platform.is_cuda, platform.is_cuda and platform.has_transformer_engine
     arch = m.architecture()
+    family = family_of(arch)
+    defaults = family.h100_defaults
 
     precision = t.precision if t.precision != "auto" else ("bf16" if cuda else "fp32")
     try:
@@ -216,7 +269,7 @@ def resolve_settings(platform: Platform, cfg: TrainingConfig) -> EffectiveSettin
 
     # Expert-tensor parallelism.
     etp = p.expert_tensor
-    if arch.moe_ffn_hidden_size % etp:
+    if family.moe and arch.moe_ffn_hidden_size % etp:
         raise ConfigError(
             f"parallel.expert_tensor ({etp}) must divide model.moe_ffn_hidden_size ({arch.moe_ffn_hidden_size})"
         )
@@ -224,7 +277,7 @@ def resolve_settings(platform: Platform, cfg: TrainingConfig) -> EffectiveSettin
     # Fusions and kernels.
     flags: dict[str, bool] = {}
     for name in NEEDS_TE:
-        flags[name] = _pick(getattr(perf, name), name, te)
+        flags[name] = _pick(getattr(perf, name), name, te, defaults)
         if flags[name] and not te:
             raise ConfigError(f"perf.{name}=true needs Transformer Engine on CUDA, which this machine does not have")
     if not platform.has_apex_gradient_fusion and flags["gradient_accumulation_fusion"]:
@@ -239,18 +292,18 @@ def resolve_settings(platform: Platform, cfg: TrainingConfig) -> EffectiveSettin
         flags["tp_comm_overlap"] = False  # Bridge's CommOverlapConfig disables itself at TP=1
     if flags["tp_comm_overlap"] and not (p.tensor > 1 and p.use_sequence_parallel):
         raise ConfigError("perf.tp_comm_overlap=true needs parallel.tensor > 1 with parallel.sequence_parallel")
-    if te and not flags["moe_grouped_gemm"]:
+    if te and family.moe and not flags["moe_grouped_gemm"]:
         raise ConfigError("perf.moe_grouped_gemm=false: the Transformer Engine layer spec uses grouped-GEMM experts")
     for name in ("bias_activation_fusion", "cross_entropy_loss_fusion", "check_for_nan_in_grad", "manual_gc"):
-        flags[name] = _pick(getattr(perf, name), name, te)
+        flags[name] = _pick(getattr(perf, name), name, te, defaults)
     ce_impl = perf.cross_entropy_fusion_impl
     if ce_impl == "auto":
-        ce_impl = BRIDGE_H100["cross_entropy_fusion_impl"] if te else "native"
+        ce_impl = defaults["cross_entropy_fusion_impl"] if te else "native"
     if flags["cross_entropy_loss_fusion"] and ce_impl == "te" and not te:
         raise ConfigError("perf.cross_entropy_fusion_impl=te needs Transformer Engine on CUDA; use native")
     # DDP and optimizer.
-    overlap_grad = _pick(perf.overlap_grad_reduce, "overlap_grad_reduce", cuda)
-    overlap_param = _pick(perf.overlap_param_gather, "overlap_param_gather", cuda and t.distributed_optimizer)
+    overlap_grad = _pick(perf.overlap_grad_reduce, "overlap_grad_reduce", cuda, defaults)
+    overlap_param = _pick(perf.overlap_param_gather, "overlap_param_gather", cuda and t.distributed_optimizer, defaults)
     if overlap_param and not t.distributed_optimizer:
         raise ConfigError("perf.overlap_param_gather=true needs train.distributed_optimizer=true")
     if overlap_param and not overlap_grad:
@@ -296,7 +349,7 @@ def resolve_settings(platform: Platform, cfg: TrainingConfig) -> EffectiveSettin
         )
 
     # EP communication overlap (megatron-core's combined 1F1B schedule).
-    ep_overlap = _pick(perf.overlap_moe_expert_parallel_comm, "overlap_moe_expert_parallel_comm", cuda)
+    ep_overlap = _pick(perf.overlap_moe_expert_parallel_comm, "overlap_moe_expert_parallel_comm", cuda, defaults)
     if ep_overlap:
         problems = []
         if p.expert < 2:

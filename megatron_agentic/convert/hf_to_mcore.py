@@ -28,7 +28,7 @@ import torch
 from megatron_agentic.convert import keys
 from megatron_agentic.convert.dcp_stream import BytesObject, TensorChunk, write_torch_dist
 from megatron_agentic.convert.hf_io import HFCheckpoint
-from megatron_agentic.convert.mapping import (
+from megatron_agentic.models.qwen3_moe.hf_mapping import (
     ConversionError,
     hf_sources,
     megatron_names,
@@ -43,8 +43,8 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 @dataclasses.dataclass(frozen=True)
-class Layout:
-    """The parallel layout whose ranks the checkpoint chunks are cut for."""
+class TargetShards:
+    """The TP/PP/EP/ETP sizes whose ranks the checkpoint chunks are cut for (the conversion target)."""
 
     tp: int = 1
     """Tensor-parallel size."""
@@ -61,14 +61,14 @@ class Layout:
         return self.tp if self.etp is None else self.etp
 
 
-def check_layout(arch: ModelPreset, layout: Layout) -> None:
-    """Raise :class:`ConversionError` when ``layout`` does not divide the model."""
-    tp, etp = layout.tp, layout.expert_tp
+def check_shards(arch: ModelPreset, shards: TargetShards) -> None:
+    """Raise :class:`ConversionError` when ``shards`` does not divide the model."""
+    tp, etp = shards.tp, shards.expert_tp
     checks = [
         (arch.num_attention_heads % tp, f"num_attention_heads ({arch.num_attention_heads}) % --tp {tp}"),
         (arch.num_query_groups % tp, f"num_key_value_heads ({arch.num_query_groups}) % --tp {tp}"),
-        (arch.num_layers % layout.pp, f"num_hidden_layers ({arch.num_layers}) % --pp {layout.pp}"),
-        (arch.num_experts % layout.ep, f"num_experts ({arch.num_experts}) % --ep {layout.ep}"),
+        (arch.num_layers % shards.pp, f"num_hidden_layers ({arch.num_layers}) % --pp {shards.pp}"),
+        (arch.num_experts % shards.ep, f"num_experts ({arch.num_experts}) % --ep {shards.ep}"),
         (arch.vocab_size % tp, f"vocab_size ({arch.vocab_size}) % --tp {tp}"),
         (arch.moe_ffn_hidden_size % etp, f"moe_intermediate_size ({arch.moe_ffn_hidden_size}) % --etp {etp}"),
     ]
@@ -128,7 +128,7 @@ class _LastTensor:
 
 
 def plan_chunks(
-    hf: HFCheckpoint, arch: ModelPreset, layout: Layout, dtype: torch.dtype
+    hf: HFCheckpoint, arch: ModelPreset, shards: TargetShards, dtype: torch.dtype
 ) -> tuple[list[TensorChunk], list[BytesObject]]:
     """Every chunk of the checkpoint (layer by layer) and the ``_extra_state`` objects, with lazy producers."""
     h, d, f = arch.hidden_size, arch.kv_channels, arch.moe_ffn_hidden_size
@@ -137,7 +137,7 @@ def plan_chunks(
     chunks: list[TensorChunk] = []
 
     def add(key: str, name: str, shape: tuple[int, ...], lead: tuple[int, ...], lead_shape: tuple[int, ...]) -> None:
-        for offsets, sizes in tp_pieces(key, shape, layout.tp, layout.expert_tp):
+        for offsets, sizes in tp_pieces(key, shape, shards.tp, shards.expert_tp):
             produce = functools.partial(source.piece, name, offsets, sizes, len(lead))
             chunks.append(
                 TensorChunk(key, lead_shape + shape, lead + offsets, (1,) * len(lead) + sizes, dtype, produce)
@@ -208,16 +208,16 @@ def convert(
 
     hf = HFCheckpoint(hf_dir)
     arch = preset_from_hf_config(hf.config)
-    layout = Layout(tp, pp, ep, etp)
-    check_layout(arch, layout)
-    chunks, objects = plan_chunks(hf, arch, layout, DTYPES[precision])
+    shards = TargetShards(tp, pp, ep, etp)
+    check_shards(arch, shards)
+    chunks, objects = plan_chunks(hf, arch, shards, DTYPES[precision])
     check_sources(hf, arch)
     common = {
         "iteration": 0,
         "tokens": 0,
         "arch": dataclasses.asdict(arch),
         "converted_from": str(Path(hf_dir).resolve()),
-        "converted_layout": dataclasses.asdict(layout),
+        "converted_layout": dataclasses.asdict(shards),
     }
     total = sum(torch.Size(c.shape).numel() * DTYPES[precision].itemsize for c in chunks)
     with _progress(total, f"hf-to-mcore {Path(hf_dir).name}", enabled=progress) as advance:

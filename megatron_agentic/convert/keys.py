@@ -6,7 +6,7 @@ These are the ``dist_checkpointing`` keys (layer axis stacked, global expert axi
 ``pre_mlp_layernorm`` for MoE layers). ``LEGACY_KEYS`` maps the keys of checkpoints written before that
 change (megatron-core's local-spec remap ``pre_mlp_layernorm.`` -> ``mlp.linear_fc1.layer_norm_``).
 
-The old->new map itself is the model package's (``models/qwen3_moe/layout.py``), shared with training's load.
+The old->new map itself is the model package's (``models/qwen3_moe/checkpoint_keys.py``), shared with training's load.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from megatron_agentic.models.qwen3_moe.layout import LEGACY_KEY_MAP
+from megatron_agentic.models.qwen3_moe.checkpoint_keys import LEGACY_KEY_MAP
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,10 @@ from typing import Any
 import torch
 
 from megatron_agentic.convert import keys
+from megatron_agentic.convert.errors import ConversionError
 from megatron_agentic.convert.hf_io import HFCheckpointWriter
-from megatron_agentic.convert.mapping import ConversionError, hf_config_from_preset, megatron_layer_to_hf
 from megatron_agentic.convert.runtime import run_on_ranks
+from megatron_agentic.models.qwen3_moe.hf_mapping import hf_config_from_preset, megatron_layer_to_hf
 from megatron_agentic.models.qwen3_moe.presets import ModelPreset, get_preset
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,12 @@ def checkpoint_arch(common: dict[str, Any], preset: str | None) -> ModelPreset:
     if isinstance(common.get("config"), dict):
         from megatron_agentic.config import config_from_dict
 
-        return config_from_dict(common["config"], source="checkpoint config").model.architecture()
+        arch = config_from_dict(common["config"], source="checkpoint config").model.architecture()
+        if not isinstance(arch, ModelPreset):
+            raise ConversionError(
+                f"checkpoint is a {type(arch).__name__} model ({arch.name}): mcore-to-hf converts Qwen3-MoE only"
+            )
+        return arch
     raise ConversionError("checkpoint records no architecture (no 'arch' or 'config'); pass --preset NAME")
 
 

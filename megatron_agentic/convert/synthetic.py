@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from megatron_agentic.convert.hf_io import HFCheckpointWriter
-from megatron_agentic.convert.mapping import hf_config_from_preset
+from megatron_agentic.models.qwen3_moe.hf_mapping import hf_config_from_preset
 from megatron_agentic.models.qwen3_moe.presets import ModelPreset
 
 

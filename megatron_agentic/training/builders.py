@@ -23,7 +23,7 @@ from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 from megatron.core.transformer import TransformerConfig
 
 from megatron_agentic.config import TrainingConfig
-from megatron_agentic.models.qwen3_moe.model import build_model, transformer_config_from
+from megatron_agentic.models.registry import build_model, transformer_config_from
 from megatron_agentic.perf import EffectiveSettings, resolve_settings
 from megatron_agentic.platform import Platform
 

@@ -27,7 +27,7 @@ import torch
 from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 
-from megatron_agentic.models.qwen3_moe import layout as key_layout
+from megatron_agentic.models.qwen3_moe import checkpoint_keys
 from megatron_agentic.training import save_procs
 
 logger = logging.getLogger(__name__)
@@ -356,7 +356,7 @@ def load_checkpoint(
 
     The model and optimizer may be in a different TP/PP/EP/DP layout than at save time
     (dist_checkpointing reshards); RNG states are restored only for the same layout. A checkpoint in the
-    legacy key layout (before the TE layout, see ``models/qwen3_moe/layout.py``) is detected and mapped; module
+    legacy key layout (before the TE layout, see ``models/qwen3_moe/checkpoint_keys.py``) is detected and mapped; module
     ``_extra_state`` objects an older checkpoint lacks are initialised (``layout.load_sharded``), nothing else.
     Returns the checkpoint's common (non-tensor) entries, e.g. ``iteration`` and ``tokens``.
     """
@@ -365,10 +365,10 @@ def load_checkpoint(
     layout = layout_signature()
     same_layout = common.get("layout") == layout
     state: dict[str, Any] = model_sharded_state_dict(model_chunks)
-    if key_layout.detect_legacy_layout(ckpt_dir):  # written before the TE key layout: request the old names
-        renamed = key_layout.request_legacy_keys(state)
+    if checkpoint_keys.detect_legacy_layout(ckpt_dir):  # written before the TE key layout: request the old names
+        renamed = checkpoint_keys.request_legacy_keys(state)
         if torch.distributed.get_rank() == 0:
-            key_layout.log_legacy_load(ckpt_dir, renamed)
+            checkpoint_keys.log_legacy_load(ckpt_dir, renamed)
     optimizer_format = None
     if optimizer is not None:
         optimizer_format = optimizer_format_for_load(common.get("optimizer_format"), common.get("layout"), layout)
@@ -379,12 +379,12 @@ def load_checkpoint(
     if load_rng and same_layout:
         state["rng_state"] = _rng_sharded_object(None)
     # Missing TE _extra_state objects (older checkpoints) are initialised; any other missing entry raises.
-    loaded, _ = key_layout.load_sharded(state, ckpt_dir)
+    loaded, _ = checkpoint_keys.load_sharded(state, ckpt_dir)
     if len(model_chunks) == 1:
-        key_layout.load_module_state(unwrap(model_chunks[0]), loaded["model"])
+        checkpoint_keys.load_module_state(unwrap(model_chunks[0]), loaded["model"])
     else:
         for i, chunk in enumerate(model_chunks):
-            key_layout.load_module_state(unwrap(chunk), loaded[f"model{i}"])
+            checkpoint_keys.load_module_state(unwrap(chunk), loaded[f"model{i}"])
     if optimizer is not None:
         _load_optimizer_state(optimizer, loaded["optimizer"], optimizer_format)
     if scheduler is not None and "scheduler" in common:

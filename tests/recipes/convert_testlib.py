@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from megatron_agentic.models.qwen3_moe.layout import LAYER_KEYS_MAP as TE_KEYS_MAP
-from megatron_agentic.models.qwen3_moe.layout import LEGACY_LAYER_KEYS_MAP as LEGACY_KEYS_MAP
+from megatron_agentic.models.qwen3_moe.checkpoint_keys import LAYER_KEYS_MAP as TE_KEYS_MAP
+from megatron_agentic.models.qwen3_moe.checkpoint_keys import LEGACY_LAYER_KEYS_MAP as LEGACY_KEYS_MAP
 
 LAYOUTS = ({"tensor": 2}, {"expert": 2}, {"pipeline": 2})
 
@@ -41,9 +41,9 @@ def load_in_layouts(
     from megatron.core import dist_checkpointing, parallel_state
     from safetensors.torch import load_file
 
-    from megatron_agentic.convert import mapping
     from megatron_agentic.convert.hf_io import HFCheckpoint
     from megatron_agentic.convert.runtime import build_local_model, layer_numbers, tensor_state
+    from megatron_agentic.models.qwen3_moe import hf_mapping as mapping
     from megatron_agentic.training.checkpoint import (
         LATEST_FILE,
         checkpoint_path,

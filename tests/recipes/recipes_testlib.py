@@ -71,19 +71,19 @@ def run_spawned(world: int, fn: Callable[..., Any], *args: Any, out_dir: str) ->
     return results
 
 
-def model_sizes(rank: int, world: int, layouts: list[dict[str, int]]) -> list[dict[str, Any]]:
-    """For each layout, build tiny-moe's local chunk with megatron-core and count its parameters."""
+def model_sizes(rank: int, world: int, layouts: list[dict[str, int]], preset: str = "tiny-moe") -> list[dict[str, Any]]:
+    """For each layout, build ``preset``'s local chunk with megatron-core and count its parameters."""
     from megatron.core import parallel_state as ps
 
     from megatron_agentic.config import config_from_dict
-    from megatron_agentic.models.qwen3_moe.model import build_model
+    from megatron_agentic.models.registry import build_model
 
     out = []
     for layout in layouts:
         init_parallel(**layout)
         cfg = config_from_dict(
             {
-                "model": {"preset": "tiny-moe", "attention_backend": "local"},
+                "model": {"preset": preset, "attention_backend": "local"},
                 "parallel": layout,
                 "train": {"seq_length": 64, "micro_batch_size": 1, "global_batch_size": 2, "precision": "fp32"},
             }

@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from megatron_agentic.convert import hf_to_mcore, mapping, mcore_to_hf
+from megatron_agentic.convert import hf_to_mcore, mcore_to_hf
+from megatron_agentic.models.qwen3_moe import hf_mapping as mapping
 
 
 def _tiny_hf_config():

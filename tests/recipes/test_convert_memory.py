@@ -29,7 +29,7 @@ if sys.argv[3] == "convert":
     hf_to_mcore.convert(sys.argv[1], sys.argv[2], precision="fp32", progress=False)
 else:  # control: what a converter holding the whole model holds
     from safetensors.torch import load_file
-    from megatron_agentic.convert import mapping
+    from megatron_agentic.models.qwen3_moe import hf_mapping as mapping
     from megatron_agentic.convert.hf_io import HFCheckpoint
     arch = mapping.preset_from_hf_config(HFCheckpoint(sys.argv[1]).config)
     full = mapping.hf_to_megatron(load_file(sys.argv[1] + "/model.safetensors"), arch)

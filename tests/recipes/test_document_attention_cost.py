@@ -11,8 +11,9 @@ import pytest
 
 from data_tools import mix
 from data_tools.doc_lengths import dataset_histogram, length_histogram
-from megatron_agentic import planner
 from megatron_agentic.attention_cost import blend_profile, histogram_profile, padding_fraction, piece_statistics
+from megatron_agentic.planning import cli
+from megatron_agentic.planning import plan as planning
 
 
 def _simulate(lengths: np.ndarray, seq: int, seed: int = 0) -> tuple[float, float]:
@@ -82,8 +83,8 @@ def test_mix_records_histograms_and_blend_profile(make_indexed, tmp_path):
 @pytest.mark.parametrize("recipe, seq", [("qwen3-30b-a3b-stage1", 32768), ("qwen3-30b-a3b-stage2", 131072)])
 def test_plan_prices_per_document_attention_from_the_histograms(make_indexed, tmp_path, recipe, seq):
     lengths = _mix(make_indexed, tmp_path, 1024, "p")
-    doc = planner.make_plan(recipe, lengths=lengths)
-    seq_plan = planner.make_plan(recipe, overrides=["data.document_attention=false"])
+    doc = planning.make_plan(recipe, lengths=lengths)
+    seq_plan = planning.make_plan(recipe, overrides=["data.document_attention=false"])
     assert (doc.attention_mode, seq_plan.attention_mode) == ("document", "sequence")
     assert seq_plan.attention_flops_per_token == pytest.approx(6 * 48 * seq * 32 * 128)
     assert doc.attention_flops_per_token_sequence == seq_plan.attention_flops_per_token
@@ -100,7 +101,7 @@ def test_plan_prices_per_document_attention_from_the_histograms(make_indexed, tm
 
 
 def test_plan_without_histogram_warns_and_assumes_the_whole_sequence(tmp_path):
-    doc = planner.make_plan("qwen3-30b-a3b-stage1", lengths=str(tmp_path / "missing.json"))
+    doc = planning.make_plan("qwen3-30b-a3b-stage1", lengths=str(tmp_path / "missing.json"))
     assert doc.attention_mode == "document"
     assert doc.attention_flops_per_token == doc.attention_flops_per_token_sequence
     assert any("no document-length histogram" in w for w in doc.warnings)
@@ -108,7 +109,7 @@ def test_plan_without_histogram_warns_and_assumes_the_whole_sequence(tmp_path):
 
 def test_plan_json_interface(capsys):
     """Contract: ``plan --recipe qwen3-30b-a3b-stage1 --json`` includes attention_mode and attention_flops_per_token."""
-    rc = planner.main(["--recipe", "qwen3-30b-a3b-stage1", "--json"])
+    rc = cli.main(["--recipe", "qwen3-30b-a3b-stage1", "--json"])
     data = json.loads(capsys.readouterr().out)
     assert rc == 0
     assert data["attention_mode"] == "document"

@@ -7,8 +7,11 @@ import math
 
 import pytest
 
-from megatron_agentic import planner
 from megatron_agentic.models.qwen3_moe.presets import get_preset
+from megatron_agentic.planning import cli, memory, search
+from megatron_agentic.planning import layout as planning_layout
+from megatron_agentic.planning import plan as planning
+from megatron_agentic.planning import time as planning_time
 
 
 def _hf_config(arch):
@@ -42,7 +45,7 @@ def test_qwen3_30b_a3b_counts_match_transformers():
     hf_total = sum(p.numel() for p in hf.parameters())
     expert_params = sum(p.numel() for n, p in hf.named_parameters() if ".experts." in n)
     hf_active = hf_total - expert_params * (arch.num_experts - arch.moe_router_topk) // arch.num_experts
-    b = planner.param_breakdown(arch)
+    b = memory.param_breakdown(arch)
     assert b.total == hf_total
     assert b.active == hf_active
     assert 30.4e9 < b.total < 30.6e9
@@ -61,8 +64,8 @@ def test_tiny_moe_shards_match_megatron_modules(tmp_path):
     for rank_results in per_rank:
         for entry in rank_results:
             lay = entry["layout"]
-            layout = planner.Layout(world=2, sequence_parallel=lay.get("tensor", 1) > 1, **lay)
-            expected = planner.params_per_rank(arch, layout, first=entry["first"], last=entry["last"])
+            layout = planning_layout.ParallelLayout(world=2, sequence_parallel=lay.get("tensor", 1) > 1, **lay)
+            expected = memory.params_per_rank(arch, layout, first=entry["first"], last=entry["last"])
             assert (entry["dense"], entry["expert"]) == (expected["dense"], expected["expert"]), entry
             checked += 1
     assert checked == 2 * len(layouts)
@@ -76,9 +79,9 @@ def test_activation_estimate_vs_saved_tensors(tmp_path):
     seq, mb = 256, 2
     (measured,) = run_spawned(1, saved_activation_bytes, seq, mb, out_dir=str(tmp_path))
     arch = get_preset("tiny-moe")
-    mem = planner.estimate_memory(
+    mem = memory.estimate_memory(
         arch,
-        planner.Layout(world=1),
+        planning_layout.ParallelLayout(world=1),
         seq_length=seq,
         micro_batch=mb,
         num_microbatches=1,
@@ -88,17 +91,17 @@ def test_activation_estimate_vs_saved_tensors(tmp_path):
         local_attention=True,
         overhead_gib=0.0,
     )
-    estimate = (mem["activations"] + mem["logits"]) * planner.GIB
+    estimate = (mem["activations"] + mem["logits"]) * planning_layout.GIB
     assert measured["saved_bytes"] == pytest.approx(estimate, rel=0.15)
     # the non-logits part alone is also close (logits are computed exactly)
-    layers = measured["saved_bytes"] - mem["logits"] * planner.GIB
-    assert layers == pytest.approx(mem["activations"] * planner.GIB, rel=0.3)
+    layers = measured["saved_bytes"] - mem["logits"] * planning_layout.GIB
+    assert layers == pytest.approx(mem["activations"] * planning_layout.GIB, rel=0.3)
 
 
 def test_weights_grads_optimizer_bytes():
     arch = get_preset("tiny-moe")
-    layout = planner.Layout(world=4, expert=2)
-    mem = planner.estimate_memory(
+    layout = planning_layout.ParallelLayout(world=4, expert=2)
+    mem = memory.estimate_memory(
         arch,
         layout,
         seq_length=64,
@@ -110,12 +113,12 @@ def test_weights_grads_optimizer_bytes():
         local_attention=False,
         overhead_gib=0.0,
     )
-    p = planner.params_per_rank(arch, layout)
+    p = memory.params_per_rank(arch, layout)
     n = p["dense"] + p["expert"]
-    assert mem["weights"] * planner.GIB == pytest.approx(2 * n)
-    assert mem["gradients"] * planner.GIB == pytest.approx(4 * n)
+    assert mem["weights"] * planning_layout.GIB == pytest.approx(2 * n)
+    assert mem["gradients"] * planning_layout.GIB == pytest.approx(4 * n)
     # dense states sharded over DP=4, expert states over EDP = 4 / EP = 2
-    assert mem["optimizer"] * planner.GIB == pytest.approx(12 * p["dense"] / 4 + 12 * p["expert"] / 2)
+    assert mem["optimizer"] * planning_layout.GIB == pytest.approx(12 * p["dense"] / 4 + 12 * p["expert"] / 2)
 
 
 def test_stage_recipes_fit_and_iterations():
@@ -123,7 +126,7 @@ def test_stage_recipes_fit_and_iterations():
         ("qwen3-30b-a3b-stage1", 200e9, 32768, 128),
         ("qwen3-30b-a3b-stage2", 100e9, 131072, 32),
     ):
-        result = planner.make_plan(name)
+        result = planning.make_plan(name)
         assert result.fits and not result.errors, result.errors
         assert result.iterations == math.ceil(tokens / (seq * gbs))
         assert result.memory_gib_per_gpu < 80
@@ -131,25 +134,25 @@ def test_stage_recipes_fit_and_iterations():
 
 
 def test_rejects_layout_over_80gb_and_bad_world():
-    result = planner.make_plan("qwen3-30b-a3b-stage2", overrides=["model.recompute=false"])
+    result = planning.make_plan("qwen3-30b-a3b-stage2", overrides=["model.recompute=false"])
     assert not result.fits
     assert any("exceeds 80 GiB" in e and "model.recompute=selective or full" in e for e in result.errors)
-    result = planner.make_plan("qwen3-30b-a3b-stage2", nodes=3)
+    result = planning.make_plan("qwen3-30b-a3b-stage2", nodes=3)
     assert any("world size 24 is not divisible" in e for e in result.errors)
-    result = planner.make_plan("qwen3-30b-a3b-stage1", overrides=["parallel.tensor=8"])
+    result = planning.make_plan("qwen3-30b-a3b-stage1", overrides=["parallel.tensor=8"])
     assert any("num_query_groups (4) must be divisible by parallel.tensor (8)" in e for e in result.errors)
 
 
 def test_more_context_parallel_less_activation_memory():
-    base = planner.make_plan("qwen3-30b-a3b-stage2", overrides=["model.recompute=false"])
-    more = planner.make_plan(
+    base = planning.make_plan("qwen3-30b-a3b-stage2", overrides=["model.recompute=false"])
+    more = planning.make_plan(
         "qwen3-30b-a3b-stage2", nodes=64, overrides=["model.recompute=false", "parallel.context=32"]
     )
     assert more.memory["activations"] == pytest.approx(base.memory["activations"] / 2, rel=1e-6)
 
 
 def test_cli_json(capsys):
-    rc = planner.main(["--recipe", "qwen3-30b-a3b-stage1", "--nodes", "32", "--json"])
+    rc = cli.main(["--recipe", "qwen3-30b-a3b-stage1", "--nodes", "32", "--json"])
     data = json.loads(capsys.readouterr().out)
     assert rc == 0
     for key in ("total_params", "active_params", "memory_gib_per_gpu", "iterations", "gpu_hours"):
@@ -161,21 +164,21 @@ def test_cli_json(capsys):
     assert data["step_time_range_s"][0] < data["step_time_s"] < data["step_time_range_s"][1]
     assert data["memory_gib_per_gpu"] <= 80
     assert data["layout"]["data"] == 256 // 4  # TP=1, CP=4
-    rc = planner.main(["--recipe", "qwen3-30b-a3b-stage2", "--set", "model.recompute=false"])
+    rc = cli.main(["--recipe", "qwen3-30b-a3b-stage2", "--set", "model.recompute=false"])
     assert rc == 1
     assert "DOES NOT FIT" in capsys.readouterr().out
-    assert planner.main(["--recipe", "no-such-recipe"]) == 2
+    assert cli.main(["--recipe", "no-such-recipe"]) == 2
 
 
 def test_search_lists_only_fitting_valid_layouts(capsys):
-    results = planner.search_layouts("qwen3-30b-a3b-stage2", nodes=32, top=50)
+    results = search.search_layouts("qwen3-30b-a3b-stage2", nodes=32, top=50)
     assert results
     for r in results:
         assert r.fits and not r.errors and r.memory_gib_per_gpu <= 80
         lay = r.layout
         assert 256 % (lay.tensor * lay.context * lay.pipeline) == 0 and 128 % lay.expert == 0
         # each listed layout is exactly what `plan` says for the same overrides
-        again = planner.make_plan(
+        again = planning.make_plan(
             "qwen3-30b-a3b-stage2",
             nodes=32,
             overrides=[
@@ -190,28 +193,28 @@ def test_search_lists_only_fitting_valid_layouts(capsys):
     order = {"none": 0, "selective": 1, "full": 2}
     ranks = [(order[r.recompute], r.memory_gib_per_gpu > 72) for r in results]
     assert ranks == sorted(ranks)  # no-recompute first, then the ones with headroom
-    assert planner.main(["--recipe", "qwen3-30b-a3b-stage2", "--nodes", "1", "--search"]) == 1  # 8 GPUs: none fit
+    assert cli.main(["--recipe", "qwen3-30b-a3b-stage2", "--nodes", "1", "--search"]) == 1  # 8 GPUs: none fit
     assert "no layout fits" in capsys.readouterr().out
 
 
 def test_stage2_fits_on_32_nodes_and_etp_is_modelled():
-    result = planner.make_plan("qwen3-30b-a3b-stage2", nodes=32)
+    result = planning.make_plan("qwen3-30b-a3b-stage2", nodes=32)
     assert result.fits and result.memory_gib_per_gpu <= 80 and result.expert_tensor_parallel == 1
     arch = get_preset("qwen3-30b-a3b")
-    etp1 = planner.params_per_rank(arch, planner.Layout(world=16, expert=8, expert_tensor=1))
-    etp2 = planner.params_per_rank(arch, planner.Layout(world=16, expert=8, expert_tensor=2))
+    etp1 = memory.params_per_rank(arch, planning_layout.ParallelLayout(world=16, expert=8, expert_tensor=1))
+    etp2 = memory.params_per_rank(arch, planning_layout.ParallelLayout(world=16, expert=8, expert_tensor=2))
     assert etp2["expert"] * 2 == etp1["expert"] and etp2["dense"] == etp1["dense"]
-    etp = planner.make_plan("qwen3-30b-a3b-stage1", overrides=["parallel.expert_tensor=2"])
+    etp = planning.make_plan("qwen3-30b-a3b-stage1", overrides=["parallel.expert_tensor=2"])
     assert etp.layout.expert_tensor == 2 and etp.layout.expert_data == 256 // (2 * 8)
     assert any(
         "expert_tensor" in e
-        for e in planner.make_plan("qwen3-30b-a3b-stage1", overrides=["parallel.expert_tensor=5"]).errors
+        for e in planning.make_plan("qwen3-30b-a3b-stage1", overrides=["parallel.expert_tensor=5"]).errors
     )
 
 
 def test_recompute_memory_and_cost():
     runs = {
-        mode: planner.make_plan("qwen3-30b-a3b-stage1", overrides=[f"model.recompute={mode}"])
+        mode: planning.make_plan("qwen3-30b-a3b-stage1", overrides=[f"model.recompute={mode}"])
         for mode in ("none", "selective", "full")
     }
     mem = {k: r.memory["activations"] for k, r in runs.items()}
@@ -220,22 +223,22 @@ def test_recompute_memory_and_cost():
     assert runs["none"].step_time_s < runs["selective"].step_time_s < runs["full"].step_time_s
     # full recompute = one more forward of every layer: a third of the layers' training FLOPs
     arch = get_preset("qwen3-30b-a3b")
-    b = planner.param_breakdown(arch)
+    b = memory.param_breakdown(arch)
     layer_fpt = runs["full"].flops_per_token - 6 * b.output_layer  # (embedding and final norm are not in it)
     layer_fpt -= 6 * arch.num_layers * (2 * arch.hidden_size + 2 * arch.kv_channels)  # norms: no recompute GEMM
     assert runs["full"].recompute_flops_per_token == pytest.approx(layer_fpt / 3, rel=1e-9)
     expected = runs["none"].step_time_s * (1 + runs["full"].recompute_flops_per_token / runs["full"].flops_per_token)
     assert runs["full"].step_time_s == pytest.approx(expected)
     # selective drops exactly the components of the recomputed modules
-    layout = planner.Layout(world=8, expert=8, context=4)
-    parts = planner.activation_components(arch, layout, 32768, 1, 2, False)
-    moe = planner.activation_bytes_per_layer(arch, layout, 32768, 1, 2, False, ["moe"])
+    layout = planning_layout.ParallelLayout(world=8, expert=8, context=4)
+    parts = memory.activation_components(arch, layout, 32768, 1, 2, False)
+    moe = memory.activation_bytes_per_layer(arch, layout, 32768, 1, 2, False, ["moe"])
     assert moe == pytest.approx(sum(parts.values()) - parts["router"] - parts["experts"] - parts["moe_act"])
 
 
 def test_fp8_memory():
     arch = get_preset("qwen3-30b-a3b")
-    layout = planner.Layout(world=8, expert=8, context=4)
+    layout = planning_layout.ParallelLayout(world=8, expert=8, context=4)
     kw = dict(
         seq_length=32768,
         micro_batch=1,
@@ -246,18 +249,20 @@ def test_fp8_memory():
         local_attention=False,
         overhead_gib=0.0,
     )
-    bf16 = planner.estimate_memory(arch, layout, **kw)
-    fp8 = planner.estimate_memory(arch, layout, fp8="tensorwise", **kw)
-    fp8_pg = planner.estimate_memory(arch, layout, fp8="tensorwise", fp8_param_gather=True, **kw)
+    bf16 = memory.estimate_memory(arch, layout, **kw)
+    fp8 = memory.estimate_memory(arch, layout, fp8="tensorwise", **kw)
+    fp8_pg = memory.estimate_memory(arch, layout, fp8="tensorwise", fp8_param_gather=True, **kw)
     assert fp8["weights"] == pytest.approx(2 * bf16["weights"])  # bf16 weights + FP8 copy and transpose
     assert fp8_pg["weights"] == pytest.approx(bf16["weights"])  # the FP8 copy replaces the bf16 weights
     assert fp8["activations"] < bf16["activations"]
-    plan = planner.make_plan("qwen3-30b-a3b-stage1", overrides=["train.fp8=tensorwise"])
+    plan = planning.make_plan("qwen3-30b-a3b-stage1", overrides=["train.fp8=tensorwise"])
     assert plan.precision == "bf16+fp8:tensorwise" and not plan.errors
 
 
 def _write_table(path, rows):
-    path.write_text(json.dumps({"schema": planner.THROUGHPUT_SCHEMA, "gpu": "NVIDIA H100 80GB HBM3", "entries": rows}))
+    path.write_text(
+        json.dumps({"schema": planning_time.THROUGHPUT_SCHEMA, "gpu": "NVIDIA H100 80GB HBM3", "entries": rows})
+    )
     return path
 
 
@@ -274,21 +279,21 @@ def test_planner_reads_measured_throughput(tmp_path, capsys):
     }
     fp8_row = dict(row, name="fp8", precision="fp8:tensorwise", tflops_per_gpu=395.6)
     table_path = _write_table(tmp_path / "throughput.json", [row, fp8_row])
-    table = planner.load_throughput(str(table_path))
-    assumed = planner.make_plan("qwen3-30b-a3b-stage1")
-    measured = planner.make_plan("qwen3-30b-a3b-stage1", throughput=table)
+    table = planning_time.load_throughput(str(table_path))
+    assumed = planning.make_plan("qwen3-30b-a3b-stage1")
+    measured = planning.make_plan("qwen3-30b-a3b-stage1", throughput=table)
     assert measured.mfu_assumed == pytest.approx(296.7 / 989)
     assert measured.mfu_source.startswith(f"measured: {table_path}") and "'bf16'" in measured.mfu_source
-    assert measured.mfu_range == pytest.approx([296.7 / 989 * planner.MEASURED_DISCOUNT, 296.7 / 989])
+    assert measured.mfu_range == pytest.approx([296.7 / 989 * planning_time.MEASURED_DISCOUNT, 296.7 / 989])
     assert measured.step_time_s == pytest.approx(assumed.step_time_s * 0.25 / (296.7 / 989))
-    fp8 = planner.make_plan("qwen3-30b-a3b-stage1", overrides=["train.fp8=tensorwise"], throughput=table)
+    fp8 = planning.make_plan("qwen3-30b-a3b-stage1", overrides=["train.fp8=tensorwise"], throughput=table)
     assert fp8.mfu_assumed == pytest.approx(395.6 / 989)
-    only_bf16 = planner.load_throughput(str(_write_table(tmp_path / "b.json", [row])))
-    fallback = planner.make_plan("qwen3-30b-a3b-stage1", overrides=["train.fp8=tensorwise"], throughput=only_bf16)
+    only_bf16 = planning_time.load_throughput(str(_write_table(tmp_path / "b.json", [row])))
+    fallback = planning.make_plan("qwen3-30b-a3b-stage1", overrides=["train.fp8=tensorwise"], throughput=only_bf16)
     assert fallback.mfu_assumed == 0.25 and "no FP8 row" in fallback.mfu_source
-    rc = planner.main(["--recipe", "qwen3-30b-a3b-stage1", "--json", "--throughput", str(table_path)])
+    rc = cli.main(["--recipe", "qwen3-30b-a3b-stage1", "--json", "--throughput", str(table_path)])
     assert rc == 0 and json.loads(capsys.readouterr().out)["mfu_source"].startswith("measured")
     bad = tmp_path / "bad.json"
     _write_table(bad, [dict(row, tflops_per_gpu="fast")])
-    assert planner.main(["--recipe", "qwen3-30b-a3b-stage1", "--throughput", str(bad)]) == 2
+    assert cli.main(["--recipe", "qwen3-30b-a3b-stage1", "--throughput", str(bad)]) == 2
     assert "entries[0].tflops_per_gpu" in capsys.readouterr().err

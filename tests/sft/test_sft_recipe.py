@@ -3,8 +3,9 @@ loss-mask datasets."""
 
 from __future__ import annotations
 
-from megatron_agentic import planner, recipes
+from megatron_agentic import recipes
 from megatron_agentic.config import config_from_dict
+from megatron_agentic.planning import plan as planning
 from megatron_agentic.train import preflight
 
 
@@ -13,7 +14,7 @@ def test_sft_recipe_fits_on_h100_and_derives_from_stage1():
     assert r["data"]["sft"] is True and r["checkpoint"]["pretrained"] == recipes.load_recipe("qwen3-30b-a3b-stage2")[
         "checkpoint"]["dir"]  # fmt: skip
     assert r["model"]["preset"] == "qwen3-30b-a3b" and r["parallel"]["context"] == 4
-    result = planner.make_plan("qwen3-30b-a3b-sft")
+    result = planning.make_plan("qwen3-30b-a3b-sft")
     assert result.fits and not result.errors, result.errors
     assert result.memory_gib_per_gpu < 80
     assert result.iterations == r["train"]["iters"] == 2000

@@ -74,7 +74,7 @@ def parameters_match_checkpoint(model, ckpt: str) -> bool:
 
     stored = dist_checkpointing.load_tensors_metadata(ckpt)
     raw = dist_checkpointing.load({k: v for k, v in stored.items() if not k.startswith("optimizer")}, ckpt)
-    from megatron_agentic.models.qwen3_moe.layout import LEGACY_KEY_MAP
+    from megatron_agentic.models.qwen3_moe.checkpoint_keys import LEGACY_KEY_MAP
 
     new_to_old = {new: old for old, new in LEGACY_KEY_MAP.items()}
     checked = 0

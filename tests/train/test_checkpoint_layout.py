@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from megatron_agentic.models.qwen3_moe import layout
+from megatron_agentic.models.qwen3_moe import checkpoint_keys
 from megatron_agentic.models.qwen3_moe.presets import get_preset
 from tests.support.zygote import run_command
 
@@ -50,7 +50,7 @@ TRAIN = [
 ]
 LEGACY_TRAIN = (
     "import sys\n"
-    "import megatron_agentic.models.qwen3_moe.layout as L\n"
+    "import megatron_agentic.models.qwen3_moe.checkpoint_keys as L\n"
     "L.LAYER_KEYS_MAP = dict(L.LEGACY_LAYER_KEYS_MAP)  # the keys map the CPU spec had before the TE layout\n"
     "from megatron_agentic.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
@@ -133,12 +133,14 @@ def test_te_spec_model_matches_golden(preset, num_layers):
 
 def test_legacy_key_map_helpers():
     old, new = "decoder.layers.mlp.linear_fc1.layer_norm_weight", "decoder.layers.pre_mlp_layernorm.weight"
-    assert layout.te_key(old) == new
-    assert layout.te_key("optimizer.state.exp_avg." + old) == "optimizer.state.exp_avg." + new
-    assert layout.te_key("decoder.layers.self_attention.linear_qkv.layer_norm_weight").endswith("qkv.layer_norm_weight")
+    assert checkpoint_keys.te_key(old) == new
+    assert checkpoint_keys.te_key("optimizer.state.exp_avg." + old) == "optimizer.state.exp_avg." + new
+    assert checkpoint_keys.te_key("decoder.layers.self_attention.linear_qkv.layer_norm_weight").endswith(
+        "qkv.layer_norm_weight"
+    )
     te_keys = set(golden("tiny-moe"))
-    assert not layout.is_legacy_keys(te_keys)
-    assert layout.is_legacy_keys({layout.te_key(k) if k != new else old for k in te_keys})
+    assert not checkpoint_keys.is_legacy_keys(te_keys)
+    assert checkpoint_keys.is_legacy_keys({checkpoint_keys.te_key(k) if k != new else old for k in te_keys})
 
 
 @pytest.fixture(scope="module")
@@ -181,8 +183,8 @@ def test_legacy_checkpoint_is_detected_and_loads_its_weights(runs, tmp_path):
     stored = _stored_shapes(ckpt)
     assert "decoder.layers.mlp.linear_fc1.layer_norm_weight" in stored
     assert "decoder.layers.pre_mlp_layernorm.weight" not in stored
-    assert layout.detect_legacy_layout(ckpt)
-    assert not layout.detect_legacy_layout(runs["root"] / "ref/ckpt/iter_0000002")
+    assert checkpoint_keys.detect_legacy_layout(ckpt)
+    assert not checkpoint_keys.detect_legacy_layout(runs["root"] / "ref/ckpt/iter_0000002")
 
     dump = tmp_path / "loaded.pt"
     _run([sys.executable, str(WORKER), "tiny-moe", "--set", "model.num_layers=2", "--set", f"model.vocab_size={VOCAB}",
@@ -221,7 +223,7 @@ def test_legacy_checkpoint_resumes_exactly_and_is_saved_in_te_layout(runs):
     # steps 3-4 after loading the legacy checkpoint (model + optimizer + scheduler) equal the uninterrupted run
     assert [resumed[s] for s in (3, 4)] == [ref[s] for s in (3, 4)]
     new = root / "resumed/ckpt/iter_0000004"
-    assert not layout.detect_legacy_layout(new)
+    assert not checkpoint_keys.detect_legacy_layout(new)
     assert {k: v for k, v in _stored_shapes(new).items() if not k.startswith("optimizer.")} == golden(
         "tiny-moe", 2, VOCAB
     )

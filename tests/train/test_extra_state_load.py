@@ -1,6 +1,6 @@
 """Loading checkpoints that predate TE's norm ``_extra_state``: only missing ``_extra_state`` objects are tolerated.
 
-``layout.load_sharded`` (megatron-core ``StrictHandling.RETURN_UNEXPECTED``) and ``layout.load_module_state`` are what
+``checkpoint_keys.load_sharded`` (megatron-core ``StrictHandling.RETURN_UNEXPECTED``) and ``checkpoint_keys.load_module_state`` are what
 ``training.checkpoint.load_checkpoint`` uses; a missing tensor must raise, never be left at its initial value.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from megatron_agentic.models.qwen3_moe import layout
+from megatron_agentic.models.qwen3_moe import checkpoint_keys
 from tests.support.lazy import lazy_import
 
 # megatron-core is imported when a test runs, not when the suite is collected
@@ -51,7 +51,7 @@ def _request(*extra):
 def test_missing_extra_state_is_initialised_and_logged(one_rank, ckpt, caplog):
     b_extra = _mapping.ShardedObject("b._extra_state", "initial", (1,), (0,), replica_id=0)
     with caplog.at_level("WARNING"):
-        loaded, absent = layout.load_sharded(_request(b_extra), ckpt)
+        loaded, absent = checkpoint_keys.load_sharded(_request(b_extra), ckpt)
     assert absent == {"b._extra_state"}
     assert torch.equal(loaded["a.weight"], torch.ones(4)) and loaded["a._extra_state"] is None
     assert "b._extra_state" not in loaded
@@ -60,8 +60,8 @@ def test_missing_extra_state_is_initialised_and_logged(one_rank, ckpt, caplog):
 
 def test_missing_tensor_raises(one_rank, ckpt):
     c = _mapping.ShardedTensor.from_rank_offsets("c.weight", torch.zeros(2), replica_id=0)
-    with pytest.raises(layout.CheckpointMismatchError, match=r"lacks 1 requested entry: c\.weight"):
-        layout.load_sharded(_request(c), ckpt)
+    with pytest.raises(checkpoint_keys.CheckpointMismatchError, match=r"lacks 1 requested entry: c\.weight"):
+        checkpoint_keys.load_sharded(_request(c), ckpt)
 
 
 def test_module_state_tolerates_only_missing_extra_state():
@@ -72,9 +72,9 @@ def test_module_state_tolerates_only_missing_extra_state():
     config = TransformerConfig(num_layers=1, hidden_size=8, num_attention_heads=1, normalization="RMSNorm",
                                use_cpu_initialization=True)  # fmt: skip
     norm = ExtraStateRMSNorm(config, 8)
-    layout.load_module_state(norm, {"weight": torch.full((8,), 2.0)})  # no _extra_state: initial (None) kept
+    checkpoint_keys.load_module_state(norm, {"weight": torch.full((8,), 2.0)})  # no _extra_state: initial (None) kept
     assert torch.equal(norm.weight.detach(), torch.full((8,), 2.0))
-    with pytest.raises(layout.CheckpointMismatchError, match="missing \\['weight'\\]"):
-        layout.load_module_state(norm, {"_extra_state": None})
-    with pytest.raises(layout.CheckpointMismatchError, match="unexpected \\['bias'\\]"):
-        layout.load_module_state(norm, {"weight": torch.ones(8), "bias": torch.ones(8)})
+    with pytest.raises(checkpoint_keys.CheckpointMismatchError, match="missing \\['weight'\\]"):
+        checkpoint_keys.load_module_state(norm, {"_extra_state": None})
+    with pytest.raises(checkpoint_keys.CheckpointMismatchError, match="unexpected \\['bias'\\]"):
+        checkpoint_keys.load_module_state(norm, {"weight": torch.ones(8), "bias": torch.ones(8)})

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from megatron_agentic import planner
+from megatron_agentic.planning import plan as planning
+from megatron_agentic.planning import time as planning_time
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,14 +74,14 @@ def test_report_and_throughput_table_feed_the_planner(acceptance, tmp_path):
     acceptance.write_outputs(tmp_path, report, runs, "NVIDIA H100 80GB HBM3", 989.0)
     written = json.loads((tmp_path / "report.json").read_text())
     assert written["steps"] == report["steps"] and len(written["throughput"]) == 2
-    table = planner.load_throughput(str(tmp_path / "throughput.json"))
+    table = planning_time.load_throughput(str(tmp_path / "throughput.json"))
     bf16_tflops = acceptance.model_tflops_per_gpu(arch, 4096, 20_000.0)
     assert table.entries[0]["tflops_per_gpu"] == pytest.approx(bf16_tflops)
     assert table.entries[0]["mfu"] == pytest.approx(bf16_tflops / 989.0)
-    plan = planner.make_plan("qwen3-30b-a3b-stage1", throughput=table)
+    plan = planning.make_plan("qwen3-30b-a3b-stage1", throughput=table)
     assert plan.mfu_assumed == pytest.approx(bf16_tflops / 989.0)
     assert "NVIDIA H100" in plan.mfu_source and "'bf16'" in plan.mfu_source
-    fp8 = planner.make_plan("qwen3-30b-a3b-stage1", overrides=["train.fp8=tensorwise"], throughput=table)
+    fp8 = planning.make_plan("qwen3-30b-a3b-stage1", overrides=["train.fp8=tensorwise"], throughput=table)
     assert fp8.mfu_assumed == pytest.approx(acceptance.model_tflops_per_gpu(arch, 4096, 26_000.0) / 989.0)
     # no training step succeeded: a report, no table
     acceptance.write_outputs(tmp_path / "failed", report, [], "x", 989.0)
@@ -96,9 +97,9 @@ def test_training_overrides_are_a_valid_config(acceptance, tmp_path):
     args = argparse.Namespace(iters=30, seq_length=4096, micro_batches=4)
     sets = acceptance.train_overrides(acceptance.cut_model(4, 32), args, 8, tmp_path)
     cfg = load_config(None, sets[1::2])
-    assert cfg.validate(8, planner.PLAN_PLATFORM) == 8
-    settings = cfg.effective_settings(planner.PLAN_PLATFORM)
+    assert cfg.validate(8, planning.PLAN_PLATFORM) == 8
+    settings = cfg.effective_settings(planning.PLAN_PLATFORM)
     assert settings.layer_spec == "te" and settings.moe_token_dispatcher == "alltoall"
     assert settings.transformer["moe_grouped_gemm"] and settings.ddp["overlap_grad_reduce"]
     fp8 = load_config(None, [*sets[1::2], "train.fp8=tensorwise"])
-    assert fp8.effective_settings(planner.PLAN_PLATFORM).transformer["fp8_recipe"] == "tensorwise"
+    assert fp8.effective_settings(planning.PLAN_PLATFORM).transformer["fp8_recipe"] == "tensorwise"

@@ -41,7 +41,7 @@ TINY = ["--preset", "tiny-moe", "--set", "model.num_layers=2", "--set", f"model.
 # The CPU spec as it was before the TE layout: old keys map and norms without TE's _extra_state.
 LEGACY_TRAIN = (
     "import sys\n"
-    "import megatron_agentic.models.qwen3_moe.layout as L\n"
+    "import megatron_agentic.models.qwen3_moe.checkpoint_keys as L\n"
     "import megatron_agentic.models.qwen3_moe.spec as S\n"
     "L.LAYER_KEYS_MAP = dict(L.LEGACY_LAYER_KEYS_MAP)\n"
     "S.ExtraStateRMSNorm = S.SequenceParallelRMSNorm\n"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from megatron_agentic.models.qwen3_moe import formulas
+
 
 @dataclasses.dataclass
 class ModelPreset:
@@ -96,19 +98,9 @@ class ModelPreset:
             )
 
     def num_parameters(self) -> dict[str, int]:
-        """Total and per-token active parameter counts (embeddings included)."""
-        h, d = self.hidden_size, self.kv_channels
-        attn = h * d * (self.num_attention_heads + 2 * self.num_query_groups) + self.num_attention_heads * d * h
-        norms = 2 * h + (2 * d if self.qk_layernorm else 0)
-        expert = 3 * h * self.moe_ffn_hidden_size
-        router = h * self.num_experts
-        per_layer_total = attn + norms + router + self.num_experts * expert
-        per_layer_active = attn + norms + router + self.moe_router_topk * expert
-        emb = self.vocab_size * h * (2 if self.untie_embeddings_and_output_weights else 1) + h
-        return {
-            "total": self.num_layers * per_layer_total + emb,
-            "active": self.num_layers * per_layer_active + emb,
-        }
+        """Total and per-token active parameter counts (embeddings included; :func:`formulas.param_breakdown`)."""
+        breakdown = formulas.param_breakdown(self)
+        return {"total": breakdown.total, "active": breakdown.active}
 
     def replace(self, **overrides: Any) -> ModelPreset:
         """A copy with some fields overridden (validated); unknown fields raise a clear error."""

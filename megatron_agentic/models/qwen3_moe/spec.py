@@ -6,7 +6,7 @@ which needs sequence parallelism, works without TE), and ``core_attention`` beco
 attention (``megatron_agentic.kernels.megatron_attention.TritonAttention``) when the ``triton`` attention backend is chosen.
 Parameter names are megatron-core's standard ones (``decoder.layers.N.self_attention.linear_qkv.weight``,
 ``decoder.layers.N.mlp.experts.local_experts.E.linear_fc1.weight``, ``decoder.layers.N.mlp.router.weight``, ...).
-Checkpoint keys are those of megatron-core's TE spec whichever spec is built (``layout.LAYER_KEYS_MAP``), so a
+Checkpoint keys are those of megatron-core's TE spec whichever spec is built (``checkpoint_keys.LAYER_KEYS_MAP``), so a
 checkpoint written on CPU loads into the H100 (TE) model and back.
 """
 
@@ -21,7 +21,7 @@ import torch
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_block import TransformerBlockSubmodules
 
-from megatron_agentic.models.qwen3_moe import layout
+from megatron_agentic.models.qwen3_moe import checkpoint_keys
 from megatron_agentic.models.qwen3_moe.norm import ExtraStateRMSNorm, SequenceParallelRMSNorm
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def qwen3_moe_layer_spec(
             sub.self_attention.submodules.q_layernorm = ExtraStateRMSNorm
             sub.self_attention.submodules.k_layernorm = ExtraStateRMSNorm
         # Checkpoint keys of the TE MoE layer (megatron-core's local map would rename pre_mlp_layernorm too).
-        sub.sharded_state_dict_keys_map = dict(layout.LAYER_KEYS_MAP)
+        sub.sharded_state_dict_keys_map = dict(checkpoint_keys.LAYER_KEYS_MAP)
     if backend == "triton":
         spec.submodules.self_attention.submodules.core_attention = triton_attention_class()
     if init_seed is not None:

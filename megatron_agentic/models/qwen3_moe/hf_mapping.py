@@ -20,14 +20,11 @@ from typing import Any
 
 import torch
 
+from megatron_agentic.convert.errors import ConversionError
 from megatron_agentic.models.qwen3_moe.presets import ModelPreset
 
 _LAYER = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
 _EXPERT = re.compile(r"^mlp\.experts\.local_experts\.(\d+)\.(.+)$")
-
-
-class ConversionError(ValueError):
-    """An unsupported or inconsistent checkpoint."""
 
 
 def preset_from_hf_config(config: Mapping[str, Any]) -> ModelPreset:
