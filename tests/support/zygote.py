@@ -26,6 +26,7 @@ import os
 import pickle
 import runpy
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -381,6 +382,7 @@ class Zygote:
             raise subprocess.TimeoutExpired(["python", "-m", module, *argv], timeout) from None
         stdout = "".join((out / f"rank{r}" / "stdout.txt").read_text(errors="replace") for r in range(nproc))
         stderr = "".join((out / f"rank{r}" / "stderr.txt").read_text(errors="replace") for r in range(nproc))
+        shutil.rmtree(out, ignore_errors=True)
         code = codes[0] if not torchrun else (0 if not any(codes) else 1)
         return subprocess.CompletedProcess(["python", "-m", module, *argv], code, stdout, stderr)
 
@@ -393,6 +395,9 @@ class Zygote:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        if self.socket_path is not None:
+            shutil.rmtree(os.path.dirname(self.socket_path), ignore_errors=True)
+            self.socket_path = None
 
 
 _ZYGOTE = Zygote()
