@@ -73,7 +73,7 @@ def preflight(cfg: TrainingConfig) -> list[str]:
     except ConfigError as exc:
         problems.append(str(exc))
     prefixes += [(f"data.eval_sets.{name}", p) for name, p in cfg.data.eval_sets.items()]
-    if cfg.data.sft:  # SFT datasets also need their loss mask (data_tools.sft)
+    if cfg.data.sft:  # SFT datasets also need their loss mask (data_tools.synthesis.sft)
         prefixes += [(where, prefix + "_loss_mask") for where, prefix in prefixes]
     for where, prefix in prefixes:
         missing = [ext for ext in (".bin", ".idx") if not Path(prefix + ext).is_file()]

@@ -109,7 +109,7 @@ def general_text(split: str):
     """In-process step writing the general-text JSONL of ``split`` through the project's serializer."""
 
     def run(ctx: DemoContext, log: TextIO) -> dict:
-        from data_tools.serialize import serialize_general
+        from data_tools.synthesis.serialize import serialize_general
 
         src = ctx.path("corpus", f"{split}.jsonl")
         dst = synth(ctx, split, "general.jsonl")
@@ -267,7 +267,7 @@ def build_steps(cfg: DemoConfig) -> list[Step]:
             command=lambda ctx: [
                 ctx.python,
                 "-m",
-                "data_tools.corpus",
+                "data_tools.synthesis.corpus",
                 "--output",
                 str(ctx.path("corpus", "wiki.jsonl")),
                 "--limit",
@@ -276,7 +276,7 @@ def build_steps(cfg: DemoConfig) -> list[Step]:
             outputs=lambda ctx: [ctx.path("corpus", "wiki.jsonl")],
             clean=lambda ctx: [ctx.path("corpus", "wiki.jsonl")],
             resumable=False,
-            modules=("data_tools.corpus",),
+            modules=("data_tools.synthesis.corpus",),
         ),
         Step(
             name="split",
@@ -305,7 +305,7 @@ def build_steps(cfg: DemoConfig) -> list[Step]:
             outputs=lambda ctx: [ctx.path("synth", "has_probe.json")],
             clean=lambda ctx: [ctx.path("synth", "has_probe.json")],
             resumable=False,
-            modules=("data_tools.has.probe",),
+            modules=("data_tools.synthesis.has.probe",),
         )
     )
     for split in SPLITS:
@@ -413,7 +413,7 @@ def _synthesis_steps(cfg: DemoConfig, split: str) -> list[Step]:
             command=memory,
             outputs=lambda ctx: [synth(ctx, split, "memory.jsonl")],
             clean=lambda ctx: [synth(ctx, split, "memory.jsonl"), synth(ctx, split, "memory.jsonl.summary.json")],
-            modules=("data_tools.memory",),
+            modules=("data_tools.synthesis.memory",),
         ),
         Step(
             name=f"fas-{split}",
@@ -421,7 +421,7 @@ def _synthesis_steps(cfg: DemoConfig, split: str) -> list[Step]:
             command=fas,
             outputs=lambda ctx: [synth(ctx, split, "fas", f) for f in ("planning.jsonl", "reasoning.jsonl")],
             clean=lambda ctx: [synth(ctx, split, "fas")],
-            modules=("data_tools.fas",),
+            modules=("data_tools.synthesis.fas",),
         ),
     ]
     for source in ROLLOUT_SOURCES:
@@ -436,7 +436,7 @@ def _synthesis_steps(cfg: DemoConfig, split: str) -> list[Step]:
                     trajectories(ctx, split, source),
                     trajectories(ctx, split, source).with_suffix(".summary.json"),
                 ],
-                modules=("data_tools.rollout",),
+                modules=("data_tools.synthesis.rollout",),
             )
         )
     steps += [
@@ -446,14 +446,14 @@ def _synthesis_steps(cfg: DemoConfig, split: str) -> list[Step]:
             command=has,
             outputs=lambda ctx: [synth(ctx, split, "has.jsonl")],
             clean=lambda ctx: [synth(ctx, split, "has.jsonl"), synth(ctx, split, "has.summary.json")],
-            modules=("data_tools.has",),
+            modules=("data_tools.synthesis.has",),
         ),
         Step(
             name=f"general-{split}",
             title=f"general text ({split})",
             func=general_text(split),
             outputs=lambda ctx: [synth(ctx, split, "general.jsonl")],
-            modules=("data_tools.serialize",),
+            modules=("data_tools.synthesis.serialize",),
         ),
     ]
     return steps
@@ -488,7 +488,7 @@ def _tokenize_step(cfg: DemoConfig, kind: str, split: str) -> Step:
         outputs=lambda ctx: [Path(dataset_prefix(ctx, kind, split) + ext) for ext in (".bin", ".idx")],
         clean=lambda ctx: [Path(dataset_prefix(ctx, kind, split) + ext) for ext in (".bin", ".idx")],
         resumable=False,
-        modules=("data_tools.tokenize",),
+        modules=("data_tools.indexed.tokenize_dataset",),
     )
 
 
@@ -565,7 +565,7 @@ def _mix_steps(cfg: DemoConfig) -> list[Step]:
                 outputs=lambda ctx, label=label: [ctx.path("blends", f"{label}.json")],
                 clean=lambda ctx, label=label: [ctx.path("blends", f"{label}.json")],
                 resumable=False,
-                modules=("data_tools.mix",),
+                modules=("data_tools.indexed.mix",),
             )
         )
     return steps

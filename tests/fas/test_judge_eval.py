@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from data_tools.common.jsonl import read_jsonl
-from data_tools.fas import judge_eval
-from data_tools.fas.judge import Verdict
-from data_tools.fas.scripted import FasResponder
-from data_tools.llm.client import LLMClient, LLMConfig
-from data_tools.llm.fake_server import FakeLLMServer
+from data_tools.synthesis.fas import judge_eval
+from data_tools.synthesis.fas.judge import Verdict
+from data_tools.synthesis.fas.scripted import FasResponder
+from data_tools.synthesis.llm.client import LLMClient, LLMConfig
+from data_tools.synthesis.llm.fake_server import FakeLLMServer
 
 ROOT = Path(__file__).resolve().parents[2]
 

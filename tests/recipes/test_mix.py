@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from data_tools import mix
+from data_tools.indexed import mix
 
 
 def test_index_stats_match_megatron_reader(make_indexed):
