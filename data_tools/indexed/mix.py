@@ -31,7 +31,6 @@ import math
 import os
 import struct
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ import numpy as np
 import yaml
 
 from data_tools.common.argtypes import positive_int
+from data_tools.common.atomic import atomic_write_json
 from data_tools.indexed.doc_lengths import dataset_histogram
 from data_tools.indexed.provenance import tokenized_synthetic_inputs
 
@@ -385,22 +385,6 @@ def iterations_for(tokens: float, global_batch_size: int, seq_length: int) -> in
     return math.ceil(tokens / (global_batch_size * seq_length))
 
 
-def write_json_atomic(data: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``data`` as JSON via a temporary file in the same directory and an atomic rename."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
 def _parse_source_flag(text: str) -> Source:
     """``TYPE:PREFIX[:TARGET_TOKENS]`` from ``--source``."""
     parts = text.split(":")
@@ -474,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(
             f"iterations = {result['total_tokens']:,} / ({args.global_batch_size} x {args.seq_length}) = {iters:,}"
         )
-    path = write_json_atomic(result, args.output)
+    path = atomic_write_json(args.output, result, ensure_ascii=True)
     console.print(f"wrote {path}")
     return 0
 

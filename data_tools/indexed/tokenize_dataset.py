@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_tools.common.atomic import atomic_write_text
 from data_tools.common.lock import lock_output_file
 from data_tools.indexed.indexed_io import IndexedWriter, dataset_exists, optimal_dtype, read_index, remove_dataset
 from data_tools.indexed.provenance import synthetic_template_records
@@ -469,9 +470,7 @@ def run(cfg: TokenizeConfig) -> TokenizeStats:
         "stats": asdict(stats),
         "synthetic_template_inputs": synthetic,
     }
-    tmp = cfg.summary_path.with_name(cfg.summary_path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    os.replace(tmp, cfg.summary_path)
+    atomic_write_text(cfg.summary_path, json.dumps(summary, indent=2))
     cfg.checkpoint_path.unlink(missing_ok=True)
     return stats
 
@@ -517,9 +516,7 @@ def _save_checkpoint(
         "stats": {name: getattr(stats, name) for name in _RESUMED_FIELDS},
         "seconds": seconds,
     }
-    tmp = cfg.checkpoint_path.with_name(cfg.checkpoint_path.name + ".tmp")
-    tmp.write_text(json.dumps(state), encoding="utf-8")
-    os.replace(tmp, cfg.checkpoint_path)
+    atomic_write_text(cfg.checkpoint_path, json.dumps(state))
 
 
 def tokenize_to_indexed(

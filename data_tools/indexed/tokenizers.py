@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data_tools.common.atomic import atomic_write_text
+
 QWEN3_PATTERN = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 """Qwen's pre-tokenizer regex (single digits, unlike tiktoken's cl100k)."""
 
@@ -368,9 +370,7 @@ def export_qwen3_hf(output_dir: str | os.PathLike, ranks_path: str | os.PathLike
     for i, t in enumerate(QWEN3_SPECIAL_TOKENS):
         if added.get(QWEN3_SPECIAL_START + i) is None or added[QWEN3_SPECIAL_START + i].content != t:
             raise RuntimeError(f"exported tokenizer put {t!r} at the wrong id")
-    tmp = out / "tokenizer.json.tmp"
-    tok.save(str(tmp))
-    os.replace(tmp, out / "tokenizer.json")
+    atomic_write_text(out / "tokenizer.json", tok.to_str(pretty=True))
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "eos_token": "<|endoftext|>",

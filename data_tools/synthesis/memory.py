@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from data_tools.common.argtypes import positive_int
-from data_tools.common.jsonl import BadLine, atomic_write_json, atomic_write_text, dumps_line, iter_jsonl
+from data_tools.common.atomic import atomic_write_json, atomic_write_text
+from data_tools.common.jsonl import BadLine, dumps_line, iter_jsonl
 from data_tools.common.lock import lock_output_file
 from data_tools.synthesis.common.cli_args import add_llm_args, llm_config_from_args
 from data_tools.synthesis.common.failure_rate import add_failure_rate_arg, check_failure_rate

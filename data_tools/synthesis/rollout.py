@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from data_tools.common.argtypes import non_negative_int, positive_int, probability
-from data_tools.common.jsonl import BadLine, ResumableJsonlWriter, atomic_write_json, iter_jsonl
+from data_tools.common.atomic import atomic_write_json
+from data_tools.common.jsonl import BadLine, ResumableJsonlWriter, iter_jsonl
 from data_tools.common.lock import lock_output_file
 from data_tools.synthesis.answers import judge_answer
 from data_tools.synthesis.common.cli_args import add_llm_args, llm_config_from_args

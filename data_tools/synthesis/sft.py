@@ -46,7 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from data_tools.common.jsonl import BadLine, atomic_write_json, iter_jsonl
+from data_tools.common.atomic import atomic_write_json
+from data_tools.common.jsonl import BadLine, iter_jsonl
 from data_tools.indexed.indexed_io import IndexedWriter, optimal_dtype
 from data_tools.indexed.tokenizers import Tokenizer, load_tokenizer
 from data_tools.synthesis.serialize import IM_START, ROLES, agent_system, render_chat

@@ -28,6 +28,7 @@ import os
 from pathlib import Path
 from typing import TextIO
 
+from data_tools.common.atomic import atomic_open, atomic_write_text
 from megatron_agentic.demo.config import DATA_TYPES, DemoConfig, StageConfig
 from megatron_agentic.demo.pipeline import DemoContext, Step
 
@@ -94,12 +95,10 @@ def split_corpus(ctx: DemoContext, log: TextIO) -> dict:
     counts = {}
     for split, keep in (("train", lambda i: i not in heldout), ("heldout", lambda i: i in heldout)):
         path = ctx.path("corpus", f"{split}.jsonl")
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_open(path) as f:
             for i, doc in enumerate(docs):
                 if keep(i):
                     f.write(json.dumps(doc, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
         counts[split] = sum(1 for i in range(len(docs)) if keep(i))
         log.write(f"{split}: {counts[split]} documents -> {path}\n")
     return {"documents": counts}
@@ -113,16 +112,13 @@ def general_text(split: str):
 
         src = ctx.path("corpus", f"{split}.jsonl")
         dst = synth(ctx, split, "general.jsonl")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(dst.name + ".tmp")
         n = 0
-        with open(src, encoding="utf-8") as fin, open(tmp, "w", encoding="utf-8") as fout:
+        with open(src, encoding="utf-8") as fin, atomic_open(dst) as fout:
             for line in fin:
                 doc = json.loads(line)
                 record = {"id": doc["id"], "type": "general", "text": serialize_general(doc["text"])}
                 fout.write(json.dumps(record, ensure_ascii=False) + "\n")
                 n += 1
-        os.replace(tmp, dst)
         log.write(f"wrote {n} general-text records to {dst}\n")
         return {"records": n}
 
@@ -525,11 +521,8 @@ def write_mix_configs(ctx: DemoContext, log: TextIO) -> dict:
     out = {}
     for label in ("stage1", "stage2"):
         path = ctx.path("blends", f"{label}.mix.yaml")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
         config = mix_config(ctx, label)
-        tmp.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
         log.write(f"{path}:\n{path.read_text(encoding='utf-8')}\n")
         out[label] = config["total_tokens"]
     return {"total_tokens": out}

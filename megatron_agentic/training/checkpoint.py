@@ -27,6 +27,7 @@ import torch
 from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 
+from data_tools.common.atomic import atomic_write_text
 from megatron_agentic.models.qwen3_moe import layout as key_layout
 from megatron_agentic.training import save_procs
 
@@ -173,12 +174,7 @@ def write_latest_marker(root: str | os.PathLike, iteration: int) -> None:
     root = Path(root)
     _fsync_tree(checkpoint_path(root, iteration))
     marker = root / LATEST_FILE
-    tmp = marker.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(f"{iteration}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, marker)
+    atomic_write_text(marker, f"{iteration}\n")
     _fsync_dir(root)
 
 

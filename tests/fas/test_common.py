@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from data_tools.common.jsonl import BadLine, ResumableJsonlWriter, atomic_write_json, iter_jsonl, read_jsonl
+from data_tools.common.atomic import atomic_write_json
+from data_tools.common.jsonl import BadLine, ResumableJsonlWriter, iter_jsonl, read_jsonl
 from data_tools.synthesis.common.cli_args import add_llm_args, llm_config_from_args
 from data_tools.synthesis.common.sharding import add_shard_args, shard_from_args, shard_of
 

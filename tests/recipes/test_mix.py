@@ -7,6 +7,7 @@ import json
 import pytest
 import yaml
 
+from data_tools.common.atomic import atomic_write_json
 from data_tools.indexed import mix
 
 
@@ -101,7 +102,7 @@ def test_overcommitted_budget_rejected(make_indexed):
 def test_stage2_replay_mirrors_stage1(make_indexed, tmp_path):
     stage1 = mix.compute_mix(_stage1(make_indexed))
     blend1 = tmp_path / "stage1.json"
-    mix.write_json_atomic(stage1, blend1)
+    atomic_write_json(blend1, stage1, ensure_ascii=True)
     config = tmp_path / "stage2.yaml"
     config.write_text(
         yaml.safe_dump(

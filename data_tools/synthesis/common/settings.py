@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from data_tools.common.jsonl import atomic_write_json
+from data_tools.common.atomic import atomic_write_json
 
 SETTINGS_FILE = "settings.json"
 

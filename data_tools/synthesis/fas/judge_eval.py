@@ -30,7 +30,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from data_tools.common.jsonl import atomic_write_text, dumps_line, read_jsonl
+from data_tools.common.atomic import atomic_write_text
+from data_tools.common.jsonl import dumps_line, read_jsonl
 from data_tools.synthesis.fas import judge
 
 DEFECTS = {

@@ -20,14 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_tools.common.jsonl import (
-    BadLine,
-    ResumableJsonlWriter,
-    atomic_write_text,
-    dumps_line,
-    iter_jsonl,
-    read_jsonl,
-)
+from data_tools.common.atomic import atomic_write_text
+from data_tools.common.jsonl import BadLine, ResumableJsonlWriter, dumps_line, iter_jsonl, read_jsonl
 from data_tools.synthesis.common.progress import SynthesisProgress, count_lines
 from data_tools.synthesis.common.settings import claim_settings
 from data_tools.synthesis.common.sharding import shard_of, shard_suffix

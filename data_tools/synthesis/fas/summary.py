@@ -7,7 +7,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from data_tools.common.jsonl import ResumableJsonlWriter, atomic_write_json, read_jsonl
+from data_tools.common.atomic import atomic_write_json
+from data_tools.common.jsonl import ResumableJsonlWriter, read_jsonl
 
 
 def _rate(acc: int, rej: int) -> float | None:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from data_tools.common.argtypes import positive_int, probability
-from data_tools.common.jsonl import ResumableJsonlWriter, atomic_write_json, iter_jsonl
+from data_tools.common.atomic import atomic_write_json
+from data_tools.common.jsonl import ResumableJsonlWriter, iter_jsonl
 from data_tools.common.lock import lock_output_file
 from data_tools.synthesis.common.cli_args import add_llm_args, llm_config_from_args
 from data_tools.synthesis.common.failure_rate import add_failure_rate_arg

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 from scipy import optimize, sparse
 
-from data_tools.common.jsonl import BadLine, atomic_write_json, iter_jsonl
+from data_tools.common.atomic import atomic_write_json
+from data_tools.common.jsonl import BadLine, iter_jsonl
 
 log = logging.getLogger(__name__)
 
