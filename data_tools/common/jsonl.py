@@ -27,14 +27,18 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class BadLine:
-    """A JSONL line that could not be used, with where and why."""
+    """An input line (or Parquet row) that could not be used, with where and why; ``str()`` is ``file:line: reason``.
+
+    :func:`iter_jsonl` yields these; ``data tokenize`` reports its skipped records with them.
+    """
 
     path: str
     """File the line came from."""
     lineno: int
-    """1-based line number."""
+    """1-based line (JSONL) or row (Parquet) number."""
     reason: str
-    """One of :data:`BAD_LINE_REASONS`."""
+    """Short reason code: one of :data:`BAD_LINE_REASONS` from :func:`iter_jsonl`; ``data tokenize`` has its own
+    (``too_long``, ``invalid_json``, ``missing_key``, ..., the keys of its summary's ``skipped``)."""
     detail: str = ""
     """Human-readable detail (parser message, missing field name, ...)."""
 
@@ -42,7 +46,8 @@ class BadLine:
         return f"{self.path}:{self.lineno}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
 
 
-def _open_binary(path: str | os.PathLike) -> IO[bytes]:
+def open_binary(path: str | os.PathLike) -> IO[bytes]:
+    """Open a possibly compressed (``.gz``/``.zst``) file for binary streaming reads (every JSONL reader's opener)."""
     p = str(path)
     if p.endswith(".gz"):
         return gzip.open(p, "rb")
@@ -85,7 +90,7 @@ def iter_jsonl(
     required = tuple(required)
     types = types or {}
     name = str(path)
-    with _open_binary(path) as raw:
+    with open_binary(path) as raw:
         for lineno, line in enumerate(_capped_lines(raw, max_line_bytes), start=1):
             if line is None:
                 yield lineno, BadLine(name, lineno, "line_too_long", f"longer than {max_line_bytes:,} bytes")

@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from data_tools.common.jsonl import _open_binary
+from data_tools.common.jsonl import open_binary
 
 _FLAG = re.compile(rb'"synthetic_template"\s*:\s*true')
 SCAN_LINES = 1000
@@ -26,7 +26,7 @@ def synthetic_template_records(path: str | Path, max_lines: int = SCAN_LINES) ->
         return 0
     n = 0
     try:
-        with _open_binary(path) as f:
+        with open_binary(path) as f:
             for i, line in enumerate(f):
                 if i >= max_lines:
                     break

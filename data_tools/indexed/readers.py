@@ -14,13 +14,13 @@ first byte. Concatenating the shards' outputs in shard order therefore gives exa
 from __future__ import annotations
 
 import glob
-import gzip
-import io
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from data_tools.common.jsonl import open_binary
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz", ".jsonl.zst", ".json.zst")
 PARQUET_SUFFIXES = (".parquet",)
@@ -166,18 +166,6 @@ class OversizeLine:
     """Line number, relative to the range start (1-based)."""
     nbytes: int
     """Length of the line in bytes."""
-
-
-def open_binary(path: str | os.PathLike) -> IO[bytes]:
-    """Open a possibly compressed (``.gz``/``.zst``) file for binary streaming reads."""
-    p = str(path)
-    if p.endswith(".gz"):
-        return gzip.open(p, "rb")
-    if p.endswith(".zst"):
-        import zstandard
-
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(p, "rb"), closefd=True))
-    return open(p, "rb")
 
 
 def iter_jsonl_blocks(

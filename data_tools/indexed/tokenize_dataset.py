@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.common.atomic import atomic_write_text
+from data_tools.common.jsonl import BadLine
 from data_tools.common.lock import lock_output_file
 from data_tools.indexed.indexed_io import IndexedWriter, dataset_exists, optimal_dtype, read_index, remove_dataset
 from data_tools.indexed.provenance import synthetic_template_records
@@ -156,23 +157,6 @@ class TokenizeConfig:
     def checkpoint_path(self) -> Path:
         """``{prefix}.tokenize.ckpt.json``: the resume point of an unfinished run."""
         return Path(self.prefix + ".tokenize.ckpt.json")
-
-
-@dataclass
-class BadRecord:
-    """A skipped input record, located by file and line (or Parquet row)."""
-
-    path: str
-    """Input file."""
-    line: int
-    """1-based line (JSONL) or row (Parquet) number."""
-    reason: str
-    """One of the bad-input reasons."""
-    detail: str = ""
-    """Detail of the problem."""
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
 
 
 class BadInputError(ValueError):
@@ -424,9 +408,7 @@ def run(cfg: TokenizeConfig) -> TokenizeStats:
                 if cfg.strict or len(examples) < cfg.examples_per_reason:
                     if ri not in line_base:
                         line_base[ri] = lines_before(ranges[ri])
-                    record = BadRecord(
-                        str(ranges[ri].path), line_base[ri] + first + item.index, item.reason, item.detail
-                    )
+                    record = BadLine(str(ranges[ri].path), line_base[ri] + first + item.index, item.reason, item.detail)
                     if cfg.strict:
                         raise BadInputError(f"{record} (run without --strict to skip and count bad records)")
                     examples.append(str(record))
