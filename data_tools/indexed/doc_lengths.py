@@ -13,12 +13,12 @@ per-document attention sees.
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from data_tools.indexed.indexed_io import read_index
 
 BUCKETS_PER_OCTAVE = 4
 """Histogram resolution: bucket edges at ``2 ** (k / 4)`` (about 19% wide)."""
@@ -26,21 +26,19 @@ BUCKETS_PER_OCTAVE = 4
 HISTOGRAM_SCHEMA = "megatron-agentic/doc-length-histogram/1"
 """``schema`` of a histogram dict."""
 
-_HEADER = 9 + 8 + 1 + 8 + 8  # magic, version, dtype code, sequence count, document count
-
 
 def sequence_length_chunks(prefix: str | os.PathLike, chunk: int = 1 << 24) -> Iterator[np.ndarray]:
-    """The int32 sequence lengths of the ``.idx`` of ``prefix``, in chunks (bounded memory)."""
-    idx = Path(f"{prefix}.idx")
-    with open(idx, "rb") as f:
-        head = f.read(_HEADER)
-    if len(head) < _HEADER or head[:9] != b"MMIDIDX\x00\x00":
-        raise ValueError(f"{idx}: not a megatron index file (bad magic)")
-    (count,) = struct.unpack("<Q", head[18:26])
-    if count == 0:
-        return
-    lengths = np.memmap(idx, dtype=np.int32, mode="r", offset=_HEADER, shape=(count,))
-    for i in range(0, count, chunk):
+    """The int32 sequence lengths of the ``.idx`` of ``prefix``, in chunks (bounded memory).
+
+    The header is parsed by :func:`~data_tools.indexed.indexed_io.read_index` (without its array pass); a missing
+    or malformed index raises ``ValueError`` naming the file.
+    """
+    info = read_index(prefix, check=False)
+    if info.errors:
+        raise ValueError(info.errors[0])
+    lengths = info.sequence_lengths
+    assert lengths is not None
+    for i in range(0, lengths.size, chunk):
         yield np.asarray(lengths[i : i + chunk])
 
 

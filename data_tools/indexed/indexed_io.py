@@ -280,8 +280,12 @@ class IndexInfo:
         return np.array(data)
 
 
-def read_index(prefix: str | os.PathLike) -> IndexInfo:
-    """Parse ``PREFIX.idx`` and check its internal consistency and the ``.bin`` size; never raises on corruption."""
+def read_index(prefix: str | os.PathLike, *, check: bool = True) -> IndexInfo:
+    """Parse ``PREFIX.idx`` and check its internal consistency and the ``.bin`` size; never raises on corruption.
+
+    The header and the ``.idx`` size are always checked; ``check=False`` skips the pass over the arrays (pointers
+    against lengths, document indices, ``.bin`` size) for callers that only need the lengths of a dataset already
+    validated."""
     info = IndexInfo(Path(prefix))
     ipath, bpath = idx_path(prefix), bin_path(prefix)
     for p in (ipath, bpath):
@@ -319,7 +323,8 @@ def read_index(prefix: str | os.PathLike) -> IndexInfo:
     info.sequence_lengths = np.frombuffer(mm, dtype=np.int32, count=n_seq, offset=HEADER_BYTES)
     info.sequence_pointers = np.frombuffer(mm, dtype=np.int64, count=n_seq, offset=HEADER_BYTES + 4 * n_seq)
     info.document_indices = np.frombuffer(mm, dtype=np.int64, count=n_doc, offset=HEADER_BYTES + 12 * n_seq)
-    _check_arrays(info, bpath.stat().st_size)
+    if check:
+        _check_arrays(info, bpath.stat().st_size)
     return info
 
 

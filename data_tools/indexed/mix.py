@@ -29,17 +29,16 @@ import json
 import logging
 import math
 import os
-import struct
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from data_tools.common.argtypes import positive_int
 from data_tools.common.atomic import atomic_write_json
 from data_tools.indexed.doc_lengths import dataset_histogram
+from data_tools.indexed.indexed_io import read_index
 from data_tools.indexed.provenance import tokenized_synthetic_inputs
 
 logger = logging.getLogger(__name__)
@@ -55,9 +54,6 @@ PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
 
 When ``total_tokens`` differs from the paper's (a scaled-down run), the default type budgets keep their
 shares of it (stage 1: planning 55%, reasoning 15%, HAS 20%; stage 2: replay 20%)."""
-
-_IDX_MAGIC = b"MMIDIDX\x00\x00"
-_DTYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 8, 7: 4, 8: 2}
 
 
 class MixError(ValueError):
@@ -79,33 +75,14 @@ class IndexStats:
 def read_index_stats(prefix: str | os.PathLike) -> IndexStats:
     """Sequence, document and token counts of the indexed dataset ``prefix`` (``.idx`` + ``.bin``).
 
-    Reads only the header and the sequence-length array; raises :class:`MixError` naming the file when the
-    header is not a megatron ``MMIDIDX`` version-1 index or the ``.bin`` size disagrees with it.
+    Parsed and checked by :func:`~data_tools.indexed.indexed_io.read_index`; raises :class:`MixError` naming the file
+    when the dataset is missing, is not a megatron ``MMIDIDX`` version-1 index or is inconsistent (the ``.bin`` size
+    included).
     """
-    idx, binf = Path(f"{prefix}.idx"), Path(f"{prefix}.bin")
-    for path in (idx, binf):
-        if not path.is_file():
-            raise MixError(f"{path}: not found (expected a megatron indexed dataset prefix {prefix})")
-    with open(idx, "rb") as f:
-        head = f.read(9 + 8 + 1 + 8 + 8)
-        if len(head) < 34 or head[:9] != _IDX_MAGIC:
-            raise MixError(f"{idx}: not a megatron index file (bad magic)")
-        (version,) = struct.unpack("<Q", head[9:17])
-        if version != 1:
-            raise MixError(f"{idx}: unsupported index version {version}")
-        dtype_code = head[17]
-        if dtype_code not in _DTYPE_SIZES:
-            raise MixError(f"{idx}: unknown dtype code {dtype_code}")
-        sequences, documents = struct.unpack("<QQ", head[18:34])
-        lengths = np.fromfile(f, dtype=np.int32, count=sequences)
-    if len(lengths) != sequences:
-        raise MixError(f"{idx}: truncated (header says {sequences} sequences, found {len(lengths)} lengths)")
-    tokens = int(lengths.sum(dtype=np.int64))
-    expected = tokens * _DTYPE_SIZES[dtype_code]
-    actual = binf.stat().st_size
-    if actual != expected:
-        raise MixError(f"{binf}: {actual} bytes, but {idx} describes {tokens} tokens = {expected} bytes")
-    return IndexStats(sequences=int(sequences), documents=max(int(documents) - 1, 0), tokens=tokens)
+    info = read_index(prefix)
+    if info.errors:
+        raise MixError(info.errors[0])
+    return IndexStats(sequences=info.num_sequences, documents=info.num_documents, tokens=info.num_tokens)
 
 
 @dataclasses.dataclass
