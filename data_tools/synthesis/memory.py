@@ -31,7 +31,14 @@ from data_tools.common.atomic import atomic_write_json, atomic_write_text
 from data_tools.common.jsonl import BadLine, dumps_line, iter_jsonl
 from data_tools.common.lock import lock_output_file
 from data_tools.synthesis.common.cli_args import add_llm_args, llm_config_from_args
-from data_tools.synthesis.common.failure_rate import add_failure_rate_arg, check_failure_rate
+from data_tools.synthesis.common.command import (
+    CommandError,
+    build_config,
+    failure_exit_status,
+    require_file,
+    run_command,
+)
+from data_tools.synthesis.common.failure_rate import add_failure_rate_arg
 from data_tools.synthesis.common.settings import diff_settings
 from data_tools.synthesis.fas.memory_build import (
     MemoryConfig,
@@ -174,25 +181,23 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``data memory``."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = MemoryConfig(
-            text_key=args.text_key,
-            title_key=args.title_key,
-            id_key=args.id_key,
-            url_key=args.url_key,
-            time_key=args.time_key,
-            min_mention_docs=args.min_mention_docs,
-            min_statements=args.min_statements,
-            max_statements=args.max_statements,
-        )
-    except ValueError as exc:
-        print(f"data memory: {exc}", file=sys.stderr)
-        return 2
-    if args.input and not Path(args.input).exists():
-        print(f"data memory: input {args.input} does not exist", file=sys.stderr)
-        return 2
+    return run_command("data memory", _parser(), _run, argv)
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = build_config(
+        MemoryConfig,
+        text_key=args.text_key,
+        title_key=args.title_key,
+        id_key=args.id_key,
+        url_key=args.url_key,
+        time_key=args.time_key,
+        min_mention_docs=args.min_mention_docs,
+        min_statements=args.min_statements,
+        max_statements=args.max_statements,
+    )
+    if args.input:
+        require_file(args.input, "input")
     out = Path(args.output)
     lock_output_file(out, "data memory")  # one writer per output (issue 16)
     llm_cfg = None
@@ -206,12 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         diffs = diff_settings(prior["settings"], json.loads(json.dumps(settings)))
         if diffs:
             parts = ", ".join(f"{k}: {json.dumps(a)} there, {json.dumps(b)} now" for k, (a, b) in diffs.items())
-            print(
-                f"data memory: {out} was made with other settings ({parts}); use another --output, "
-                f"or rerun with the original settings",
-                file=sys.stderr,
+            raise CommandError(
+                f"{out} was made with other settings ({parts}); use another --output, or rerun with the original "
+                "settings"
             )
-            return 2
         print("memory: already done (nothing to do): " + _summary_line(prior, out))
         return _fail_loudly(prior, summary_path, args.max_failure_rate)
     t0 = time.time()
@@ -235,17 +238,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fail_loudly(stats: dict[str, Any], summary_path: Path, max_rate: float) -> int:
     """Exit status of a run: 1 (with the message on stderr) when too many documents failed, else 0."""
-    problem = check_failure_rate(
+    return failure_exit_status(
         "data memory",
         failed=sum(stats.get("failed_documents", {}).values()),
         total=stats["documents"],
         max_rate=max_rate,
         listed_in=f"{summary_path} (failed_documents, ungrounded_statements; each document in the warnings)",
     )
-    if problem:
-        print(problem, file=sys.stderr)
-        return 1
-    return 0
 
 
 def memory_settings(args: argparse.Namespace, cfg: MemoryConfig, backend: str, llm_cfg=None) -> dict[str, Any]:

@@ -31,7 +31,8 @@ from data_tools.common.jsonl import BadLine, ResumableJsonlWriter, iter_jsonl
 from data_tools.common.lock import lock_output_file
 from data_tools.synthesis.answers import judge_answer
 from data_tools.synthesis.common.cli_args import add_llm_args, llm_config_from_args
-from data_tools.synthesis.common.failure_rate import add_failure_rate_arg, check_failure_rate
+from data_tools.synthesis.common.command import CommandError, failure_exit_status, require_file, run_command
+from data_tools.synthesis.common.failure_rate import add_failure_rate_arg
 from data_tools.synthesis.common.progress import SynthesisProgress
 from data_tools.synthesis.common.sharding import add_shard_args, shard_from_args, shard_of
 from data_tools.synthesis.env.policy import ScriptedPolicy
@@ -232,9 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``data rollout``; returns 0 on success."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    """Run ``data rollout``; returns 0 on success, 1 when too many requests failed, 2 on bad arguments or input."""
+    return run_command("data rollout", build_parser(), _run, argv)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         cfg = RolloutConfig(args.max_calls, args.max_context_tokens, args.seed)
         env_cfg = EnvConfig(top_k=args.top_k, snippet_chars=args.snippet_chars, full_pages=args.full_pages)
@@ -249,16 +252,12 @@ def main(argv: list[str] | None = None) -> int:
             "min_pages": args.min_pages,
         }
     except (ValueError, FileNotFoundError) as exc:
-        print(f"data rollout: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc)) from None
     bad: list[BadLine] = []
     if args.questions.startswith("builtin:"):
         questions = builtin_questions(env.docs, int(args.questions.split(":", 1)[1]))
-    elif Path(args.questions).is_file():
-        questions = list(read_questions(args.questions, bad))
     else:
-        print(f"data rollout: questions file {args.questions} does not exist", file=sys.stderr)
-        return 2
+        questions = list(read_questions(require_file(args.questions, "questions file"), bad))
     shard, num_shards = shard_from_args(args)
     questions = [q for q in questions if num_shards == 1 or shard_of(q.id, num_shards) == shard][: args.limit]
 
@@ -358,17 +357,13 @@ def main(argv: list[str] | None = None) -> int:
         f"already done {counts['already_done']}, correct {counts['correct']}, incorrect {counts['incorrect']}, "
         f"unjudged {counts['unjudged']}" + (f", termination: {terms}" if terms else "") + f"; summary {summary_path}"
     )
-    problem = check_failure_rate(
+    return failure_exit_status(
         "data rollout",
         failed=totals["failed"],
         total=totals["trajectories"],
         max_rate=args.max_failure_rate,
         listed_in=f"{out} (assistant turns starting {SERVER_ERROR_PREFIX!r})",
     )
-    if problem:
-        print(problem, file=sys.stderr)
-        return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -15,14 +15,20 @@ With ``--num-shards N`` each shard writes ``DIR/shard-XXXXX-of-0000N/``.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 from data_tools.common.argtypes import positive_int
 from data_tools.common.lock import lock_output_dir
 from data_tools.synthesis.common.cli_args import add_llm_args, llm_config_from_args
-from data_tools.synthesis.common.failure_rate import add_failure_rate_arg, check_failure_rate
+from data_tools.synthesis.common.command import (
+    CommandError,
+    build_config,
+    failure_exit_status,
+    require_file,
+    run_command,
+)
+from data_tools.synthesis.common.failure_rate import add_failure_rate_arg
 from data_tools.synthesis.common.settings import SettingsMismatch
 from data_tools.synthesis.common.sharding import add_shard_args, shard_from_args
 from data_tools.synthesis.fas.judge_eval import DEFAULT_SET
@@ -76,46 +82,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``data fas``."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    if not Path(args.memory).exists():
-        print(f"data fas: memory file {args.memory} does not exist", file=sys.stderr)
-        return 2
+    return run_command("data fas", build_parser(), _run, argv)
+
+
+def _run(args: argparse.Namespace) -> int:
+    require_file(args.memory, "memory file")
     index, num = shard_from_args(args)
     lock_output_dir(args.output_dir, "data fas", index, num)  # one writer per output (issue 16)
     llm = None
     if args.backend == "openai":
         cache = Path(args.output_dir) / "llm_cache.sqlite"
         llm = llm_config_from_args(args, default_cache=str(cache))
-    try:
-        cfg = FasConfig(
-            memory_path=args.memory,
-            output_dir=args.output_dir,
-            questions_per_memory=args.questions_per_memory,
-            backend=args.backend,
-            llm=llm,
-            seed=args.seed,
-            shard_index=index,
-            num_shards=num,
-            dedup_threshold=args.dedup_threshold,
-            max_items=args.max_items,
-            window=args.window,
-            progress=args.progress,
-            retry_failed=args.retry_failed,
-            full_tools_share=args.full_tools_share,
-            judge_set=None if args.judge_set in (None, "none") else args.judge_set,
-            max_failure_rate=args.max_failure_rate,
-        )
-    except ValueError as exc:
-        print(f"data fas: {exc}", file=sys.stderr)
-        return 2
+    cfg = build_config(
+        FasConfig,
+        memory_path=args.memory,
+        output_dir=args.output_dir,
+        questions_per_memory=args.questions_per_memory,
+        backend=args.backend,
+        llm=llm,
+        seed=args.seed,
+        shard_index=index,
+        num_shards=num,
+        dedup_threshold=args.dedup_threshold,
+        max_items=args.max_items,
+        window=args.window,
+        progress=args.progress,
+        retry_failed=args.retry_failed,
+        full_tools_share=args.full_tools_share,
+        judge_set=None if args.judge_set in (None, "none") else args.judge_set,
+        max_failure_rate=args.max_failure_rate,
+    )
     try:
         summary = run_fas(cfg)
     except SettingsMismatch as exc:
-        print(f"data fas: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc)) from None
     c = summary["counts"]
     if summary.get("valid_input_records") == 0:
         bad = ", ".join(f"{k} {v}" for k, v in c["memory_bad_lines"].items()) or "the file is empty"
@@ -155,14 +155,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     failed, total = failure_counts(summary)
-    problem = check_failure_rate(
+    return failure_exit_status(
         "data fas",
         failed=failed,
         total=total,
         max_rate=args.max_failure_rate,
         listed_in=f"{cfg.out_dir / 'rejected.jsonl'} (each with its rejection reason)",
     )
-    if problem:
-        print(problem, file=sys.stderr)
-        return 1
-    return 0

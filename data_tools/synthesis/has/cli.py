@@ -24,6 +24,7 @@ from data_tools.common.atomic import atomic_write_json
 from data_tools.common.jsonl import ResumableJsonlWriter, iter_jsonl
 from data_tools.common.lock import lock_output_file
 from data_tools.synthesis.common.cli_args import add_llm_args, llm_config_from_args
+from data_tools.synthesis.common.command import CommandError, build_config, require_file, run_command
 from data_tools.synthesis.common.failure_rate import add_failure_rate_arg
 from data_tools.synthesis.common.progress import SynthesisProgress, count_lines
 from data_tools.synthesis.common.sharding import add_shard_args, shard_from_args, shard_of
@@ -124,25 +125,22 @@ def output_totals(path: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``data has``; returns 0 on success, 2 on bad arguments or input."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        cfg = HasConfig(
-            candidates=args.candidates,
-            seed=args.seed,
-            max_tokens=args.max_sample_tokens,
-            history_fraction=args.history_fraction,
-            similarity=args.similarity,
-            max_regenerate=args.max_regenerate,
-        )
-    except ValueError as exc:
-        print(f"data has: {exc}", file=sys.stderr)
-        return 2
+    """Run ``data has``; returns 0 on success, 1 when the LLM backend failed too often, 2 on bad arguments or input."""
+    return run_command("data has", build_parser(), _run, argv)
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = build_config(
+        HasConfig,
+        candidates=args.candidates,
+        seed=args.seed,
+        max_tokens=args.max_sample_tokens,
+        history_fraction=args.history_fraction,
+        similarity=args.similarity,
+        max_regenerate=args.max_regenerate,
+    )
     for path in args.input:
-        if not Path(path).is_file():
-            print(f"data has: input {path} does not exist", file=sys.stderr)
-            return 2
+        require_file(path, "input")
     shard, num_shards = shard_from_args(args)
     out = Path(args.output)
     lock_output_file(out, "data has", shard, num_shards)  # one writer per output (issue 16)
@@ -166,8 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 docs += memory_documents(args.memory)[0]
             env = SearchEnvironment(docs)
         except (ValueError, FileNotFoundError) as exc:
-            print(f"data has: {exc}", file=sys.stderr)
-            return 2
+            raise CommandError(str(exc)) from None
     client = None
     if args.backend == "openai" or args.judge == "llm":
         from data_tools.synthesis.llm.client import LLMClient
