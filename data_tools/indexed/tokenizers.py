@@ -66,23 +66,9 @@ QWEN3_SPECIAL_START = 151643
 QWEN3_PADDED_VOCAB = 151936
 """Vocabulary size of the Qwen3 models' embedding (the tokenizer itself has 151669 tokens)."""
 
-# Qwen3's tokenizer.json marks these added tokens as non-special (kept by ``skip_special_tokens`` decoding).
-_QWEN3_NON_SPECIAL = frozenset(
-    {
-        "<tool_call>",
-        "</tool_call>",
-        "<|fim_prefix|>",
-        "<|fim_middle|>",
-        "<|fim_suffix|>",
-        "<|fim_pad|>",
-        "<|repo_name|>",
-        "<|file_sep|>",
-        "<tool_response>",
-        "</tool_response>",
-        "<think>",
-        "</think>",
-    }
-)
+_QWEN3_NON_SPECIAL = frozenset(QWEN3_SPECIAL_TOKENS[QWEN3_SPECIAL_TOKENS.index("<tool_call>") :])
+"""Added tokens that Qwen3's ``tokenizer.json`` marks non-special (kept by ``skip_special_tokens`` decoding): every one
+from ``<tool_call>`` (id 151657) on: the tool-call, fill-in-the-middle, repository, tool-response and think tags."""
 
 
 class Tokenizer(ABC):
