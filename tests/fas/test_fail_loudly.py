@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from data_tools.synthesis.common.failure_rate import DEFAULT_MAX_FAILURE_RATE, add_failure_rate_arg, check_failure_rate
-from data_tools.synthesis.fas import main as fas_main
+from data_tools.synthesis.fas.cli import main as fas_main
 from data_tools.synthesis.fas.grounding import ground_statements, grounding_problem
 from data_tools.synthesis.fas.memory_build import RawStatement
 from data_tools.synthesis.fas.scripted import FasResponder

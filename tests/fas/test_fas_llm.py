@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from data_tools.common.jsonl import read_jsonl
-from data_tools.synthesis.fas import main as fas_main
+from data_tools.synthesis.fas.cli import main as fas_main
 from data_tools.synthesis.fas.pipeline import FasConfig, run_fas
 from data_tools.synthesis.fas.scripted import FasResponder
 from data_tools.synthesis.llm.client import LLMConfig

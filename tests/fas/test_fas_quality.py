@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from data_tools.synthesis.fas import main as fas_main
+from data_tools.synthesis.fas.cli import main as fas_main
 from data_tools.synthesis.fas.judge import REASONS as judge_reasons
 from data_tools.synthesis.fas.quality import fas_quality, think_sentences
 

@@ -11,7 +11,7 @@ import pytest
 
 from data_tools.common.jsonl import read_jsonl
 from data_tools.synthesis.fas import judge, template_actions
-from data_tools.synthesis.fas import main as fas_main
+from data_tools.synthesis.fas.cli import main as fas_main
 from data_tools.synthesis.fas.clues import Attribute, attributes, copied_span, predicate
 from data_tools.synthesis.fas.knowledge import find_dates
 from data_tools.synthesis.fas.pipeline import normalize_item

@@ -10,7 +10,7 @@ import pytest
 
 from data_tools.common.jsonl import read_jsonl
 from data_tools.synthesis.common.settings import SettingsMismatch, claim_settings
-from data_tools.synthesis.fas import main as fas_main
+from data_tools.synthesis.fas.cli import main as fas_main
 from data_tools.synthesis.fas.scripted import FasResponder
 from data_tools.synthesis.llm.fake_server import FakeLLMServer
 

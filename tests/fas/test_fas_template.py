@@ -8,8 +8,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from data_tools.common.jsonl import read_jsonl
-from data_tools.synthesis.fas import main as fas_main
 from data_tools.synthesis.fas.actions import TOOL_SCHEMAS
+from data_tools.synthesis.fas.cli import main as fas_main
 from data_tools.synthesis.fas.questions import NO_LEAK_CHECK, STYLES, knowledge_index
 from data_tools.synthesis.fas.system_prompts import SYSTEM_PROMPTS
 

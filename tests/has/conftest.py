@@ -87,7 +87,7 @@ def write_jsonl(path: Path, records: list) -> Path:
 
 @pytest.fixture(scope="session")
 def small_env():
-    from data_tools.synthesis.env import SearchEnvironment
+    from data_tools.synthesis.env.search import SearchEnvironment
 
     return SearchEnvironment.builtin(limit=600)
 

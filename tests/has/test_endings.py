@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from data_tools.synthesis.has import main as has_main
+from data_tools.synthesis.has.cli import main as has_main
 from data_tools.synthesis.serialize import DECISION_CORRECT, DECISION_UNFINISHED
 from data_tools.synthesis.trajectory import (
     CONTEXT_LIMIT_TEXT,

@@ -9,8 +9,7 @@ from collections import Counter
 
 from bm25s.stopwords import STOPWORDS_EN
 
-from data_tools.synthesis.env import Document, EnvConfig, SearchEnvironment
-from data_tools.synthesis.env.search import VISIT_FAILURE
+from data_tools.synthesis.env.search import VISIT_FAILURE, Document, EnvConfig, SearchEnvironment
 
 DOCS = [
     Document(

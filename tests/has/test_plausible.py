@@ -18,7 +18,7 @@ import pytest
 from data_tools.synthesis import rollout as R
 from data_tools.synthesis.env.goals import goal_for, is_pasted_question, missing_fact
 from data_tools.synthesis.env.questions import builtin_questions
-from data_tools.synthesis.has import main as has_main
+from data_tools.synthesis.has.cli import main as has_main
 from data_tools.synthesis.has.plausible import is_fragment, query_is_natural
 from data_tools.synthesis.has.probe import main as probe_main
 from data_tools.synthesis.has.probe import read_decisions, run_probe

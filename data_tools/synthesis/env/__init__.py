@@ -1,25 +1,5 @@
-"""Offline tool environment: ``search`` and ``visit`` over a local corpus (BM25), DeepResearch result shapes."""
+"""Offline tool environment: ``search`` and ``visit`` over a local corpus (BM25, :mod:`~data_tools.synthesis.env.search`),
+DeepResearch result shapes, question sets, goals and the scripted policy.
 
-from data_tools.synthesis.env.search import (
-    TOOL_NAMES,
-    Document,
-    EnvConfig,
-    Hit,
-    SearchEnvironment,
-    load_corpus,
-    load_documents,
-    load_environment,
-    memory_documents,
-)
-
-__all__ = [
-    "TOOL_NAMES",
-    "Document",
-    "EnvConfig",
-    "Hit",
-    "SearchEnvironment",
-    "load_corpus",
-    "load_documents",
-    "load_environment",
-    "memory_documents",
-]
+Nothing is imported here: the light pieces (:mod:`~data_tools.synthesis.env.goals`) do not load the search index.
+"""

@@ -2,7 +2,7 @@
 
 import sys
 
-from data_tools.synthesis.has import main
+from data_tools.synthesis.has.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import optimize, sparse
+from scipy import sparse
 
 from data_tools.common.atomic import atomic_write_json
 from data_tools.common.jsonl import BadLine, iter_jsonl
+from data_tools.synthesis.has import probe_context as pc
+from data_tools.synthesis.has.choice_model import choice_accuracy, fit_conditional_logit
 
 log = logging.getLogger(__name__)
 
@@ -146,31 +148,6 @@ class Featurizer:
         return x, np.array(offsets), np.array(targets)
 
 
-def _group_softmax(scores: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    starts = offsets[:-1]
-    sizes = np.diff(offsets)
-    mx = np.repeat(np.maximum.reduceat(scores, starts), sizes)
-    e = np.exp(scores - mx)
-    return e / np.repeat(np.add.reduceat(e, starts), sizes)
-
-
-def fit_conditional_logit(
-    x: sparse.csr_matrix, offsets: np.ndarray, targets: np.ndarray, l2: float = 1.0, max_iter: int = 300
-) -> np.ndarray:
-    """Weights maximising sum over decisions of log softmax(x w)[original] - l2/2 |w|^2 (L-BFGS)."""
-    y = np.zeros(x.shape[0])
-    y[targets] = 1.0
-
-    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
-        s = x @ w
-        p = _group_softmax(s, offsets)
-        nll = -float(np.log(np.maximum(p[targets], 1e-300)).sum()) + 0.5 * l2 * float(w @ w)
-        return nll, x.T @ (p - y) + l2 * w
-
-    res = optimize.minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
-    return res.x
-
-
 @dataclass
 class ProbeResult:
     """What the probe found."""
@@ -206,11 +183,6 @@ class ProbeResult:
         )
 
 
-def _accuracy(scores: np.ndarray, offsets: np.ndarray, targets: np.ndarray) -> float:
-    hits = [int(np.argmax(scores[a:b])) + a == t for a, b, t in zip(offsets[:-1], offsets[1:], targets)]
-    return float(np.mean(hits)) if hits else float("nan")
-
-
 def run_probe(
     train: Sequence[ProbeDecision], test: Sequence[ProbeDecision], l2: float = 1.0, top: int = 10
 ) -> ProbeResult:
@@ -226,9 +198,9 @@ def run_probe(
     return ProbeResult(
         train_decisions=len(train),
         test_decisions=len(test),
-        accuracy=round(_accuracy(xte @ w, ote, tte), 4),
+        accuracy=round(choice_accuracy(xte @ w, ote, tte), 4),
         chance=round(float(np.mean([1.0 / len(d.options) for d in test])), 4),
-        train_accuracy=round(_accuracy(xtr @ w, otr, ttr), 4),
+        train_accuracy=round(choice_accuracy(xtr @ w, otr, ttr), 4),
         top_features=[(names[i], round(float(w[i]), 3)) for i in order if w[i] > 0],
     )
 
@@ -236,8 +208,6 @@ def run_probe(
 def context_report(train: str | Path, test: str | Path, l2: float = 1.0) -> dict[str, Any]:
     """The rule checks and the context-aware figure on ``test`` (fitted on ``train``); see
     :mod:`data_tools.synthesis.has.probe_context`."""
-    from data_tools.synthesis.has import probe_context as pc
-
     te = list(pc.read_context_decisions(test))
     tr = list(pc.read_context_decisions(train))
     return {

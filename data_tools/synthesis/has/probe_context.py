@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 
 from data_tools.common.jsonl import BadLine, iter_jsonl
 from data_tools.synthesis.answers import content_words, normalize_answer
 from data_tools.synthesis.env.goals import is_pasted_question
+from data_tools.synthesis.has.choice_model import choice_accuracy, fit_conditional_logit
 from data_tools.synthesis.has.plausible import is_fragment, query_is_natural
 
 _TURN = re.compile(r"<\|im_start\|>(\w+)\n(.*?)<\|im_end\|>", re.S)
@@ -174,9 +176,6 @@ def context_features(d: ContextDecision) -> np.ndarray:
 
 def context_probe(train: list[ContextDecision], test: list[ContextDecision], l2: float = 1.0) -> dict[str, Any]:
     """The context-aware figure: conditional logit on :func:`context_features`, fitted on ``train``."""
-    from scipy import sparse
-
-    from data_tools.synthesis.has.probe import _accuracy, fit_conditional_logit
 
     def design(ds: list[ContextDecision]):
         rows, offsets, targets = [], [0], []
@@ -194,7 +193,7 @@ def context_probe(train: list[ContextDecision], test: list[ContextDecision], l2:
     w = fit_conditional_logit(xtr, otr, ttr, l2)
     return {
         "test_decisions": len(test),
-        "accuracy": round(_accuracy(xte @ w, ote, tte), 4),
+        "accuracy": round(choice_accuracy(xte @ w, ote, tte), 4),
         "chance": round(float(np.mean([1.0 / len(d.options) for d in test])), 4),
         "weights": {n: round(float(v), 3) for n, v in zip(CONTEXT_FEATURES, w)},
     }

@@ -1,6 +1,6 @@
-"""LLM access for synthesis: an async OpenAI-compatible client with cache, retries and structured outputs,
-versioned prompt templates, and a loopback fake server for tests and benchmarks."""
+"""LLM access for synthesis: an async OpenAI-compatible client with cache, retries and structured outputs
+(:mod:`~data_tools.synthesis.llm.client`), versioned prompt templates (:mod:`~data_tools.synthesis.llm.prompts`),
+JSON-schema checks (:mod:`~data_tools.synthesis.llm.schema`) and a loopback fake server for tests and benchmarks.
 
-from data_tools.synthesis.llm.client import LLMClient, LLMConfig, LLMResult, LLMStats
-
-__all__ = ["LLMClient", "LLMConfig", "LLMResult", "LLMStats"]
+Nothing is imported here: loading a prompt template does not load the HTTP client.
+"""
