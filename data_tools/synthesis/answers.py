@@ -99,8 +99,8 @@ def numbers(text: str | None) -> list[float]:
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """Outcome of judging one answer."""
+class AnswerJudgement:
+    """Whether one predicted answer matches the gold answer, and by which method."""
 
     correct: bool | None
     """True / False, or None when there is no gold answer to judge against."""
@@ -138,7 +138,7 @@ def judge_answer(
     required_facts: Sequence[str] = (),
     rel_tol: float = 1e-3,
     rubric_share: float = 0.6,
-) -> Verdict:
+) -> AnswerJudgement:
     """Judge a prediction against the gold answer (see the module docstring for the rules).
 
     ``aliases``: other accepted surface forms of the gold answer. ``required_facts``: the rubric for report-style
@@ -147,48 +147,48 @@ def judge_answer(
     """
     g = normalize_answer(gold)
     if not g:
-        return Verdict(None, "no_gold", "no gold answer")
+        return AnswerJudgement(None, "no_gold", "no gold answer")
     p = normalize_answer(prediction)
     if not p:
-        return Verdict(False, "empty", "empty prediction")
+        return AnswerJudgement(False, "empty", "empty prediction")
     report = style in REPORT_STYLES or bool(required_facts) or len(content_words(gold)) >= REPORT_MIN_WORDS
     if report:
         facts = list(required_facts) or split_sentences(gold) or [str(gold)]
         covered, total = rubric(prediction or "", facts)
         ok = total > 0 and covered >= math.ceil(rubric_share * total)
-        return Verdict(ok, "rubric", f"covers {covered}/{total} required facts (need {rubric_share:.0%})")
+        return AnswerJudgement(ok, "rubric", f"covers {covered}/{total} required facts (need {rubric_share:.0%})")
     if p == g:
-        return Verdict(True, "exact", "normalised answers are equal")
+        return AnswerJudgement(True, "exact", "normalised answers are equal")
     for alias in aliases:
         a = normalize_answer(alias)
         if a and (p == a or f" {a} " in f" {p} "):
-            return Verdict(True, "alias", f"matches alias {alias!r}")
+            return AnswerJudgement(True, "alias", f"matches alias {alias!r}")
     if _is_numeric(g):
         gn, pn = numbers(g)[0], numbers(p)
         if pn:
             ok = math.isclose(pn[0], gn, rel_tol=rel_tol, abs_tol=1e-9)
-            return Verdict(ok, "numeric", f"{pn[0]:g} {'~=' if ok else '!='} {gn:g} (rel_tol {rel_tol:g})")
-        return Verdict(False, "numeric", "no number in the prediction")
+            return AnswerJudgement(ok, "numeric", f"{pn[0]:g} {'~=' if ok else '!='} {gn:g} (rel_tol {rel_tol:g})")
+        return AnswerJudgement(False, "numeric", "no number in the prediction")
     if f" {g} " in f" {p} ":
-        return Verdict(True, "contains", "gold answer is a whole-word span of the prediction")
-    return Verdict(False, "exact", "no match")
+        return AnswerJudgement(True, "contains", "gold answer is a whole-word span of the prediction")
+    return AnswerJudgement(False, "exact", "no match")
 
 
-def llm_judge(items: Sequence[tuple[str, str, str]], client: Any) -> list[Verdict | None]:
+def llm_judge(items: Sequence[tuple[str, str, str]], client: Any) -> list[AnswerJudgement | None]:
     """Judge ``(question, gold, prediction)`` triples with a model (``data_tools.synthesis.llm.client.LLMClient``).
 
     Uses the ``has/judge`` prompt (structured ``{"verdict": "correct"|"incorrect", "reason"}``); an empty
     prediction is incorrect without asking; a failed request gives None. The model's reason is kept in
-    :attr:`Verdict.reason`.
+    :attr:`AnswerJudgement.reason`.
     """
     from data_tools.synthesis.llm.prompts import load_prompt
 
     tpl = load_prompt("has", "judge")
-    out: list[Verdict | None] = [None] * len(items)
+    out: list[AnswerJudgement | None] = [None] * len(items)
     asks = []
     for i, (question, gold, prediction) in enumerate(items):
         if not normalize_answer(prediction):
-            out[i] = Verdict(False, "empty", "empty prediction")
+            out[i] = AnswerJudgement(False, "empty", "empty prediction")
             continue
         msgs = tpl.render(question=question, answer=gold, prediction=prediction)
         asks.append((i, {"messages": msgs, "schema": tpl.schema, "seed": 0, "temperature": 0.0}))
@@ -197,5 +197,5 @@ def llm_judge(items: Sequence[tuple[str, str, str]], client: Any) -> list[Verdic
         if res.error or not isinstance(res.parsed, dict):
             continue
         ok = res.parsed.get("verdict") == "correct"
-        out[i] = Verdict(ok, "llm", f"llm ({tpl.tag}): " + str(res.parsed.get("reason", ""))[:500])
+        out[i] = AnswerJudgement(ok, "llm", f"llm ({tpl.tag}): " + str(res.parsed.get("reason", ""))[:500])
     return out

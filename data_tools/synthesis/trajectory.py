@@ -34,7 +34,7 @@ from typing import Any
 import json5
 
 from data_tools.common.jsonl import BadLine, iter_jsonl
-from data_tools.synthesis.answers import Verdict, judge_answer, llm_judge, normalize_answer
+from data_tools.synthesis.answers import AnswerJudgement, judge_answer, llm_judge, normalize_answer
 from data_tools.synthesis.serialize import (
     ANSWER_END,
     ANSWER_START,
@@ -494,7 +494,7 @@ def judge(traj: Trajectory, mode: str = "auto") -> bool | None:
     style = traj.extra.get("style") if isinstance(traj.extra.get("style"), str) else None
     v = judge_answer(traj.prediction, traj.answer, style=style, aliases=aliases, required_facts=facts)
     if mode == "exact" and v.correct and normalize_answer(traj.prediction) != normalize_answer(traj.answer):
-        v = Verdict(False, "exact", f"not equal (would pass by {v.method})")
+        v = AnswerJudgement(False, "exact", f"not equal (would pass by {v.method})")
     traj.judgment = v.correct
     traj.judge_reason = f"{v.method}: {v.reason}" if v.correct is not None else ""
     return traj.judgment

@@ -39,8 +39,8 @@ _ANNOUNCES = {
 
 
 @dataclass
-class Verdict:
-    """A judge decision stored with every sample."""
+class SampleVerdict:
+    """The FAS judge's accept/reject decision on one synthesized sample, stored with it."""
 
     accepted: bool
     """Whether the sample is kept."""
@@ -56,12 +56,12 @@ class Verdict:
         return asdict(self)
 
 
-def _accept(judge: str = "rules", why: str = "all checks passed") -> Verdict:
-    return Verdict(True, None, why, judge)
+def _accept(judge: str = "rules", why: str = "all checks passed") -> SampleVerdict:
+    return SampleVerdict(True, None, why, judge)
 
 
-def _reject(reason: str, why: str, judge: str = "rules") -> Verdict:
-    return Verdict(False, reason, why, judge)
+def _reject(reason: str, why: str, judge: str = "rules") -> SampleVerdict:
+    return SampleVerdict(False, reason, why, judge)
 
 
 def _vocab(*texts: str) -> set[str]:
@@ -114,7 +114,7 @@ def comparison_truth(question: dict[str, Any], knowledge: list[dict[str, Any]]) 
     return first, f"{values[0]:g} vs {values[1]:g}"
 
 
-def knowledge_problem(question: dict[str, Any], knowledge: list[dict[str, Any]]) -> Verdict | None:
+def knowledge_problem(question: dict[str, Any], knowledge: list[dict[str, Any]]) -> SampleVerdict | None:
     """The mapped knowledge cannot answer the question: a short answer (name, year) that none of its statements
     states or is about, or a compared entity it says nothing about."""
     support = " " + " ".join(normalize_answer(k["text"] + " " + (k.get("subject") or "")) for k in knowledge) + " "
@@ -128,7 +128,7 @@ def knowledge_problem(question: dict[str, Any], knowledge: list[dict[str, Any]])
     return None
 
 
-def structural_planning(plan: dict[str, Any]) -> Verdict | None:
+def structural_planning(plan: dict[str, Any]) -> SampleVerdict | None:
     """Rules that hold for any backend: a valid tool call, a non-empty analysis; ``None`` if they pass."""
     act = plan.get("action") or {}
     if act.get("type") == "tool_call":
@@ -145,7 +145,7 @@ def structural_planning(plan: dict[str, Any]) -> Verdict | None:
     return None
 
 
-def question_problem(question: dict[str, Any], knowledge: list[dict[str, Any]] = ()) -> Verdict | None:
+def question_problem(question: dict[str, Any], knowledge: list[dict[str, Any]] = ()) -> SampleVerdict | None:
     """A question that is not a research question (:func:`data_tools.synthesis.fas.questions.question_text_problem`: a
     blank, a copied memory statement, its answer in the question), judged ``search_necessity``: nothing to
     plan or search for."""
@@ -199,7 +199,9 @@ def action_matches_analysis(plan: dict[str, Any]) -> bool:
     return any(w in think for w in _ANNOUNCES.get(name, (str(name).casefold(),)))
 
 
-def rule_judge_planning(question: dict[str, Any], knowledge: list[dict[str, Any]], plan: dict[str, Any]) -> Verdict:
+def rule_judge_planning(
+    question: dict[str, Any], knowledge: list[dict[str, Any]], plan: dict[str, Any]
+) -> SampleVerdict:
     """Full rule-based judgement of a planning action (template backend): the question is answerable as
     asked, the analysis refers to it and announces the action taken, a direct answer or computation gives the
     right result, queries are grounded and visits go to a source page."""
@@ -249,7 +251,7 @@ def rule_judge_planning(question: dict[str, Any], knowledge: list[dict[str, Any]
     return _accept()
 
 
-def structural_reasoning(a1: dict[str, Any], a2: dict[str, Any]) -> Verdict | None:
+def structural_reasoning(a1: dict[str, Any], a2: dict[str, Any]) -> SampleVerdict | None:
     """Rules for any backend: A1 decomposes, A2 reasons and answers; ``None`` if they pass."""
     if not a1.get("sub_questions"):
         return _reject("logic_discontinuity", "A1 has no sub-questions")
@@ -260,7 +262,7 @@ def structural_reasoning(a1: dict[str, Any], a2: dict[str, Any]) -> Verdict | No
 
 def rule_judge_reasoning(
     question: dict[str, Any], knowledge: list[dict[str, Any]], a1: dict[str, Any], a2: dict[str, Any]
-) -> Verdict:
+) -> SampleVerdict:
     """Full rule-based judgement of a reasoning sample (template backend)."""
     v = structural_reasoning(a1, a2) or question_problem(question, knowledge) or knowledge_problem(question, knowledge)
     if v is not None:
@@ -321,9 +323,9 @@ def llm_judge_reasoning_request(question: dict[str, Any], knowledge: list[dict[s
     return {"messages": messages, "schema": p.schema, "template": p}
 
 
-def verdict_from_llm(parsed: dict[str, Any], model: str) -> Verdict:
-    """Turn a validated judge reply into a :class:`Verdict` (an accept never carries a reason)."""
+def verdict_from_llm(parsed: dict[str, Any], model: str) -> SampleVerdict:
+    """Turn a validated judge reply into a :class:`SampleVerdict` (an accept never carries a reason)."""
     if parsed["verdict"] == "accept":
-        return Verdict(True, None, parsed.get("explanation", ""), f"llm:{model}")
+        return SampleVerdict(True, None, parsed.get("explanation", ""), f"llm:{model}")
     reason = parsed.get("reason") if parsed.get("reason") in REASONS else "other"
-    return Verdict(False, reason, parsed.get("explanation", ""), f"llm:{model}")
+    return SampleVerdict(False, reason, parsed.get("explanation", ""), f"llm:{model}")

@@ -139,7 +139,7 @@ def make_set(fas_dir: str | Path, per_type: int = 150, seed: int = 0) -> list[di
     return out
 
 
-def template_verdict(sample: dict[str, Any]) -> judge.Verdict:
+def template_verdict(sample: dict[str, Any]) -> judge.SampleVerdict:
     """The template (rule) judge's verdict on a labelled sample."""
     q, k = sample["question"], sample["knowledge"]
     if sample["type"] == "planning":
@@ -147,10 +147,10 @@ def template_verdict(sample: dict[str, Any]) -> judge.Verdict:
     return judge.rule_judge_reasoning(q, k, sample["a1"], sample["a2"])
 
 
-async def llm_verdicts(samples: list[dict[str, Any]], client, model: str) -> list[judge.Verdict | None]:
+async def llm_verdicts(samples: list[dict[str, Any]], client, model: str) -> list[judge.SampleVerdict | None]:
     """The LLM judge's verdicts (structural rules first, as in a run); ``None`` where the request failed."""
 
-    async def one(s: dict[str, Any]) -> judge.Verdict | None:
+    async def one(s: dict[str, Any]) -> judge.SampleVerdict | None:
         q, k = s["question"], s["knowledge"]
         if s["type"] == "planning":
             v = judge.structural_planning(s["plan"])
@@ -172,11 +172,11 @@ async def llm_verdicts(samples: list[dict[str, Any]], client, model: str) -> lis
     return list(await asyncio.gather(*(one(s) for s in samples)))
 
 
-def metrics(samples: list[dict[str, Any]], verdicts: list[judge.Verdict | None]) -> dict[str, Any]:
+def metrics(samples: list[dict[str, Any]], verdicts: list[judge.SampleVerdict | None]) -> dict[str, Any]:
     """Precision/recall of rejection (positive = defective), accuracy before/after filtering, per-defect recall,
     overall and per sample type."""
 
-    def block(pairs: list[tuple[dict[str, Any], judge.Verdict]]) -> dict[str, Any]:
+    def block(pairs: list[tuple[dict[str, Any], judge.SampleVerdict]]) -> dict[str, Any]:
         tp = sum(s["defect"] is not None and not v.accepted for s, v in pairs)
         fp = sum(s["defect"] is None and not v.accepted for s, v in pairs)
         fn = sum(s["defect"] is not None and v.accepted for s, v in pairs)

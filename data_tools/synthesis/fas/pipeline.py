@@ -301,7 +301,9 @@ class FasRunner:
                     temperature=self.cfg.judge_temperature,
                 )
                 if not jr.ok:
-                    stub = R.planning_record(item, q, knowledge, plan, judge.Verdict(False, None, "", "none"), prov)
+                    stub = R.planning_record(
+                        item, q, knowledge, plan, judge.SampleVerdict(False, None, "", "none"), prov
+                    )
                     out.rejected.append(R.rejected(stub, "planning", "failure", f"judge_{jr.error}", jr.detail))
                     return
                 verdict = judge.verdict_from_llm(jr.parsed, self.model or "")
@@ -342,7 +344,9 @@ class FasRunner:
                     temperature=self.cfg.judge_temperature,
                 )
                 if not jr.ok:
-                    stub = R.reasoning_record(item, q, knowledge, a1, a2, judge.Verdict(False, None, "", "none"), prov)
+                    stub = R.reasoning_record(
+                        item, q, knowledge, a1, a2, judge.SampleVerdict(False, None, "", "none"), prov
+                    )
                     out.rejected.append(R.rejected(stub, "reasoning", "failure", f"judge_{jr.error}", jr.detail))
                     return
                 verdict = judge.verdict_from_llm(jr.parsed, self.model or "")

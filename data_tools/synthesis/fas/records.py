@@ -11,7 +11,7 @@ from typing import Any
 
 from data_tools.synthesis import serialize
 from data_tools.synthesis.fas.actions import render_a1, render_a2
-from data_tools.synthesis.fas.judge import Verdict
+from data_tools.synthesis.fas.judge import SampleVerdict
 
 FAS_VERSION = "fas-v1"
 TEMPLATE_GENERATOR = "template-v1"
@@ -77,7 +77,7 @@ def _render(rec: dict[str, Any], system: tuple[str, list[dict[str, Any]]] | None
 
 
 def planning_record(
-    item, q, knowledge, plan: dict[str, Any], verdict: Verdict, provenance, system=None
+    item, q, knowledge, plan: dict[str, Any], verdict: SampleVerdict, provenance, system=None
 ) -> dict[str, Any]:
     """A planning sample (question -> analysis + first tool call or direct answer)."""
     rec = _base("planning", "plan-" + q["id"][2:], item, q, knowledge, provenance)
@@ -97,7 +97,7 @@ def planning_record(
 
 
 def reasoning_record(
-    item, q, knowledge, a1: dict[str, Any], a2: dict[str, Any], verdict: Verdict, provenance, system=None
+    item, q, knowledge, a1: dict[str, Any], a2: dict[str, Any], verdict: SampleVerdict, provenance, system=None
 ):
     """A reasoning sample (question -> draft A1 -> knowledge -> refined A2)."""
     rec = _base("reasoning", "reas-" + q["id"][2:], item, q, knowledge, provenance)
