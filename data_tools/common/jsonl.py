@@ -58,6 +58,25 @@ def open_binary(path: str | os.PathLike) -> IO[bytes]:
     return open(p, "rb")
 
 
+def parse_object(line: bytes) -> dict[str, Any] | tuple[str, str]:
+    """One JSONL line as a JSON object, or ``(reason, detail)`` with reason ``invalid_utf8``, ``invalid_json`` or
+    ``not_object``; a leading UTF-8 byte-order mark (files saved by some editors) is skipped. Every JSONL reader of
+    the project (:func:`iter_jsonl`, the ``data tokenize`` workers) parses its lines here."""
+    if line[:3] == b"\xef\xbb\xbf":
+        line = line[3:]
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return "invalid_utf8", f"byte {exc.start}: {exc.reason}"
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+        return "invalid_json", str(exc)[:120]
+    if not isinstance(obj, dict):
+        return "not_object", type(obj).__name__
+    return obj
+
+
 def _capped_lines(raw: IO[bytes], max_line_bytes: int) -> Iterator[bytes | None]:
     """Lines of ``raw``; ``None`` in place of a line longer than ``max_line_bytes`` (read past in chunks)."""
     while True:
@@ -97,18 +116,9 @@ def iter_jsonl(
                 continue
             if not line.strip():
                 continue
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield lineno, BadLine(name, lineno, "invalid_utf8", str(exc))
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield lineno, BadLine(name, lineno, "invalid_json", exc.msg + f" at column {exc.colno}")
-                continue
-            if not isinstance(obj, dict):
-                yield lineno, BadLine(name, lineno, "not_object", type(obj).__name__)
+            obj = parse_object(line)
+            if isinstance(obj, tuple):
+                yield lineno, BadLine(name, lineno, *obj)
                 continue
             missing = [k for k in required if k not in obj or obj[k] is None]
             if missing:

@@ -7,7 +7,6 @@ every requested key tokenizes to at least one token) or reported as a :class:`Ba
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from data_tools.common.jsonl import parse_object
 from data_tools.indexed.readers import JsonlBlock, RowBlock
 from data_tools.indexed.tokenizers import load_tokenizer
 
@@ -119,16 +119,19 @@ def _records(block: JsonlBlock | RowBlock, opts: WorkerOptions, bad: list[BadIte
     keys = opts.json_keys
     values: dict[str, list] = {k: [] for k in keys}
     kept: list[int] = []
+
+    def keep(i: int, record: dict, from_row: bool) -> None:
+        problem = _check_record(record, keys, opts.max_doc_bytes, from_row)
+        if problem:
+            bad.append(BadItem(i, *problem))
+            return
+        kept.append(i)
+        for k in keys:
+            values[k].append(record[k])
+
     if isinstance(block, RowBlock):
         for i in range(block.num_rows):
-            row = {k: (None if block.columns[k] is None else block.columns[k][i]) for k in keys}
-            problem = _check_record(row, keys, opts.max_doc_bytes, True)
-            if problem:
-                bad.append(BadItem(i, *problem))
-                continue
-            kept.append(i)
-            for k in keys:
-                values[k].append(row[k])
+            keep(i, {k: (None if block.columns[k] is None else block.columns[k][i]) for k in keys}, True)
         return kept, values, block.num_rows, 0
     lines = block.data.split(b"\n")
     if lines and not lines[-1]:
@@ -141,28 +144,11 @@ def _records(block: JsonlBlock | RowBlock, opts: WorkerOptions, bad: list[BadIte
         if not raw.strip():
             blank += 1
             continue
-        if raw[:3] == b"\xef\xbb\xbf":  # UTF-8 byte-order mark (files saved by some editors)
-            raw = raw[3:]
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            bad.append(BadItem(i, "invalid_utf8", f"byte {exc.start}: {exc.reason}"))
+        obj = parse_object(raw)
+        if isinstance(obj, tuple):
+            bad.append(BadItem(i, *obj))
             continue
-        try:
-            obj = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            bad.append(BadItem(i, "invalid_json", str(exc)[:120]))
-            continue
-        if not isinstance(obj, dict):
-            bad.append(BadItem(i, "not_object", type(obj).__name__))
-            continue
-        problem = _check_record(obj, keys, opts.max_doc_bytes, False)
-        if problem:
-            bad.append(BadItem(i, *problem))
-            continue
-        kept.append(i)
-        for k in keys:
-            values[k].append(obj[k])
+        keep(i, obj, False)
     return kept, values, len(lines) - blank, blank
 
 
