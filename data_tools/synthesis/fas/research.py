@@ -87,6 +87,17 @@ def reference(entity_desc: str | None, phrases: list[str], rng: random.Random) -
     return f"{head} {rel} {phrases[0]}{joiner}{phrases[1]}"
 
 
+def _one_clue_reference(
+    item: dict[str, Any], e: str, exclude: set, desc: str | None, rng: random.Random
+) -> tuple[list[dict[str, Any]], str] | None:
+    """One clue about ``e`` (other than the ``exclude`` statements) and the reference built from it and ``desc``;
+    ``None`` when there is neither a clue nor a description to identify the entity by."""
+    others = _clues(item, e, exclude)[:1]
+    if not others and not desc:
+        return None
+    return others, reference(desc, [c["phrase"] for c in others], rng)
+
+
 def _without_date(phrase: str, surface: str) -> str | None:
     out = re.sub(r"\s*\b(?:in|on|during|by|from|since|around|circa|c\.)?\s*" + re.escape(surface), "", phrase)
     out = " ".join(out.split()).strip(" ,")
@@ -309,10 +320,10 @@ def numerical(item: dict[str, Any], rng: random.Random, index: AttributeIndex | 
     died = next((a for a in mine if a.kind == "death"), None)
     desc = _desc(item, e)
     if born and died and died.value > born.value:
-        others = [c for c in _clues(item, e, {born.statement_id, died.statement_id})][:1]
-        if not others and not desc:
+        found = _one_clue_reference(item, e, {born.statement_id, died.statement_id}, desc, rng)
+        if found is None:
             return None
-        ref = reference(desc, [c["phrase"] for c in others], rng)
+        others, ref = found
         frames = (
             f"How many years passed between the birth and the death of {ref}?",
             f"Between the birth year and the death year of {ref}, how many years?",
@@ -332,10 +343,10 @@ def numerical(item: dict[str, Any], rng: random.Random, index: AttributeIndex | 
     if not years:
         return None
     a = rng.choice(years)
-    others = [c for c in _clues(item, e, {a.statement_id})][:1]
-    if not others and not desc:
+    found = _one_clue_reference(item, e, {a.statement_id}, desc, rng)
+    if found is None:
         return None
-    ref = reference(desc, [c["phrase"] for c in others], rng)
+    others, ref = found
     w = KIND_PHRASE[a.kind]
     frames = (
         f"How many years before {REFERENCE_YEAR} was the {w} of {ref}?",
@@ -360,10 +371,10 @@ def web(item: dict[str, Any], rng: random.Random, index: AttributeIndex | None =
     dated = [d for d in _dated_clue(item, e)]
     if dated:
         st, rest, surface = rng.choice(dated)
-        others = _clues(item, e, {st["id"]})[:1]
-        if not others and not desc:
+        found = _one_clue_reference(item, e, {st["id"]}, desc, rng)
+        if found is None:
             return None
-        ref = reference(desc, [c["phrase"] for c in others], rng)
+        others, ref = found
         frames = (
             f"Open the {site} article on {ref}. What year does it give for when it {rest}?",
             f"On {site}, find the page about {ref}; by that page, in what year it {rest}?",
