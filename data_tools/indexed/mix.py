@@ -18,7 +18,8 @@ to their real sizes; every other source (general data; stage-2 HAS and tool use)
 ``total_tokens`` in proportion to size. Token counts come from the ``.idx`` headers (checked against the
 ``.bin`` size). The output JSON holds the ``blend`` list ``[weight, prefix, ...]`` read by
 ``megatron-agentic train`` (``data.blend_file``) and a per-source report with epochs and the document-length
-histogram (``doc_length_histogram``, :mod:`data_tools.indexed.doc_lengths`) that ``plan`` prices per-document attention by.
+histogram (``doc_length_histogram``, :mod:`data_tools.indexed.doc_lengths`) that ``plan`` prices per-document
+attention by.
 """
 
 from __future__ import annotations

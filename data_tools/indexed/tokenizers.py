@@ -387,7 +387,8 @@ def cached_qwen3_hf_dir(cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m data_tools.indexed.tokenizers export-qwen3 DIR``: write the built-in Qwen3 tokenizer as a HF directory."""
+    """``python -m data_tools.indexed.tokenizers export-qwen3 DIR``: write the built-in Qwen3 tokenizer as a HF
+    directory."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m data_tools.indexed.tokenizers", description=main.__doc__)

@@ -14,8 +14,8 @@ A trajectory becomes a question plus steps S_k (thinking + tool calls, or a fina
 R_k. Every ending DeepResearch writes is kept (see :func:`parse_trajectory`); only unusable records (no messages,
 not JSON, no question, no action at all) raise :class:`MalformedTrajectory` with one of :data:`MALFORMED_REASONS`,
 and :func:`load_trajectories` counts them by reason and the parsed ones by termination. The judgment (did the
-trajectory answer correctly?) comes from an explicit field, the answer judge (:mod:`data_tools.synthesis.answers`), or an
-LLM judge (:func:`judge_with_llm`); a trajectory without a final answer is ``unfinished``.
+trajectory answer correctly?) comes from an explicit field, the answer judge (:mod:`data_tools.synthesis.answers`), or
+an LLM judge (:func:`judge_with_llm`); a trajectory without a final answer is ``unfinished``.
 """
 
 from __future__ import annotations
@@ -501,7 +501,8 @@ def judge(traj: Trajectory, mode: str = "auto") -> bool | None:
 
 
 def judge_with_llm(trajs: list[Trajectory], client: Any, keep_field: bool = False) -> Counter:
-    """Judge finished trajectories with an LLM (:func:`data_tools.synthesis.answers.llm_judge`, the ``has/judge`` template).
+    """Judge finished trajectories with an LLM (:func:`data_tools.synthesis.answers.llm_judge`, the ``has/judge``
+    template).
 
     Trajectories without a ground truth or without a final answer are left alone, and so are those with an
     explicit judgment field when ``keep_field``; a failed request leaves ``judgment`` None. The model's reason

@@ -1,10 +1,10 @@
 """SFT datasets for ``megatron-agentic train`` (``data.sft: true``): conversations with per-token loss masks.
 
-Each ``blend`` / ``eval_sets`` prefix is a dataset written by ``megatron-agentic data sft`` (:mod:`data_tools.synthesis.sft`):
-``PREFIX.bin/.idx`` (token ids, one document per conversation) and ``PREFIX_loss_mask.bin/.idx`` (uint8, 1 on
-target tokens), both read with megatron-core's ``IndexedDataset``. :class:`SFTDataset` is a megatron-core
-``MegatronDataset`` (so ``BlendedMegatronDatasetBuilder`` does the train/valid split and the weighted blend of
-several SFT sets, e.g. general chat + ReAct trajectories), built like Megatron-LM's
+Each ``blend`` / ``eval_sets`` prefix is a dataset written by ``megatron-agentic data sft``
+(:mod:`data_tools.synthesis.sft`): ``PREFIX.bin/.idx`` (token ids, one document per conversation) and
+``PREFIX_loss_mask.bin/.idx`` (uint8, 1 on target tokens), both read with megatron-core's ``IndexedDataset``.
+:class:`SFTDataset` is a megatron-core ``MegatronDataset`` (so ``BlendedMegatronDatasetBuilder`` does the train/valid
+split and the weighted blend of several SFT sets, e.g. general chat + ReAct trajectories), built like Megatron-LM's
 ``megatron/training/datasets/sft_dataset.py`` (core_v0.16.1): ``tokens = seq[:-1]``, ``labels = seq[1:]``,
 ``loss_mask`` 0 where the label is not a target (``IGNORE_INDEX``) or is padding, position ids from 0.
 

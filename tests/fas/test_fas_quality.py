@@ -1,4 +1,5 @@
-"""The offline FAS text is varied enough to train on: measured with ``data_tools.synthesis.fas.quality`` on real memory."""
+"""The offline FAS text is varied enough to train on: measured with ``data_tools.synthesis.fas.quality`` on real
+memory."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Planning actions (analysis + first tool call or answer) and reasoning actions (draft A1, refined A2).
 
 Tool calls use the Alibaba-NLP/DeepResearch tool set and argument shapes (:data:`TOOL_SCHEMAS`). The offline
-(template) actions live in :mod:`data_tools.synthesis.fas.template_actions`; the ``llm_*_request`` functions here build the
-prompts for a server.
+(template) actions live in :mod:`data_tools.synthesis.fas.template_actions`; the ``llm_*_request`` functions here
+build the prompts for a server.
 """
 
 from __future__ import annotations

@@ -73,8 +73,8 @@ def _vocab(*texts: str) -> set[str]:
 
 def answers_agree(answer: str, truth: str, style: str, required_facts: list[str] | tuple[str, ...] = ()) -> bool:
     """Whether a final answer agrees with the ground truth: the project's one answer judge
-    (:func:`data_tools.synthesis.answers.judge_answer`: exact / numeric tolerance / whole-word span, for reports the rubric
-    over ``required_facts``)."""
+    (:func:`data_tools.synthesis.answers.judge_answer`: exact / numeric tolerance / whole-word span, for reports the
+    rubric over ``required_facts``)."""
     return bool(judge_answer(answer, truth, style=style, required_facts=required_facts).correct)
 
 

@@ -1,7 +1,7 @@
 """The judge's measured accuracy: a labelled set of FAS samples with planted defects, and precision/recall on it.
 
-The set (``tests/fas/fixtures/judge_labelled.jsonl``, made by ``python -m data_tools.synthesis.fas.judge_eval make``) holds
-planning and reasoning samples of a template FAS run drawn from the generator's output *before* judging (accepted
+The set (``tests/fas/fixtures/judge_labelled.jsonl``, made by ``python -m data_tools.synthesis.fas.judge_eval make``)
+holds planning and reasoning samples of a template FAS run drawn from the generator's output *before* judging (accepted
 and judge-rejected alike): half as generated (``defect: null``, labelled good: a judge rejection of one counts as
 a false positive even where the judge had a point, so precision is a lower bound), half with one planted defect
 each:

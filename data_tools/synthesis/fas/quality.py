@@ -1,8 +1,8 @@
 """Quality figures of a FAS output directory: how varied the planning thoughts are, how often each first action
 is chosen, how distinct the A1 drafts are, and what the judge rejected and why.
 
-``python -m data_tools.synthesis.fas.quality DIR`` prints them as JSON; ``benchmarks/bench_fas_quality.py`` runs the demo's
-memory + FAS steps and checks the targets (no think sentence in more than 5% of planning samples, at least 50%
+``python -m data_tools.synthesis.fas.quality DIR`` prints them as JSON; ``benchmarks/bench_fas_quality.py`` runs the
+demo's memory + FAS steps and checks the targets (no think sentence in more than 5% of planning samples, at least 50%
 distinct A1 drafts).
 """
 

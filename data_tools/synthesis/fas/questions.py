@@ -3,7 +3,8 @@
 Every question carries its ground-truth answer and the ids of the statements it needs. The K questions of one
 memory item have *different* styles (a seeded permutation of :data:`STYLES`, cycled when K > 6). Comparison
 questions also carry ``entities`` (the two compared) and ``attribute`` (``earlier`` / ``later``); report questions
-carry ``required_facts``, the rubric the one answer judge (:func:`data_tools.synthesis.answers.judge_answer`) grades with.
+carry ``required_facts``, the rubric the one answer judge (:func:`data_tools.synthesis.answers.judge_answer`) grades
+with.
 """
 
 from __future__ import annotations

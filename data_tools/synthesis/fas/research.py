@@ -2,8 +2,8 @@
 
 Every question of the template backend is built from 2-3 statements of one memory item (and, for multi-hop, of a
 linked entity) without quoting any of them: each statement contributes a *clue*, a short description of its
-subject (:mod:`data_tools.synthesis.fas.clues`), and the question combines the clues (multi-constraint) so the answer has to
-be found by searching for the described entity first (obfuscation). Comparisons and arithmetic only combine
+subject (:mod:`data_tools.synthesis.fas.clues`), and the question combines the clues (multi-constraint) so the answer
+has to be found by searching for the described entity first (obfuscation). Comparisons and arithmetic only combine
 attributes of one kind (two founding years, two populations in people). Besides ``style``, ``question``,
 ``answer`` and ``statement_ids`` a question carries what its planning and reasoning are built from:
 

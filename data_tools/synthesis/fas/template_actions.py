@@ -1,4 +1,5 @@
-"""Offline (template-backend) planning and reasoning actions for research questions (:mod:`data_tools.synthesis.fas.research`).
+"""Offline (template-backend) planning and reasoning actions for research questions
+(:mod:`data_tools.synthesis.fas.research`).
 
 Planning: an analysis that restates what is asked, lists the constraints the question sets (its clue phrases),
 says why they have to be looked up and how, then a *real* first action: ``google_scholar`` for scholarly subjects,

@@ -519,7 +519,8 @@ def s_recombine(orig: Action, ctx: StepContext, rng: random.Random) -> Action | 
 def s_visit_seen(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
     """Visit another page that appeared in earlier results (pages not opened yet first); only URLs actually seen.
     The goal is the original's (or the latest visit's): the missing fact, as the agent wrote it; else one written
-    for the page and the missing fact (:func:`data_tools.synthesis.env.goals.goal_for`); never the question pasted in."""
+    for the page and the missing fact (:func:`data_tools.synthesis.env.goals.goal_for`); never the question pasted
+    in."""
     urls = {u for c in orig.calls for u in (c["arguments"].get("url") or [])} if orig.kind == "visit" else set()
     links = [(t, u) for t, u in ctx.links if u not in urls]
     fresh = [(t, u) for t, u in links if u not in ctx.visited]
@@ -569,8 +570,8 @@ def s_alt_answer(orig: Action, ctx: StepContext, rng: random.Random) -> Action |
 
 
 def s_natural(orig: Action, ctx: StepContext, rng: random.Random) -> Action | None:
-    """A query written like a natural original (:func:`data_tools.synthesis.has.plausible.natural_queries`): another entity
-    seen, another facet of the question, or a clause of the question; the step's own query (or the trajectory's
+    """A query written like a natural original (:func:`data_tools.synthesis.has.plausible.natural_queries`): another
+    entity seen, another facet of the question, or a clause of the question; the step's own query (or the trajectory's
     latest one) is the style model."""
     model = _first_query(orig) or ctx.last_query or ""
     facets = [w for w in _keywords(ctx.question) if w.lower() not in model.lower()] + ctx.terms[:4]
@@ -657,8 +658,8 @@ class TemplateBackend:
         self.guard = guard
         self.max_regenerate = max_regenerate
         self.env = env
-        """Optional :class:`~data_tools.synthesis.env.search.SearchEnvironment`: corpus pages related to the question feed
-        the drift / premature-answer strategies (the paper's perturbation "from the corpus and memory")."""
+        """Optional :class:`~data_tools.synthesis.env.search.SearchEnvironment`: corpus pages related to the question
+        feed the drift / premature-answer strategies (the paper's perturbation "from the corpus and memory")."""
         self.related_k = related_k
         self._related: dict[str, list[tuple[str, str]]] = {}
         self._terms: tuple[str | None, list[str]] = (None, [])  # topic terms of the last trajectory seen
@@ -680,7 +681,8 @@ class TemplateBackend:
 
     def pools(self, traj: Trajectory, k: int, n: int, rng: random.Random) -> dict[str, list[Action]]:
         """Up to ``n`` distinct plausible candidates of each kind for step ``k`` (none duplicating the original, all
-        passing :func:`data_tools.synthesis.has.plausible.check_alternative`); the pool sizes are what the step can offer."""
+        passing :func:`data_tools.synthesis.has.plausible.check_alternative`); the pool sizes are what the step can
+        offer."""
         orig = Action.from_step(traj.steps[k])
         ctx = self.context(traj, k)
         oq = _first_query(orig)

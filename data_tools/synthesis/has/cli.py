@@ -72,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", default=None,
                    help="optional FAS knowledge memory JSONL (data memory output): its entities and statements join "
                    "the perturbation sources")  # fmt: skip
-    # The synthesis commands' shared --max-failure-rate (data_tools/synthesis/common/failure_rate.py): for `data has` the failures
-    # are alternatives the LLM backend could not write (template fills); --max-fill-rate is the same flag.
+    # The synthesis commands' shared --max-failure-rate (data_tools/synthesis/common/failure_rate.py): for `data has`
+    # the failures are alternatives the LLM backend could not write (template fills); --max-fill-rate is the same flag.
     add_failure_rate_arg(p)
     p.add_argument("--max-fill-rate", type=probability, dest="max_failure_rate", help="alias of --max-failure-rate")
     p.add_argument("--tokenizer", default="qwen3", help="tokenizer spec for lengths (default: built-in qwen3)")

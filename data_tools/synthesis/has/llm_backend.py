@@ -1,11 +1,11 @@
 """HAS alternatives from an OpenAI-compatible model (vLLM, SGLang, OpenAI) through the shared LLM client.
 
-For every step S_k the ``has/alternatives`` prompt (``data_tools/synthesis/templates/has/v2/``) shows the question, the steps
-so far (tool results abbreviated), the URLs seen in results, and the expert's step as the *style reference*, and
-asks for N alternative actions as structured output. The model writes only alternatives: the expert's step is
+For every step S_k the ``has/alternatives`` prompt (``data_tools/synthesis/templates/has/v2/``) shows the question,
+the steps so far (tool results abbreviated), the URLs seen in results, and the expert's step as the *style reference*,
+and asks for N alternative actions as structured output. The model writes only alternatives: the expert's step is
 never rewritten (``data has`` keeps it verbatim). Every reply item must pass
-:func:`~data_tools.synthesis.has.plausible.check_alternative` (query register like the expert's, no instruction words, URLs
-only from results seen, goals not the pasted question, whole answers) and the
+:func:`~data_tools.synthesis.has.plausible.check_alternative` (query register like the expert's, no instruction words,
+URLs only from results seen, goals not the pasted question, whole answers) and the
 :class:`~data_tools.synthesis.has.candidates.CollapseGuard`; steps left short are asked again with another seed (up to
 ``max_regenerate`` rounds) *before* any template fill. What is still missing is filled by the offline template
 backend, counted (``counts["filled_by_template"]``) and marked in each option's ``source``

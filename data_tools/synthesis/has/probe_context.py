@@ -1,7 +1,7 @@
 """Rule checks and the context-aware figure of ``data has-probe``: how much of the choice is readable from content.
 
-The surface probe (:mod:`data_tools.synthesis.has.probe`) asks whether an option's *form* gives the original away. The checks
-here read each decision with its context (the question and the tool responses before it, parsed from the sample
+The surface probe (:mod:`data_tools.synthesis.has.probe`) asks whether an option's *form* gives the original away. The
+checks here read each decision with its context (the question and the tool responses before it, parsed from the sample
 text) and measure:
 
 * the **query-style rule** (pick a search whose query has a capital letter or a function word,
