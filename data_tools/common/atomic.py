@@ -20,6 +20,15 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file or a directory (its entries: a rename or a new file in it) to disk, by path."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def temporary_name(path: str | os.PathLike) -> Path:
     """The temporary path next to ``path`` that an atomic write goes through (hidden and unique per call)."""
     target = Path(path)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data_tools.common.atomic import fsync_path
+
 INDEX_HEADER = b"MMIDIDX\x00\x00"
 INDEX_VERSION = 1
 DTYPE_CODES: dict[int, type[np.number]] = {
@@ -56,14 +58,6 @@ def idx_path(prefix: str | os.PathLike) -> Path:
 def dataset_exists(prefix: str | os.PathLike) -> bool:
     """Whether both ``PREFIX.bin`` and ``PREFIX.idx`` exist."""
     return bin_path(prefix).is_file() and idx_path(prefix).is_file()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class IndexedWriter:
@@ -206,8 +200,8 @@ class IndexedWriter:
                 while chunk := f.read(1 << 24):
                     out.write(chunk)
         if self.fsync:
-            _fsync(self._bin_tmp)
-            _fsync(self._idx_tmp)
+            fsync_path(self._bin_tmp)
+            fsync_path(self._idx_tmp)
         self._len_tmp.unlink(missing_ok=True)
         self._doc_tmp.unlink(missing_ok=True)
         os.replace(self._bin_tmp, bin_path(self.prefix))

@@ -27,7 +27,7 @@ import torch
 from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 
-from data_tools.common.atomic import atomic_write_text
+from data_tools.common.atomic import atomic_write_text, fsync_path
 from megatron_agentic.models.qwen3_moe import layout as key_layout
 from megatron_agentic.training import save_procs
 
@@ -153,20 +153,8 @@ def _fsync_tree(path: Path) -> None:
     """fsync every file under ``path`` and the directories themselves."""
     for dirpath, _, filenames in os.walk(path):
         for name in filenames:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            fsync_path(os.path.join(dirpath, name))
+        fsync_path(dirpath)
 
 
 def write_latest_marker(root: str | os.PathLike, iteration: int) -> None:
@@ -175,7 +163,7 @@ def write_latest_marker(root: str | os.PathLike, iteration: int) -> None:
     _fsync_tree(checkpoint_path(root, iteration))
     marker = root / LATEST_FILE
     atomic_write_text(marker, f"{iteration}\n")
-    _fsync_dir(root)
+    fsync_path(root)
 
 
 def resolve_checkpoint_dir(path: str | os.PathLike) -> Path:

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from data_tools.common.atomic import atomic_open, atomic_write_json, atomic_write_text
+from data_tools.common.atomic import atomic_open, atomic_write_json, atomic_write_text, fsync_path
 
 
 def test_json_bytes_follow_the_options(tmp_path):
@@ -46,3 +46,11 @@ def test_target_is_invisible_until_the_block_ends_and_gets_default_permissions(t
 def test_rejects_read_modes(tmp_path):
     with pytest.raises(ValueError, match="mode"), atomic_open(tmp_path / "x", "a"):
         pass
+
+
+def test_fsync_path_takes_files_and_directories_and_names_a_missing_one(tmp_path):
+    atomic_write_text(tmp_path / "x", "1")
+    fsync_path(tmp_path / "x")
+    fsync_path(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        fsync_path(tmp_path / "missing")
