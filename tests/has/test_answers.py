@@ -20,7 +20,7 @@ def test_normalize_answer():
 def test_one_implementation():
     # FAS and the environment use the same functions, not copies
     assert knowledge.content_words is content_words and knowledge.split_sentences is split_sentences
-    from data_tools.synthesis.env import search  # the module
+    from data_tools.synthesis.env import search
 
     assert search.content_words is content_words and search.split_sentences is split_sentences
 
