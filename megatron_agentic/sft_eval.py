@@ -26,8 +26,8 @@ import os
 import sys
 from pathlib import Path
 
+from data_tools.common.atomic import atomic_write_json
 from megatron_agentic.config import ConfigError, load_config
-from megatron_agentic.training.metrics import write_json_atomic
 from megatron_agentic.training.stop import EXIT_CONFIG
 
 
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.output) if args.output else Path(cfg.log.dir) / "sft_eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out, result)
+    atomic_write_json(out, result, sort_keys=True, ensure_ascii=True)
     print(json.dumps(result))
     return 0
 

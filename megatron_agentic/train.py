@@ -20,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 
+from data_tools.common.atomic import atomic_write_json
 from megatron_agentic.config import (
     ConfigError,
     TrainingConfig,
@@ -28,7 +29,6 @@ from megatron_agentic.config import (
     parse_blend,
 )
 from megatron_agentic.logsetup import configure_logging, open_log_file
-from megatron_agentic.training.metrics import write_json_atomic
 from megatron_agentic.training.stop import EXIT_CONFIG, EXIT_LOCKED, EXIT_STATUS_ENV, EXIT_STOPPED
 
 
@@ -73,7 +73,7 @@ def preflight(cfg: TrainingConfig) -> list[str]:
     except ConfigError as exc:
         problems.append(str(exc))
     prefixes += [(f"data.eval_sets.{name}", p) for name, p in cfg.data.eval_sets.items()]
-    if cfg.data.sft:  # SFT datasets also need their loss mask (data_tools.sft)
+    if cfg.data.sft:  # SFT datasets also need their loss mask (data_tools.synthesis.sft)
         prefixes += [(where, prefix + "_loss_mask") for where, prefix in prefixes]
     for where, prefix in prefixes:
         missing = [ext for ext in (".bin", ".idx") if not Path(prefix + ext).is_file()]
@@ -114,7 +114,7 @@ def write_exit_status(
     for target in targets:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(target, status)
+            atomic_write_json(target, status, sort_keys=True, ensure_ascii=True)
         except OSError as exc:
             logging.getLogger("megatron_agentic.train").warning("cannot write %s: %s", target, exc)
 

@@ -1,1 +1,2 @@
-"""Shared utilities for the data tools: JSONL reading/writing with resume, sharding and common CLI arguments."""
+"""Leaf helpers shared by synthesis, indexed data and the trainer: JSONL input/output, output locks, argument
+types. Nothing here imports the rest of the project."""

@@ -27,14 +27,18 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class BadLine:
-    """A JSONL line that could not be used, with where and why."""
+    """An input line (or Parquet row) that could not be used, with where and why; ``str()`` is ``file:line: reason``.
+
+    :func:`iter_jsonl` yields these; ``data tokenize`` reports its skipped records with them.
+    """
 
     path: str
     """File the line came from."""
     lineno: int
-    """1-based line number."""
+    """1-based line (JSONL) or row (Parquet) number."""
     reason: str
-    """One of :data:`BAD_LINE_REASONS`."""
+    """Short reason code: one of :data:`BAD_LINE_REASONS` from :func:`iter_jsonl`; ``data tokenize`` has its own
+    (``too_long``, ``invalid_json``, ``missing_key``, ..., the keys of its summary's ``skipped``)."""
     detail: str = ""
     """Human-readable detail (parser message, missing field name, ...)."""
 
@@ -42,7 +46,8 @@ class BadLine:
         return f"{self.path}:{self.lineno}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
 
 
-def _open_binary(path: str | os.PathLike) -> IO[bytes]:
+def open_binary(path: str | os.PathLike) -> IO[bytes]:
+    """Open a possibly compressed (``.gz``/``.zst``) file for binary streaming reads (every JSONL reader's opener)."""
     p = str(path)
     if p.endswith(".gz"):
         return gzip.open(p, "rb")
@@ -51,6 +56,25 @@ def _open_binary(path: str | os.PathLike) -> IO[bytes]:
 
         return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(p, "rb"), closefd=True))
     return open(p, "rb")
+
+
+def parse_object(line: bytes) -> dict[str, Any] | tuple[str, str]:
+    """One JSONL line as a JSON object, or ``(reason, detail)`` with reason ``invalid_utf8``, ``invalid_json`` or
+    ``not_object``; a leading UTF-8 byte-order mark (files saved by some editors) is skipped. Every JSONL reader of
+    the project (:func:`iter_jsonl`, the ``data tokenize`` workers) parses its lines here."""
+    if line[:3] == b"\xef\xbb\xbf":
+        line = line[3:]
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return "invalid_utf8", f"byte {exc.start}: {exc.reason}"
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+        return "invalid_json", str(exc)[:120]
+    if not isinstance(obj, dict):
+        return "not_object", type(obj).__name__
+    return obj
 
 
 def _capped_lines(raw: IO[bytes], max_line_bytes: int) -> Iterator[bytes | None]:
@@ -85,25 +109,16 @@ def iter_jsonl(
     required = tuple(required)
     types = types or {}
     name = str(path)
-    with _open_binary(path) as raw:
+    with open_binary(path) as raw:
         for lineno, line in enumerate(_capped_lines(raw, max_line_bytes), start=1):
             if line is None:
                 yield lineno, BadLine(name, lineno, "line_too_long", f"longer than {max_line_bytes:,} bytes")
                 continue
             if not line.strip():
                 continue
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield lineno, BadLine(name, lineno, "invalid_utf8", str(exc))
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield lineno, BadLine(name, lineno, "invalid_json", exc.msg + f" at column {exc.colno}")
-                continue
-            if not isinstance(obj, dict):
-                yield lineno, BadLine(name, lineno, "not_object", type(obj).__name__)
+            obj = parse_object(line)
+            if isinstance(obj, tuple):
+                yield lineno, BadLine(name, lineno, *obj)
                 continue
             missing = [k for k in required if k not in obj or obj[k] is None]
             if missing:
@@ -195,23 +210,6 @@ class ResumableJsonlWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file in the same directory, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically."""
-    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=indent, sort_keys=False) + "\n")
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:

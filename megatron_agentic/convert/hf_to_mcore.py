@@ -18,13 +18,13 @@ import argparse
 import dataclasses
 import functools
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from data_tools.common.atomic import atomic_write_text
 from megatron_agentic.convert import keys
 from megatron_agentic.convert.dcp_stream import BytesObject, TensorChunk, write_torch_dist
 from megatron_agentic.convert.hf_io import HFCheckpoint
@@ -223,9 +223,7 @@ def convert(
     with _progress(total, f"hf-to-mcore {Path(hf_dir).name}", enabled=progress) as advance:
         write_torch_dist(checkpoint_path(output, 0), chunks, objects, common, on_write=advance)
     marker = Path(output) / LATEST_FILE
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text("0\n", encoding="utf-8")
-    os.replace(tmp, marker)
+    atomic_write_text(marker, "0\n")
     logger.info("wrote %s (%d chunks, %.2f GB)", output, len(chunks), total / 1e9)
     return Path(output)
 

@@ -35,6 +35,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from data_tools.common.atomic import atomic_write_json
 from megatron_agentic.demo.config import DemoConfig
 
 logger = logging.getLogger(__name__)
@@ -137,14 +138,6 @@ def _tail(path: Path, lines: int = 25) -> str:
         return ""
 
 
-def _write_json_atomic(path: Path, obj: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def prepare_workdir(ctx: DemoContext, fresh: bool) -> None:
     """Create (or with ``fresh`` empty) the workdir; refuse to reuse one made with another configuration.
 
@@ -167,7 +160,7 @@ def prepare_workdir(ctx: DemoContext, fresh: bool) -> None:
         return
     for sub in ("logs", "state"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(
+    atomic_write_json(
         marker,
         {
             "preset": ctx.config.name,
@@ -175,6 +168,8 @@ def prepare_workdir(ctx: DemoContext, fresh: bool) -> None:
             "online": ctx.online,
             "config": ctx.config.to_dict(),
         },
+        sort_keys=True,
+        ensure_ascii=True,
     )
 
 
@@ -240,8 +235,11 @@ class Runner:
                 finally:
                     progress.remove_task(task)
                 seconds = time.monotonic() - start
-                _write_json_atomic(
-                    marker, {"step": step.name, "seconds": round(seconds, 3), "finished": time.time(), "info": info}
+                atomic_write_json(
+                    marker,
+                    {"step": step.name, "seconds": round(seconds, 3), "finished": time.time(), "info": info},
+                    sort_keys=True,
+                    ensure_ascii=True,
                 )
                 results.append(StepResult(step.name, step.title, seconds, False, info))
                 progress.console.print(

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
 
+from data_tools.common.atomic import atomic_write_text
 from megatron_agentic.demo.config import DATA_TYPES
 from megatron_agentic.demo.pipeline import DemoContext, Step
 from megatron_agentic.demo.steps import (
@@ -505,9 +506,7 @@ def write_report(ctx: DemoContext, log: TextIO) -> dict:
     text = render_markdown(ctx, data, plots)
     for name, content in (("report.md", text), ("report.json", json.dumps(data, indent=2, default=str))):
         path = ctx.path(name)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(content, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, content)
         log.write(f"wrote {path}\n")
     for name, path in plots.items():
         log.write(f"plot {name}: {path}\n")

@@ -28,6 +28,7 @@ import os
 from pathlib import Path
 from typing import TextIO
 
+from data_tools.common.atomic import atomic_open, atomic_write_text
 from megatron_agentic.demo.config import DATA_TYPES, DemoConfig, StageConfig
 from megatron_agentic.demo.pipeline import DemoContext, Step
 
@@ -94,12 +95,10 @@ def split_corpus(ctx: DemoContext, log: TextIO) -> dict:
     counts = {}
     for split, keep in (("train", lambda i: i not in heldout), ("heldout", lambda i: i in heldout)):
         path = ctx.path("corpus", f"{split}.jsonl")
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_open(path) as f:
             for i, doc in enumerate(docs):
                 if keep(i):
                     f.write(json.dumps(doc, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
         counts[split] = sum(1 for i in range(len(docs)) if keep(i))
         log.write(f"{split}: {counts[split]} documents -> {path}\n")
     return {"documents": counts}
@@ -109,20 +108,17 @@ def general_text(split: str):
     """In-process step writing the general-text JSONL of ``split`` through the project's serializer."""
 
     def run(ctx: DemoContext, log: TextIO) -> dict:
-        from data_tools.serialize import serialize_general
+        from data_tools.synthesis.serialize import serialize_general
 
         src = ctx.path("corpus", f"{split}.jsonl")
         dst = synth(ctx, split, "general.jsonl")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(dst.name + ".tmp")
         n = 0
-        with open(src, encoding="utf-8") as fin, open(tmp, "w", encoding="utf-8") as fout:
+        with open(src, encoding="utf-8") as fin, atomic_open(dst) as fout:
             for line in fin:
                 doc = json.loads(line)
                 record = {"id": doc["id"], "type": "general", "text": serialize_general(doc["text"])}
                 fout.write(json.dumps(record, ensure_ascii=False) + "\n")
                 n += 1
-        os.replace(tmp, dst)
         log.write(f"wrote {n} general-text records to {dst}\n")
         return {"records": n}
 
@@ -267,7 +263,7 @@ def build_steps(cfg: DemoConfig) -> list[Step]:
             command=lambda ctx: [
                 ctx.python,
                 "-m",
-                "data_tools.corpus",
+                "data_tools.synthesis.corpus",
                 "--output",
                 str(ctx.path("corpus", "wiki.jsonl")),
                 "--limit",
@@ -276,7 +272,7 @@ def build_steps(cfg: DemoConfig) -> list[Step]:
             outputs=lambda ctx: [ctx.path("corpus", "wiki.jsonl")],
             clean=lambda ctx: [ctx.path("corpus", "wiki.jsonl")],
             resumable=False,
-            modules=("data_tools.corpus",),
+            modules=("data_tools.synthesis.corpus",),
         ),
         Step(
             name="split",
@@ -305,7 +301,7 @@ def build_steps(cfg: DemoConfig) -> list[Step]:
             outputs=lambda ctx: [ctx.path("synth", "has_probe.json")],
             clean=lambda ctx: [ctx.path("synth", "has_probe.json")],
             resumable=False,
-            modules=("data_tools.has.probe",),
+            modules=("data_tools.synthesis.has.probe",),
         )
     )
     for split in SPLITS:
@@ -413,7 +409,7 @@ def _synthesis_steps(cfg: DemoConfig, split: str) -> list[Step]:
             command=memory,
             outputs=lambda ctx: [synth(ctx, split, "memory.jsonl")],
             clean=lambda ctx: [synth(ctx, split, "memory.jsonl"), synth(ctx, split, "memory.jsonl.summary.json")],
-            modules=("data_tools.memory",),
+            modules=("data_tools.synthesis.memory",),
         ),
         Step(
             name=f"fas-{split}",
@@ -421,7 +417,7 @@ def _synthesis_steps(cfg: DemoConfig, split: str) -> list[Step]:
             command=fas,
             outputs=lambda ctx: [synth(ctx, split, "fas", f) for f in ("planning.jsonl", "reasoning.jsonl")],
             clean=lambda ctx: [synth(ctx, split, "fas")],
-            modules=("data_tools.fas",),
+            modules=("data_tools.synthesis.fas",),
         ),
     ]
     for source in ROLLOUT_SOURCES:
@@ -436,7 +432,7 @@ def _synthesis_steps(cfg: DemoConfig, split: str) -> list[Step]:
                     trajectories(ctx, split, source),
                     trajectories(ctx, split, source).with_suffix(".summary.json"),
                 ],
-                modules=("data_tools.rollout",),
+                modules=("data_tools.synthesis.rollout",),
             )
         )
     steps += [
@@ -446,14 +442,14 @@ def _synthesis_steps(cfg: DemoConfig, split: str) -> list[Step]:
             command=has,
             outputs=lambda ctx: [synth(ctx, split, "has.jsonl")],
             clean=lambda ctx: [synth(ctx, split, "has.jsonl"), synth(ctx, split, "has.summary.json")],
-            modules=("data_tools.has",),
+            modules=("data_tools.synthesis.has",),
         ),
         Step(
             name=f"general-{split}",
             title=f"general text ({split})",
             func=general_text(split),
             outputs=lambda ctx: [synth(ctx, split, "general.jsonl")],
-            modules=("data_tools.serialize",),
+            modules=("data_tools.synthesis.serialize",),
         ),
     ]
     return steps
@@ -488,7 +484,7 @@ def _tokenize_step(cfg: DemoConfig, kind: str, split: str) -> Step:
         outputs=lambda ctx: [Path(dataset_prefix(ctx, kind, split) + ext) for ext in (".bin", ".idx")],
         clean=lambda ctx: [Path(dataset_prefix(ctx, kind, split) + ext) for ext in (".bin", ".idx")],
         resumable=False,
-        modules=("data_tools.tokenize",),
+        modules=("data_tools.indexed.tokenize_dataset",),
     )
 
 
@@ -525,11 +521,8 @@ def write_mix_configs(ctx: DemoContext, log: TextIO) -> dict:
     out = {}
     for label in ("stage1", "stage2"):
         path = ctx.path("blends", f"{label}.mix.yaml")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
         config = mix_config(ctx, label)
-        tmp.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
         log.write(f"{path}:\n{path.read_text(encoding='utf-8')}\n")
         out[label] = config["total_tokens"]
     return {"total_tokens": out}
@@ -565,7 +558,7 @@ def _mix_steps(cfg: DemoConfig) -> list[Step]:
                 outputs=lambda ctx, label=label: [ctx.path("blends", f"{label}.json")],
                 clean=lambda ctx, label=label: [ctx.path("blends", f"{label}.json")],
                 resumable=False,
-                modules=("data_tools.mix",),
+                modules=("data_tools.indexed.mix",),
             )
         )
     return steps

@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from data_tools.common.atomic import atomic_write_text
 from megatron_agentic.config import yaml_load
 
 RECIPE_DIR = Path(__file__).resolve().parent
@@ -195,21 +194,6 @@ def training_config(recipe: dict[str, Any], source: str = "<recipe>") -> Any:
         raise RecipeError(str(exc)) from None
 
 
-def write_yaml_atomic(data: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``data`` as YAML to ``path`` via a temporary file and rename."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yaml.safe_dump(data, f, sort_keys=False)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m megatron_agentic.recipes {list,show,export}``."""
     parser = argparse.ArgumentParser(prog="python -m megatron_agentic.recipes", description=__doc__.split("\n")[0])
@@ -234,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "show":
         print(yaml.safe_dump(recipe, sort_keys=False), end="")
         return 0
-    path = write_yaml_atomic(train_dict(recipe), args.output)
+    path = atomic_write_text(args.output, yaml.safe_dump(train_dict(recipe), sort_keys=False))
     print(f"wrote {path}")
     return 0
 

@@ -27,6 +27,7 @@ import torch
 from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 
+from data_tools.common.atomic import atomic_write_text, fsync_path
 from megatron_agentic.models.qwen3_moe import checkpoint_keys
 from megatron_agentic.training import save_procs
 
@@ -152,20 +153,8 @@ def _fsync_tree(path: Path) -> None:
     """fsync every file under ``path`` and the directories themselves."""
     for dirpath, _, filenames in os.walk(path):
         for name in filenames:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            fsync_path(os.path.join(dirpath, name))
+        fsync_path(dirpath)
 
 
 def write_latest_marker(root: str | os.PathLike, iteration: int) -> None:
@@ -173,13 +162,8 @@ def write_latest_marker(root: str | os.PathLike, iteration: int) -> None:
     root = Path(root)
     _fsync_tree(checkpoint_path(root, iteration))
     marker = root / LATEST_FILE
-    tmp = marker.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(f"{iteration}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, marker)
-    _fsync_dir(root)
+    atomic_write_text(marker, f"{iteration}\n")
+    fsync_path(root)
 
 
 def resolve_checkpoint_dir(path: str | os.PathLike) -> Path:

@@ -28,6 +28,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.transformer.moe import moe_utils
 from megatron.core.transformer.moe.router import TopKRouter
 
+from data_tools.common.atomic import atomic_write_json
 from data_tools.common.lock import LOCK_NAME, LockedError, OutputLock
 from megatron_agentic.config import TrainingConfig
 from megatron_agentic.platform import Platform, setup_platform
@@ -52,7 +53,7 @@ from megatron_agentic.training.data import (
 )
 from megatron_agentic.training.data_order import SampleLog
 from megatron_agentic.training.guard import StepGuard, Verdict, injected_nan_grad
-from megatron_agentic.training.metrics import MetricsLogger, read_metrics, write_json_atomic
+from megatron_agentic.training.metrics import MetricsLogger, read_metrics
 from megatron_agentic.training.packing import prepare_document_batches
 from megatron_agentic.training.stop import EXIT_STOPPED, StopRequest
 
@@ -566,7 +567,7 @@ class Trainer:
         self.finish_saves()
         summary = self._summary(last_eval)
         if self.rank == 0:
-            write_json_atomic(Path(cfg.log.dir) / "summary.json", summary)
+            atomic_write_json(Path(cfg.log.dir) / "summary.json", summary, sort_keys=True, ensure_ascii=True)
         self.metrics.close()
         return summary
 

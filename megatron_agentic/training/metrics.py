@@ -15,15 +15,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from data_tools.common.atomic import atomic_write_text
+
 logger = logging.getLogger(__name__)
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as JSON via a temporary file and rename."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -71,9 +65,7 @@ class MetricsLogger:
         if not self.enabled or not self.path.is_file():
             return
         kept = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def _append(self, record: dict[str, Any]) -> None:
         with self.path.open("a", encoding="utf-8") as f:

@@ -1,10 +1,10 @@
 """SFT datasets for ``megatron-agentic train`` (``data.sft: true``): conversations with per-token loss masks.
 
-Each ``blend`` / ``eval_sets`` prefix is a dataset written by ``megatron-agentic data sft`` (:mod:`data_tools.sft`):
-``PREFIX.bin/.idx`` (token ids, one document per conversation) and ``PREFIX_loss_mask.bin/.idx`` (uint8, 1 on
-target tokens), both read with megatron-core's ``IndexedDataset``. :class:`SFTDataset` is a megatron-core
-``MegatronDataset`` (so ``BlendedMegatronDatasetBuilder`` does the train/valid split and the weighted blend of
-several SFT sets, e.g. general chat + ReAct trajectories), built like Megatron-LM's
+Each ``blend`` / ``eval_sets`` prefix is a dataset written by ``megatron-agentic data sft``
+(:mod:`data_tools.synthesis.sft`): ``PREFIX.bin/.idx`` (token ids, one document per conversation) and
+``PREFIX_loss_mask.bin/.idx`` (uint8, 1 on target tokens), both read with megatron-core's ``IndexedDataset``.
+:class:`SFTDataset` is a megatron-core ``MegatronDataset`` (so ``BlendedMegatronDatasetBuilder`` does the train/valid
+split and the weighted blend of several SFT sets, e.g. general chat + ReAct trajectories), built like Megatron-LM's
 ``megatron/training/datasets/sft_dataset.py`` (core_v0.16.1): ``tokens = seq[:-1]``, ``labels = seq[1:]``,
 ``loss_mask`` 0 where the label is not a target (``IGNORE_INDEX``) or is padding, position ids from 0.
 
@@ -32,7 +32,7 @@ from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron.core.datasets.megatron_dataset import MegatronDataset
 from megatron.core.datasets.utils import Split
 
-from data_tools.sft import mask_path
+from data_tools.synthesis.sft import mask_path
 from megatron_agentic.config import ConfigError, TrainingConfig
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class SFTDataset(MegatronDataset):
 
 def conversations_in(prefix: str) -> int:
     """Number of conversations of an SFT dataset (read from its ``.idx`` without loading tokens)."""
-    from data_tools.indexed_io import read_index
+    from data_tools.indexed.indexed_io import read_index
 
     return int(read_index(prefix).num_sequences)
 

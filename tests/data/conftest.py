@@ -34,7 +34,7 @@ TRICKY_TEXTS = [
 @pytest.fixture(scope="session")
 def wiki_docs() -> list[dict]:
     """300 real Wikipedia summaries from the installed corpus package, as ``{"id", "title", "text"}`` records."""
-    from data_tools.corpus import wiki_summaries
+    from data_tools.synthesis.corpus import wiki_summaries
 
     return [{"id": d["id"], "title": d["title"], "text": d["text"]} for d in wiki_summaries("en", limit=300)]
 
@@ -42,7 +42,7 @@ def wiki_docs() -> list[dict]:
 @pytest.fixture(scope="session")
 def qwen3_hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in qwen3 tokenizer exported as a HF tokenizer directory (tokenizer.json + tokenizer_config.json)."""
-    from data_tools.tokenizers import export_qwen3_hf
+    from data_tools.indexed.tokenizers import export_qwen3_hf
 
     return export_qwen3_hf(tmp_path_factory.mktemp("qwen3_hf"))
 

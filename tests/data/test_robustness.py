@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_tools.indexed_io import idx_path, read_index
-from data_tools.inspect import main as inspect_main
-from data_tools.tokenize import BadInputError, tokenize_to_indexed
-from data_tools.tokenizers import load_tokenizer
+from data_tools.indexed.indexed_io import idx_path, read_index
+from data_tools.indexed.inspect_dataset import main as inspect_main
+from data_tools.indexed.tokenize_dataset import BadInputError, tokenize_to_indexed
+from data_tools.indexed.tokenizers import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -107,7 +107,7 @@ def test_kill_mid_run_then_rerun_resumes_to_identical_output(tmp_path, wiki_docs
         for _ in range(12):  # ~2 MB, a few seconds of work
             for d in wiki_docs:
                 f.write(json.dumps({"text": d["text"]}) + "\n")
-    cmd = [sys.executable, "-m", "data_tools.tokenize", "--input", str(path), "--append-eod", "--workers", "2",
+    cmd = [sys.executable, "-m", "data_tools.indexed.tokenize_dataset", "--input", str(path), "--append-eod", "--workers", "2",
            "--block-bytes", "16384", "--no-progress", "--checkpoint-seconds", "0", "--output-prefix"]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")
     prefix = tmp_path / "run"
@@ -139,7 +139,7 @@ def test_kill_mid_run_then_rerun_resumes_to_identical_output(tmp_path, wiki_docs
 
 
 def test_writer_resume_drops_data_written_after_the_checkpoint(tmp_path):
-    from data_tools.indexed_io import IndexedWriter
+    from data_tools.indexed.indexed_io import IndexedWriter
 
     a, b = np.arange(10, dtype=np.int64), np.arange(100, 107, dtype=np.int64)
     ref = IndexedWriter(tmp_path / "ref", np.int32)

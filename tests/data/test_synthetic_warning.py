@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
-from data_tools import mix
-from data_tools.common.provenance import synthetic_template_records, tokenized_synthetic_inputs
-from data_tools.tokenize import tokenize_to_indexed
+from data_tools.indexed import mix
+from data_tools.indexed.provenance import synthetic_template_records, tokenized_synthetic_inputs
+from data_tools.indexed.tokenize_dataset import tokenize_to_indexed
 
 
 def _write(path, flag: bool, n: int = 6):
@@ -22,13 +22,13 @@ def test_tokenize_and_mix_warn_about_template_data(tmp_path, caplog):
     tmpl = _write(tmp_path / "planning.jsonl", True)
     real = _write(tmp_path / "real.jsonl", False)
     assert synthetic_template_records(tmpl) == 6 and synthetic_template_records(real) == 0
-    with caplog.at_level(logging.WARNING, logger="data_tools.tokenize"):
+    with caplog.at_level(logging.WARNING, logger="data_tools.indexed.tokenize_dataset"):
         tokenize_to_indexed(tmpl, tmp_path / "fas", "qwen3", ["text"], append_eod=True, workers=1)
     assert any("template-backend" in r.getMessage() and "planning.jsonl" in r.getMessage() for r in caplog.records)
     summary = json.loads((tmp_path / "fas.tokenize.json").read_text())
     assert summary["synthetic_template_inputs"] == [str(tmpl)]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="data_tools.tokenize"):
+    with caplog.at_level(logging.WARNING, logger="data_tools.indexed.tokenize_dataset"):
         tokenize_to_indexed(real, tmp_path / "gen", "qwen3", ["text"], append_eod=True, workers=1)
     assert not [r for r in caplog.records if "template-backend" in r.getMessage()]
     assert tokenized_synthetic_inputs(str(tmp_path / "gen_text_document")) == []

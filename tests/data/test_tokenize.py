@@ -9,10 +9,10 @@ import random
 import numpy as np
 import pytest
 
-from data_tools.merge import merge_datasets
-from data_tools.readers import FileRange, JsonlBlock, iter_jsonl_blocks, plan_shard
-from data_tools.tokenize import tokenize_to_indexed
-from data_tools.tokenizers import load_tokenizer
+from data_tools.indexed.merge import merge_datasets
+from data_tools.indexed.readers import FileRange, JsonlBlock, iter_jsonl_blocks, plan_shard
+from data_tools.indexed.tokenize_dataset import tokenize_to_indexed
+from data_tools.indexed.tokenizers import load_tokenizer
 
 
 def _bytes(prefix) -> tuple[bytes, bytes]:
@@ -179,8 +179,8 @@ def test_merge_matches_megatron_add_index_and_keeps_multi_sequence_documents(tmp
     # inspect's document lengths (from pointers) agree with megatron-core's reader on multi-sequence documents
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-    from data_tools.indexed_io import read_index
-    from data_tools.inspect import length_stats
+    from data_tools.indexed.indexed_io import read_index
+    from data_tools.indexed.inspect_dataset import length_stats
 
     ds = IndexedDataset(str(tmp_path / "ours"))
     d = ds.document_indices

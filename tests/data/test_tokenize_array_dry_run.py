@@ -24,7 +24,7 @@ def test_dry_run_prints_the_tokenize_command_and_creates_nothing(tmp_path):
     res = _run(tmp_path, SLURM_ARRAY_TASK_ID="3")
     assert res.returncode == 0, res.stderr
     argv = shlex.split(res.stdout)
-    assert argv[:3] == ["python", "-m", "data_tools.tokenize"]
+    assert argv[:3] == ["python", "-m", "data_tools.indexed.tokenize_dataset"]
     assert argv[argv.index("--shard-index") + 1] == "3" and argv[argv.index("--num-shards") + 1] == "8"
     assert argv[argv.index("--output-prefix") + 1] == str(tmp_path / "tok" / "deep" / "web")
     assert list(tmp_path.iterdir()) == []  # neither tok/deep/ nor logs/
@@ -34,7 +34,7 @@ def test_dry_run_prints_the_tokenize_command_and_creates_nothing(tmp_path):
 def test_dry_run_merge_and_submit_create_nothing(tmp_path):
     res = _run(tmp_path, MODE="merge")
     assert res.returncode == 0, res.stderr
-    assert "data_tools.merge" in res.stdout and "web_text_document" in res.stdout
+    assert "data_tools.indexed.merge" in res.stdout and "web_text_document" in res.stdout
     res = _run(tmp_path, "--submit", "--parsable", "--array=0-7")
     assert res.returncode == 0, res.stderr
     assert shlex.split(res.stdout) == ["sbatch", "--parsable", "--array=0-7", str(SCRIPT)]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from data_tools.tokenizers import QWEN3_SPECIAL_TOKENS, load_tokenizer
+from data_tools.indexed.tokenizers import QWEN3_SPECIAL_TOKENS, load_tokenizer
 
 # Qwen3's documented ids (tokenizer_config.json of the Qwen3 checkpoints).
 QWEN3_IDS = {

@@ -186,7 +186,7 @@ def _cli_argv(cmd: list[str]) -> tuple[list[str], list[str]] | None:
                 if (
                     rest
                     and not rest[0].startswith("-")
-                    and cmd[2] in ("data_tools.tokenizers", "megatron_agentic.recipes")
+                    and cmd[2] in ("data_tools.indexed.tokenizers", "megatron_agentic.recipes")
                 ):
                     return [*prefix, rest[0]], rest[1:]
                 return prefix, rest

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from data_tools.memory import main as memory_main
+from data_tools.synthesis.memory import main as memory_main
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,10 @@ import sys
 
 import pytest
 
-from data_tools.common.cli_args import add_llm_args, llm_config_from_args
-from data_tools.common.jsonl import BadLine, ResumableJsonlWriter, atomic_write_json, iter_jsonl, read_jsonl
-from data_tools.common.sharding import add_shard_args, shard_from_args, shard_of
+from data_tools.common.atomic import atomic_write_json
+from data_tools.common.jsonl import BadLine, ResumableJsonlWriter, iter_jsonl, read_jsonl
+from data_tools.synthesis.common.cli_args import add_llm_args, llm_config_from_args
+from data_tools.synthesis.common.sharding import add_shard_args, shard_from_args, shard_of
 
 
 def test_iter_jsonl_reports_bad_lines_by_reason(tmp_path):
@@ -75,7 +76,9 @@ def test_atomic_write_json(tmp_path):
 def test_shard_of_is_stable_across_processes_and_balanced():
     keys = [f"mem-{i}" for i in range(4000)]
     here = [shard_of(k, 7) for k in keys[:50]]
-    code = "from data_tools.common.sharding import shard_of; print([shard_of(f'mem-{i}', 7) for i in range(50)])"
+    code = (
+        "from data_tools.synthesis.common.sharding import shard_of; print([shard_of(f'mem-{i}', 7) for i in range(50)])"
+    )
     there = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -156,8 +159,8 @@ def test_progress_bar_shows_eta_tokens_per_second_and_failures(tmp_path):
 
     from rich.console import Console
 
-    from data_tools.common.progress import SynthesisProgress, count_lines
-    from data_tools.llm.client import LLMStats
+    from data_tools.synthesis.common.progress import SynthesisProgress, count_lines
+    from data_tools.synthesis.llm.client import LLMStats
 
     (tmp_path / "m.jsonl").write_bytes(b"a\nb\nc\n")
     assert count_lines(str(tmp_path / "m.jsonl")) == 3 and count_lines(str(tmp_path / "x.jsonl.gz")) is None

@@ -9,14 +9,14 @@ from collections import Counter
 
 import pytest
 
-from data_tools.common.failure_rate import DEFAULT_MAX_FAILURE_RATE, add_failure_rate_arg, check_failure_rate
-from data_tools.fas import main as fas_main
-from data_tools.fas.grounding import ground_statements, grounding_problem
-from data_tools.fas.memory_build import RawStatement
-from data_tools.fas.scripted import FasResponder
-from data_tools.llm.client import LLMClient, LLMConfig
-from data_tools.llm.fake_server import FakeLLMServer, FakeReply
-from data_tools.memory import main as memory_main
+from data_tools.synthesis.common.failure_rate import DEFAULT_MAX_FAILURE_RATE, add_failure_rate_arg, check_failure_rate
+from data_tools.synthesis.fas.cli import main as fas_main
+from data_tools.synthesis.fas.grounding import ground_statements, grounding_problem
+from data_tools.synthesis.fas.memory_build import RawStatement
+from data_tools.synthesis.fas.scripted import FasResponder
+from data_tools.synthesis.llm.client import LLMClient, LLMConfig
+from data_tools.synthesis.llm.fake_server import FakeLLMServer, FakeReply
+from data_tools.synthesis.memory import main as memory_main
 
 DOC = (
     "Ada Lovelace was an English mathematician born in London in 1815. She worked with Charles Babbage on the "
@@ -112,8 +112,8 @@ def test_fas_with_a_garbage_server_exits_nonzero(wiki_memory, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_rollout_with_a_failing_server_exits_nonzero(tmp_path, capsys):
-    from data_tools import rollout as R
-    from data_tools.corpus import write_wiki_corpus
+    from data_tools.synthesis import rollout as R
+    from data_tools.synthesis.corpus import write_wiki_corpus
 
     corpus = tmp_path / "corpus.jsonl"
     write_wiki_corpus(corpus, limit=50)

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from data_tools.common.jsonl import read_jsonl
-from data_tools.fas import main as fas_main
-from data_tools.fas.pipeline import FasConfig, run_fas
-from data_tools.fas.scripted import FasResponder
-from data_tools.llm.client import LLMConfig
-from data_tools.llm.fake_server import FakeLLMServer
+from data_tools.synthesis.fas.cli import main as fas_main
+from data_tools.synthesis.fas.pipeline import FasConfig, run_fas
+from data_tools.synthesis.fas.scripted import FasResponder
+from data_tools.synthesis.llm.client import LLMConfig
+from data_tools.synthesis.llm.fake_server import FakeLLMServer
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUTS = ("planning.jsonl", "reasoning.jsonl", "rejected.jsonl", "progress.jsonl")
@@ -50,7 +50,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(wiki_memory, tmp_path):
         cmd = [
             sys.executable,
             "-m",
-            "data_tools.fas",
+            "data_tools.synthesis.fas",
             "--memory",
             wiki_memory,
             "-k",
@@ -212,8 +212,8 @@ def test_judge_bookkeeping_and_cache_reruns(wiki_memory, tmp_path):
 
 
 def test_llm_memory_backend(tmp_path):
-    from data_tools.corpus import write_wiki_corpus
-    from data_tools.memory import main as memory_main
+    from data_tools.synthesis.corpus import write_wiki_corpus
+    from data_tools.synthesis.memory import main as memory_main
 
     corpus = tmp_path / "c.jsonl"
     write_wiki_corpus(corpus, limit=12)

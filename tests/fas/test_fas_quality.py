@@ -1,10 +1,11 @@
-"""The offline FAS text is varied enough to train on: measured with ``data_tools.fas.quality`` on real memory."""
+"""The offline FAS text is varied enough to train on: measured with ``data_tools.synthesis.fas.quality`` on real
+memory."""
 
 from __future__ import annotations
 
-from data_tools.fas import main as fas_main
-from data_tools.fas.judge import REASONS as judge_reasons
-from data_tools.fas.quality import fas_quality, think_sentences
+from data_tools.synthesis.fas.cli import main as fas_main
+from data_tools.synthesis.fas.judge import REASONS as judge_reasons
+from data_tools.synthesis.fas.quality import fas_quality, think_sentences
 
 
 def test_think_sentences_mask_quoted_spans():

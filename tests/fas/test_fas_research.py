@@ -10,15 +10,21 @@ from collections import Counter
 import pytest
 
 from data_tools.common.jsonl import read_jsonl
-from data_tools.fas import judge, template_actions
-from data_tools.fas import main as fas_main
-from data_tools.fas.clues import Attribute, attributes, copied_span, predicate
-from data_tools.fas.knowledge import find_dates
-from data_tools.fas.pipeline import normalize_item
-from data_tools.fas.quality import body_text, top_block_share, top_ngram_share
-from data_tools.fas.questions import STYLES, choose_styles, knowledge_index, question_text_problem, template_questions
-from data_tools.fas.research import AttributeIndex, comparison
-from data_tools.fas.system_prompts import SYSTEM_PROMPTS, choose_system
+from data_tools.synthesis.fas import judge, template_actions
+from data_tools.synthesis.fas.cli import main as fas_main
+from data_tools.synthesis.fas.clues import Attribute, attributes, copied_span, predicate
+from data_tools.synthesis.fas.knowledge import find_dates
+from data_tools.synthesis.fas.pipeline import normalize_item
+from data_tools.synthesis.fas.quality import body_text, top_block_share, top_ngram_share
+from data_tools.synthesis.fas.questions import (
+    STYLES,
+    choose_styles,
+    knowledge_index,
+    question_text_problem,
+    template_questions,
+)
+from data_tools.synthesis.fas.research import AttributeIndex, comparison
+from data_tools.synthesis.fas.system_prompts import SYSTEM_PROMPTS, choose_system
 
 
 def _items(path: str) -> list[dict]:

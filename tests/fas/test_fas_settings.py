@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from data_tools.common.jsonl import read_jsonl
-from data_tools.common.settings import SettingsMismatch, claim_settings
-from data_tools.fas import main as fas_main
-from data_tools.fas.scripted import FasResponder
-from data_tools.llm.fake_server import FakeLLMServer
+from data_tools.synthesis.common.settings import SettingsMismatch, claim_settings
+from data_tools.synthesis.fas.cli import main as fas_main
+from data_tools.synthesis.fas.scripted import FasResponder
+from data_tools.synthesis.llm.fake_server import FakeLLMServer
 
 
 def _fas(memory, out, *extra):

@@ -8,10 +8,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from data_tools.common.jsonl import read_jsonl
-from data_tools.fas import main as fas_main
-from data_tools.fas.actions import TOOL_SCHEMAS
-from data_tools.fas.questions import NO_LEAK_CHECK, STYLES, knowledge_index
-from data_tools.fas.system_prompts import SYSTEM_PROMPTS
+from data_tools.synthesis.fas.actions import TOOL_SCHEMAS
+from data_tools.synthesis.fas.cli import main as fas_main
+from data_tools.synthesis.fas.questions import NO_LEAK_CHECK, STYLES, knowledge_index
+from data_tools.synthesis.fas.system_prompts import SYSTEM_PROMPTS
 
 FILES = ("planning.jsonl", "reasoning.jsonl", "rejected.jsonl", "progress.jsonl")
 
@@ -159,7 +159,7 @@ def test_console_script_dispatch(tmp_path):
 
 def test_training_text_tokenizes_to_qwen3_special_tokens(wiki_memory, tmp_path):
     """The `text` of FAS records maps its markup onto Qwen3's special-token ids (values from the Qwen3 vocab)."""
-    from data_tools.tokenizers import Qwen3Tokenizer
+    from data_tools.indexed.tokenizers import Qwen3Tokenizer
 
     out = _run(wiki_memory, tmp_path / "t")
     tok = Qwen3Tokenizer()

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from data_tools.fas import judge, template_actions
-from data_tools.fas.actions import tool_call_problem
-from data_tools.fas.dedup import NearDuplicateFilter, shingles
-from data_tools.fas.knowledge import entity_spans, find_dates, split_sentences, tone_of
-from data_tools.fas.memory_build import MemoryConfig, aggregate, heuristic_statements, memory_id
-from data_tools.fas.questions import (
+from data_tools.synthesis.fas import judge, template_actions
+from data_tools.synthesis.fas.actions import tool_call_problem
+from data_tools.synthesis.fas.dedup import NearDuplicateFilter, shingles
+from data_tools.synthesis.fas.knowledge import entity_spans, find_dates, split_sentences, tone_of
+from data_tools.synthesis.fas.memory_build import MemoryConfig, aggregate, heuristic_statements, memory_id
+from data_tools.synthesis.fas.questions import (
     NO_LEAK_CHECK,
     STYLES,
     choose_styles,
@@ -20,7 +20,7 @@ from data_tools.fas.questions import (
     template_questions,
     validate_llm_questions,
 )
-from data_tools.llm.prompts import load_prompt, parse_template_text
+from data_tools.synthesis.llm.prompts import load_prompt, parse_template_text
 
 DOCS = [
     {
@@ -329,8 +329,8 @@ def test_judge_rejects_real_defects_with_reasons():
 
 
 def test_memory_drops_citation_artefacts_and_fragments():
-    from data_tools.fas.memory_build import is_fragment, strip_citations
-    from data_tools.memory import spread_indices
+    from data_tools.synthesis.fas.memory_build import is_fragment, strip_citations
+    from data_tools.synthesis.memory import spread_indices
 
     assert strip_citations("Born in 1815.[note 1] She wrote[12] notes[a].") == "Born in 1815. She wrote notes."
     doc = {

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from data_tools import serialize as S
+from data_tools.synthesis import serialize as S
 
 TEMPLATE = (Path(__file__).parent / "fixtures" / "qwen3_chat_template.jinja").read_text(encoding="utf-8")
 SEARCH = {"name": "search", "arguments": {"query": ["Dijon mustard origin", "Dijon «ville» 東京"]}}

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from data_tools.common.jsonl import read_jsonl
-from data_tools.fas import judge_eval
-from data_tools.fas.judge import Verdict
-from data_tools.fas.scripted import FasResponder
-from data_tools.llm.client import LLMClient, LLMConfig
-from data_tools.llm.fake_server import FakeLLMServer
+from data_tools.synthesis.fas import judge_eval
+from data_tools.synthesis.fas.judge import SampleVerdict
+from data_tools.synthesis.fas.scripted import FasResponder
+from data_tools.synthesis.llm.client import LLMClient, LLMConfig
+from data_tools.synthesis.llm.fake_server import FakeLLMServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,16 +42,16 @@ def test_labelled_set_has_good_and_planted_defects(samples):
 
 
 def test_metrics_bookkeeping_against_known_judges(samples):
-    accept = judge_eval.metrics(samples, [Verdict(True, None, "", "t") for _ in samples])
+    accept = judge_eval.metrics(samples, [SampleVerdict(True, None, "", "t") for _ in samples])
     assert accept["precision"] is None and accept["recall"] == 0.0
     assert accept["accuracy_before"] == accept["accuracy_after"] == 0.5
-    reject = judge_eval.metrics(samples, [Verdict(False, "other", "", "t") for _ in samples])
+    reject = judge_eval.metrics(samples, [SampleVerdict(False, "other", "", "t") for _ in samples])
     assert reject["precision"] == 0.5 and reject["recall"] == 1.0 and reject["accuracy_after"] is None
     # an oracle that rejects exactly the defective samples
-    oracle = judge_eval.metrics(samples, [Verdict(s["defect"] is None, None, "", "t") for s in samples])
+    oracle = judge_eval.metrics(samples, [SampleVerdict(s["defect"] is None, None, "", "t") for s in samples])
     assert oracle["precision"] == oracle["recall"] == oracle["accuracy_after"] == 1.0
     # a failed request is left out and counted
-    some = judge_eval.metrics(samples, [None] + [Verdict(True, None, "", "t")] * (len(samples) - 1))
+    some = judge_eval.metrics(samples, [None] + [SampleVerdict(True, None, "", "t")] * (len(samples) - 1))
     assert some["failed_requests"] == 1 and some["samples"] == len(samples) - 1
 
 

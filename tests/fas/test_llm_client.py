@@ -9,14 +9,14 @@ import threading
 
 import pytest
 
-from data_tools.llm.client import (
+from data_tools.synthesis.llm.client import (
     DOWN_AFTER_FAILURES,
     LLMClient,
     LLMConfig,
     chat_completions_url,
     parse_retry_after,
 )
-from data_tools.llm.fake_server import FailFirst, FakeLLMServer, FakeReply, default_responder
+from data_tools.synthesis.llm.fake_server import FailFirst, FakeLLMServer, FakeReply, default_responder
 
 SCHEMA = {
     "type": "object",

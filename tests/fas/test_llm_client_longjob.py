@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from data_tools.llm.cache import RequestCache, mask_noise, request_key
-from data_tools.llm.client import LLMClient, LLMConfig
-from data_tools.llm.fake_server import FakeLLMServer, FakeReply, prompt_words
+from data_tools.synthesis.llm.cache import RequestCache, mask_noise, request_key
+from data_tools.synthesis.llm.client import LLMClient, LLMConfig
+from data_tools.synthesis.llm.fake_server import FakeLLMServer, FakeReply, prompt_words
 
 
 def _cfg(url, **kw):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from data_tools.memory import main as memory_main
+from data_tools.synthesis.memory import main as memory_main
 
 
 def _corpus(path: Path) -> Path:

@@ -87,13 +87,13 @@ def write_jsonl(path: Path, records: list) -> Path:
 
 @pytest.fixture(scope="session")
 def small_env():
-    from data_tools.env import SearchEnvironment
+    from data_tools.synthesis.env.search import SearchEnvironment
 
     return SearchEnvironment.builtin(limit=600)
 
 
 @pytest.fixture(scope="session")
 def qwen3_tok():
-    from data_tools.tokenizers import load_tokenizer
+    from data_tools.indexed.tokenizers import load_tokenizer
 
     return load_tokenizer("qwen3")

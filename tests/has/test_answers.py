@@ -1,13 +1,13 @@
-"""The one answer judge (data_tools.answers), shared by FAS and HAS."""
+"""The one answer judge (data_tools.synthesis.answers), shared by FAS and HAS."""
 
 from __future__ import annotations
 
 import pytest
 
-from data_tools.answers import content_words, judge_answer, normalize_answer, rubric, split_sentences
-from data_tools.fas import knowledge
-from data_tools.fas.judge import answers_agree
-from data_tools.trajectory import match_answer
+from data_tools.synthesis.answers import content_words, judge_answer, normalize_answer, rubric, split_sentences
+from data_tools.synthesis.fas import knowledge
+from data_tools.synthesis.fas.judge import answers_agree
+from data_tools.synthesis.trajectory import match_answer
 
 
 def test_normalize_answer():
@@ -20,7 +20,7 @@ def test_normalize_answer():
 def test_one_implementation():
     # FAS and the environment use the same functions, not copies
     assert knowledge.content_words is content_words and knowledge.split_sentences is split_sentences
-    from data_tools.env import search
+    from data_tools.synthesis.env import search
 
     assert search.content_words is content_words and search.split_sentences is split_sentences
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 
-from data_tools.has import main as has_main
-from data_tools.serialize import DECISION_CORRECT, DECISION_UNFINISHED
-from data_tools.trajectory import (
+from data_tools.synthesis.has.cli import main as has_main
+from data_tools.synthesis.serialize import DECISION_CORRECT, DECISION_UNFINISHED
+from data_tools.synthesis.trajectory import (
     CONTEXT_LIMIT_TEXT,
     LLM_LIMIT_TEXT,
     TOOL_JSON_ERROR,

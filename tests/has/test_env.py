@@ -9,8 +9,7 @@ from collections import Counter
 
 from bm25s.stopwords import STOPWORDS_EN
 
-from data_tools.env import Document, EnvConfig, SearchEnvironment
-from data_tools.env.search import VISIT_FAILURE
+from data_tools.synthesis.env.search import VISIT_FAILURE, Document, EnvConfig, SearchEnvironment
 
 DOCS = [
     Document(
@@ -100,7 +99,7 @@ def test_builtin_corpus_env(small_env):
 
 
 def test_memory_documents(tmp_path):
-    from data_tools.env.search import memory_documents
+    from data_tools.synthesis.env.search import memory_documents
 
     src = {"doc_id": "w1", "title": "Lyon", "url": "https://en.wikipedia.org/wiki/Lyon"}
     lines = [

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from data_tools import rollout as R
-from data_tools.env.questions import builtin_questions
-from data_tools.has import main as has_main
-from data_tools.has.candidates import Action, CollapseGuard
-from data_tools.serialize import DECISION_CORRECT, DECISION_INCORRECT, DECISION_UNFINISHED
-from data_tools.trajectory import Step, judge, load_trajectories, parse_action_text
+from data_tools.synthesis import rollout as R
+from data_tools.synthesis.env.questions import builtin_questions
+from data_tools.synthesis.has.candidates import Action, CollapseGuard
+from data_tools.synthesis.has.cli import main as has_main
+from data_tools.synthesis.serialize import DECISION_CORRECT, DECISION_INCORRECT, DECISION_UNFINISHED
+from data_tools.synthesis.trajectory import Step, judge, load_trajectories, parse_action_text
 
 from .conftest import deepresearch_record, write_jsonl
 
@@ -151,7 +151,7 @@ def test_llm_backend_checks_regenerates_and_counts_fills(tmp_path, traj_file):
     """Implausible model alternatives are rejected and asked again; only then does the template fill in, counted
     in the summary, marked in the sources and flagged ``synthetic_template``; the expert's step is never sent
     back rewritten."""
-    from data_tools.llm.fake_server import FakeLLMServer
+    from data_tools.synthesis.llm.fake_server import FakeLLMServer
 
     def responder(body):
         original = _expert_step(body)
@@ -199,7 +199,7 @@ def test_llm_backend_checks_regenerates_and_counts_fills(tmp_path, traj_file):
 
 def test_failing_llm_server_exits_with_the_fill_rate(tmp_path, capsys):
     """A server that always fails: every alternative is a template fill; ``data has`` says so and exits 1."""
-    from data_tools.llm.fake_server import FakeLLMServer, FakeReply
+    from data_tools.synthesis.llm.fake_server import FakeLLMServer, FakeReply
 
     src = write_jsonl(tmp_path / "t.jsonl", [deepresearch_record()])
     with FakeLLMServer(lambda body: FakeReply(fault="http_400")) as url:
@@ -227,7 +227,7 @@ def test_resume_after_torn_write_equals_uninterrupted(tmp_path, traj_file):
 @pytest.mark.slow
 def test_sigkill_and_resume(tmp_path, small_env, qwen3_tok):
     src = write_jsonl(tmp_path / "big.jsonl", rollout_records(small_env, qwen3_tok, 80))
-    cmd = [sys.executable, "-m", "data_tools.has", "--input", str(src), "--batch", "1", "--candidates", "4"]
+    cmd = [sys.executable, "-m", "data_tools.synthesis.has", "--input", str(src), "--batch", "1", "--candidates", "4"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     full = tmp_path / "full.jsonl"
     assert has_main([*cmd[3:], "--output", str(full)]) == 0  # uninterrupted reference, in-process
@@ -246,10 +246,10 @@ def test_sigkill_and_resume(tmp_path, small_env, qwen3_tok):
 
 def test_long_trajectory_128k(small_env, qwen3_tok):
     """A ~180K-token trajectory is split into parts of at most 128K tokens at step boundaries."""
-    from data_tools.env import EnvConfig, SearchEnvironment
-    from data_tools.has.candidates import TemplateBackend
-    from data_tools.has.expand import HasConfig, length_histogram, make_decisions, render_samples
-    from data_tools.trajectory import ToolCall, Trajectory
+    from data_tools.synthesis.env.search import EnvConfig, SearchEnvironment
+    from data_tools.synthesis.has.candidates import TemplateBackend
+    from data_tools.synthesis.has.expand import HasConfig, length_histogram, make_decisions, render_samples
+    from data_tools.synthesis.trajectory import ToolCall, Trajectory
 
     env = SearchEnvironment(small_env.docs, EnvConfig(top_k=10, snippet_chars=2000, max_queries=5))
     titles = [d.title for d in small_env.docs]
@@ -291,7 +291,7 @@ def test_shards_partition_the_output(tmp_path, traj_file):
 
 
 def test_cli_llm_judge(tmp_path, traj_file):
-    from data_tools.llm.fake_server import FakeLLMServer
+    from data_tools.synthesis.llm.fake_server import FakeLLMServer
 
     def responder(body):  # a judge that accepts everything
         assert body["response_format"]["type"] == "json_schema"
@@ -308,7 +308,7 @@ def test_cli_llm_judge(tmp_path, traj_file):
 
 def test_llm_backend_sends_the_expert_step_as_style_reference(tmp_path):
     """The model sees the expert's step verbatim and writes only alternatives; the sample keeps the step as is."""
-    from data_tools.llm.fake_server import FakeLLMServer
+    from data_tools.synthesis.llm.fake_server import FakeLLMServer
 
     seen = []
 

@@ -15,20 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from data_tools import rollout as R
-from data_tools.env.goals import goal_for, is_pasted_question, missing_fact
-from data_tools.env.questions import builtin_questions
-from data_tools.has import main as has_main
-from data_tools.has.plausible import is_fragment, query_is_natural
-from data_tools.has.probe import main as probe_main
-from data_tools.has.probe import read_decisions, run_probe
-from data_tools.has.probe_context import (
+from data_tools.synthesis import rollout as R
+from data_tools.synthesis.env.goals import goal_for, is_pasted_question, missing_fact
+from data_tools.synthesis.env.questions import builtin_questions
+from data_tools.synthesis.has.cli import main as has_main
+from data_tools.synthesis.has.plausible import is_fragment, query_is_natural
+from data_tools.synthesis.has.probe import main as probe_main
+from data_tools.synthesis.has.probe import read_decisions, run_probe
+from data_tools.synthesis.has.probe_context import (
     alternative_defects,
     answer_in_evidence_rule,
     query_style_rule,
     read_context_decisions,
 )
-from data_tools.trajectory import load_trajectories
+from data_tools.synthesis.trajectory import load_trajectories
 
 from .conftest import write_jsonl
 

@@ -8,12 +8,12 @@ import re
 
 import pytest
 
-from data_tools import rollout as R
-from data_tools.env import SearchEnvironment
-from data_tools.env.questions import builtin_questions
-from data_tools.has import main as has_main
-from data_tools.has.probe import ProbeDecision, read_decisions, run_probe
-from data_tools.has.probe import main as probe_main
+from data_tools.synthesis import rollout as R
+from data_tools.synthesis.env.questions import builtin_questions
+from data_tools.synthesis.env.search import SearchEnvironment
+from data_tools.synthesis.has.cli import main as has_main
+from data_tools.synthesis.has.probe import ProbeDecision, read_decisions, run_probe
+from data_tools.synthesis.has.probe import main as probe_main
 
 from .conftest import write_jsonl
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from data_tools.answers import content_words
-from data_tools.has.candidates import (
+from data_tools.synthesis.answers import content_words
+from data_tools.synthesis.has.candidates import (
     Action,
     CollapseGuard,
     StepContext,
@@ -15,7 +15,7 @@ from data_tools.has.candidates import (
     s_recombine,
     topic_terms,
 )
-from data_tools.trajectory import parse_trajectory
+from data_tools.synthesis.trajectory import parse_trajectory
 
 from .conftest import deepresearch_record
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 
-from data_tools import rollout as R
-from data_tools.env.questions import Question, builtin_questions, read_questions
-from data_tools.trajectory import LLM_LIMIT_TEXT, LoadReport, load_trajectories, match_answer, parse_trajectory
+from data_tools.synthesis import rollout as R
+from data_tools.synthesis.env.questions import Question, builtin_questions, read_questions
+from data_tools.synthesis.trajectory import (
+    LLM_LIMIT_TEXT,
+    LoadReport,
+    load_trajectories,
+    match_answer,
+    parse_trajectory,
+)
 
 from .conftest import write_jsonl
 
@@ -133,7 +139,7 @@ def test_read_questions_skips_bad_lines(tmp_path):
 
 def test_cli_resume_equals_uninterrupted(tmp_path, capsys):
     corpus = tmp_path / "corpus.jsonl"
-    from data_tools.corpus import write_wiki_corpus
+    from data_tools.synthesis.corpus import write_wiki_corpus
 
     write_wiki_corpus(corpus, limit=300)
     base = ["--questions", "builtin:10", "--corpus", str(corpus), "--max-calls", "8"]
@@ -152,10 +158,10 @@ def test_cli_resume_equals_uninterrupted(tmp_path, capsys):
 
 
 def test_openai_policy_against_fake_server(tmp_path, capsys):
-    from data_tools.llm.fake_server import FakeLLMServer
+    from data_tools.synthesis.llm.fake_server import FakeLLMServer
 
     corpus = tmp_path / "corpus.jsonl"
-    from data_tools.corpus import write_wiki_corpus
+    from data_tools.synthesis.corpus import write_wiki_corpus
 
     write_wiki_corpus(corpus, limit=200)
 

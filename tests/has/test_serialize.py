@@ -9,10 +9,10 @@ import json
 
 import pytest
 
-from data_tools import serialize as S
-from data_tools.tokenizers import load_tokenizer
+from data_tools.indexed.tokenizers import load_tokenizer
+from data_tools.synthesis import serialize as S
 
-# Qwen3 vocabulary ids, written out independently of data_tools.serialize.
+# Qwen3 vocabulary ids, written out independently of data_tools.synthesis.serialize.
 IM_START, IM_END = 151644, 151645
 TOOL_CALL, TOOL_CALL_END = 151657, 151658
 TOOL_RESP, TOOL_RESP_END = 151665, 151666

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from data_tools.trajectory import (
+from data_tools.synthesis.trajectory import (
     LoadReport,
     MalformedTrajectory,
     judge,
@@ -161,9 +161,9 @@ def test_judgment_sources():
 
 
 def test_llm_judge_against_fake_server():
-    from data_tools.llm.client import LLMClient, LLMConfig
-    from data_tools.llm.fake_server import FakeLLMServer
-    from data_tools.trajectory import judge_with_llm
+    from data_tools.synthesis.llm.client import LLMClient, LLMConfig
+    from data_tools.synthesis.llm.fake_server import FakeLLMServer
+    from data_tools.synthesis.trajectory import judge_with_llm
 
     def responder(body):
         prompt = body["messages"][-1]["content"]
@@ -180,8 +180,8 @@ def test_llm_judge_against_fake_server():
 
 def test_user_note_before_a_step_is_kept():
     """DeepResearch's forced-answer instruction (a plain user turn) stays attached to the step that follows."""
-    from data_tools.has.candidates import Action
-    from data_tools.has.expand import HasConfig, make_decisions, render_samples
+    from data_tools.synthesis.has.candidates import Action
+    from data_tools.synthesis.has.expand import HasConfig, make_decisions, render_samples
 
     rec = deepresearch_record()
     note = "You have now reached the maximum context length you can handle. Provide your answer."

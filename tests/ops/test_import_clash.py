@@ -108,7 +108,7 @@ def test_both_import_from_an_installed_wheel(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "megatron_agentic/kernels/flash_attention.py" in names
     assert not [n for n in names if n.startswith("kernels/")]
-    assert any(n.startswith("data_tools/templates/fas/v1/") for n in names)
+    assert any(n.startswith("data_tools/synthesis/templates/fas/v1/") for n in names)
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     # The wheel's copy must be used: run outside the checkout, with the wheel's directory first on the path.

@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from data_tools import mix
-from data_tools.doc_lengths import dataset_histogram, length_histogram
+from data_tools.indexed import mix
+from data_tools.indexed.doc_lengths import dataset_histogram, length_histogram
 from megatron_agentic.attention_cost import blend_profile, histogram_profile, padding_fraction, piece_statistics
 from megatron_agentic.planning import cli
 from megatron_agentic.planning import plan as planning

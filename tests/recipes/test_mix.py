@@ -7,7 +7,8 @@ import json
 import pytest
 import yaml
 
-from data_tools import mix
+from data_tools.common.atomic import atomic_write_json
+from data_tools.indexed import mix
 
 
 def test_index_stats_match_megatron_reader(make_indexed):
@@ -30,14 +31,14 @@ def test_index_stats_errors_name_file(make_indexed, tmp_path):
     prefix = make_indexed("b", [10, 10])
     with open(f"{prefix}.bin", "ab") as f:
         f.write(b"\0\0\0\0")
-    with pytest.raises(mix.MixError, match=r"b\.bin: 84 bytes"):
+    with pytest.raises(mix.MixError, match=r"b\.bin: has trailing bytes: 84 bytes, the index describes 80"):
         mix.read_index_stats(prefix)
     bad = tmp_path / "bad"
     (tmp_path / "bad.idx").write_bytes(b"NOTANIDX" + bytes(40))
     (tmp_path / "bad.bin").write_bytes(b"")
-    with pytest.raises(mix.MixError, match=r"bad\.idx: not a megatron index"):
+    with pytest.raises(mix.MixError, match=r"bad\.idx: bad magic"):
         mix.read_index_stats(bad)
-    with pytest.raises(mix.MixError, match="missing.idx: not found"):
+    with pytest.raises(mix.MixError, match=r"missing\.idx: missing"):
         mix.read_index_stats(tmp_path / "missing")
 
 
@@ -101,7 +102,7 @@ def test_overcommitted_budget_rejected(make_indexed):
 def test_stage2_replay_mirrors_stage1(make_indexed, tmp_path):
     stage1 = mix.compute_mix(_stage1(make_indexed))
     blend1 = tmp_path / "stage1.json"
-    mix.write_json_atomic(stage1, blend1)
+    atomic_write_json(blend1, stage1, ensure_ascii=True)
     config = tmp_path / "stage2.yaml"
     config.write_text(
         yaml.safe_dump(

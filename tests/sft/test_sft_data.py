@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_tools.serialize import AGENT_SYSTEM_PROMPT, agent_system, render_chat
-from data_tools.sft import (
+from data_tools.indexed.tokenizers import load_tokenizer
+from data_tools.synthesis.serialize import AGENT_SYSTEM_PROMPT, agent_system, render_chat
+from data_tools.synthesis.sft import (
     IGNORE_INDEX,
     build_sft_dataset,
     main,
@@ -19,7 +20,6 @@ from data_tools.sft import (
     targets,
     tokenize_conversation,
 )
-from data_tools.tokenizers import load_tokenizer
 
 NOTE = "Please double-check the unit."
 SEARCH = "The Eiffel Tower is 330 metres tall."

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from data_tools.sft import build_sft_dataset, tokenize_conversation
-from data_tools.tokenizers import load_tokenizer
+from data_tools.indexed.tokenizers import load_tokenizer
+from data_tools.synthesis.sft import build_sft_dataset, tokenize_conversation
 from megatron_agentic.config import ConfigError, load_config
 from tests.recipes.recipes_testlib import free_port
 from tests.support.zygote import run_command

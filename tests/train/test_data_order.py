@@ -42,7 +42,7 @@ for overrides, sample_log in json.loads(sys.argv[2]):
 
 
 def _tokenize(root: Path, first: int) -> str:
-    from data_tools.corpus import wiki_summaries
+    from data_tools.synthesis.corpus import wiki_summaries
     from megatron_agentic.cli import main
 
     docs = list(wiki_summaries("en", limit=first + 8))[first:]
