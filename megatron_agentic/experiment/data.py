@@ -206,9 +206,11 @@ def data_steps(cfg: ExperimentConfig) -> list[Step]:
     """Every data step in order."""
     d = cfg.data
     corpus = lambda ctx, pool: str(ctx.path("corpus", f"{pool}.jsonl"))  # noqa: E731
-    traj = lambda pool, src=None: (
-        lambda ctx: synth(ctx, pool, f"trajectories_{src}.jsonl" if src else "trajectories.jsonl")
-    )  # noqa: E731,E501
+
+    def traj(pool: str, src: str | None = None) -> Callable[[DemoContext], Path]:
+        name = f"trajectories_{src}.jsonl" if src else "trajectories.jsonl"
+        return lambda ctx: synth(ctx, pool, name)
+
     steps = [
         Step(
             name="corpus",

@@ -138,37 +138,47 @@ def _f(x: float, digits: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def _ordering(arms: dict[str, dict[str, Any]]) -> list[str]:
-    lines = []
-    loss = {k: a["sft_loss_mean"] for k, a in arms.items()}
-    std = {k: a["sft_loss_std"] for k, a in arms.items()}
-
-    def cmp(a: str, b: str) -> str:
-        d = loss[a] - loss[b]
-        sep = abs(d) > std[a] + std[b]
-        rel = "lower" if d < 0 else "higher"
-        return f"{a} {rel} than {b} by {abs(d):.3f} ({'beyond' if sep else 'within'} the seeds' spread)"
-
-    lines.append(
-        "- Paper, data types (agent benchmarks after SFT): Non-CPT < FAS < FAS+HAS. Here, held-out SFT loss: "
-        + "; ".join([cmp("fas", "non_cpt"), cmp("fas_has", "fas")])
-        + "."
+def _claim(arms: dict[str, dict[str, Any]], better: str, worse: str) -> tuple[str, str]:
+    """``(verdict, text)``: does ``better`` have a lower held-out SFT loss than ``worse``, beyond the seeds' spread?"""
+    a, b = arms[better], arms[worse]
+    d = a["sft_loss_mean"] - b["sft_loss_mean"]
+    spread = a["sft_loss_std"] + b["sft_loss_std"]
+    if d < 0:
+        verdict = "agrees" if -d > spread else "agrees only within the seeds' spread"
+    else:
+        verdict = "differs" if d > spread else "differs only within the seeds' spread"
+    return (
+        verdict,
+        f"{better} {a['sft_loss_mean']:.3f} vs {worse} {b['sft_loss_mean']:.3f} (difference {d:+.3f}, "
+        f"spread {spread:.3f}): {verdict}",
     )
-    lines.append(
-        "- Paper, scaling: lower SFT loss with more CPT tokens. Here: "
-        + "; ".join([cmp("fas_has", "fas_has_0.5x"), cmp("fas_has_2x", "fas_has")])
-        + "."
-    )
+
+
+def _ordering(arms: dict[str, dict[str, Any]]) -> tuple[list[str], bool]:
+    """Lines comparing each of the paper's orderings with the result; True when any of them differs."""
+    claims = [
+        ("Non-CPT < FAS < FAS+HAS (data types; the paper measures agent benchmarks, here the held-out SFT loss)",
+         [("fas", "non_cpt"), ("fas_has", "fas")]),
+        ("lower SFT loss with more CPT tokens (scaling)", [("fas_has", "fas_has_0.5x"), ("fas_has_2x", "fas_has")]),
+    ]  # fmt: skip
+    lines, differs = [], False
+    for title, pairs in claims:
+        results = [_claim(arms, better, worse) for better, worse in pairs]
+        differs |= any(not v.startswith("agrees") or "within" in v for v, _ in results)
+        lines.append(f"- Paper: {title}. Here: " + "; ".join(t for _, t in results) + ".")
     acc = {k: a["answer_accuracy"] for k, a in arms.items()}
     valid = {k: a["tool_call_valid_rate"] for k, a in arms.items()}
+    order = ("non_cpt", "fas", "fas_has")
+    agent_order = all(acc[x] < acc[y] for x, y in zip(order, order[1:]))
+    differs |= not agent_order
     lines.append(
-        "- Agent metrics (Non-CPT / FAS / FAS+HAS): well-formed tool calls "
-        + " / ".join(_f(valid[k], 2) for k in ("non_cpt", "fas", "fas_has"))
+        "- Paper: agent benchmarks Non-CPT < FAS < FAS+HAS. Here (Non-CPT / FAS / FAS+HAS): well-formed tool calls "
+        + " / ".join(_f(valid[k], 2) for k in order)
         + ", answer accuracy "
-        + " / ".join(_f(acc[k], 2) for k in ("non_cpt", "fas", "fas_has"))
-        + "."
+        + " / ".join(_f(acc[k], 2) for k in order)
+        + (": agrees." if agent_order else ": does not show the paper's ordering.")
     )
-    return lines
+    return lines, differs
 
 
 def render_markdown(ctx: DemoContext, data: dict[str, Any], plots: dict[str, Path]) -> str:
@@ -176,6 +186,7 @@ def render_markdown(ctx: DemoContext, data: dict[str, Any], plots: dict[str, Pat
     cfg: ExperimentConfig = ctx.config
     arms = {a["name"]: a for a in data["arms"]}
     vocab = data["data"].get("vocab", {})
+    ordering, differs = _ordering(arms)
     sft = data["sft_sets"]
     lines = [
         f"# Agentic CPT ablation ({cfg.name} preset)",
@@ -207,13 +218,21 @@ def render_markdown(ctx: DemoContext, data: dict[str, Any], plots: dict[str, Pat
         "",
         "## Compared with the paper",
         "",
-        *_ordering(arms),
+        *ordering,
         "",
-        "Where the ordering differs from the paper's, the likely reasons at this scale: the model is tiny "
+        (
+            "At least one ordering differs from the paper's (or holds only within the seeds' spread). "
+            if differs
+            else "Every ordering agrees with the paper's, but read it as weak evidence. "
+        )
+        + "Likely reasons at this scale, and caveats either way: the model is tiny "
         f"({cfg.model.config}, {cfg.model.overrides or 'no overrides'}) and every CPT arm trains for "
         f"{cfg.cpt.iters} iterations of {cfg.cpt.global_batch_size}x{cfg.cpt.seq_length} tokens on a few hundred "
         "template-synthesized samples, so what CPT can teach is mostly the surface format (chat turns, tool-call "
-        "JSON) rather than agentic skill; the SFT set is small and the same for every arm, so SFT itself quickly "
+        "JSON) rather than agentic skill; the model is far from converged (losses near ln(vocabulary)), so any "
+        "extra training on text that looks like the SFT data lowers the SFT loss, which favours the FAS/HAS arms "
+        "(their samples share the chat and tool-call format) and the longer scaling arm without showing that the "
+        "agentic content helps; the SFT set is small and the same for every arm, so SFT itself quickly "
         "teaches the format and narrows differences; the offline synthesis backends (heuristic memory, template FAS, "
         "scripted rollouts) produce far less diverse text than the paper's LLM-synthesized data; the general text of "
         "the non-CPT arm is the same Wikipedia pool the FAS/HAS data is made from, so all arms see the same facts; "
