@@ -196,3 +196,26 @@ def test_report_schema_and_plot(tmp_path: Path):
     assert ctx.path("plots", "sft_loss_curves.png").stat().st_size > 1000
     md = ctx.path("report.md").read_text(encoding="utf-8")
     assert "experiment vocabulary" in md and "| fas_has |" in md and "Compared with the paper" in md
+
+
+def test_data_sft_tools_declares_only_the_named_tools():
+    from data_tools.serialize import agent_system
+    from data_tools.sft import react_messages, tool_specs
+
+    record = {
+        "question": "Which subject is X?",
+        "answer": "X",
+        "messages": [
+            {"role": "user", "content": "Which subject is X?"},
+            {"role": "assistant", "content": "<think>\nknown\n</think>\n\n<answer>X</answer>"},
+        ],
+        "prediction": "X",
+        "termination": "answer",
+    }
+    full = react_messages(record)[0]["content"]
+    short = react_messages(record, tools=["search", "visit"])[0]["content"]
+    assert full == agent_system(None) and short == agent_system(None, tool_specs(["search", "visit"]))
+    assert '"name": "google_scholar"' in full and '"name": "google_scholar"' not in short
+    assert '"name": "search"' in short and '"name": "visit"' in short
+    with pytest.raises(ValueError, match="unknown tools"):
+        tool_specs(["browse"])
