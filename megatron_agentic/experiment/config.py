@@ -159,7 +159,7 @@ class ExperimentConfig:
     sft: RunConfig
     """Identical SFT of every arm on the ReAct trajectories (``data.sft``), held-out loss at the end."""
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
-    """SFT seeds (data order and dropout-free init of nothing else: the arm's weights are loaded)."""
+    """SFT seeds: each sets the SFT data order (the arm's weights are loaded; the model has no dropout)."""
     cpt_scales: dict[str, float] = field(default_factory=lambda: {"fas_has_0.5x": 0.5, "fas_has_2x": 2.0})
     """Scaling arms: FAS+HAS at this multiple of the 1x CPT token budget (1x is the ``fas_has`` arm)."""
     fas_has_share: float = 0.5
@@ -169,7 +169,7 @@ class ExperimentConfig:
     agent: AgentSettings = field(default_factory=AgentSettings)
     """Agent-evaluation limits."""
     step_timeout_s: int = 3600
-    """Subprocess steps running longer are killed (the runner's limit)."""
+    """The shared step runner's limit for subprocess steps (every experiment step runs in-process: unused)."""
 
     def __post_init__(self) -> None:
         for name, kind in (("data", DataSettings), ("base", RunConfig), ("cpt", RunConfig), ("sft", RunConfig)):
