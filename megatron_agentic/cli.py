@@ -18,6 +18,12 @@ COMMANDS: dict[str, dict[str | None, tuple[str, str]]] = {
     "sft-eval": {None: ("megatron_agentic.sft_eval", "masked SFT loss of a checkpoint on SFT datasets (eval only)")},
     "plan": {None: ("megatron_agentic.planner", "validate a parallel layout and estimate memory/time")},
     "demo": {None: ("megatron_agentic.demo", "run the whole Agentic CPT pipeline end to end on CPU")},
+    "experiment": {
+        None: (
+            "megatron_agentic.experiment",
+            "the CPT data ablation: arms, identical SFT, held-out loss, agent metrics",
+        )
+    },
     "doctor": {None: ("megatron_agentic.doctor", "report GPUs, NCCL, TE, Apex, DALI, Triton and code paths")},
     "convert": {
         "hf-to-mcore": ("megatron_agentic.convert.hf_to_mcore", "convert a HF Qwen3-MoE checkpoint to megatron"),

@@ -50,7 +50,7 @@ from data_tools.common.atomic import atomic_write_json
 from data_tools.common.jsonl import BadLine, iter_jsonl
 from data_tools.indexed.indexed_io import IndexedWriter, optimal_dtype
 from data_tools.indexed.tokenizers import Tokenizer, load_tokenizer
-from data_tools.synthesis.serialize import IM_START, ROLES, agent_system, render_chat
+from data_tools.synthesis.serialize import DEEPRESEARCH_TOOLS, IM_START, ROLES, agent_system, render_chat
 from data_tools.synthesis.trajectory import MalformedTrajectory, judge, parse_trajectory
 
 log = logging.getLogger("data_tools.synthesis.sft")
@@ -88,11 +88,14 @@ def detect_format(record: Mapping[str, Any]) -> str:
     return "react" if "question" in record else "chat"
 
 
-def react_messages(record: Mapping[str, Any], only_correct: bool = False, source: str = "") -> list[dict[str, Any]]:
+def react_messages(
+    record: Mapping[str, Any], only_correct: bool = False, source: str = "", tools: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
     """Messages of a DeepResearch trajectory record, canonicalised through :mod:`data_tools.synthesis.trajectory`.
 
-    The system turn is the agentic one of every CPT sample (:func:`~data_tools.synthesis.serialize.agent_system`: the
-    record's own system prompt, or the default, with the DeepResearch tool block). With ``only_correct`` a
+    The system turn is the agentic one of every CPT sample (:func:`~data_tools.synthesis.serialize.agent_system`:
+    the record's own system prompt, or the default, with the DeepResearch tool block; ``tools`` limits the block to
+    the named tools, as ``data rollout --backend openai`` declares only the environment's). With ``only_correct`` a
     trajectory the answer judge does not accept raises :class:`SFTRecordError`.
     """
     try:
@@ -102,11 +105,23 @@ def react_messages(record: Mapping[str, Any], only_correct: bool = False, source
     if only_correct and judge(traj) is not True:
         raise SFTRecordError(f"trajectory not judged correct ({traj.outcome or 'not judged'})")
     messages = list(traj.to_record()["messages"])
+    declared = tool_specs(tools)
     if messages and messages[0]["role"] == "system":
-        messages[0] = {"role": "system", "content": agent_system(messages[0]["content"])}
+        messages[0] = {"role": "system", "content": agent_system(messages[0]["content"], declared)}
     else:
-        messages.insert(0, {"role": "system", "content": agent_system(None)})
+        messages.insert(0, {"role": "system", "content": agent_system(None, declared)})
     return messages
+
+
+def tool_specs(names: Sequence[str] | None) -> list[dict[str, Any]] | None:
+    """The DeepResearch tool schemas named in ``names`` (None: all, the default block); unknown names raise."""
+    if names is None:
+        return None
+    known = {t["function"]["name"]: t for t in DEEPRESEARCH_TOOLS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown tools {unknown}; choose from {sorted(known)}")
+    return [known[n] for n in names]
 
 
 def chat_messages(record: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -229,6 +244,7 @@ def build_sft_dataset(
     fmt: str = "auto",
     only_correct: bool = False,
     limit: int | None = None,
+    tools: Sequence[str] | None = None,
 ) -> SFTStats:
     """Tokenize conversations from JSONL files into ``PREFIX`` and ``PREFIX_loss_mask`` (atomic, mask first).
 
@@ -254,7 +270,9 @@ def build_sft_dataset(
                     continue
                 kind = detect_format(rec) if fmt == "auto" else fmt
                 try:
-                    messages = react_messages(rec, only_correct, where) if kind == "react" else chat_messages(rec)
+                    messages = (
+                        react_messages(rec, only_correct, where, tools) if kind == "react" else chat_messages(rec)
+                    )
                     ids, mask = tokenize_conversation(messages, tokenizer)
                 except SFTRecordError as exc:
                     reason = _reason(str(exc))
@@ -301,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", default="qwen3", help="qwen3 (built in), a HF tokenizer dir, or a .model file")
     p.add_argument("--only-correct", action="store_true", help="react: keep trajectories judged correct")
     p.add_argument("--limit", type=int, default=None, help="stop after this many conversations")
+    p.add_argument(
+        "--tools", default=None, help="react: declare only these tools in the system turn (e.g. search,visit)"
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -315,7 +336,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         tokenizer = load_tokenizer(args.tokenizer)
-        stats = build_sft_dataset(args.input, args.output_prefix, tokenizer, args.format, args.only_correct, args.limit)
+        tools = None if args.tools is None else [t.strip() for t in args.tools.split(",") if t.strip()]
+        tool_specs(tools)  # unknown names: exit 2 before any file is written
+        stats = build_sft_dataset(
+            args.input, args.output_prefix, tokenizer, args.format, args.only_correct, args.limit, tools
+        )
     except (ValueError, FileNotFoundError) as exc:
         print(f"data sft: {exc}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -656,8 +657,13 @@ class Trainer:
         return summary
 
 
-def train(cfg: TrainingConfig) -> dict[str, Any]:
-    """Run training for this rank (validates, starts process groups, trains, tears down)."""
+def train(cfg: TrainingConfig, on_finish: Callable[[Trainer, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run training for this rank (validates, starts process groups, trains, tears down).
+
+    ``on_finish(trainer, summary)`` runs after a run that reached its last iteration, while the model and the
+    process groups still exist (e.g. to generate with the trained model before teardown). ``train`` can be called
+    again in the same process: every call starts and destroys its own process groups.
+    """
     try:
         trainer = Trainer(cfg)
     except BaseException:
@@ -665,7 +671,10 @@ def train(cfg: TrainingConfig) -> dict[str, Any]:
         teardown_distributed()
         raise
     try:
-        return trainer.run()
+        summary = trainer.run()
+        if on_finish is not None and not summary.get("exited"):
+            on_finish(trainer, summary)
+        return summary
     except BaseException:
         trainer.abort_saves()
         raise
