@@ -16,8 +16,9 @@ import pytest
 
 from data_tools.synthesis import rollout as R
 from data_tools.synthesis.env.questions import builtin_questions
-from data_tools.synthesis.has.candidates import Action, CollapseGuard
+from data_tools.synthesis.has.action import Action
 from data_tools.synthesis.has.cli import main as has_main
+from data_tools.synthesis.has.collapse import CollapseGuard
 from data_tools.synthesis.serialize import DECISION_CORRECT, DECISION_INCORRECT, DECISION_UNFINISHED
 from data_tools.synthesis.trajectory import Step, judge, load_trajectories, parse_action_text
 
@@ -247,8 +248,8 @@ def test_sigkill_and_resume(tmp_path, small_env, qwen3_tok):
 def test_long_trajectory_128k(small_env, qwen3_tok):
     """A ~180K-token trajectory is split into parts of at most 128K tokens at step boundaries."""
     from data_tools.synthesis.env.search import EnvConfig, SearchEnvironment
-    from data_tools.synthesis.has.candidates import TemplateBackend
     from data_tools.synthesis.has.expand import HasConfig, length_histogram, make_decisions, render_samples
+    from data_tools.synthesis.has.template_backend import TemplateBackend
     from data_tools.synthesis.trajectory import ToolCall, Trajectory
 
     env = SearchEnvironment(small_env.docs, EnvConfig(top_k=10, snippet_chars=2000, max_queries=5))

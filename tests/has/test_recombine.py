@@ -5,16 +5,10 @@ from __future__ import annotations
 import random
 
 from data_tools.synthesis.answers import content_words
-from data_tools.synthesis.has.candidates import (
-    Action,
-    CollapseGuard,
-    StepContext,
-    _first_query,
-    _keywords,
-    by_length,
-    s_recombine,
-    topic_terms,
-)
+from data_tools.synthesis.has.action import Action, first_search_query, keywords
+from data_tools.synthesis.has.collapse import CollapseGuard
+from data_tools.synthesis.has.step_context import StepContext, topic_terms
+from data_tools.synthesis.has.strategies import by_length, s_recombine
 from data_tools.synthesis.trajectory import parse_trajectory
 
 from .conftest import deepresearch_record
@@ -35,18 +29,18 @@ def test_recombine_keeps_the_length_and_is_another_decision():
     orig = Action.from_step(t.steps[0])
     ctx = StepContext.of(t, 0)
     guard = CollapseGuard()
-    n_words = len(_keywords(_first_query(orig)))
+    n_words = len(keywords(first_search_query(orig)))
     made = [s_recombine(orig, ctx, random.Random(i)) for i in range(30)]
     made = [a for a in made if a is not None]
     assert len(made) > 20
     for a in made:
-        assert len(_keywords(_first_query(a))) == n_words
+        assert len(keywords(first_search_query(a))) == n_words
         assert not guard.same(a, orig)  # never the original in other words
-        assert set(_keywords(_first_query(a))) <= set(_keywords(t.question)) | set(ctx.terms)
+        assert set(keywords(first_search_query(a))) <= set(keywords(t.question)) | set(ctx.terms)
 
 
 def test_by_length_puts_queries_near_the_original_length_first():
     qs = ["alpha beta", "alpha beta gamma delta epsilon", "alpha beta gamma delta", "beta gamma"]
     acts = [Action.make("", [{"name": "search", "arguments": {"query": [q]}}]) for q in qs]
-    got = [_first_query(a) for a in by_length(acts, 5)]
+    got = [first_search_query(a) for a in by_length(acts, 5)]
     assert got == ["alpha beta gamma delta epsilon", "alpha beta gamma delta", "alpha beta", "beta gamma"]

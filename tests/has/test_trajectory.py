@@ -180,7 +180,7 @@ def test_llm_judge_against_fake_server():
 
 def test_user_note_before_a_step_is_kept():
     """DeepResearch's forced-answer instruction (a plain user turn) stays attached to the step that follows."""
-    from data_tools.synthesis.has.candidates import Action
+    from data_tools.synthesis.has.action import Action
     from data_tools.synthesis.has.expand import HasConfig, make_decisions, render_samples
 
     rec = deepresearch_record()

@@ -28,7 +28,7 @@ from data_tools.synthesis.common.command import CommandError, build_config, requ
 from data_tools.synthesis.common.failure_rate import add_failure_rate_arg
 from data_tools.synthesis.common.progress import SynthesisProgress, count_lines
 from data_tools.synthesis.common.sharding import add_shard_args, shard_from_args, shard_of
-from data_tools.synthesis.has.candidates import CollapseGuard, TemplateBackend
+from data_tools.synthesis.has.collapse import CollapseGuard
 from data_tools.synthesis.has.expand import (
     MALFORMED_STEP_KINDS,
     HasConfig,
@@ -37,6 +37,7 @@ from data_tools.synthesis.has.expand import (
     make_decisions,
     render_samples,
 )
+from data_tools.synthesis.has.template_backend import TemplateBackend
 from data_tools.synthesis.serialize import FORMAT_VERSION
 from data_tools.synthesis.trajectory import (
     JUDGE_MODES,

@@ -18,7 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from data_tools.synthesis.has.candidates import Action, step_rng
+from data_tools.synthesis.has.action import Action
+from data_tools.synthesis.has.strategies import step_rng
 from data_tools.synthesis.serialize import (
     FORMAT_VERSION,
     decision_text,

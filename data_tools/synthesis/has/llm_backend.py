@@ -6,7 +6,7 @@ and asks for N alternative actions as structured output. The model writes only a
 never rewritten (``data has`` keeps it verbatim). Every reply item must pass
 :func:`~data_tools.synthesis.has.plausible.check_alternative` (query register like the expert's, no instruction words,
 URLs only from results seen, goals not the pasted question, whole answers) and the
-:class:`~data_tools.synthesis.has.candidates.CollapseGuard`; steps left short are asked again with another seed (up to
+:class:`~data_tools.synthesis.has.collapse.CollapseGuard`; steps left short are asked again with another seed (up to
 ``max_regenerate`` rounds) *before* any template fill. What is still missing is filled by the offline template
 backend, counted (``counts["filled_by_template"]``) and marked in each option's ``source``
 (``template:<strategy>``); ``data has`` reports the fill rate and fails above ``--max-fill-rate``.
@@ -19,8 +19,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from data_tools.synthesis.has.candidates import Action, AltMap, CollapseGuard, TemplateBackend, step_rng
+from data_tools.synthesis.has.action import Action
+from data_tools.synthesis.has.collapse import CollapseGuard
 from data_tools.synthesis.has.plausible import check_alternative
+from data_tools.synthesis.has.strategies import AltMap, step_rng
+from data_tools.synthesis.has.template_backend import TemplateBackend
 from data_tools.synthesis.trajectory import Trajectory
 
 log = logging.getLogger(__name__)

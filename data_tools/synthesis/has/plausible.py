@@ -273,8 +273,8 @@ def check_alternative(kind: str, args: dict[str, Any] | None, answer: str | None
     """One reason why an alternative is implausible, or None.
 
     ``kind``: ``search`` / ``visit`` / ``answer`` / other tool; ``orig``: the original
-    :class:`~data_tools.synthesis.has.candidates.Action`; ``ctx``: its
-    :class:`~data_tools.synthesis.has.candidates.StepContext`. Reasons: ``query_style`` (natural vs keyword register
+    :class:`~data_tools.synthesis.has.action.Action`; ``ctx``: its
+    :class:`~data_tools.synthesis.has.step_context.StepContext`. Reasons: ``query_style`` (natural vs keyword register
     differs from the original's query, or from the trajectory's queries when the original is not a search),
     ``instruction_words``, ``url_not_seen``, ``pasted_goal``, ``fragment_answer``.
     """
