@@ -31,6 +31,7 @@ from megatron.core.transformer.moe.router import TopKRouter
 from data_tools.common.lock import LOCK_NAME, LockedError, OutputLock
 from megatron_agentic.config import TrainingConfig
 from megatron_agentic.platform import Platform, setup_platform
+from megatron_agentic.testing import faults
 from megatron_agentic.training import checkpoint as ckpt
 from megatron_agentic.training import data_order, resume, save_procs
 from megatron_agentic.training.builders import (
@@ -51,7 +52,7 @@ from megatron_agentic.training.data import (
     split_for_context_parallel,
 )
 from megatron_agentic.training.data_order import SampleLog
-from megatron_agentic.training.guard import StepGuard, Verdict, injected_nan_grad
+from megatron_agentic.training.guard import StepDecision, StepGuard
 from megatron_agentic.training.metrics import MetricsLogger, read_metrics, write_json_atomic
 from megatron_agentic.training.packing import prepare_document_batches
 from megatron_agentic.training.stop import EXIT_STOPPED, StopRequest
@@ -92,7 +93,7 @@ def _to_device(batch: dict[str, torch.Tensor | None], device: torch.device) -> d
 def forward_step(data_iterator: Any, model: torch.nn.Module, nan_grad: bool = False) -> tuple[torch.Tensor, Any]:
     """megatron-core forward step: one micro-batch through a model chunk; loss on the last stage.
 
-    ``nan_grad`` (test hook, :func:`~megatron_agentic.training.guard.injected_nan_grad`) makes this micro-batch's
+    ``nan_grad`` (test hook, :func:`megatron_agentic.testing.faults.nan_grad`) makes this micro-batch's
     gradients NaN while its loss stays finite.
     """
     batch = next(data_iterator)
@@ -385,7 +386,7 @@ class Trainer:
         self.optimizer.zero_grad()
         t = self.cfg.train
         data_iter = self._prepare(list(loader.next_iteration()))
-        nan_grad = injected_nan_grad(self.rank, self.state.iteration + 1)
+        nan_grad = faults.nan_grad(self.rank, self.state.iteration + 1)
         losses = self._forward_backward(
             forward_step_func=partial(forward_step, nan_grad=nan_grad) if nan_grad else forward_step,
             data_iterator=data_iter,
@@ -430,7 +431,7 @@ class Trainer:
             record["skipped_total"] = self.state.skipped
         return record
 
-    def _guarded_optimizer_step(self, loss: float) -> tuple[Verdict, float | None]:
+    def _guarded_optimizer_step(self, loss: float) -> tuple[StepDecision, float | None]:
         """megatron-core's optimizer step with the NaN/spike guard between the grad norm and the update.
 
         The same calls as ``ChainedOptimizer.step`` (prepare grads, global grad norm, clip by that norm, step
@@ -441,7 +442,7 @@ class Trainer:
         if not verdict.apply:
             return verdict, None
         if self.optimizer.prepare_grads():  # a loss scaler found inf/NaN gradients
-            return Verdict(False, "non-finite gradients (loss scaler)"), None
+            return StepDecision(False, "non-finite gradients (loss scaler)"), None
         grad_norm = float(self.optimizer.get_grad_norm())
         verdict = self.guard.check_grad_norm(grad_norm)
         if not verdict.apply:
@@ -460,7 +461,7 @@ class Trainer:
                     use_decoupled_grad=sub.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8,
                 )
         if not self.optimizer.step_with_ready_grads():
-            return Verdict(False, "optimizer reported an unsuccessful update"), grad_norm
+            return StepDecision(False, "optimizer reported an unsuccessful update"), grad_norm
         return verdict, grad_norm
 
     @torch.no_grad()
