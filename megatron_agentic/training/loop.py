@@ -148,13 +148,24 @@ class Trainer:
         self.world_size = world_size_from_env()
         self.dp_size = cfg.validate(self.world_size)  # before any process group
         self.platform: Platform = setup_platform()
-        init_distributed(cfg, self.platform)
+        self._lock: OutputLock | None = None
+        self.metrics: MetricsLogger | None = None
+        self.stopper: StopRequest | None = None
+        try:
+            init_distributed(cfg, self.platform)
+            self._build()
+        except BaseException:
+            self.close(failed=True)  # every exit path tears the process groups down (issue 26)
+            raise
+
+    def _build(self) -> None:
+        """Everything of :meth:`__init__` that runs inside the process groups."""
+        cfg = self.cfg
         self.device = self.platform.device(torch.cuda.current_device() if self.platform.is_cuda else 0)
         self.rank = torch.distributed.get_rank()
         self.dp_rank = parallel_state.get_data_parallel_rank()
         self.cp_rank = parallel_state.get_context_parallel_rank()
         self.cp_size = parallel_state.get_context_parallel_world_size()
-        self._lock: OutputLock | None = None
         self._lock_checkpoint_dir()  # before anything is written (metrics, tensorboard): a loser leaves no trace
         t = cfg.train
         self.total_iters = t.total_iters()
@@ -211,6 +222,26 @@ class Trainer:
                     caller.close(abort=True)
                 except Exception as exc:  # noqa: BLE001 - best effort on a failing exit path
                     logger.debug("aborting a background save: %s", exc)
+
+    def close(self, failed: bool = False) -> None:
+        """Release what the run holds, the process groups last, whatever fails on the way.
+
+        ``failed``: abort background checkpoint writes first (their checkpoint never becomes the latest). Order:
+        checkpoint helper processes (issue 25), signal handlers, the ``checkpoint.dir`` lock, then megatron-core's
+        groups and the default process group, which are destroyed even when an earlier step raises.
+        """
+        try:
+            if failed and getattr(self, "async_queue", None) is not None:
+                self.abort_saves()
+            save_procs.shutdown()  # the checkpoint helpers never outlive the run
+            if self.stopper is not None:
+                self.stopper.restore_handlers()
+            if self._lock is not None:
+                self._lock.release()
+            if failed and self.metrics is not None:
+                self.metrics.close()
+        finally:
+            teardown_distributed()
 
     def _lock_checkpoint_dir(self) -> None:
         """Rank 0 locks ``checkpoint.dir``; every rank raises LockedError when another live job holds it."""
@@ -658,20 +689,11 @@ class Trainer:
 
 def train(cfg: TrainingConfig) -> dict[str, Any]:
     """Run training for this rank (validates, starts process groups, trains, tears down)."""
+    trainer = Trainer(cfg)  # tears down itself when it fails
+    failed = True
     try:
-        trainer = Trainer(cfg)
-    except BaseException:
-        save_procs.shutdown()
-        teardown_distributed()
-        raise
-    try:
-        return trainer.run()
-    except BaseException:
-        trainer.abort_saves()
-        raise
+        summary = trainer.run()
+        failed = False
+        return summary
     finally:
-        save_procs.shutdown()  # the checkpoint helpers never outlive the run (issue 25)
-        trainer.stopper.restore_handlers()
-        if trainer._lock is not None:
-            trainer._lock.release()
-        teardown_distributed()
+        trainer.close(failed=failed)
