@@ -30,6 +30,7 @@ from megatron.core.transformer.moe.router import TopKRouter
 
 from data_tools.common.lock import LOCK_NAME, LockedError, OutputLock
 from megatron_agentic.config import TrainingConfig
+from megatron_agentic.loaders.torch_loader import MicroBatchLoader, build_loader
 from megatron_agentic.platform import Platform, setup_platform
 from megatron_agentic.testing import faults
 from megatron_agentic.training import checkpoint as ckpt
@@ -44,13 +45,7 @@ from megatron_agentic.training.builders import (
     teardown_distributed,
     world_size_from_env,
 )
-from megatron_agentic.training.data import (
-    MicroBatchLoader,
-    build_datasets,
-    build_loader,
-    dataset_eod,
-    split_for_context_parallel,
-)
+from megatron_agentic.training.data import build_datasets, dataset_eod, split_for_context_parallel
 from megatron_agentic.training.data_order import SampleLog
 from megatron_agentic.training.guard import StepDecision, StepGuard
 from megatron_agentic.training.metrics import MetricsLogger, read_metrics, write_json_atomic
