@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from megatron_agentic.models.qwen3_moe.presets import ModelPreset, get_preset
+from megatron_agentic.recipe_files import RecipeError, resolve_mapping
 
 
 class ConfigError(ValueError):
@@ -790,6 +791,11 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
             raise ConfigError(f"{source}: empty config (no sections); omit --config to train on the defaults")
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: top level must be a mapping of sections {sorted(SECTIONS)}")
+        if "base" in raw:  # derived from a recipe: its train sections, then this file's (the planner's `plan` dropped)
+            try:
+                raw = {k: v for k, v in resolve_mapping(raw, Path(path), yaml_load).items() if k != "plan"}
+            except RecipeError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
     for item in overrides or []:
         (section, key), value = parse_override(item)
         current = raw.setdefault(section, {})
