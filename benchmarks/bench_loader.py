@@ -85,7 +85,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from megatron_agentic.loaders.dali import build_dali_loader, dali_available
-    from megatron_agentic.training.data import MicroBatchLoader
+    from megatron_agentic.loaders.torch_loader import MicroBatchLoader
 
     with tempfile.TemporaryDirectory() as tmp:
         samples = args.global_batch * (args.iters + 2)

@@ -50,10 +50,11 @@ def baseline_worker(iters: int, seq: int, vocab: int, out: str) -> None:
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
     from megatron_agentic.config import load_config
+    from megatron_agentic.loaders.torch_loader import MicroBatchLoader
     from megatron_agentic.models.qwen3_moe.model import transformer_config_from
     from megatron_agentic.platform import Platform, setup_platform
     from megatron_agentic.training.builders import init_distributed
-    from megatron_agentic.training.data import MicroBatchLoader, build_datasets
+    from megatron_agentic.training.data import build_datasets
 
     cfg = load_config(CONFIG, _overrides(iters, seq, vocab))
     setup_platform()

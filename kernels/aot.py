@@ -24,6 +24,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from megatron_agentic.kernels.compile_target import CompileTarget
 from megatron_agentic.kernels.mma_check import analyse_ttgir
 
 H100_MAX_SHARED_BYTES = 227 * 1024  # per block, opt-in maximum on sm_90
@@ -109,9 +110,9 @@ class CompileReport:
 
 def _signature(kernel: str, dtype: str) -> tuple[dict[str, str], list[str]]:
     """Argument types by name, and the names that get a divisibility-by-16 hint (as the JIT would at runtime)."""
-    from megatron_agentic.kernels import flash_attention as fa
+    from megatron_agentic.kernels import flash_attention_kernels as fk
 
-    fn = fa.AOT_KERNELS[kernel][0]
+    fn = fk.AOT_KERNELS[kernel][0]
     sig: dict[str, str] = {}
     aligned: list[str] = []
     fp32_ptrs = {"LSE", "DELTA", "DQ", "DK", "DV"}
@@ -133,34 +134,6 @@ def _signature(kernel: str, dtype: str) -> tuple[dict[str, str], list[str]]:
         else:
             sig[name] = "constexpr"
     return sig, aligned
-
-
-@dataclass(frozen=True)
-class CompileTarget:
-    """One kernel configuration to compile for sm_90: what a kernel module lists in its ``aot_targets()``."""
-
-    label: str
-    """Row name in the race table (``ring_merge d=128 rows``)."""
-    module: str
-    """Module that defines the kernel (``megatron_agentic.kernels.ring_merge``)."""
-    function: str
-    """Name of the ``@triton.jit`` function in that module."""
-    signature: tuple[tuple[str, str], ...]
-    """``(argument, type)`` for every argument (``*fp32``, ``i32``, ``constexpr``, ...)."""
-    constexprs: tuple[tuple[str, object], ...]
-    """Values of the constexpr arguments."""
-    aligned: tuple[str, ...] = ()
-    """Arguments that get the divisibility-by-16 hint the JIT gives aligned pointers and strides at runtime."""
-    num_warps: int = 4
-    """Warps per program."""
-    num_stages: int = 3
-    """Pipeline stages."""
-
-    def jit_function(self):
-        """The ``@triton.jit`` function."""
-        import importlib
-
-        return getattr(importlib.import_module(self.module), self.function)
 
 
 def compile_target(target: CompileTarget):
@@ -190,10 +163,11 @@ def race_check_target(target: CompileTarget) -> tuple[str, str, bool]:
 
 def flash_target(kernel: str, head_dim: int, dtype: str, causal: bool, group: int = 8) -> CompileTarget:
     """The :data:`megatron_agentic.kernels.flash_attention.GPU_CONFIGS` configuration of one flash kernel."""
-    from megatron_agentic.kernels import flash_attention as fa
+    from megatron_agentic.kernels import attention_config as ac
+    from megatron_agentic.kernels import flash_attention_kernels as fk
 
-    fn, extra = fa.AOT_KERNELS[kernel]
-    cfg = fa.gpu_config(kernel, head_dim)
+    fn, extra = fk.AOT_KERNELS[kernel]
+    cfg = ac.gpu_config(kernel, head_dim)
     sig, aligned = _signature(kernel, dtype)
     constexprs = {
         "GROUP": group, "CAUSAL": causal, "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n, "HEAD_DIM": head_dim,
@@ -208,10 +182,10 @@ def flash_target(kernel: str, head_dim: int, dtype: str, causal: bool, group: in
 
 def compile_config(kernel: str, head_dim: int, dtype: str, causal: bool, group: int = 8) -> CompileReport:
     """Compile one configuration for sm_90 and measure its resources (and run the race check on it)."""
-    from megatron_agentic.kernels import flash_attention as fa
+    from megatron_agentic.kernels import attention_config as ac
     from megatron_agentic.kernels.race_check import check_compiled
 
-    cfg = fa.gpu_config(kernel, head_dim)
+    cfg = ac.gpu_config(kernel, head_dim)
     compiled = compile_target(flash_target(kernel, head_dim, dtype, causal, group))
     cubin = compiled.asm["cubin"]
     ptx = compiled.asm["ptx"]
@@ -244,12 +218,13 @@ def _res_usage(cubin: bytes) -> tuple[int, int]:
 
 def all_configs(dtypes: tuple[str, ...] = DEFAULT_DTYPES) -> list[tuple[str, int, str, bool]]:
     """Every (kernel, head_dim, dtype, causal) the GPU path can launch, fallback head dims included."""
-    from megatron_agentic.kernels import flash_attention as fa
+    from megatron_agentic.kernels import attention_config as ac
+    from megatron_agentic.kernels import flash_attention_kernels as fk
 
     return [
         (kern, hd, dt, causal)
-        for kern in fa.AOT_KERNELS
-        for hd in fa.SUPPORTED_HEAD_DIMS
+        for kern in fk.AOT_KERNELS
+        for hd in ac.SUPPORTED_HEAD_DIMS
         for dt in dtypes
         for causal in (True, False)
     ]

@@ -4,7 +4,7 @@ The space is the Triton tutorial's (``BLOCK_M`` 64/128, ``BLOCK_N`` 32/64/128, 4
 like the tutorial prunes it on Hopper (no 8-warp tile smaller than 128 x 128), plus two rules from
 ``python -m megatron_agentic.kernels.aot``: the tile that carries the MMA rows (``BLOCK_M`` for forward/dQ, ``BLOCK_N`` for dK/dV)
 must have at least 16 rows per warp (otherwise two warpgroups compute the same wgmma), and the estimated shared
-memory must fit H100's 227 KiB. The AOT-checked configuration of :data:`megatron_agentic.kernels.flash_attention.GPU_CONFIGS` is
+memory must fit H100's 227 KiB. The AOT-checked configuration of :data:`megatron_agentic.kernels.attention_config.GPU_CONFIGS` is
 always a candidate (first). ``triton.autotune`` benchmarks the candidates the first time a
 (power-of-two longest segment, heads, GQA group, causal, head dim, dtype) key appears and caches the winner;
 buffers the kernels accumulate into (fp32 dQ/dK/dV) are snapshot once before the first trial and restored after
@@ -23,7 +23,8 @@ import os
 import torch
 import triton
 
-from megatron_agentic.kernels import flash_attention as fa
+from megatron_agentic.kernels import attention_config as ac
+from megatron_agentic.kernels import flash_attention_kernels as fk
 
 logger = logging.getLogger(__name__)
 ENV = "MEGATRON_AGENTIC_ATTN_AUTOTUNE"
@@ -36,7 +37,7 @@ _KEYS = {
 }
 
 
-def smem_estimate(kind: str, head_dim: int, cfg: fa.KernelConfig, elem_bytes: int = 2) -> int:
+def smem_estimate(kind: str, head_dim: int, cfg: ac.KernelConfig, elem_bytes: int = 2) -> int:
     """Shared memory (bytes) of a configuration: resident tiles plus ``num_stages`` buffers of the streamed ones.
 
     Matches the AOT compile metadata of the checked configurations to within 1 KiB (e.g. forward d=128 128 x 64,
@@ -53,7 +54,7 @@ def smem_estimate(kind: str, head_dim: int, cfg: fa.KernelConfig, elem_bytes: in
     raise ValueError(f"unknown kernel {kind!r}")
 
 
-def keep_config(kind: str, head_dim: int, cfg: fa.KernelConfig) -> bool:
+def keep_config(kind: str, head_dim: int, cfg: ac.KernelConfig) -> bool:
     """Whether ``cfg`` stays in the Hopper space of ``kind`` at ``head_dim``."""
     if cfg.num_warps == 8 and cfg.block_m * cfg.block_n < 128 * 128:
         return False  # the tutorial's Hopper prune
@@ -63,15 +64,15 @@ def keep_config(kind: str, head_dim: int, cfg: fa.KernelConfig) -> bool:
     return smem_estimate(kind, head_dim, cfg) <= H100_MAX_SHARED_BYTES
 
 
-def hopper_configs(kind: str, head_dim: int) -> list[fa.KernelConfig]:
+def hopper_configs(kind: str, head_dim: int) -> list[ac.KernelConfig]:
     """The pruned candidates, the AOT-checked configuration first."""
-    base = fa.gpu_config(kind, head_dim)
+    base = ac.gpu_config(kind, head_dim)
     out = [base]
     for bm in (64, 128):
         for bn in (32, 64, 128):
             for warps in (4, 8):
                 for stages in (2, 3, 4):
-                    cfg = fa.KernelConfig(bm, bn, warps, stages)
+                    cfg = ac.KernelConfig(bm, bn, warps, stages)
                     if cfg != base and keep_config(kind, head_dim, cfg):
                         out.append(cfg)
     return out
@@ -84,7 +85,7 @@ def enabled(device: torch.device) -> bool:
     sizes set the fp32 summation order), so the fixed AOT-checked configurations are used. Never under the
     interpreter (it cannot benchmark).
     """
-    if device.type != "cuda" or fa._is_interpreter() or os.environ.get(ENV, "1") == "0":
+    if device.type != "cuda" or ac.is_interpreter() or os.environ.get(ENV, "1") == "0":
         return False
     return not torch.are_deterministic_algorithms_enabled()
 
@@ -127,7 +128,7 @@ class RestoreOutsideTiming:
 _LOGGED: set[tuple] = set()
 
 
-def log_choice_once(kind: str, head_dim: int, cfg: fa.KernelConfig, how: str, key: tuple = ()) -> None:
+def log_choice_once(kind: str, head_dim: int, cfg: ac.KernelConfig, how: str, key: tuple = ()) -> None:
     """Log the tile configuration a kernel runs with, once per (kernel, head dim, key, configuration)."""
     entry = (kind, head_dim, key, cfg, how)
     if entry in _LOGGED:
@@ -139,9 +140,9 @@ def log_choice_once(kind: str, head_dim: int, cfg: fa.KernelConfig, how: str, ke
     )  # fmt: skip
 
 
-def config_of(best: triton.Config) -> fa.KernelConfig:
-    """The :class:`~megatron_agentic.kernels.flash_attention.KernelConfig` of an autotuner's ``triton.Config``."""
-    return fa.KernelConfig(best.kwargs["BLOCK_M"], best.kwargs["BLOCK_N"], best.num_warps, best.num_stages)
+def config_of(best: triton.Config) -> ac.KernelConfig:
+    """The :class:`~megatron_agentic.kernels.attention_config.KernelConfig` of an autotuner's ``triton.Config``."""
+    return ac.KernelConfig(best.kwargs["BLOCK_M"], best.kwargs["BLOCK_N"], best.num_warps, best.num_stages)
 
 
 @functools.cache
@@ -158,4 +159,4 @@ def autotuned_kernel(kind: str, head_dim: int) -> triton.runtime.Autotuner:
     if restore:
         keeper = RestoreOutsideTiming(restore)
         hooks = {"pre_hook": keeper.pre_hook, "post_hook": keeper.post_hook}
-    return triton.autotune(configs=configs, key=_KEYS[kind], **hooks)(fa.AOT_KERNELS[kind][0])
+    return triton.autotune(configs=configs, key=_KEYS[kind], **hooks)(fk.AOT_KERNELS[kind][0])

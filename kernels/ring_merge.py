@@ -21,6 +21,9 @@ import torch
 import triton
 import triton.language as tl
 
+from megatron_agentic.kernels.attention_config import SUPPORTED_HEAD_DIMS
+from megatron_agentic.kernels.compile_target import CompileTarget
+
 DEFAULT_BLOCK_T = 32
 
 
@@ -101,14 +104,10 @@ def ring_merge_(
 
 def aot_targets() -> list:
     """The sm_90 compile targets of this module's kernel (every head dim, with and without a row index)."""
-    from megatron_agentic.kernels.aot import CompileTarget
-
     sig = {n: "i32" for n in _ring_merge_kernel.arg_names}
     sig.update({n: "*fp32" for n in ("Out", "Lse", "OutB", "LseB")}, Rows="*i64")
     aligned = ("Out", "Lse", "OutB", "LseB", "Rows", "stride_ot", "stride_oh", "stride_bt", "stride_bh")
     targets = []
-    from megatron_agentic.kernels.flash_attention import SUPPORTED_HEAD_DIMS
-
     for head_dim in SUPPORTED_HEAD_DIMS:
         for has_rows in (False, True):
             constexprs = {"HAS_ROWS": has_rows, "BLOCK_T": DEFAULT_BLOCK_T, "HEAD_DIM": head_dim}

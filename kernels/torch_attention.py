@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from megatron_agentic.kernels.attention_config import check_head_dim
+
 
 def _segments(cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor) -> list[tuple[int, int, int, int, int]]:
     """Group consecutive segments of equal lengths: ``(q_start, k_start, count, len_q, len_k)`` per run."""
@@ -57,8 +59,6 @@ def torch_block_forward(
     out_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Packed forward; same contract as :func:`megatron_agentic.kernels.flash_attention.flash_attn_block_forward`."""
-    from megatron_agentic.kernels.flash_attention import check_head_dim
-
     del max_seqlen_q
     check_head_dim(q.shape[-1])  # the GPU kernels' policy, so that CPU training refuses what a GPU would
     total_q, heads, dim = q.shape
@@ -98,8 +98,6 @@ def torch_block_backward(
     softmax_scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Packed backward; same contract as :func:`megatron_agentic.kernels.flash_attention.flash_attn_block_backward`."""
-    from megatron_agentic.kernels.flash_attention import check_head_dim
-
     del max_seqlen_q, max_seqlen_k
     check_head_dim(q.shape[-1])
     total_q, heads, dim = q.shape

@@ -33,6 +33,7 @@ from megatron_agentic.errors import ConfigError
 from megatron_agentic.models.family import Architecture
 from megatron_agentic.models.registry import get_preset
 from megatron_agentic.perf import RECOMPUTE_MODULES, EffectiveSettings, PerfConfig, resolve_settings
+from megatron_agentic.recipe_files import RecipeError, resolve_mapping
 
 if TYPE_CHECKING:
     from megatron_agentic.platform import Platform
@@ -711,6 +712,11 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
             raise ConfigError(f"{source}: empty config (no sections); omit --config to train on the defaults")
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: top level must be a mapping of sections {sorted(SECTIONS)}")
+        if "base" in raw:  # derived from a recipe: its train sections, then this file's (the planner's `plan` dropped)
+            try:
+                raw = {k: v for k, v in resolve_mapping(raw, Path(path), yaml_load).items() if k != "plan"}
+            except RecipeError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
     for item in overrides or []:
         (section, key), value = parse_override(item)
         current = raw.setdefault(section, {})

@@ -27,7 +27,9 @@ megatron-core version, when it does not:
     tensors to the NumPy split sizes ``all_to_all_single`` takes, so the dispatcher's binding of it also
     converts CPU tensors when asked for NumPy. Together they let the GPU-default dispatcher run under gloo.
 
-On CUDA nothing is redirected. Transformer Engine and Apex are used when importable, never required.
+On CUDA nothing is redirected. Transformer Engine and Apex are used when importable, never required; one that is
+installed but fails to import is reported as broken (a warning naming it and the exception, :func:`broken_installs`)
+and treated as absent, so ``model.attention_backend=te`` then fails while ``auto`` falls back with that warning.
 """
 
 from __future__ import annotations
@@ -35,10 +37,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import importlib.util
 import logging
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -92,12 +95,64 @@ def megatron_core_version() -> str:
         return "unknown"
 
 
-def _module_available(name: str) -> bool:
+class BrokenInstall(NamedTuple):
+    """An optional package that is installed but does not import."""
+
+    module: str
+    """The module that was imported (``transformer_engine.pytorch``)."""
+    error: str
+    """The exception, as ``Type: message``."""
+
+    def describe(self) -> str:
+        """One line naming the package and the exception."""
+        return (
+            f"{self.module} is installed but does not import ({self.error}); it is treated as absent, so the paths "
+            f"that need it fall back or fail. Repair or uninstall it (python -c 'import {self.module}' shows the "
+            "full traceback)"
+        )
+
+
+_BROKEN: dict[str, BrokenInstall] = {}
+
+
+def broken_installs() -> tuple[BrokenInstall, ...]:
+    """Optional packages found installed but failing to import, in this process so far."""
+    return tuple(_BROKEN.values())
+
+
+def _not_installed(name: str, exc: ModuleNotFoundError) -> bool:
+    """Whether ``exc`` says ``name`` itself (or a package above it) does not exist, as opposed to a module that
+    ``name`` imports being missing (a broken install)."""
+    return exc.name is not None and (name == exc.name or name.startswith(exc.name + "."))
+
+
+def _import_optional(name: str) -> Any | None:
+    """Module ``name``, or None when it is not installed (``find_spec`` finds no top-level package, or the
+    submodule does not exist). A package that is installed but raises on import (an ``ImportError`` from inside
+    it, an ``OSError`` from a missing shared library, ...) is *broken*: a warning names the package and the
+    exception (once per process), :func:`broken_installs` lists it, and it counts as absent."""
     try:
-        importlib.import_module(name)
-        return True
-    except Exception:
-        return False
+        if importlib.util.find_spec(name.partition(".")[0]) is None:
+            return None
+    except ValueError:  # already imported without a spec: installed
+        pass
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if _not_installed(name, exc):
+            return None
+        error: BaseException = exc
+    except Exception as exc:  # noqa: BLE001 - any failure of an installed package is reported, never swallowed
+        error = exc
+    if name not in _BROKEN:
+        _BROKEN[name] = BrokenInstall(name, f"{type(error).__name__}: {error}")
+        logger.warning("%s", _BROKEN[name].describe())
+    return None
+
+
+def _module_available(name: str) -> bool:
+    """Whether optional module ``name`` imports (see :func:`_import_optional` for a broken install)."""
+    return _import_optional(name) is not None
 
 
 APEX_GRADIENT_FUSION_MODULE = "fused_weight_gradient_mlp_cuda"
@@ -429,10 +484,7 @@ def active_redirections() -> tuple[str, ...]:
 
 
 def _has_attr(module: str, attr: str) -> bool:
-    try:
-        return hasattr(importlib.import_module(module), attr)
-    except Exception:
-        return False
+    return hasattr(_import_optional(module), attr)
 
 
 def detect_platform() -> Platform:

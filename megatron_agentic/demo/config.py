@@ -1,7 +1,9 @@
 """Typed configuration of the end-to-end demo: data sizes, synthesis settings and the two training stages.
 
 Two presets ship: ``full`` (what ``make demo`` runs: a few minutes on 2 CPU cores) and ``small`` (the CI version
-run by ``tests/demo``). Both exercise every step; they differ only in sizes.
+run by ``tests/demo``). Both exercise every step; they differ only in sizes. A stage's training run is a recipe
+(``megatron_agentic/recipes/demo-stage1.yaml``, ``demo-stage2.yaml``): the ``full`` preset trains the recipe's
+values as they are, ``small`` overrides a few sizes, so no value is written twice.
 """
 
 from __future__ import annotations
@@ -10,41 +12,70 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "demo"
-"""Folder with the demo's training YAMLs (``stage1.yaml``, ``stage2.yaml``)."""
+from megatron_agentic.recipes import load_recipe
 
 DATA_TYPES = ("planning", "reasoning", "has", "general")
 """Training-text types, each tokenized into its own indexed dataset and evaluated separately."""
 
+PARALLEL_KEYS = ("tensor", "pipeline", "expert", "context")
+"""Parallel dimensions a demo stage sets."""
+
+_FROM_RECIPE = ("iters", "seq_length", "global_batch_size", "micro_batch_size", "lr", "eval_interval", "eval_iters")
+"""Stage fields whose default is the recipe's ``train`` value of the same name."""
+
 
 @dataclass
 class StageConfig:
-    """One training stage of tiny-moe; values are passed to ``megatron-agentic train`` as ``--set`` overrides."""
+    """One training stage of tiny-moe: a recipe plus the sizes a preset changes.
 
-    config: str
-    """Training YAML (relative to ``examples/demo/`` or absolute)."""
-    iters: int
-    """Training iterations of this stage."""
-    seq_length: int
-    """Sequence length in tokens."""
-    global_batch_size: int
-    """Sequences per optimizer step over all data-parallel ranks."""
-    micro_batch_size: int
-    """Sequences per forward/backward on one rank."""
-    lr: float
-    """Peak learning rate."""
-    eval_interval: int
-    """Evaluate the held-out sets every this many iterations (and at the end)."""
-    eval_iters: int
-    """Batches per held-out set and evaluation."""
-    parallel: dict[str, int] = field(default_factory=dict)
-    """Parallel layout (``tensor``, ``pipeline``, ``expert``, ``context``); ranks = ``nproc`` of the demo."""
+    Fields left None take the recipe's value; the demo passes every field to ``megatron-agentic train`` as
+    ``--set`` overrides of the exported recipe.
+    """
+
+    recipe: str
+    """Training recipe: a name in ``megatron_agentic/recipes/`` (``demo-stage1``) or a YAML path."""
+    iters: int | None = None
+    """Training iterations of this stage (None: the recipe's ``train.iters``)."""
+    seq_length: int | None = None
+    """Sequence length in tokens (None: the recipe's)."""
+    global_batch_size: int | None = None
+    """Sequences per optimizer step over all data-parallel ranks (None: the recipe's)."""
+    micro_batch_size: int | None = None
+    """Sequences per forward/backward on one rank (None: the recipe's)."""
+    lr: float | None = None
+    """Peak learning rate (None: the recipe's)."""
+    eval_interval: int | None = None
+    """Evaluate the held-out sets every this many iterations, and at the end (None: the recipe's)."""
+    eval_iters: int | None = None
+    """Batches per held-out set and evaluation (None: the recipe's)."""
+    parallel: dict[str, int] | None = None
+    """Parallel layout (``tensor``, ``pipeline``, ``expert``, ``context``); ranks = ``nproc`` of the demo
+    (None: the recipe's dimensions other than 1)."""
     extra: dict[str, str] = field(default_factory=dict)
     """Further ``--set key=value`` overrides passed verbatim to ``megatron-agentic train``."""
 
+    def resolved_recipe(self) -> dict[str, Any]:
+        """The recipe (base chain merged) this stage starts from."""
+        return load_recipe(self.recipe)
+
+    def _fill_from_recipe(self) -> None:
+        if self.parallel is not None and all(getattr(self, n) is not None for n in _FROM_RECIPE):
+            return
+        recipe = self.resolved_recipe()
+        train = recipe.get("train") or {}
+        for name in _FROM_RECIPE:
+            if getattr(self, name) is None:
+                if train.get(name) is None:
+                    raise ValueError(f"recipe {self.recipe}: train.{name} must be set for a demo stage")
+                setattr(self, name, train[name])
+        if self.parallel is None:
+            dims = recipe.get("parallel") or {}
+            self.parallel = {k: int(dims[k]) for k in PARALLEL_KEYS if dims.get(k) is not None and int(dims[k]) != 1}
+
     def __post_init__(self) -> None:
+        self._fill_from_recipe()
         for name in ("iters", "seq_length", "global_batch_size", "micro_batch_size", "eval_interval", "eval_iters"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"stage {name} must be >= 1, got {getattr(self, name)}")
@@ -55,18 +86,12 @@ class StageConfig:
             )
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        unknown = set(self.parallel) - {"tensor", "pipeline", "expert", "context"}
+        unknown = set(self.parallel) - set(PARALLEL_KEYS)
         if unknown:
             raise ValueError(f"unknown parallel keys {sorted(unknown)}; use tensor, pipeline, expert, context")
         context = int(self.parallel.get("context", 1))
         if self.seq_length % (2 * context):
             raise ValueError(f"seq_length {self.seq_length} must be divisible by 2 * context ({2 * context})")
-
-    @property
-    def config_path(self) -> Path:
-        """The stage YAML as an absolute path."""
-        path = Path(self.config)
-        return path if path.is_absolute() else EXAMPLES_DIR / path
 
 
 @dataclass
@@ -141,10 +166,6 @@ class DemoConfig:
         return dataclasses.asdict(self)
 
 
-def _stage(config: str, **kwargs) -> StageConfig:
-    return StageConfig(config=config, **kwargs)
-
-
 PRESETS: dict[str, DemoConfig] = {}
 
 
@@ -161,28 +182,8 @@ _register(
         rollout_questions=120,
         has_candidates=3,
         replay_fraction=0.25,
-        stage1=_stage(
-            "stage1.yaml",
-            iters=60,
-            seq_length=128,
-            global_batch_size=8,
-            micro_batch_size=4,
-            lr=3e-3,
-            eval_interval=30,
-            eval_iters=2,
-            parallel={"expert": 2},
-        ),
-        stage2=_stage(
-            "stage2.yaml",
-            iters=30,
-            seq_length=512,
-            global_batch_size=4,
-            micro_batch_size=4,
-            lr=1e-3,
-            eval_interval=15,
-            eval_iters=1,
-            parallel={"context": 2},
-        ),
+        stage1=StageConfig("demo-stage1"),  # the recipes' sizes as they are
+        stage2=StageConfig("demo-stage2"),
     )
 )
 
@@ -195,28 +196,8 @@ _register(
         rollout_questions=24,
         has_candidates=2,
         replay_fraction=0.25,
-        stage1=_stage(
-            "stage1.yaml",
-            iters=16,
-            seq_length=64,
-            global_batch_size=8,
-            micro_batch_size=4,
-            lr=3e-3,
-            eval_interval=8,
-            eval_iters=2,
-            parallel={"expert": 2},
-        ),
-        stage2=_stage(
-            "stage2.yaml",
-            iters=8,
-            seq_length=256,
-            global_batch_size=4,
-            micro_batch_size=4,
-            lr=1e-3,
-            eval_interval=8,
-            eval_iters=1,
-            parallel={"context": 2},
-        ),
+        stage1=StageConfig("demo-stage1", iters=16, seq_length=64, eval_interval=8),
+        stage2=StageConfig("demo-stage2", iters=8, seq_length=256, eval_interval=8),
     )
 )
 

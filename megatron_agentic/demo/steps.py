@@ -10,6 +10,7 @@ Workdir layout (all under ``WORKDIR``)::
     synth/{train,heldout}/general.jsonl                              general text (serializer)
     tokens/{type}_{split}_text_document.{bin,idx}                    indexed datasets (Qwen3 tokenizer)
     blends/stage{1,2}.json                                           stage blends (data mix)
+    configs/demo-stage{1,2}.yaml                                     the stage recipes, exported for train
     checkpoints/stage{1,2}/                                          dist_checkpointing checkpoints
     train/{eval_base,stage1,stage2,eval_stage2}/                     metrics.jsonl + summary.json per run
     logs/STEP.log, state/STEP.done, report.md, plots/*.png
@@ -31,6 +32,7 @@ from typing import TextIO
 from data_tools.common.atomic import atomic_open, atomic_write_text
 from megatron_agentic.demo.config import DATA_TYPES, DemoConfig, StageConfig
 from megatron_agentic.demo.pipeline import DemoContext, Step
+from megatron_agentic.recipes import train_dict, write_yaml_atomic
 
 SPLITS = ("train", "heldout")
 """Corpus splits: training data, and the held-out documents all evaluation sets come from."""
@@ -170,6 +172,12 @@ def stage_sets(ctx: DemoContext, stage: StageConfig, label: str) -> list[str]:
     return sets
 
 
+def export_recipe(ctx: DemoContext, stage: StageConfig) -> Path:
+    """The stage's recipe as a ``megatron-agentic train`` config in the workdir (``configs/RECIPE.yaml``)."""
+    name = Path(stage.recipe).stem if stage.recipe.endswith((".yaml", ".yml")) else stage.recipe
+    return write_yaml_atomic(train_dict(stage.resolved_recipe()), ctx.path("configs", f"{name}.yaml"))
+
+
 def train_command(ctx: DemoContext, stage: StageConfig, sets: list[str]) -> list[str]:
     """``torchrun --standalone --nproc-per-node N -m megatron_agentic train --config YAML --set ...``."""
     argv = [
@@ -182,7 +190,7 @@ def train_command(ctx: DemoContext, stage: StageConfig, sets: list[str]) -> list
         "megatron_agentic",
         "train",
         "--config",
-        str(stage.config_path),
+        str(export_recipe(ctx, stage)),
     ]
     for item in sets:
         argv += ["--set", item]

@@ -3,9 +3,10 @@
 A DALI pipeline reads samples of the training dataset (megatron-core ``GPTDataset``: dicts of
 ``tokens, labels, loss_mask, attention_mask, position_ids``) through ``fn.external_source`` and batches
 them on DALI's worker threads with a prefetch queue, so batch assembly overlaps the training step.
-The sample order is exactly the one of the torch path (``megatron_agentic.training.data.MicroBatchLoader``):
-global batch ``i`` is dataset samples ``[i * gbs, (i + 1) * gbs)`` split over data-parallel ranks, so
-switching loaders or resuming never changes what a run reads.
+The sample order is exactly the one of the torch path (:class:`megatron_agentic.loaders.torch_loader.MicroBatchLoader`;
+both are :class:`~megatron_agentic.loaders.batches.RankBatchLoader`): global batch ``i`` is dataset samples
+``[i * gbs, (i + 1) * gbs)`` split over data-parallel ranks, so switching loaders or resuming never changes what a
+run reads.
 
 The loader exposes the same ``next_iteration()`` / ``iteration_batches(i)`` interface and yields the same
 batch dicts (torch tensors, ``attention_mask`` None when the dataset has none).
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from megatron_agentic.loaders.batches import BATCH_KEYS, rank_sample_indices
+from megatron_agentic.loaders.batches import BATCH_KEYS, RankBatchLoader
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-class DaliMicroBatchLoader:
+class DaliMicroBatchLoader(RankBatchLoader):
     """Per-rank micro-batch loader backed by a DALI pipeline (same contract as ``MicroBatchLoader``)."""
 
     def __init__(
@@ -66,22 +67,11 @@ class DaliMicroBatchLoader:
         prefetch_queue_depth: int = 2,
         device_id: int | None = None,
     ) -> None:
-        if global_batch_size % (micro_batch_size * dp_size):
-            raise ValueError(
-                f"global_batch_size ({global_batch_size}) must be divisible by micro_batch_size*dp_size "
-                f"({micro_batch_size}*{dp_size})"
-            )
+        super().__init__(dataset, micro_batch_size, global_batch_size, dp_rank, dp_size, start_iteration)
         self.dali = _require_dali()
-        self.dataset = dataset
-        self.micro_batch_size = micro_batch_size
-        self.global_batch_size = global_batch_size
-        self.dp_rank = dp_rank
-        self.dp_size = dp_size
-        self.iteration = start_iteration
         self.num_threads = num_threads
         self.prefetch_queue_depth = prefetch_queue_depth
         self.device_id = device_id
-        self.per_rank = global_batch_size // dp_size
         first = dataset[0]
         self.keys = [k for k in BATCH_KEYS if first.get(k) is not None]
         self._pipe: Any = None
@@ -90,11 +80,8 @@ class DaliMicroBatchLoader:
 
     def _sample(self, stream_start: int, position: int) -> tuple[np.ndarray, ...]:
         """Sample number ``position`` of this rank's stream starting at iteration ``stream_start``."""
-        iteration = stream_start + position // self.per_rank
-        index = rank_sample_indices(iteration, self.global_batch_size, self.dp_rank, self.dp_size)[
-            position % self.per_rank
-        ]
-        sample = self.dataset[index % len(self.dataset)]
+        index = self.sample_index(stream_start + position // self.per_rank, position % self.per_rank)
+        sample = self.dataset[index]
         return tuple(_to_numpy(sample[k]) for k in self.keys)
 
     def _build(self, start_iteration: int) -> None:
@@ -139,14 +126,8 @@ class DaliMicroBatchLoader:
         """Micro-batches of global batch ``iteration`` for this rank."""
         if self._pipe is None or self._pipe_iteration != iteration or self._pipe_offset != 0:
             self._build(iteration)
-        for _ in range(self.per_rank // self.micro_batch_size):
+        for _ in range(self.num_microbatches):
             yield self._next_batch()
-
-    def next_iteration(self) -> Iterator[dict[str, torch.Tensor | None]]:
-        """Micro-batches of the next iteration (advances the data position)."""
-        batches = self.iteration_batches(self.iteration)
-        self.iteration += 1
-        return batches
 
 
 def build_dali_loader(

@@ -17,23 +17,19 @@ import argparse
 import copy
 import dataclasses
 import sys
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from data_tools.common.atomic import atomic_write_text
 from megatron_agentic.config import yaml_load
-
-RECIPE_DIR = Path(__file__).resolve().parent
-"""Directory of the built-in recipe YAML files."""
+from megatron_agentic.recipe_files import RECIPE_DIR as RECIPE_DIR  # the file layer, shared with load_config
+from megatron_agentic.recipe_files import RecipeError as RecipeError
+from megatron_agentic.recipe_files import deep_merge as deep_merge
+from megatron_agentic.recipe_files import list_recipes, recipe_path, resolve
 
 TRAIN_SECTIONS = ("model", "parallel", "train", "data", "checkpoint", "log", "perf")
 """Sections passed to ``megatron-agentic train``."""
-
-
-class RecipeError(ValueError):
-    """A recipe problem, with a message naming the file and field."""
 
 
 @dataclasses.dataclass
@@ -79,59 +75,8 @@ class PlanAssumptions:
             raise RecipeError(f"plan.overhead_gib must be >= 0, got {self.overhead_gib!r}")
 
 
-def list_recipes() -> list[str]:
-    """Names of the built-in recipes (``base`` excluded)."""
-    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml") if p.stem != "base")
-
-
-def recipe_path(name: str) -> Path:
-    """Path of a recipe given its name or a path to a YAML file."""
-    candidate = Path(name)
-    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
-        return candidate
-    path = RECIPE_DIR / f"{name}.yaml"
-    if not path.exists():
-        raise RecipeError(f"unknown recipe {name!r}; choose from {list_recipes()} or pass a YAML path")
-    return path
-
-
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """``base`` updated by ``override``: mappings merge recursively, anything else replaces."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise RecipeError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise RecipeError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise RecipeError(f"{path}: top level must be a mapping")
-    return data
-
-
-def _resolve(name: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
-    path = recipe_path(name)
-    key = str(path.resolve())
-    if key in chain:
-        raise RecipeError(f"{path}: circular 'base' chain: {' -> '.join((*chain, key))}")
-    data = _read_yaml(path)
-    base = data.pop("base", None)
-    if base is None:
-        return data
-    if not isinstance(base, str):
-        raise RecipeError(f"{path}: field 'base' must be a recipe name, got {base!r}")
-    return deep_merge(_resolve(base, (*chain, key)), data)
+def _resolve(name: str) -> dict[str, Any]:
+    return resolve(name, yaml_load)
 
 
 def apply_overrides(recipe: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:

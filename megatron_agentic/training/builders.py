@@ -143,10 +143,12 @@ def seed_everything(seed: int) -> None:
 
 
 def teardown_distributed() -> None:
-    """Destroy megatron-core groups and the default process group."""
-    parallel_state.destroy_model_parallel()
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    """Destroy megatron-core groups and the default process group (the latter even when the former raises)."""
+    try:
+        parallel_state.destroy_model_parallel()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def build_model_chunks(

@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from megatron.core.dist_checkpointing.mapping import ShardedObject
 
 from data_tools.common.atomic import atomic_write_text, fsync_path
 from megatron_agentic.models.qwen3_moe import checkpoint_keys
+from megatron_agentic.testing import faults
 from megatron_agentic.training import save_procs
 
 logger = logging.getLogger(__name__)
@@ -226,23 +228,13 @@ def model_sharded_state_dict(model_chunks: list[Any]) -> dict[str, Any]:
     return {f"model{i}": unwrap(chunk).sharded_state_dict() for i, chunk in enumerate(model_chunks)}
 
 
-SAVE_HOOK_ENV = "MEGATRON_AGENTIC_TEST_SAVE_HOOK"
-"""Testing aid: ``sleep:SECONDS[@ITERATION]`` pauses every rank inside the save (of ``ITERATION`` only, when
-given), after its shard files are written and before the latest marker moves: a window in which tests kill
-the job mid-save."""
-
-
-def _test_save_hook(iteration: int) -> None:
-    value = os.environ.get(SAVE_HOOK_ENV, "")
-    if not value.startswith("sleep:"):
+def _test_save_pause(iteration: int) -> None:
+    """The save-pause test fault (:data:`megatron_agentic.testing.faults.SAVE_PAUSE`); nothing when it is off."""
+    seconds = faults.save_pause_seconds(iteration)
+    if seconds is None:
         return
-    seconds, _, at = value[6:].partition("@")
-    if at and int(at) != iteration:
-        return
-    import time
-
-    logger.warning("%s: pausing %s s inside the save of iteration %d", SAVE_HOOK_ENV, seconds, iteration)
-    time.sleep(float(seconds))
+    logger.warning("%s: pausing %g s inside the save of iteration %d", faults.SAVE_PAUSE, seconds, iteration)
+    time.sleep(seconds)
 
 
 def save_strategy(fully_parallel: bool) -> Any:
@@ -319,7 +311,7 @@ def save_checkpoint(
         return target
     with save_procs.guarded_forks():
         dist_checkpointing.save(state, str(target))
-    _test_save_hook(iteration)
+    _test_save_pause(iteration)
     finalize()
     return target
 

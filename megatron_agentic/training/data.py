@@ -1,17 +1,16 @@
 """Training data: megatron-core ``GPTDataset`` / ``BlendedMegatronDatasetBuilder`` over weighted ``.bin/.idx``
-prefixes (or megatron-core's mock dataset), a deterministic resumable sampler, and context-parallel splitting.
+prefixes (or megatron-core's mock dataset), and context-parallel splitting.
 
-Sample order is fixed by the dataset (megatron-core shuffles with the seed); global batch ``i`` is samples
-``[i * gbs, (i + 1) * gbs)``, split contiguously over data-parallel ranks and then into micro-batches, so
-the data position of a run is just its iteration count and a resumed run reads exactly what the
-uninterrupted one would have read.
+Sample order is fixed by the dataset (megatron-core shuffles with the seed); the loaders that read it
+(:mod:`megatron_agentic.loaders`) take global batch ``i`` as samples ``[i * gbs, (i + 1) * gbs)``, split
+contiguously over data-parallel ranks and then into micro-batches, so the data position of a run is just its
+iteration count and a resumed run reads exactly what the uninterrupted one would have read.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegat
 from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig, MockGPTDataset
 
 from megatron_agentic.config import ConfigError, TrainingConfig, load_blend_file, parse_blend
-from megatron_agentic.loaders.batches import BATCH_KEYS, rank_sample_indices
 
 logger = logging.getLogger(__name__)
 
@@ -160,169 +158,6 @@ def build_splits(
         {k: len(v) for k, v in eval_sets.items()},
     )
     return Datasets(train=train, valid=valid, eval_sets=eval_sets)
-
-
-def _collate(samples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor | None]:
-    batch: dict[str, torch.Tensor | None] = {}
-    for key in BATCH_KEYS:
-        values = [s.get(key) for s in samples]
-        batch[key] = None if values[0] is None else torch.stack([torch.as_tensor(v) for v in values])
-    return batch
-
-
-class _MicroBatchSampler(torch.utils.data.Sampler):
-    """Endless batch sampler: the micro-batch index lists of one rank for iterations ``start, start + 1, ...``.
-
-    ``start`` may be changed between ``iter()`` calls (a seek); indices wrap modulo the dataset length.
-    """
-
-    def __init__(
-        self, num_samples: int, micro_batch_size: int, global_batch_size: int, dp_rank: int, dp_size: int
-    ) -> None:
-        self.num_samples = num_samples
-        self.micro_batch_size = micro_batch_size
-        self.global_batch_size = global_batch_size
-        self.dp_rank = dp_rank
-        self.dp_size = dp_size
-        self.start = 0
-
-    def __iter__(self) -> Iterator[list[int]]:
-        iteration = self.start
-        while True:
-            indices = rank_sample_indices(iteration, self.global_batch_size, self.dp_rank, self.dp_size)
-            indices = [i % self.num_samples for i in indices]
-            for s in range(0, len(indices), self.micro_batch_size):
-                yield indices[s : s + self.micro_batch_size]
-            iteration += 1
-
-
-class MicroBatchLoader:
-    """Yields the micro-batch dicts of one rank for consecutive iterations (torch ``DataLoader`` path).
-
-    Iteration ``i`` covers ``rank_sample_indices(i, ...)``; starting at ``start_iteration`` resumes the
-    data position exactly. With ``num_workers > 0`` one ``DataLoader`` with persistent workers streams the
-    micro-batches of consecutive iterations (``prefetch_factor`` micro-batches per worker loaded ahead);
-    asking for an iteration other than the next one re-positions the stream (the workers are kept). The
-    batches are identical to ``num_workers=0`` (in-process loading).
-    """
-
-    def __init__(
-        self,
-        dataset: Any,
-        micro_batch_size: int,
-        global_batch_size: int,
-        dp_rank: int,
-        dp_size: int,
-        start_iteration: int = 0,
-        num_workers: int = 0,
-        prefetch_factor: int = 2,
-    ) -> None:
-        if global_batch_size % (dp_size * micro_batch_size) != 0:
-            raise ValueError(
-                f"global batch {global_batch_size} is not a multiple of micro batch {micro_batch_size} x "
-                f"data-parallel size {dp_size}"
-            )
-        self.dataset = dataset
-        self.micro_batch_size = micro_batch_size
-        self.global_batch_size = global_batch_size
-        self.dp_rank = dp_rank
-        self.dp_size = dp_size
-        self.iteration = start_iteration
-        self.num_workers = num_workers
-        self.prefetch_factor = prefetch_factor
-        self.num_microbatches = global_batch_size // (dp_size * micro_batch_size)
-        self._sampler: _MicroBatchSampler | None = None
-        self._loader: torch.utils.data.DataLoader | None = None
-        self._stream: Iterator[dict[str, torch.Tensor | None]] | None = None
-        self._stream_next: int | None = None
-
-    def _seek(self, iteration: int) -> None:
-        if self._loader is None:
-            self._sampler = _MicroBatchSampler(
-                len(self.dataset), self.micro_batch_size, self.global_batch_size, self.dp_rank, self.dp_size
-            )
-            self._loader = torch.utils.data.DataLoader(
-                self.dataset,
-                batch_sampler=self._sampler,
-                num_workers=self.num_workers,
-                collate_fn=_collate,
-                persistent_workers=True,
-                prefetch_factor=self.prefetch_factor,
-            )
-        assert self._sampler is not None
-        self._sampler.start = iteration
-        self._stream = iter(self._loader)  # persistent workers are reused; stale prefetches are discarded
-        self._stream_next = iteration
-
-    def iteration_batches(self, iteration: int) -> Iterator[dict[str, torch.Tensor | None]]:
-        """Micro-batches of global batch ``iteration`` for this rank."""
-        if self.num_workers > 0:
-            if self._stream is None or self._stream_next != iteration:
-                self._seek(iteration)
-            assert self._stream is not None
-            batches = [next(self._stream) for _ in range(self.num_microbatches)]
-            self._stream_next = iteration + 1
-            return iter(batches)
-        return self._in_process(iteration)
-
-    def _in_process(self, iteration: int) -> Iterator[dict[str, torch.Tensor | None]]:
-        indices = rank_sample_indices(iteration, self.global_batch_size, self.dp_rank, self.dp_size)
-        n = len(self.dataset)
-        indices = [i % n for i in indices]
-        for s in range(0, len(indices), self.micro_batch_size):
-            yield _collate([self.dataset[i] for i in indices[s : s + self.micro_batch_size]])
-
-    def next_iteration(self) -> Iterator[dict[str, torch.Tensor | None]]:
-        """Micro-batches of the next iteration (advances the data position)."""
-        batches = self.iteration_batches(self.iteration)
-        self.iteration += 1
-        return batches
-
-    def close(self) -> None:
-        """Stop the worker processes (if any); a later call starts new ones."""
-        stream, self._stream, self._loader, self._stream_next = self._stream, None, None, None
-        shutdown = getattr(stream, "_shutdown_workers", None)
-        if shutdown is not None:
-            shutdown()
-
-
-def build_loader(
-    dataset: Any,
-    cfg: TrainingConfig,
-    dp_rank: int,
-    dp_size: int,
-    start_iteration: int = 0,
-) -> Any:
-    """The per-rank micro-batch loader for ``data.loader`` (``torch`` or ``dali``).
-
-    ``dali`` calls ``megatron_agentic.loaders.dali.build_dali_loader(dataset, micro_batch_size,
-    global_batch_size=..., dp_rank=..., dp_size=..., start_iteration=...)``, which must return an object
-    with the same ``next_iteration()`` / ``iteration_batches(i)`` methods as :class:`MicroBatchLoader`.
-    """
-    t = cfg.train
-    if cfg.data.loader == "dali":
-        try:
-            from megatron_agentic.loaders.dali import build_dali_loader
-        except ImportError as exc:
-            raise ConfigError(f"data.loader=dali: {exc}") from None
-        return build_dali_loader(
-            dataset,
-            t.micro_batch_size,
-            global_batch_size=t.global_batch_size,
-            dp_rank=dp_rank,
-            dp_size=dp_size,
-            start_iteration=start_iteration,
-        )
-    return MicroBatchLoader(
-        dataset,
-        t.micro_batch_size,
-        t.global_batch_size,
-        dp_rank,
-        dp_size,
-        start_iteration=start_iteration,
-        num_workers=cfg.data.num_workers,
-        prefetch_factor=cfg.data.prefetch_factor,
-    )
 
 
 def split_for_context_parallel(

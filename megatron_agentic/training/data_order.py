@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from megatron_agentic.config import ConfigError, TrainingConfig, load_blend_file, parse_blend
+from megatron_agentic.testing import faults
 
 logger = logging.getLogger(__name__)
 
@@ -167,24 +168,19 @@ def build_train_stream(
     return datasets, ChunkedDataset(chunks, size)
 
 
-SAMPLE_LOG_ENV = "MEGATRON_AGENTIC_TEST_SAMPLE_LOG"
-"""Testing aid: a file to which a single-rank run appends ``{"step": N, "samples": [hash, ...]}`` per step (a hash of
-each training sample's tokens, in the order read), so tests can compare the samples of different runs."""
-
-
 class SampleLog:
-    """Records which samples each step read (see :data:`SAMPLE_LOG_ENV`)."""
+    """Records which samples each step read (the test fault :data:`megatron_agentic.testing.faults.SAMPLE_LOG`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     @classmethod
     def from_env(cls, rank: int, dp_size: int) -> SampleLog | None:
-        """The log named by the environment (one data-parallel rank only), else None."""
-        value = os.environ.get(SAMPLE_LOG_ENV, "")
-        if not value or rank != 0 or dp_size != 1:
+        """The log the test fault names (one data-parallel rank only), else None."""
+        path = faults.sample_log_path()
+        if path is None or rank != 0 or dp_size != 1:
             return None
-        return cls(Path(value))
+        return cls(path)
 
     def wrap(self, loader: Any, state: Any) -> Any:
         """A loader whose ``next_iteration`` also records the step's samples."""

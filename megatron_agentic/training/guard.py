@@ -11,13 +11,8 @@ from __future__ import annotations
 
 import collections
 import math
-import os
 import statistics
 from dataclasses import dataclass
-
-NAN_HOOK_ENV = "MEGATRON_AGENTIC_TEST_NAN_GRAD"
-"""Test hook: ``RANK@STEP[,STEP...]`` (RANK ``*``: every rank) makes that rank's gradients NaN at those steps while
-its loss stays finite, i.e. a NaN that only the gradient checks can see, on one data-parallel rank."""
 
 
 class TooManySkippedSteps(RuntimeError):
@@ -25,7 +20,7 @@ class TooManySkippedSteps(RuntimeError):
 
 
 @dataclass
-class Verdict:
+class StepDecision:
     """The guard's decision on one step."""
 
     apply: bool
@@ -45,27 +40,27 @@ class StepGuard:
         self.in_a_row = 0
         self.total_skipped = 0
 
-    def check_loss(self, loss: float) -> Verdict:
-        """Verdict from the step's loss alone (before the gradient norm is known)."""
+    def check_loss(self, loss: float) -> StepDecision:
+        """Decision from the step's loss alone (before the gradient norm is known)."""
         if not math.isfinite(loss):
-            return Verdict(False, f"non-finite loss {loss}")
+            return StepDecision(False, f"non-finite loss {loss}")
         if self.spike_factor is not None and len(self.recent) >= self.min_history:
             median = statistics.median(self.recent)
             if median > 0 and loss > self.spike_factor * median:
-                return Verdict(
+                return StepDecision(
                     False, f"loss spike {loss:.4g} > train.spike_factor {self.spike_factor} x median {median:.4g}"
                 )
-        return Verdict(True)
+        return StepDecision(True)
 
-    def check_grad_norm(self, grad_norm: float | None) -> Verdict:
-        """Verdict from the global gradient norm (None: not computed, accepted)."""
+    def check_grad_norm(self, grad_norm: float | None) -> StepDecision:
+        """Decision from the global gradient norm (None: not computed, accepted)."""
         if grad_norm is not None and not math.isfinite(grad_norm):
-            return Verdict(False, f"non-finite gradient norm {grad_norm}")
-        return Verdict(True)
+            return StepDecision(False, f"non-finite gradient norm {grad_norm}")
+        return StepDecision(True)
 
-    def record(self, step: int, loss: float, verdict: Verdict) -> None:
+    def record(self, step: int, loss: float, decision: StepDecision) -> None:
         """Account for the step; raises TooManySkippedSteps past the limit."""
-        if verdict.apply:
+        if decision.apply:
             self.in_a_row = 0
             self.recent.append(loss)
             return
@@ -73,16 +68,7 @@ class StepGuard:
         self.total_skipped += 1
         if self.in_a_row > self.max_in_a_row:
             raise TooManySkippedSteps(
-                f"step {step}: {self.in_a_row} steps skipped in a row (last: {verdict.reason}); "
+                f"step {step}: {self.in_a_row} steps skipped in a row (last: {decision.reason}); "
                 f"train.max_skipped_in_a_row={self.max_in_a_row}: stopping. The last checkpoint holds only applied "
                 "steps; lower train.lr, check the data around this step, or raise train.spike_factor."
             )
-
-
-def injected_nan_grad(rank: int, step: int) -> bool:
-    """Whether the test hook in ``MEGATRON_AGENTIC_TEST_NAN_GRAD`` poisons ``rank``'s gradients at ``step``."""
-    spec = os.environ.get(NAN_HOOK_ENV, "").strip()
-    if not spec:
-        return False
-    who, _, steps = spec.partition("@")
-    return (who == "*" or int(who) == rank) and step in {int(x) for x in steps.split(",") if x.strip()}

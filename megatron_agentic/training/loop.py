@@ -32,7 +32,9 @@ from megatron.core.transformer.moe.router import TopKRouter
 from data_tools.common.atomic import atomic_write_json
 from data_tools.common.lock import LOCK_NAME, LockedError, OutputLock
 from megatron_agentic.config import TrainingConfig
+from megatron_agentic.loaders.torch_loader import MicroBatchLoader, build_loader
 from megatron_agentic.platform import Platform, setup_platform
+from megatron_agentic.testing import faults
 from megatron_agentic.training import checkpoint as ckpt
 from megatron_agentic.training import data_order, resume, save_procs
 from megatron_agentic.training.builders import (
@@ -45,15 +47,9 @@ from megatron_agentic.training.builders import (
     teardown_distributed,
     world_size_from_env,
 )
-from megatron_agentic.training.data import (
-    MicroBatchLoader,
-    build_datasets,
-    build_loader,
-    dataset_eod,
-    split_for_context_parallel,
-)
+from megatron_agentic.training.data import build_datasets, dataset_eod, split_for_context_parallel
 from megatron_agentic.training.data_order import SampleLog
-from megatron_agentic.training.guard import StepGuard, Verdict, injected_nan_grad
+from megatron_agentic.training.guard import StepDecision, StepGuard
 from megatron_agentic.training.metrics import MetricsLogger, read_metrics
 from megatron_agentic.training.packing import prepare_document_batches
 from megatron_agentic.training.stop import EXIT_STOPPED, StopRequest
@@ -94,7 +90,7 @@ def _to_device(batch: dict[str, torch.Tensor | None], device: torch.device) -> d
 def forward_step(data_iterator: Any, model: torch.nn.Module, nan_grad: bool = False) -> tuple[torch.Tensor, Any]:
     """megatron-core forward step: one micro-batch through a model chunk; loss on the last stage.
 
-    ``nan_grad`` (test hook, :func:`~megatron_agentic.training.guard.injected_nan_grad`) makes this micro-batch's
+    ``nan_grad`` (test hook, :func:`megatron_agentic.testing.faults.nan_grad`) makes this micro-batch's
     gradients NaN while its loss stays finite.
     """
     batch = next(data_iterator)
@@ -149,13 +145,24 @@ class Trainer:
         self.world_size = world_size_from_env()
         self.dp_size = cfg.validate(self.world_size)  # before any process group
         self.platform: Platform = setup_platform()
-        init_distributed(cfg, self.platform)
+        self._lock: OutputLock | None = None
+        self.metrics: MetricsLogger | None = None
+        self.stopper: StopRequest | None = None
+        try:
+            init_distributed(cfg, self.platform)
+            self._build()
+        except BaseException:
+            self.close(failed=True)  # every exit path tears the process groups down (issue 26)
+            raise
+
+    def _build(self) -> None:
+        """Everything of :meth:`__init__` that runs inside the process groups."""
+        cfg = self.cfg
         self.device = self.platform.device(torch.cuda.current_device() if self.platform.is_cuda else 0)
         self.rank = torch.distributed.get_rank()
         self.dp_rank = parallel_state.get_data_parallel_rank()
         self.cp_rank = parallel_state.get_context_parallel_rank()
         self.cp_size = parallel_state.get_context_parallel_world_size()
-        self._lock: OutputLock | None = None
         self._lock_checkpoint_dir()  # before anything is written (metrics, tensorboard): a loser leaves no trace
         t = cfg.train
         self.total_iters = t.total_iters()
@@ -212,6 +219,26 @@ class Trainer:
                     caller.close(abort=True)
                 except Exception as exc:  # noqa: BLE001 - best effort on a failing exit path
                     logger.debug("aborting a background save: %s", exc)
+
+    def close(self, failed: bool = False) -> None:
+        """Release what the run holds, the process groups last, whatever fails on the way.
+
+        ``failed``: abort background checkpoint writes first (their checkpoint never becomes the latest). Order:
+        checkpoint helper processes (issue 25), signal handlers, the ``checkpoint.dir`` lock, then megatron-core's
+        groups and the default process group, which are destroyed even when an earlier step raises.
+        """
+        try:
+            if failed and getattr(self, "async_queue", None) is not None:
+                self.abort_saves()
+            save_procs.shutdown()  # the checkpoint helpers never outlive the run
+            if self.stopper is not None:
+                self.stopper.restore_handlers()
+            if self._lock is not None:
+                self._lock.release()
+            if failed and self.metrics is not None:
+                self.metrics.close()
+        finally:
+            teardown_distributed()
 
     def _lock_checkpoint_dir(self) -> None:
         """Rank 0 locks ``checkpoint.dir``; every rank raises LockedError when another live job holds it."""
@@ -387,7 +414,7 @@ class Trainer:
         self.optimizer.zero_grad()
         t = self.cfg.train
         data_iter = self._prepare(list(loader.next_iteration()))
-        nan_grad = injected_nan_grad(self.rank, self.state.iteration + 1)
+        nan_grad = faults.nan_grad(self.rank, self.state.iteration + 1)
         losses = self._forward_backward(
             forward_step_func=partial(forward_step, nan_grad=nan_grad) if nan_grad else forward_step,
             data_iterator=data_iter,
@@ -432,7 +459,7 @@ class Trainer:
             record["skipped_total"] = self.state.skipped
         return record
 
-    def _guarded_optimizer_step(self, loss: float) -> tuple[Verdict, float | None]:
+    def _guarded_optimizer_step(self, loss: float) -> tuple[StepDecision, float | None]:
         """megatron-core's optimizer step with the NaN/spike guard between the grad norm and the update.
 
         The same calls as ``ChainedOptimizer.step`` (prepare grads, global grad norm, clip by that norm, step
@@ -443,7 +470,7 @@ class Trainer:
         if not verdict.apply:
             return verdict, None
         if self.optimizer.prepare_grads():  # a loss scaler found inf/NaN gradients
-            return Verdict(False, "non-finite gradients (loss scaler)"), None
+            return StepDecision(False, "non-finite gradients (loss scaler)"), None
         grad_norm = float(self.optimizer.get_grad_norm())
         verdict = self.guard.check_grad_norm(grad_norm)
         if not verdict.apply:
@@ -462,7 +489,7 @@ class Trainer:
                     use_decoupled_grad=sub.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8,
                 )
         if not self.optimizer.step_with_ready_grads():
-            return Verdict(False, "optimizer reported an unsuccessful update"), grad_norm
+            return StepDecision(False, "optimizer reported an unsuccessful update"), grad_norm
         return verdict, grad_norm
 
     @torch.no_grad()
@@ -664,23 +691,13 @@ def train(cfg: TrainingConfig, on_finish: Callable[[Trainer, dict[str, Any]], No
     process groups still exist (e.g. to generate with the trained model before teardown). ``train`` can be called
     again in the same process: every call starts and destroys its own process groups.
     """
-    try:
-        trainer = Trainer(cfg)
-    except BaseException:
-        save_procs.shutdown()
-        teardown_distributed()
-        raise
+    trainer = Trainer(cfg)  # tears down itself when it fails
+    failed = True
     try:
         summary = trainer.run()
         if on_finish is not None and not summary.get("exited"):
             on_finish(trainer, summary)
+        failed = False
         return summary
-    except BaseException:
-        trainer.abort_saves()
-        raise
     finally:
-        save_procs.shutdown()  # the checkpoint helpers never outlive the run (issue 25)
-        trainer.stopper.restore_handlers()
-        if trainer._lock is not None:
-            trainer._lock.release()
-        teardown_distributed()
+        trainer.close(failed=failed)

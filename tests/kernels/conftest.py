@@ -15,5 +15,7 @@ if not torch.cuda.is_available():
     if not triton.knobs.runtime.interpret:
         triton.knobs.runtime.interpret = True
     # Another test module may have imported the kernels before the interpreter was switched on.
-    if "megatron_agentic.kernels.flash_attention" in sys.modules:
-        importlib.reload(sys.modules["megatron_agentic.kernels.flash_attention"])
+    # The device code first (``@triton.jit`` decides at decoration time), then the modules that bind its kernels.
+    for name in ("flash_attention_kernels", "ring_merge", "flash_attention"):
+        if f"megatron_agentic.kernels.{name}" in sys.modules:
+            importlib.reload(sys.modules[f"megatron_agentic.kernels.{name}"])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from megatron_agentic.kernels import autotune
+from megatron_agentic.kernels import attention_config, autotune
 from megatron_agentic.kernels import flash_attention as fa
 from tests.kernels.kernel_test_reference import doc_ids_from_cu, reference_attention
 
@@ -138,9 +138,11 @@ def test_autotune_tile_pairs_packed_documents(tiles, monkeypatch):
     """Packed documents whose boundaries fall inside every tile size (70, 1, 100, 45 tokens), causal, GQA 2, with the
     tile pair forced on the interpreter: forward, fused and deterministic backward against the reference."""
     assert len(TILE_PAIRS) == 6  # BM 64/128 x BN 32/64/128
-    monkeypatch.setattr(fa, "INTERPRETER_CONFIG", fa.KernelConfig(tiles[0], tiles[1], 4, 1))
+    forced = fa.KernelConfig(tiles[0], tiles[1], 4, 1)
+    monkeypatch.setattr(attention_config, "INTERPRETER_CONFIG", forced)  # the tile table lives there
     cu = _cu([70, 1, 100, 45])
     q, k, v, dout = _tensors(216, 216, 2, 1, 16, seed=7)
+    assert fa.kernel_config("bwd_fused", 16, q.device) == forced  # the launcher really runs the forced pair
     docs = doc_ids_from_cu(cu)
     qr, kr, vr = (t.double()[None].requires_grad_(True) for t in (q, k, v))
     ref_out, ref_lse = reference_attention(qr, kr, vr, True, softmax_scale=0.25, doc_ids=docs)

@@ -9,15 +9,16 @@ import logging
 import pytest
 import torch
 
-from megatron_agentic.kernels import autotune
+from megatron_agentic.kernels import attention_config, autotune
 from megatron_agentic.kernels import flash_attention as fa
+from megatron_agentic.testing import faults
 from tests.kernels.kernel_test_reference import deterministic_algorithms
 
 
 def test_autotune_off_when_deterministic_algorithms_are_requested(monkeypatch):
     """Tiles chosen by timing differ between processes and change the fp32 summation order: deterministic mode
     must use the fixed configurations."""
-    monkeypatch.setattr(fa, "_is_interpreter", lambda: False)  # as on a GPU machine
+    monkeypatch.setattr(attention_config, "is_interpreter", lambda: False)  # as on a GPU machine
     monkeypatch.delenv(autotune.ENV, raising=False)
     cuda = torch.device("cuda")
     with deterministic_algorithms(False):
@@ -51,7 +52,7 @@ def two_candidates(monkeypatch):
     candidates = [fa.KernelConfig(32, 32, 4, 1), fa.KernelConfig(16, 32, 4, 1)]
     monkeypatch.setattr(autotune, "hopper_configs", lambda kind, head_dim: candidates)
     monkeypatch.setattr(autotune, "autotuned_kernel", with_bench)
-    monkeypatch.setattr(fa, "_FORCE_AUTOTUNE", True)
+    monkeypatch.setitem(faults.FORCED, faults.AUTOTUNE_ANYWHERE, True)
     monkeypatch.setattr(autotune, "_LOGGED", set(), raising=False)
     return trials
 
@@ -71,9 +72,9 @@ def test_tuning_restores_accumulators_without_a_copy_per_trial(two_candidates, m
     with deterministic_algorithms(False):
         out, lse = fa.flash_attn_block_forward(q, k, v, cu, cu, 32, True, 0.25)
         delta = fa.attention_delta(out, dout)
-        monkeypatch.setattr(fa, "_FORCE_AUTOTUNE", False)
+        monkeypatch.setitem(faults.FORCED, faults.AUTOTUNE_ANYWHERE, False)
         want = fa.flash_attn_block_backward(dout, q, k, v, lse, delta, cu, cu, 32, 32, True, 0.25)
-        monkeypatch.setattr(fa, "_FORCE_AUTOTUNE", True)
+        monkeypatch.setitem(faults.FORCED, faults.AUTOTUNE_ANYWHERE, True)
         clones = []
         real_clone = torch.Tensor.clone
 

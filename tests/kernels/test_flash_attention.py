@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from megatron_agentic.kernels import attention_config
 from megatron_agentic.kernels import flash_attention as fa
 from megatron_agentic.kernels import torch_attention as ta
+from megatron_agentic.testing import faults
 from tests.kernels.kernel_test_reference import deterministic_algorithms, doc_ids_from_cu, reference_attention
 
 # dtype -> (forward atol, gradient atol); bf16 is not tested under the interpreter (its bf16 arithmetic is wrong):
@@ -224,9 +226,9 @@ def test_fused_and_deterministic_backward_agree():
 
 def test_grid_limits_are_checked_not_overflowed():
     """Segments x heads go on grid axis x (no 65,535 cap); only tiles per segment are bounded, with a clear error."""
-    assert fa._grid(100_000, 32, 8192, 64) == (3_200_000, 128)
+    assert attention_config.launch_grid(100_000, 32, 8192, 64) == (3_200_000, 128)
     with pytest.raises(ValueError, match="grid limit 65535"):
-        fa._grid(1, 32, 65_536 * 16 + 1, 16)
+        attention_config.launch_grid(1, 32, 65_536 * 16 + 1, 16)
 
 
 def test_autotuned_launch_path(monkeypatch):
@@ -236,7 +238,7 @@ def test_autotuned_launch_path(monkeypatch):
 
     autotune.autotuned_kernel.cache_clear()
     monkeypatch.setattr(autotune, "hopper_configs", lambda kind, head_dim: [fa.INTERPRETER_CONFIG])
-    monkeypatch.setattr(fa, "_FORCE_AUTOTUNE", True)
+    monkeypatch.setitem(faults.FORCED, faults.AUTOTUNE_ANYWHERE, True)
     try:
         q, k, v, dout = _inputs(1, 40, 40, 3, 1, 16, torch.float32, seed=21)
         with deterministic_algorithms(False):

@@ -104,8 +104,8 @@ def test_every_launched_kernel_is_in_the_kernel_table():
     launched = {tuple(key.split(":")) for key in race_check.entry_kernels()}
     assert launched, "no kernels found"
     assert ("megatron_agentic.kernels.ring_merge", "_ring_merge_kernel") in launched
-    assert ("megatron_agentic.kernels.flash_attention", "_attn_delta_kernel") in launched
-    assert ("megatron_agentic.kernels.flash_attention", "_fwd_inner") not in launched  # a helper
+    assert ("megatron_agentic.kernels.flash_attention_kernels", "_attn_delta_kernel") in launched
+    assert ("megatron_agentic.kernels.flash_attention_kernels", "_fwd_inner") not in launched  # a helper
     assert launched <= table, f"kernels missing from the AOT/race table: {sorted(launched - table)}"
 
 

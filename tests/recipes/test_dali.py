@@ -32,7 +32,7 @@ def _gpt_dataset(prefix: str, reset: bool):
 def test_dali_batches_equal_torch_loader(make_indexed, tmp_path, reset):
     pytest.importorskip("nvidia.dali")
     from megatron_agentic.loaders.dali import build_dali_loader
-    from megatron_agentic.training.data import MicroBatchLoader
+    from megatron_agentic.loaders.torch_loader import MicroBatchLoader
 
     dataset = _gpt_dataset(make_indexed("docs", [37, 5, 120, 64, 9, 250, 33] * 3), reset)
     dali = build_dali_loader(dataset, 2, global_batch_size=8, dp_rank=1, dp_size=2, start_iteration=1)

@@ -50,8 +50,9 @@ def run(mode: str, args: argparse.Namespace, model_state: dict | None) -> tuple[
     from megatron.core import parallel_state
 
     from megatron_agentic.config import load_config
+    from megatron_agentic.loaders.torch_loader import MicroBatchLoader
     from megatron_agentic.models.qwen3_moe.model import build_model
-    from megatron_agentic.training.data import MicroBatchLoader, build_datasets, dataset_eod
+    from megatron_agentic.training.data import build_datasets, dataset_eod
     from megatron_agentic.training.packing import micro_batch_documents, prepare_document_batches
 
     packed = mode == "packed"

@@ -15,6 +15,7 @@ from megatron_agentic.config import config_from_dict
 from tests.support.lazy import lazy_import
 
 training_data = lazy_import("megatron_agentic.training.data")  # megatron-core: imported when a test runs
+loaders = lazy_import("megatron_agentic.loaders.torch_loader")
 
 MBS, GBS, DP_RANK, DP_SIZE = 2, 8, 1, 2
 
@@ -67,7 +68,7 @@ def _assert_same(got: list[dict], want: list[dict]) -> None:
                 assert g[key].dtype == w[key].dtype and torch.equal(g[key], w[key]), key
 
 
-def _pids(loader: training_data.MicroBatchLoader) -> list[int]:
+def _pids(loader: loaders.MicroBatchLoader) -> list[int]:
     return [w.pid for w in loader._stream._workers]
 
 
@@ -75,11 +76,11 @@ def _pids(loader: training_data.MicroBatchLoader) -> list[int]:
 def test_workers_match_in_process_including_resume_and_seek(dataset):
     n_iters = len(dataset) // GBS + 2  # runs past the end of the dataset: indices wrap around
     assert n_iters < 20
-    ref = training_data.MicroBatchLoader(dataset, MBS, GBS, DP_RANK, DP_SIZE)
+    ref = loaders.MicroBatchLoader(dataset, MBS, GBS, DP_RANK, DP_SIZE)
     want = [list(ref.iteration_batches(i)) for i in range(n_iters)]
     assert not torch.equal(want[0][0]["tokens"], want[1][0]["tokens"])
 
-    workers = training_data.MicroBatchLoader(dataset, MBS, GBS, DP_RANK, DP_SIZE, num_workers=2)
+    workers = loaders.MicroBatchLoader(dataset, MBS, GBS, DP_RANK, DP_SIZE, num_workers=2)
     try:
         for i in range(n_iters):
             _assert_same(list(workers.next_iteration()), want[i])
@@ -95,7 +96,7 @@ def test_workers_match_in_process_including_resume_and_seek(dataset):
         workers.close()
 
     # resume at a non-zero data position: a new loader starting at iteration 3
-    resumed = training_data.MicroBatchLoader(dataset, MBS, GBS, DP_RANK, DP_SIZE, start_iteration=3, num_workers=2)
+    resumed = loaders.MicroBatchLoader(dataset, MBS, GBS, DP_RANK, DP_SIZE, start_iteration=3, num_workers=2)
     try:
         for i in range(3, n_iters):
             _assert_same(list(resumed.next_iteration()), want[i])
@@ -105,11 +106,11 @@ def test_workers_match_in_process_including_resume_and_seek(dataset):
 
 @pytest.mark.slow
 def test_build_loader_passes_worker_settings(cfg, dataset):
-    loader = training_data.build_loader(dataset, cfg, DP_RANK, DP_SIZE, start_iteration=2)
+    loader = loaders.build_loader(dataset, cfg, DP_RANK, DP_SIZE, start_iteration=2)
     try:
-        assert isinstance(loader, training_data.MicroBatchLoader)
+        assert isinstance(loader, loaders.MicroBatchLoader)
         assert (loader.num_workers, loader.prefetch_factor, loader.iteration) == (2, 3, 2)
-        ref = training_data.MicroBatchLoader(dataset, MBS, GBS, DP_RANK, DP_SIZE)
+        ref = loaders.MicroBatchLoader(dataset, MBS, GBS, DP_RANK, DP_SIZE)
         _assert_same(list(loader.next_iteration()), list(ref.iteration_batches(2)))
     finally:
         loader.close()
@@ -117,4 +118,4 @@ def test_build_loader_passes_worker_settings(cfg, dataset):
 
 def test_bad_batch_shape_is_rejected(dataset):
     with pytest.raises(ValueError, match="not a multiple"):
-        training_data.MicroBatchLoader(dataset, 3, GBS, DP_RANK, DP_SIZE)
+        loaders.MicroBatchLoader(dataset, 3, GBS, DP_RANK, DP_SIZE)

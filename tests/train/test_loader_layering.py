@@ -10,17 +10,23 @@ import pytest
 from megatron_agentic.loaders import batches, dali
 from tests.support.lazy import lazy_import
 
-data = lazy_import("megatron_agentic.training.data")  # megatron-core: imported when a test runs
+torch_loader = lazy_import("megatron_agentic.loaders.torch_loader")
 
 
 def test_loaders_share_one_definition():
-    assert data.BATCH_KEYS is batches.BATCH_KEYS is dali.BATCH_KEYS
-    assert data.rank_sample_indices is batches.rank_sample_indices is dali.rank_sample_indices
+    assert torch_loader.BATCH_KEYS is batches.BATCH_KEYS is dali.BATCH_KEYS
+    assert issubclass(torch_loader.MicroBatchLoader, batches.RankBatchLoader)
+    assert issubclass(dali.DaliMicroBatchLoader, batches.RankBatchLoader)
+    for name in ("next_iteration", "sample_index", "micro_batch_indices"):  # one schedule, not two copies
+        assert name not in vars(torch_loader.MicroBatchLoader) and name not in vars(dali.DaliMicroBatchLoader)
 
 
 @pytest.mark.slow
 def test_dali_module_does_not_import_the_torch_loader():
-    code = "import sys, megatron_agentic.loaders.dali; print('megatron_agentic.training.data' in sys.modules)"
+    code = (
+        "import sys, megatron_agentic.loaders.dali; "
+        "print(any(m in sys.modules for m in ('megatron_agentic.training.data', 'megatron_agentic.loaders.torch_loader')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "False"
 

@@ -82,11 +82,11 @@ def test_too_many_nan_steps_in_a_row_stop_the_run(tmp_path):
 
 
 def test_injected_nan_grad_spec(monkeypatch):
-    from megatron_agentic.training.guard import NAN_HOOK_ENV, injected_nan_grad
+    from megatron_agentic.testing import faults
 
-    monkeypatch.delenv(NAN_HOOK_ENV, raising=False)
-    assert not injected_nan_grad(0, 1)
-    monkeypatch.setenv(NAN_HOOK_ENV, "1@2,4")
-    assert [injected_nan_grad(r, s) for r in (0, 1) for s in (1, 2, 3, 4)] == [False] * 4 + [False, True, False, True]
-    monkeypatch.setenv(NAN_HOOK_ENV, "*@3")
-    assert injected_nan_grad(0, 3) and injected_nan_grad(5, 3) and not injected_nan_grad(0, 2)
+    monkeypatch.delenv(faults.NAN_GRAD, raising=False)
+    assert not faults.nan_grad(0, 1) and not faults.active(faults.NAN_GRAD)
+    monkeypatch.setenv(faults.NAN_GRAD, "1@2,4")
+    assert [faults.nan_grad(r, s) for r in (0, 1) for s in (1, 2, 3, 4)] == [False] * 4 + [False, True, False, True]
+    monkeypatch.setenv(faults.NAN_GRAD, "*@3")
+    assert faults.nan_grad(0, 3) and faults.nan_grad(5, 3) and not faults.nan_grad(0, 2)
