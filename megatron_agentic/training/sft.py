@@ -34,6 +34,7 @@ from megatron.core.datasets.utils import Split
 
 from data_tools.synthesis.sft import mask_path
 from megatron_agentic.config import ConfigError, TrainingConfig
+from megatron_agentic.training.splits import TokenizerInfo, build_splits, gpt_dataset_config, resolved_blend
 
 logger = logging.getLogger(__name__)
 
@@ -153,8 +154,6 @@ def conversations_in(prefix: str) -> int:
 
 def build_sft_datasets(cfg: TrainingConfig, train_samples: int, eval_samples: int) -> Any:
     """``Datasets`` (train / valid / eval_sets) of :class:`SFTDataset` for ``data.sft: true``."""
-    from megatron_agentic.training.data import TokenizerInfo, _gpt_config, build_splits, resolved_blend
-
     if not cfg.data.uses_files:
         raise ConfigError("data.sft=true needs data.blend or data.blend_file (SFT datasets from `data sft`)")
     if cfg.data.reset_attention_mask or cfg.data.reset_position_ids:
@@ -162,7 +161,7 @@ def build_sft_datasets(cfg: TrainingConfig, train_samples: int, eval_samples: in
     arch = cfg.model.architecture()
     prefixes, weights = resolved_blend(cfg, check_sft_prefix)
     tokenizer = TokenizerInfo(vocab_size=arch.vocab_size, eod=cfg.data.eod_id)
-    config = _gpt_config(cfg, cfg.train.seq_length, tokenizer, blend=(prefixes, weights), split=cfg.data.split)
+    config = gpt_dataset_config(cfg, cfg.train.seq_length, tokenizer, blend=(prefixes, weights), split=cfg.data.split)
     return build_splits(
         cfg, SFTDataset, config, train_samples, eval_samples, SFTDataset, check_sft_prefix, "SFT datasets"
     )

@@ -152,7 +152,7 @@ def test_settings_choose_the_thd_attention_on_both_platforms():
 
 
 def test_document_attention_never_builds_a_dense_mask():
-    from megatron_agentic.training.data import create_attention_mask
+    from megatron_agentic.training.splits import create_attention_mask
 
     assert create_attention_mask(_cfg("data.reset_attention_mask=true"))
     assert not create_attention_mask(_cfg("data.reset_attention_mask=true", "data.document_attention=true"))
