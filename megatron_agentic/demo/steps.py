@@ -29,10 +29,12 @@ import os
 from pathlib import Path
 from typing import TextIO
 
+import yaml
+
 from data_tools.common.atomic import atomic_open, atomic_write_text
 from megatron_agentic.demo.config import DATA_TYPES, DemoConfig, StageConfig
 from megatron_agentic.demo.pipeline import DemoContext, Step
-from megatron_agentic.recipes import train_dict, write_yaml_atomic
+from megatron_agentic.recipes import train_dict
 
 SPLITS = ("train", "heldout")
 """Corpus splits: training data, and the held-out documents all evaluation sets come from."""
@@ -175,7 +177,8 @@ def stage_sets(ctx: DemoContext, stage: StageConfig, label: str) -> list[str]:
 def export_recipe(ctx: DemoContext, stage: StageConfig) -> Path:
     """The stage's recipe as a ``megatron-agentic train`` config in the workdir (``configs/RECIPE.yaml``)."""
     name = Path(stage.recipe).stem if stage.recipe.endswith((".yaml", ".yml")) else stage.recipe
-    return write_yaml_atomic(train_dict(stage.resolved_recipe()), ctx.path("configs", f"{name}.yaml"))
+    text = yaml.safe_dump(train_dict(stage.resolved_recipe()), sort_keys=False)
+    return atomic_write_text(ctx.path("configs", f"{name}.yaml"), text)
 
 
 def train_command(ctx: DemoContext, stage: StageConfig, sets: list[str]) -> list[str]:
@@ -524,8 +527,6 @@ def mix_config(ctx: DemoContext, label: str) -> dict:
 
 def write_mix_configs(ctx: DemoContext, log: TextIO) -> dict:
     """Write ``blends/stage{1,2}.mix.yaml`` (absolute prefixes) for ``data mix``."""
-    import yaml
-
     out = {}
     for label in ("stage1", "stage2"):
         path = ctx.path("blends", f"{label}.mix.yaml")
