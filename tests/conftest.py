@@ -89,3 +89,31 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     """Refuse process creation in tests without ``@pytest.mark.slow`` (or ``gpu``)."""
     yield from _guard_phase(item)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Each test starts and ends with the logging setup it found: a CLI ``main`` run in-process configures handlers
+    on its loggers (on pytest's capture streams, which close with the test), and a later test in the same worker
+    must not log into them ("--- Logging error ---")."""
+    import logging
+
+    def state() -> dict[str, tuple[list[logging.Handler], int, bool]]:
+        loggers = [
+            logging.getLogger(),
+            *(x for x in logging.root.manager.loggerDict.values() if isinstance(x, logging.Logger)),
+        ]
+        return {lg.name: (list(lg.handlers), lg.level, lg.propagate) for lg in loggers}
+
+    before = state()
+    yield
+    for name, (handlers, _, _) in state().items():
+        logger = logging.getLogger(name) if name != "root" else logging.getLogger()
+        old = before.get(name)
+        for handler in handlers:
+            if old is None or handler not in old[0]:
+                logger.removeHandler(handler)
+        if old is not None:
+            logger.handlers[:] = old[0]
+            logger.setLevel(old[1])
+            logger.propagate = old[2]
