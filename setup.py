@@ -27,7 +27,15 @@ EXTRAS = {
     "dali": ["nvidia-dali-cuda120>=1.40"],
     "gpu": read_pins("gpu.txt"),
     # kernels: Hugging Face's distribution (transformers imports it); tests/ops/test_import_clash.py imports both.
-    "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "ruff>=0.8", "transformers>=4.51", "kernels>=0.10", "triton>=3.2"],
+    "test": [
+        "pytest>=8",
+        "pytest-timeout>=2.3",
+        "pytest-xdist>=3.6",
+        "ruff>=0.8",
+        "transformers>=4.51",
+        "kernels>=0.10",
+        "triton>=3.2",
+    ],
 }
 
 # Prompt/schema folders (data_tools/synthesis/templates/<family>/<version>/) hold data files only; declaring them as

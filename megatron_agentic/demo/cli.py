@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import signal
-import sys
-import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from megatron_agentic.demo.config import PRESETS, get_preset
-from megatron_agentic.demo.pipeline import WORKDIR_MARKER, DemoContext, Runner, Step, StepFailed, prepare_workdir
+from megatron_agentic.demo.console import run_in_console
+from megatron_agentic.demo.pipeline import WORKDIR_MARKER, DemoContext, Runner, Step, prepare_workdir
 from megatron_agentic.demo.steps import build_steps
 
 
@@ -62,29 +59,6 @@ def _list_steps(runner: Runner, steps: list[Step], console: Console) -> None:
     console.print(table)
 
 
-_ERROR = re.compile(r"\b\w*(Error|Exception)\b: |^error: ", re.IGNORECASE)
-
-
-def error_lines(log: Path, limit: int = 5) -> list[str]:
-    """The last distinct ``...Error: message`` lines of a log (a failing rank's root cause in a torchrun log)."""
-    try:
-        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
-    found: list[str] = []
-    for line in reversed(lines):
-        text = line.strip()
-        if _ERROR.search(text) and "ChildFailedError" not in text and text not in found:
-            found.append(text if len(text) <= 400 else text[:400] + " ...")
-        if len(found) >= limit:
-            break
-    return found[::-1]
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``megatron-agentic demo``; returns 0 when every step succeeded."""
     args = _parser().parse_args(argv)
@@ -113,32 +87,4 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     mode = f"LLM server {', '.join(ctx.llm_urls)} ({ctx.model})" if ctx.online else "offline template backends"
     console.print(f"[bold]megatron-agentic demo[/bold]: preset {ctx.config.name}, {mode}, workdir {ctx.workdir}")
-    start = time.monotonic()
-    # A SIGTERM/SIGHUP (CI timeout, closed terminal) stops the running step's process group like Ctrl-C does,
-    # instead of leaving its training ranks running.
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        results = runner.run(steps)
-    except StepFailed as exc:
-        console.print(f"\n[bold red]FAILED[/bold red] at step [bold]{exc.step}[/bold]: {exc.reason}")
-        if exc.tail:
-            console.print("[dim]last lines of the log:[/dim]")
-            console.print(exc.tail.rstrip(), markup=False, highlight=False)
-        errors = error_lines(exc.log)
-        if errors:
-            console.print("[dim]errors reported in the log:[/dim]")
-            console.print("\n".join(errors), markup=False, highlight=False)
-        console.print(f"full log: {exc.log}")
-        console.print(f"Fix the cause and rerun the same command: finished steps are reused ({ctx.workdir}).")
-        return 1
-    except KeyboardInterrupt:
-        console.print("\n[yellow]interrupted[/yellow]: rerun the same command to continue where it stopped")
-        return 130
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    ran = sum(1 for r in results if not r.cached)
-    console.print(f"{len(results)} steps ({ran} run, {len(results) - ran} reused) in {time.monotonic() - start:.1f}s")
-    print(f"Report: {ctx.path('report.md')}")
-    sys.stdout.flush()
-    return 0
+    return run_in_console(runner, steps, console)

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import sys
-import time
 from pathlib import Path
 
 from rich.console import Console
 
-from megatron_agentic.demo.pipeline import WORKDIR_MARKER, DemoContext, Runner, StepFailed, prepare_workdir
+from megatron_agentic.demo.console import run_in_console
+from megatron_agentic.demo.pipeline import WORKDIR_MARKER, DemoContext, Runner, prepare_workdir
 from megatron_agentic.experiment.config import PRESETS, load_experiment_config
 
 
@@ -37,10 +35,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML/JSON overriding preset fields (see docs/experiment.md)")
     p.add_argument("--fresh", action="store_true", help="delete the workdir's previous results and start over")
     return p
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,24 +60,4 @@ def main(argv: list[str] | None = None) -> int:
     console.print(
         f"[bold]megatron-agentic experiment[/bold]: preset {cfg.name}, {len(steps)} steps, workdir {ctx.workdir}"
     )
-    start = time.monotonic()
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        results = Runner(ctx, console=console).run(steps)
-    except StepFailed as exc:
-        console.print(f"\n[bold red]FAILED[/bold red] at step [bold]{exc.step}[/bold]: {exc.reason}")
-        if exc.tail:
-            console.print(exc.tail.rstrip(), markup=False, highlight=False)
-        console.print(f"full log: {exc.log}; fix the cause and rerun the same command (finished steps are reused)")
-        return 1
-    except KeyboardInterrupt:
-        console.print("\n[yellow]interrupted[/yellow]: rerun the same command to continue where it stopped")
-        return 130
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    ran = sum(1 for r in results if not r.cached)
-    console.print(f"{len(results)} steps ({ran} run, {len(results) - ran} reused) in {time.monotonic() - start:.1f}s")
-    print(f"Report: {ctx.path('report.md')}")
-    sys.stdout.flush()
-    return 0
+    return run_in_console(Runner(ctx, console=console), steps, console)

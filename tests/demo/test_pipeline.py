@@ -205,7 +205,7 @@ def test_invalidated_steps_start_clean_but_the_resumed_step_keeps_partial_work(t
 
 
 def test_error_lines_find_the_root_cause_in_a_torchrun_log(tmp_path: Path) -> None:
-    from megatron_agentic.demo.cli import error_lines
+    from megatron_agentic.demo.console import error_lines
 
     log = tmp_path / "stage1.log"
     log.write_text(
