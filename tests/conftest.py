@@ -29,8 +29,29 @@ def _has_cuda() -> bool:
         return False
 
 
+LONG_FIRST = (
+    "tests/demo/test_demo_e2e.py",
+    "tests/experiment/test_experiment_e2e.py",
+    "tests/ops/test_slurm.py",
+    "tests/train/test_te_harness.py",
+    "tests/train/test_signals_resume.py",
+    "tests/docs/test_docs_commands.py",
+    "tests/train/test_data_order.py",
+    "tests/train/test_multirank.py",
+    "tests/train/test_signals_after_save.py",
+    "tests/ops/test_launcher_resilience.py",
+    "tests/sft/test_sft_train.py",
+)
+"""The longest test files (measured), collected first: pytest-xdist hands files to its workers in collection order,
+so the long ones start early and the short ones fill the gaps instead of one long file finishing alone."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip tests marked ``gpu`` when no CUDA device is present."""
+    """Collect the longest files first (:data:`LONG_FIRST`); skip tests marked ``gpu`` when no CUDA device is
+    present."""
+    rank = {path: i for i, path in enumerate(LONG_FIRST)}
+    root = config.rootpath
+    items.sort(key=lambda item: rank.get(item.path.relative_to(root).as_posix(), len(rank)))
     if _has_cuda():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")

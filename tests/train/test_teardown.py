@@ -8,12 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from megatron.core import parallel_state
 
 from data_tools.common.lock import LOCK_NAME
 from megatron_agentic.config import load_config
 from megatron_agentic.platform import deactivate_cpu_redirections
-from megatron_agentic.training import builders, loop
+from tests.support.lazy import lazy_import
+
+parallel_state = lazy_import("megatron.core.parallel_state")  # collection imports no megatron-core
+builders = lazy_import("megatron_agentic.training.builders")
+loop = lazy_import("megatron_agentic.training.loop")
 
 EXAMPLE = "examples/configs/tiny_moe.yaml"
 
@@ -49,7 +52,7 @@ def test_trainer_init_failing_after_init_distributed(cfg, monkeypatch):
         seen["initialized"] = torch.distributed.is_initialized() and parallel_state.model_parallel_is_initialized()
         _boom()
 
-    monkeypatch.setattr(loop, "build_model_chunks", build_then_fail)
+    monkeypatch.setattr("megatron_agentic.training.loop.build_model_chunks", build_then_fail)
     with pytest.raises(RuntimeError, match="boom"):
         loop.Trainer(cfg)
     assert seen == {"initialized": True}
