@@ -16,6 +16,7 @@ import os
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,6 +34,33 @@ def temporary_name(path: str | os.PathLike) -> Path:
     """The temporary path next to ``path`` that an atomic write goes through (hidden and unique per call)."""
     target = Path(path)
     return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of atomic writes of ``path`` whose writer process is gone (killed mid-write:
+    ``kill -9`` or a node loss between the open and the rename); returns what was removed.
+
+    Only names of :func:`temporary_name`'s form for this exact target are touched, and only when the process id in
+    the name is not running (a concurrent writer's file is left alone).
+    """
+    target = Path(path)
+    removed = []
+    for tmp in target.parent.glob(f".{glob_escape(target.name)}.*.tmp"):
+        pid = tmp.name[len(target.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 @contextmanager

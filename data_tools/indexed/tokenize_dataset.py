@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.common.atomic import atomic_write_text
+from data_tools.common.atomic import atomic_write_text, remove_stale_temporaries
 from data_tools.common.jsonl import BadLine
 from data_tools.common.lock import lock_output_file
 from data_tools.indexed.indexed_io import IndexedWriter, dataset_exists, optimal_dtype, read_index, remove_dataset
@@ -362,6 +362,9 @@ def run(cfg: TokenizeConfig) -> TokenizeStats:
     outputs = {k: cfg.dataset_prefix(k) for k in cfg.json_keys}
     fingerprint = _fingerprint(cfg, files, tok.spec, tok.n_vocab)
     stats = TokenizeStats(outputs=outputs, tokens={k: 0 for k in cfg.json_keys}, tokenizer=tok.name, dtype=dtype.name)
+    for path in (cfg.checkpoint_path, cfg.summary_path):  # a run killed while it saved one of them
+        for tmp in remove_stale_temporaries(path):
+            log.info("removed %s (left by a killed run)", tmp)
     if not cfg.overwrite and (stored := _finished(cfg, fingerprint)) is not None:
         for name in ("documents", "tokens", "records", "input_bytes", "skipped", "examples", "blank_lines", "seconds"):
             setattr(stats, name, stored["stats"][name])

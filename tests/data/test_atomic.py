@@ -5,10 +5,18 @@ from __future__ import annotations
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
-from data_tools.common.atomic import atomic_open, atomic_write_json, atomic_write_text, fsync_path
+from data_tools.common.atomic import (
+    atomic_open,
+    atomic_write_json,
+    atomic_write_text,
+    fsync_path,
+    remove_stale_temporaries,
+    temporary_name,
+)
 
 
 def test_json_bytes_follow_the_options(tmp_path):
@@ -54,3 +62,18 @@ def test_fsync_path_takes_files_and_directories_and_names_a_missing_one(tmp_path
     fsync_path(tmp_path)
     with pytest.raises(FileNotFoundError):
         fsync_path(tmp_path / "missing")
+
+
+def test_stale_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    target = tmp_path / "out[1].json"  # glob metacharacters in the name are matched literally
+    mine = temporary_name(target)  # this process's own write in progress
+    gone = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # no process can have this id
+    dead = mine.with_name(mine.name.replace(f".{os.getpid()}.", f".{gone}.", 1))
+    live = mine.with_name(mine.name.replace(f".{os.getpid()}.", ".1.", 1))  # pid 1 runs: a concurrent writer
+    for path in (dead, live, mine):
+        path.write_text("partial")  # a killed writer's leftover, and two writes in progress
+    other = tmp_path / f".other.json.{dead.name.split('.')[3]}.abcd1234.tmp"  # another target's temporary
+    other.write_text("x")
+    assert remove_stale_temporaries(target) == [dead]
+    assert not dead.exists() and live.exists() and mine.exists() and other.exists()
+    assert remove_stale_temporaries(target) == []

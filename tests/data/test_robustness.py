@@ -122,6 +122,10 @@ def test_kill_mid_run_then_rerun_resumes_to_identical_output(tmp_path, wiki_docs
     proc.wait()
     assert _count_final(prefix) == ["run.tokenize.ckpt.json"]  # temporary files and a resume point, no .bin/.idx
     assert inspect_main([f"{prefix}_text_document", "--no-scan"]) == 2
+    # a kill during the resume point's atomic write leaves its temporary file; the rerun removes it (made here:
+    # the kill above lands inside that write only by chance)
+    gone = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+    (tmp_path / f".{ckpt.name}.{gone}.0badf00d.tmp").write_text("{")
     subprocess.run([*cmd, str(prefix)], cwd=REPO, env=env, check=True, timeout=300)
     subprocess.run([*cmd, str(tmp_path / "clean")], cwd=REPO, env=env, check=True, timeout=300)
     resumed = json.loads(Path(f"{prefix}.tokenize.json").read_text())["stats"]
