@@ -30,7 +30,15 @@ pytestmark = [
     pytest.mark.slow,  # submits real jobs
     pytest.mark.skipif(shutil.which("sbatch") is None, reason="no Slurm (sbatch) on this machine"),
 ]
-ITERS = 30
+ITERS = 20
+SIZES = (
+    "--set train.train_tokens=null --set train.seq_length=128 --set model.num_layers=2 --set train.eval_interval=null "
+    "--set log.tensorboard=false"
+)
+SMALL_VOCAB = "--set model.vocab_size=512"
+"""The jobs that train use a 512-id vocabulary on the mock data: these tests are about the job's life cycle
+(signals, requeue, resume, dependencies), and Qwen3's 151,936-id output layer made a step ~4 s on 2 shared cores.
+A job given a blend keeps the tokenizer's vocabulary (the pre-flight checks it against the blend's tokenizer)."""
 
 
 def _submit(
@@ -55,10 +63,7 @@ def _submit(
         MASTER_PORT=str(free_port()),
         MAX_RESTARTS="2",
         RESTART_DELAY="1",
-        EXTRA_SETS=(
-            f"--set train.train_tokens=null --set train.iters={ITERS} --set checkpoint.interval=100 --set train.seq_length=128 "
-            "--set model.num_layers=2 --set train.eval_interval=null --set log.tensorboard=false"
-        ),
+        EXTRA_SETS=f"{SIZES} {SMALL_VOCAB} --set train.iters={ITERS} --set checkpoint.interval=100",
     )
     env.update(env_extra)
     out = subprocess.run(
@@ -131,7 +136,7 @@ def root():
 
 
 def test_config_error_is_found_before_training_and_not_retried(root):
-    job = _submit(root, BLEND_FILE=str(root / "missing_blend.json"))
+    job = _submit(root, BLEND_FILE=str(root / "missing_blend.json"), EXTRA_SETS=f"{SIZES} --set train.iters={ITERS}")
     try:
         _wait(lambda: _state(job) in ("FAILED", "COMPLETED", "CANCELLED", "TIMEOUT"), 300, "the job to end")
     finally:
@@ -152,10 +157,7 @@ def _stage2(root: Path, after: str) -> str:
         CKPT_DIR=str(root / "ckpt2"),
         PRETRAINED=str(root / "ckpt"),
         STAGE1_RUN_DIR=str(root / "tiny-moe-stage1"),
-        EXTRA_SETS=(
-            "--set train.train_tokens=null --set train.iters=3 --set checkpoint.interval=100 --set train.seq_length=128 "
-            "--set model.num_layers=2 --set train.eval_interval=null --set log.tensorboard=false"
-        ),
+        EXTRA_SETS=f"{SIZES} {SMALL_VOCAB} --set train.iters=3 --set checkpoint.interval=100",
     )
 
 
@@ -202,7 +204,8 @@ def test_usr1_requeues_stage1_and_stage2_afterany_starts_only_after_it_finished(
 
 
 def test_stage2_refuses_when_stage1_ended_without_its_marker(root):
-    stage1 = _submit(root, BLEND_FILE=str(root / "missing_blend.json"))  # fails in its pre-flight: no marker
+    # fails in its pre-flight: no marker
+    stage1 = _submit(root, BLEND_FILE=str(root / "missing_blend.json"), EXTRA_SETS=f"{SIZES} --set train.iters={ITERS}")
     stage2 = _stage2(root, stage1)
     try:
         _wait(lambda: _ended(stage1) and _ended(stage2), 300, "both jobs to end")
@@ -234,11 +237,7 @@ def test_scontrol_requeue_after_a_periodic_save_saves_at_the_reached_step(root):
     """``scontrol requeue`` (what an operator or preemption does) at a step after a periodic save: Slurm's SIGTERM
     reaches the launcher and the ranks, which save at the step they reached (the stop-save works although a save
     already ran in the process); the job runs again, resumes there, logs every step once, and nothing of it is left."""
-    sets = (
-        f"--set train.train_tokens=null --set train.iters={ITERS} --set checkpoint.interval=3 --set train.seq_length=128 "
-        "--set model.num_layers=2 --set train.eval_interval=null --set log.tensorboard=false"
-    )
-    job = _submit(root, EXTRA_SETS=sets)
+    job = _submit(root, EXTRA_SETS=f"{SIZES} {SMALL_VOCAB} --set train.iters={ITERS} --set checkpoint.interval=3")
     run = root / "tiny-moe-stage1"
     latest = root / "ckpt" / "latest_checkpointed_iteration.txt"
     try:

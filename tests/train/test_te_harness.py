@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.support import zygote
 from tests.train import te_harness
 from tests.train.launch import train_argv
 from tests.train.test_checkpoint_layout import GOLDEN, TRAIN, VOCAB, _tiny_hf_checkpoint, golden
@@ -50,16 +51,17 @@ LEGACY_TRAIN = (
 )
 
 
-def _run(cmd: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    out = subprocess.run(
-        cmd, cwd=REPO, env=te_harness.subprocess_env(), capture_output=True, text=True, timeout=timeout
-    )
+def _run(cmd: list[str], timeout: int = 600, *, real: bool = False) -> subprocess.CompletedProcess:
+    """A project command (convert, train, the layout worker) from the pre-imported test launcher; ``real``: a
+    process of its own (the TE worker: its own ``sys.path`` with TE's packages and the stand-in extension)."""
+    run = subprocess.run if real else zygote.subprocess_run
+    out = run(cmd, cwd=REPO, env=te_harness.subprocess_env(), capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, f"{' '.join(map(str, cmd[:8]))} failed:\n{out.stderr[-4000:]}"
     return out
 
 
 def _worker(te_dir: Path, *args: str) -> dict:
-    out = _run([sys.executable, str(WORKER), str(te_dir), *args])
+    out = _run([sys.executable, str(WORKER), str(te_dir), *args], real=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
