@@ -1,5 +1,5 @@
-"""The suite's own promises: collecting it imports no megatron-core (a few seconds per pytest start), and the
-in-process tier's guard refuses process creation in unmarked tests."""
+"""The suite's own promises: collecting it imports no megatron-core (a few seconds per pytest start), the
+in-process tier's guard refuses process creation in unmarked tests, and the longest files start first."""
 
 from __future__ import annotations
 
@@ -46,3 +46,14 @@ def test_the_guard_refuses_a_process_in_an_unmarked_test():
 @pytest.mark.slow
 def test_slow_tests_may_start_processes():
     assert subprocess.run([sys.executable, "-c", "pass"], check=False).returncode == 0
+
+
+def test_the_longest_files_exist_and_are_handed_out_in_collection_order():
+    """A renamed file in ``LONG_FIRST`` would silently start last again; without ``--no-loadscope-reorder``
+    pytest-xdist reorders the files by their number of tests and the list does nothing."""
+    from tests.conftest import LONG_FIRST
+
+    assert [p for p in LONG_FIRST if not (ROOT / p).is_file()] == []
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    runs = [line for line in makefile.splitlines() if "-m pytest" in line and "--dist loadfile" in line]
+    assert len(runs) == 2 and all("--no-loadscope-reorder" in line for line in runs), runs
