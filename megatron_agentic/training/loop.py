@@ -302,11 +302,13 @@ class Trainer:
             self._data_start_iteration = resume.data_start_iteration(
                 consumed, self.cfg.train.global_batch_size, str(path)
             )
+            # the metrics of steps after the resume point go first: whoever sees "resumed from" (a watcher of the
+            # log, a test) sees metrics that end at the resume point
+            self.metrics.truncate_after(self.state.iteration)
             if self.rank == 0:
                 logger.info(
                     "resumed from %s at iteration %d (%d samples consumed)", c.dir, self.state.iteration, consumed
                 )
-            self.metrics.truncate_after(self.state.iteration)
         else:
             if c.pretrained is not None:
                 ckpt.load_checkpoint(

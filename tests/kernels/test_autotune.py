@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,7 +81,8 @@ def test_tuning_restores_accumulators_without_a_copy_per_trial(two_candidates, m
         real_clone = torch.Tensor.clone
 
         def counting_clone(self, *args, **kwargs):
-            clones.append(self.numel())
+            caller = sys._getframe(1).f_code
+            clones.append((self.numel(), f"{Path(caller.co_filename).name}:{caller.co_name}"))
             return real_clone(self, *args, **kwargs)
 
         running = torch.full_like(q, 0.5)
@@ -90,7 +93,9 @@ def test_tuning_restores_accumulators_without_a_copy_per_trial(two_candidates, m
         )
         monkeypatch.setattr(torch.Tensor, "clone", real_clone)
     assert len(two_candidates) - before == 2  # both candidates were timed
-    assert len(clones) <= 3, f"{len(clones)} buffer copies during one tuning"
+    # copies made by the tuning machinery (ours, or Triton's restore_value); other code may clone for its own reasons
+    tuning = [c for c in clones if c[1].split(":")[0] in ("autotune.py", "autotuner.py")]
+    assert len(tuning) <= 3, f"{len(tuning)} buffer copies during one tuning: {clones}"
     assert dq is running
     assert (running - (want[0] + 0.5)).abs().max().item() < 1e-5
     assert (dk - want[1]).abs().max().item() < 1e-5 and (dv - want[2]).abs().max().item() < 1e-5
