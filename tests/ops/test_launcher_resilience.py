@@ -76,8 +76,8 @@ def _launcher_env(root: Path, **extra: str) -> dict[str, str]:
         REQUEUE="0",
         EXTRA_SETS=(
             "--set train.train_tokens=null --set train.iters=400 --set checkpoint.interval=2 "
-            "--set train.seq_length=64 --set model.num_layers=2 --set train.eval_interval=null "
-            "--set log.tensorboard=false"
+            "--set train.seq_length=64 --set model.num_layers=2 --set model.vocab_size=512 "
+            "--set train.eval_interval=null --set log.tensorboard=false"
         ),
     )
     env.update(extra)

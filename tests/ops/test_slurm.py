@@ -2,10 +2,11 @@
 
 Skipped when ``sbatch`` is absent. The stage-1 script runs the tiny recipe on 2 CPU ranks (srun + torchrun):
 
-- ``scancel --signal=USR1 --batch`` mid-training: the ranks save at the step reached, the job requeues itself
-  (exit 3 -> ``scontrol requeue``), resumes and finishes with every step logged once and the completion marker;
-  stage 2, submitted as the docs say (``--dependency=afterany:<stage 1>``), stays pending through the requeue and
-  starts from stage 1's final checkpoint only after it finished;
+- one job chain requeued twice: ``scontrol requeue`` after a periodic save (Slurm's SIGTERM: the ranks save at the
+  step reached), then ``scancel --signal=USR1 --batch`` in the resumed run (the ranks save, the job requeues itself:
+  exit 3 -> ``scontrol requeue``); it resumes each time and finishes with every step logged once and the completion
+  marker; stage 2, submitted as the docs say (``--dependency=afterany:<stage 1>``), stays pending through both
+  requeues and starts from stage 1's final checkpoint only after it finished;
 - a missing blend file is found by the pre-flight before training starts, reported once (exit 2), not retried;
 - stage 2 after a stage 1 that ended without its ``COMPLETED`` marker refuses to start (exit 4).
 """
@@ -170,39 +171,6 @@ def _exit_code(job: str) -> str:
     return next((t.split("=", 1)[1] for t in out.stdout.split() if t.startswith("ExitCode=")), "")
 
 
-def test_usr1_requeues_stage1_and_stage2_afterany_starts_only_after_it_finished(root):
-    """USR1 mid-training: stage 1 saves, requeues itself, resumes and finishes with every step logged once; stage 2,
-    submitted with ``afterany`` on it, stays pending through the requeue and starts from its final checkpoint."""
-    stage1 = _submit(root)
-    stage2 = _stage2(root, stage1)
-    run1, run2 = root / "tiny-moe-stage1", root / "tiny-moe-stage2"
-    try:
-        _wait(lambda: len(_steps(run1)) >= 2, 600, "2 stage-1 steps")
-        subprocess.run(["scancel", "--signal=USR1", "--batch", stage1], check=True)
-        restarts = run1 / "jobs" / stage1 / "restarts.log"
-        _wait(lambda: restarts.exists() and "requeueing" in restarts.read_text(), 300, "the stage-1 requeue")
-        saved_at = int((root / "ckpt" / "latest_checkpointed_iteration.txt").read_text())
-        assert 2 <= saved_at < ITERS
-        _wait(lambda: _state(stage1) == "PENDING", 120, "stage 1 to be pending again")
-        # stage 1 stopped early (its first run ended) but is not finished: stage 2 must still wait
-        assert _state(stage2) == "PENDING" and not (run1 / "COMPLETED").exists()
-        _start_requeued_now(stage1)
-        _wait(lambda: (run1 / "COMPLETED").exists(), 500, "the resumed stage 1 to finish")
-        finished1 = (run1 / "COMPLETED").stat().st_mtime
-        _wait(lambda: _ended(stage2), 500, "stage 2 to end")
-    finally:
-        subprocess.run(["scancel", stage1, stage2], check=False)
-    assert _steps(run1) == list(range(1, ITERS + 1))
-    node_logs = "".join(p.read_text() for p in (run1 / "jobs" / stage1).glob("*.log") if p.name != "restarts.log")
-    assert f"saved checkpoint at iteration {saved_at} for stop file" in node_logs
-    assert "resumed from" in node_logs
-    assert _state(stage2) == "COMPLETED", (root / f"slurm-{stage2}.out").read_text()
-    assert (run2 / "COMPLETED").exists() and _steps(run2) == [1, 2, 3]
-    assert (run2 / "jobs" / stage2).stat().st_mtime >= finished1  # created by stage 2's launcher, after the marker
-    stage2_logs = "".join(p.read_text() for p in (run2 / "jobs" / stage2).glob("*.log"))
-    assert f"initialised weights from {root / 'ckpt'}" in stage2_logs
-
-
 def test_stage2_refuses_when_stage1_ended_without_its_marker(root):
     # fails in its pre-flight: no marker
     stage1 = _submit(root, BLEND_FILE=str(root / "missing_blend.json"), EXTRA_SETS=f"{SIZES} --set train.iters={ITERS}")
@@ -233,28 +201,66 @@ def _job_processes(root: Path) -> list[str]:
     return left
 
 
-def test_scontrol_requeue_after_a_periodic_save_saves_at_the_reached_step(root):
-    """``scontrol requeue`` (what an operator or preemption does) at a step after a periodic save: Slurm's SIGTERM
-    reaches the launcher and the ranks, which save at the step they reached (the stop-save works although a save
-    already ran in the process); the job runs again, resumes there, logs every step once, and nothing of it is left."""
-    job = _submit(root, EXTRA_SETS=f"{SIZES} {SMALL_VOCAB} --set train.iters={ITERS} --set checkpoint.interval=3")
-    run = root / "tiny-moe-stage1"
+def _node_logs(run: Path, job: str) -> str:
+    return "".join(p.read_text() for p in (run / "jobs" / job).glob("*.log") if p.name != "restarts.log")
+
+
+def _requeues(run: Path, job: str) -> int:
+    path = run / "jobs" / job / "restarts.log"
+    return path.read_text().count("requeueing") if path.exists() else 0
+
+
+def test_stage1_requeued_by_scontrol_then_by_usr1_resumes_each_time_and_stage2_waits_for_it(root):
+    """Stage 1 is requeued twice, as a long job on a cluster is, and one job chain checks both ways:
+
+    1. ``scontrol requeue`` (an operator or a preemption) at a step after a periodic save: Slurm's SIGTERM reaches the
+       launcher and the ranks, which save at the step they reached (the stop-save works although a save already ran
+       in the process); the job runs again and resumes there;
+    2. ``scancel --signal=USR1 --batch`` (the walltime warning) in the resumed run: the ranks save at the step
+       reached and the job requeues itself (exit 3 -> ``scontrol requeue``), runs again and resumes there.
+
+    The run logs every step once and ends with its completion marker; stage 2, submitted as the docs say
+    (``--dependency=afterany:<stage 1>``), stays pending through both requeues and starts from stage 1's final
+    checkpoint only after it finished; nothing of the jobs is left running."""
+    stage1 = _submit(root, EXTRA_SETS=f"{SIZES} {SMALL_VOCAB} --set train.iters={ITERS} --set checkpoint.interval=3")
+    stage2 = _stage2(root, stage1)
+    run1, run2 = root / "tiny-moe-stage1", root / "tiny-moe-stage2"
     latest = root / "ckpt" / "latest_checkpointed_iteration.txt"
     try:
-        _wait(lambda: latest.exists() and len(_steps(run)) >= 5, 600, "a periodic save and 5 steps")
-        subprocess.run(["scontrol", "requeue", job], check=True)
-        _wait(lambda: _state(job) == "PENDING", 180, "the requeued job to be pending")
-        saved_at = int(latest.read_text())
-        _start_requeued_now(job)
-        _wait(lambda: (run / "COMPLETED").exists(), 600, "the requeued job to finish")
-        _wait(lambda: _ended(job), 120, "the job to end")
+        # 1. scontrol requeue after a periodic save
+        _wait(lambda: latest.exists() and len(_steps(run1)) >= 5, 600, "a periodic save and 5 steps")
+        subprocess.run(["scontrol", "requeue", stage1], check=True)
+        _wait(lambda: _state(stage1) == "PENDING", 180, "the requeued job to be pending")
+        first = int(latest.read_text())
+        assert _state(stage2) == "PENDING" and not (run1 / "COMPLETED").exists()  # stage 1 is not finished
+        requeues = _requeues(run1, stage1)
+        _start_requeued_now(stage1)
+        # 2. USR1 once the resumed run trained two more steps (the resume drops logged steps after its checkpoint)
+        _wait(lambda: _node_logs(run1, stage1).count("resumed from") >= 1 and len(_steps(run1)) >= first + 2, 600,
+              "2 steps after the first resume")  # fmt: skip
+        subprocess.run(["scancel", "--signal=USR1", "--batch", stage1], check=True)
+        _wait(lambda: _requeues(run1, stage1) > requeues, 300, "the job to requeue itself")
+        second = int(latest.read_text())
+        _wait(lambda: _state(stage1) == "PENDING", 120, "stage 1 to be pending again")
+        assert _state(stage2) == "PENDING" and not (run1 / "COMPLETED").exists()
+        _start_requeued_now(stage1)
+        _wait(lambda: (run1 / "COMPLETED").exists(), 600, "the resumed stage 1 to finish")
+        finished1 = (run1 / "COMPLETED").stat().st_mtime
+        _wait(lambda: _ended(stage2), 500, "stage 2 to end")
     finally:
-        subprocess.run(["scancel", job], check=False)
-    assert _state(job) == "COMPLETED", (root / f"slurm-{job}.out").read_text()[-4000:]
-    assert saved_at >= 5
-    assert _steps(run) == list(range(1, ITERS + 1))
-    logs = "".join(p.read_text() for p in (run / "jobs" / job).glob("*.log") if p.name != "restarts.log")
-    # the stop-save (not a periodic one) wrote the latest checkpoint, on every rank
-    assert logs.count(f"saved checkpoint at iteration {saved_at} for ") == 2, logs[-4000:]
-    assert "BrokenPipeError" not in logs and "resumed from" in logs
-    _wait(lambda: not _job_processes(root), 60, "every process of the job to exit")
+        subprocess.run(["scancel", stage1, stage2], check=False)
+    out1 = (root / f"slurm-{stage1}.out").read_text()[-4000:]
+    assert _state(stage1) == "COMPLETED", out1
+    assert 5 <= first < second < ITERS, (first, second)
+    assert _steps(run1) == list(range(1, ITERS + 1))
+    logs = _node_logs(run1, stage1)
+    # the stop-saves (not periodic ones) wrote the latest checkpoints, on every rank
+    assert logs.count(f"saved checkpoint at iteration {first} for ") == 2, logs[-4000:]
+    assert logs.count(f"saved checkpoint at iteration {second} for stop file") == 2, logs[-4000:]
+    assert logs.count("resumed from") == 2 and "BrokenPipeError" not in logs
+    assert _state(stage2) == "COMPLETED", (root / f"slurm-{stage2}.out").read_text()
+    assert (run2 / "COMPLETED").exists() and _steps(run2) == [1, 2, 3]
+    assert (run2 / "jobs" / stage2).stat().st_mtime >= finished1  # created by stage 2's launcher, after the marker
+    stage2_logs = "".join(p.read_text() for p in (run2 / "jobs" / stage2).glob("*.log"))
+    assert f"initialised weights from {root / 'ckpt'}" in stage2_logs
+    _wait(lambda: not _job_processes(root), 60, "every process of the jobs to exit")
