@@ -51,7 +51,9 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     ``kill -9`` or a node loss between the open and the rename); returns what was removed.
 
     Only names of :func:`temporary_name`'s form for this exact target are touched, and only when the process id in
-    the name is not running (a concurrent writer's file is left alone).
+    the name is not running (a concurrent writer's file is left alone). Process ids are this host's: on a shared
+    file system call it only while holding the target's output lock (``data tokenize`` does), since a writer on
+    another node has an id this host does not know.
     """
     target = Path(path)
     removed = []
