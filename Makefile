@@ -34,16 +34,17 @@ demo: $(VENV)/.installed
 # pytest-xdist workers; --dist loadfile keeps each test file (and its module fixtures) on one worker, and
 # --no-loadscope-reorder hands out the files in collection order (longest first: tests/conftest.py LONG_FIRST).
 TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The whole suite (CI's command), with the 25 slowest tests listed at the end.
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q tests $(XDIST) --durations=25 $(PYTEST_ARGS)
 
 # The in-process tier for the edit loop (no training processes, no subprocess pipelines): a few minutes on 2 cores.
 test-fast: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q tests -m "not slow" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=10 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q tests -m "not slow" $(XDIST) --durations=10 $(PYTEST_ARGS)
 
 # Refresh requirements/lock.txt from setup.py's pins and extras (pip's resolver, nothing installed).
 lock: $(VENV)/.installed

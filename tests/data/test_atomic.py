@@ -72,7 +72,7 @@ def test_stale_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_pa
     live = mine.with_name(mine.name.replace(f".{os.getpid()}.", ".1.", 1))  # pid 1 runs: a concurrent writer
     for path in (dead, live, mine):
         path.write_text("partial")  # a killed writer's leftover, and two writes in progress
-    other = tmp_path / f".other.json.{dead.name.split('.')[3]}.abcd1234.tmp"  # another target's temporary
+    other = tmp_path / f".other.json.{gone}.abcd1234.tmp"  # another target's temporary, its writer gone too
     other.write_text("x")
     assert remove_stale_temporaries(target) == [dead]
     assert not dead.exists() and live.exists() and mine.exists() and other.exists()

@@ -55,5 +55,7 @@ def test_the_longest_files_exist_and_are_handed_out_in_collection_order():
 
     assert [p for p in LONG_FIRST if not (ROOT / p).is_file()] == []
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
-    runs = [line for line in makefile.splitlines() if "-m pytest" in line and "--dist loadfile" in line]
-    assert len(runs) == 2 and all("--no-loadscope-reorder" in line for line in runs), runs
+    (xdist,) = [line for line in makefile.splitlines() if line.startswith("XDIST :=")]
+    assert "--dist loadfile" in xdist and "--no-loadscope-reorder" in xdist, xdist
+    runs = [line for line in makefile.splitlines() if "-m pytest -q tests" in line]
+    assert len(runs) == 2 and all("$(XDIST)" in line for line in runs), runs
