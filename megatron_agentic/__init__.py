@@ -35,3 +35,13 @@ def _bind_source_kernels() -> None:
 
 
 _bind_source_kernels()
+
+
+def _install_platform_import_hook() -> None:
+    """megatron-core's JIT fuser off on CPU, before megatron-core defines its fused functions (platform_import)."""
+    from megatron_agentic import platform_import
+
+    platform_import.install()
+
+
+_install_platform_import_hook()

@@ -204,6 +204,9 @@ class TrainConfig:
     """Evaluate every N iterations (and always at the end); null: only at the end."""
     eval_iters: int = 2
     """Global batches per evaluation."""
+    eval_at_start: bool = False
+    """Also evaluate the initial weights (from scratch or ``checkpoint.pretrained``) before the first step, logged as
+    step 0 (a held-out baseline without a separate ``train.iters=0`` run); a resumed run does not repeat it."""
     precision: str = "auto"
     """``auto`` (bf16 on CUDA, fp32 on CPU), ``bf16`` or ``fp32``."""
     distributed_optimizer: bool = True
@@ -261,6 +264,8 @@ class TrainConfig:
             raise ConfigError(f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.fp8 not in (None, "tensorwise", "delayed", "blockwise"):
             raise ConfigError(f"train.fp8 must be null, tensorwise, delayed or blockwise, got {self.fp8!r}")
+        if not isinstance(self.eval_at_start, bool):
+            raise ConfigError(f"train.eval_at_start must be true or false, got {self.eval_at_start!r}")
         if self.eval_interval is not None and self.eval_interval < 1:
             raise ConfigError(f"train.eval_interval must be null or >= 1, got {self.eval_interval}")
         if self.global_batch_size % self.micro_batch_size:
@@ -580,9 +585,11 @@ class TrainingConfig:
 
         Raises ConfigError for invalid combinations.
         """
-        from megatron_agentic.platform import detect_platform  # imports torch: only when the machine is asked
+        if platform is None:
+            from megatron_agentic.platform import detect_platform  # imports torch: only when the machine is asked
 
-        return resolve_settings(platform if platform is not None else detect_platform(), self)
+            platform = detect_platform()
+        return resolve_settings(platform, self)
 
 
 class _YamlLoader(yaml.SafeLoader):

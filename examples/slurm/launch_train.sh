@@ -97,9 +97,7 @@ status_code() { "$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1])
 
 # Validate the layout and memory before any GPU is touched (non-zero exit when it cannot run).
 "$PYTHON" -m megatron_agentic.planner --recipe "$RECIPE" --nodes "$NODES" --gpus-per-node "$GPUS_PER_NODE" \
-  "${SETS[@]}" | tee "$JOB_DIR/plan.txt"
-"$PYTHON" -m megatron_agentic.planner --recipe "$RECIPE" --nodes "$NODES" --gpus-per-node "$GPUS_PER_NODE" \
-  "${SETS[@]}" --json > "$JOB_DIR/plan.json"
+  "${SETS[@]}" --json-output "$JOB_DIR/plan.json" | tee "$JOB_DIR/plan.txt"
 # Pre-flight: the layout for the full world size, the blend prefixes and the pretrained checkpoint, checked with
 # the software that will train (inside the container image when there is one) before every node starts.
 PREFLIGHT=(env WORLD_SIZE=$((NODES * GPUS_PER_NODE)) MEGATRON_AGENTIC_FORCE_CPU=1

@@ -164,10 +164,13 @@ def collect(ctx: DemoContext) -> dict[str, Any]:
         entry["title"] = f"{stage}: {sc.seq_length} tokens, {_layout(sc.parallel, ctx.config.nproc)}"
         data["training"][stage] = entry
     data["eval"] = {run: eval_losses(read_jsonl(train_log_dir(ctx, run) / "metrics.jsonl")) for run in EVAL_RUNS}
-    # After stage 1: its final evaluation (same held-out batches, shape and layout as the eval-only runs).
+    # Before and after stage 1: its evaluations at step 0 (train.eval_at_start) and at its end (the same held-out
+    # batches, shape and layout as the eval-only run).
     stage1 = read_jsonl(train_log_dir(ctx, "stage1") / "metrics.jsonl")
-    final = [m for m in stage1 if isinstance(m.get("eval"), dict) and m.get("step") == ctx.config.stage1.iters]
-    data["eval"]["eval_stage1"] = eval_losses(final)
+    for run, step in (("eval_base", 0), ("eval_stage1", ctx.config.stage1.iters)):
+        data["eval"][run] = eval_losses(
+            [m for m in stage1 if isinstance(m.get("eval"), dict) and m.get("step") == step]
+        )
     data["samples"] = {kind: _first_text(text_input(ctx, kind, "train")) for kind in DATA_TYPES}
     data["has_lengths"] = read_json(synth(ctx, "train", "has.summary.json")).get("length_histogram_tokens", {})
     data["has_probe"] = read_json(ctx.path("synth", "has_probe.json"))

@@ -12,13 +12,13 @@ Workdir layout (all under ``WORKDIR``)::
     blends/stage{1,2}.json                                           stage blends (data mix)
     configs/demo-stage{1,2}.yaml                                     the stage recipes, exported for train
     checkpoints/stage{1,2}/                                          dist_checkpointing checkpoints
-    train/{eval_base,stage1,stage2,eval_stage2}/                     metrics.jsonl + summary.json per run
+    train/{stage1,stage2,eval_stage2}/                               metrics.jsonl + summary.json per run
     logs/STEP.log, state/STEP.done, report.md, plots/*.png
 
 Every evaluation set is synthesized from held-out documents only. The initial, stage-1 and stage-2 weights are
 evaluated identically (the first ``eval_iters`` batches of each set at the stage-1 shape and layout): stage 1's
-final evaluation, and the ``train.iters=0`` runs ``eval_base`` and ``eval_stage2``, so the per-type held-out
-losses are directly comparable.
+evaluations before its first step (``train.eval_at_start``, logged as step 0) and after its last, and the
+``train.iters=0`` run ``eval_stage2``, so the per-type held-out losses are directly comparable.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from megatron_agentic.recipes import train_dict
 SPLITS = ("train", "heldout")
 """Corpus splits: training data, and the held-out documents all evaluation sets come from."""
 
-EVAL_RUNS = {"eval_base": None, "eval_stage2": "stage2"}
-"""Evaluation-only runs and the checkpoint each evaluates (None: the initial weights of stage 1). The held-out
-loss after stage 1 is stage 1's own final evaluation: the same sequences, shape and layout as these runs."""
+EVAL_RUNS = {"eval_stage2": "stage2"}
+"""Evaluation-only runs and the checkpoint each evaluates. The held-out losses before and after stage 1 are stage
+1's own evaluations at step 0 (``train.eval_at_start``) and at its end: the same sequences, shape and layout."""
 
 
 def cli(ctx: DemoContext, *args: str) -> list[str]:
@@ -217,6 +217,8 @@ def train_step(cfg: DemoConfig, label: str) -> Step:
             f"checkpoint.interval={max(1, stage.iters // 2)}",
             f"log.dir={train_log_dir(ctx, label)}",
         ]
+        if label == "stage1":
+            sets.append("train.eval_at_start=true")  # the held-out loss of the initial weights (step 0)
         if label == "stage2":
             sets += [f"checkpoint.pretrained={ctx.path('checkpoints', 'stage1')}", "checkpoint.load_optimizer=false"]
         return train_command(ctx, stage, sets)
@@ -244,15 +246,14 @@ def eval_step(cfg: DemoConfig, run: str) -> Step:
             "train.iters=0",
             "checkpoint.dir=null",
             f"log.dir={train_log_dir(ctx, run)}",
+            f"checkpoint.pretrained={ctx.path('checkpoints', source)}",
+            "checkpoint.load_optimizer=false",
         ]
-        if source is not None:
-            sets += [f"checkpoint.pretrained={ctx.path('checkpoints', source)}", "checkpoint.load_optimizer=false"]
         return train_command(ctx, cfg.stage1, sets)
 
-    title = "held-out loss before training" if source is None else f"held-out loss after {source}"
     return Step(
         name=run.replace("_", "-"),
-        title=title,
+        title=f"held-out loss after {source}",
         command=command,
         outputs=lambda ctx: [train_log_dir(ctx, run) / "metrics.jsonl"],
         clean=lambda ctx: [train_log_dir(ctx, run)],
@@ -320,7 +321,6 @@ def build_steps(cfg: DemoConfig) -> list[Step]:
             steps.append(_tokenize_step(cfg, kind, split))
     steps += _mix_steps(cfg)
     steps += [
-        eval_step(cfg, "eval_base"),
         train_step(cfg, "stage1"),
         train_step(cfg, "stage2"),
         eval_step(cfg, "eval_stage2"),

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from data_tools.common.atomic import atomic_write_text
 from megatron_agentic.planning.plan import make_plan
 from megatron_agentic.planning.report import render_search, render_table
 from megatron_agentic.planning.search import search_layouts
@@ -26,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument(
+        "--json-output", metavar="FILE", help="also write the JSON plan to FILE (atomically), whatever is printed"
+    )
+    parser.add_argument(
         "--throughput", metavar="FILE", help="measured throughput table (benchmarks/gpu_acceptance.py) for the MFU"
     )
     parser.add_argument(
@@ -44,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     except ThroughputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.search and args.json_output:
+        parser.error("--json-output writes one plan; it does not combine with --search")
     if args.search:
         try:
             results = search_layouts(
@@ -62,8 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     except RecipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    text = json.dumps(result.to_dict(), indent=2)
+    if args.json_output:
+        atomic_write_text(args.json_output, text + "\n")
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(text)
     else:
         render_table(result)
     return 1 if result.errors else 0

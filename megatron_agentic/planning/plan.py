@@ -11,7 +11,7 @@ from megatron_agentic.models.registry import family_of
 from megatron_agentic.planning.layout import ParallelLayout
 from megatron_agentic.planning.memory import estimate_memory, params_per_rank
 from megatron_agentic.planning.time import ThroughputTable, flops_per_token, mfu_for, recompute_flops_per_token
-from megatron_agentic.platform import Platform
+from megatron_agentic.platform_info import Platform
 from megatron_agentic.recipes import PlanAssumptions, load_recipe, plan_assumptions, training_config
 
 if TYPE_CHECKING:

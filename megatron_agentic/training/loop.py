@@ -560,6 +560,8 @@ class Trainer:
         sample_log = SampleLog.from_env(self.rank, self.dp_size)
         last_eval: dict[str, float] = {}
         evaluated_at: int | None = None
+        if t.eval_at_start and self.state.iteration == 0 and self.total_iters > 0:
+            self.evaluate(datasets)  # the initial weights (a resume from a checkpoint never repeats it)
         try:
             while self.state.iteration < self.total_iters:
                 record = self.train_step(loader if sample_log is None else sample_log.wrap(loader, self.state))

@@ -84,13 +84,15 @@ def test_interrupted_demo_stops_its_ranks_and_resumes_stage1(demo: DemoRun) -> N
     assert "interrupted: rerun the same command" in demo.interrupted_output
     assert demo.leftover_processes == []  # the training ranks were stopped with the demo
     out = demo.final.stdout
-    assert "skip  eval-base" in out and "done  stage1" in out  # finished steps reused, stage 1 continued
+    assert "skip  mix-stage2" in out and "done  stage1" in out  # finished steps reused, stage 1 continued
     stage1_log = (demo.workdir / "logs" / "stage1.log").read_text(encoding="utf-8")
     assert f"resumed from {demo.workdir / 'checkpoints' / 'stage1'} at iteration" in stage1_log
     # The resumed run's metrics hold every iteration exactly once (none lost, none repeated).
     metrics = [json.loads(x) for x in (demo.workdir / "train" / "stage1" / "metrics.jsonl").read_text().splitlines()]
     steps = [m["step"] for m in metrics if "loss" in m]
     assert steps == list(range(1, get_preset("small").stage1.iters + 1))
+    assert [m["step"] for m in metrics if "eval" in m][0] == 0  # the initial weights, evaluated once (not on resume)
+    assert sum(m["step"] == 0 for m in metrics) == 1
 
 
 def test_demo_completes_every_step_and_writes_the_report(demo: DemoRun) -> None:

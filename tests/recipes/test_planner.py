@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +15,8 @@ from megatron_agentic.planning import cli, memory, search
 from megatron_agentic.planning import layout as planning_layout
 from megatron_agentic.planning import plan as planning
 from megatron_agentic.planning import time as planning_time
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _hf_config(arch):
@@ -168,6 +173,33 @@ def test_cli_json(capsys):
     assert rc == 1
     assert "DOES NOT FIT" in capsys.readouterr().out
     assert cli.main(["--recipe", "no-such-recipe"]) == 2
+
+
+def test_cli_json_output_writes_the_json_beside_the_table(tmp_path, capsys):
+    """One planner process writes both files of a Slurm job (plan.txt from stdout, plan.json)."""
+    args = ["--recipe", "qwen3-30b-a3b-stage1", "--nodes", "32"]
+    assert cli.main([*args, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    out = tmp_path / "job" / "plan.json"
+    out.parent.mkdir()
+    assert cli.main([*args, "--json-output", str(out)]) == 0
+    assert "memory per GPU" in capsys.readouterr().out  # the table, as without the flag
+    assert json.loads(out.read_text()) == printed
+    assert sorted(p.name for p in out.parent.iterdir()) == ["plan.json"]  # no temporary left
+    assert cli.main([*args, "--json-output", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == printed
+    rc = cli.main(["--recipe", "qwen3-30b-a3b-stage2", "--set", "model.recompute=false", "--json-output", str(out)])
+    assert rc == 1 and json.loads(out.read_text())["errors"]  # a plan that does not fit is written too
+    with pytest.raises(SystemExit):
+        cli.main([*args, "--search", "--json-output", str(out)])
+
+
+@pytest.mark.slow  # a fresh interpreter
+def test_planner_does_not_import_torch():
+    """The planner runs before every job start (launch_train.sh): it plans a cluster, it needs no torch."""
+    code = "import sys, megatron_agentic.planning.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_search_lists_only_fitting_valid_layouts(capsys):

@@ -1,6 +1,8 @@
-"""The same sample order after an allowed resume (issue 25), on a real multi-epoch tokenized set: 8 Wikipedia
-summaries tokenized with the project's ``data tokenize`` (Qwen3 tokenizer), ~1K tokens, so a 10-step run at
-4 x 32 tokens per step already spans two epochs of megatron-core's shuffle.
+"""The same sample order after an allowed resume (issue 25), on a real multi-epoch tokenized set: Wikipedia
+summaries tokenized with the project's ``data tokenize`` (a 400-piece sentencepiece model trained here: the sample
+order does not depend on the tokenizer, and a small vocabulary keeps the steps cheap; Qwen3-tokenized training is
+the demo's, SFT's and the docs' runs), fewer tokens than a 10-step run at 4 x 32 tokens per step reads, so that
+run already spans two epochs of megatron-core's shuffle.
 
 Two chains of single-rank runs (one process, one ``train`` call after another):
 
@@ -30,6 +32,9 @@ from tests.support.zygote import run_command
 
 REPO = Path(__file__).resolve().parents[2]
 SEQ, GBS = 32, 4
+DOCS = 4  # documents per tokenized set (~1K tokens: fewer than the 10-step run reads)
+VOCAB = 512  # model.vocab_size for the sentencepiece model's 400 ids
+EOD = 2  # the model's </s> (data tokenize --append-eod appends it)
 
 DRIVER = r"""
 import json, os, sys
@@ -41,14 +46,31 @@ for overrides, sample_log in json.loads(sys.argv[2]):
 """
 
 
+def _sentencepiece(root: Path) -> Path:
+    """A 400-piece sentencepiece model trained on the first summaries (written once per chain directory)."""
+    import sentencepiece as spm
+
+    from data_tools.synthesis.corpus import wiki_summaries
+
+    path = root / "tiny_sp.model"
+    if not path.exists():
+        with path.open("wb") as out:
+            texts = [d["text"] for d in wiki_summaries("en", limit=60)]
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(texts), model_writer=out, vocab_size=400, eos_id=EOD, minloglevel=2
+            )
+    return path
+
+
 def _tokenize(root: Path, first: int) -> str:
     from data_tools.synthesis.corpus import wiki_summaries
     from megatron_agentic.cli import main
 
-    docs = list(wiki_summaries("en", limit=first + 8))[first:]
+    docs = list(wiki_summaries("en", limit=first + DOCS))[first:]
     src = root / f"docs_{first}.jsonl"
     src.write_text("".join(json.dumps({"text": d["text"]}) + "\n" for d in docs))
     argv = ["data", "tokenize", "--input", str(src), "--output-prefix", str(root / "wiki"), "--append-eod"]
+    argv += ["--tokenizer", str(_sentencepiece(root))]
     assert main([*argv, "--workers", "1", "--no-progress", *(["--overwrite"] if first else [])]) == 0
     return str(root / "wiki_text_document")
 
@@ -56,7 +78,9 @@ def _tokenize(root: Path, first: int) -> str:
 def _overrides(root: Path, prefix: str, name: str, iters: int, *extra: str) -> list[str]:
     return [
         "model.num_layers=1",
-        "model.vocab_size=151936",
+        f"model.vocab_size={VOCAB}",
+        "data.tokenizer=custom",
+        f"data.eod_token_id={EOD}",
         f"train.iters={iters}",
         f"train.seq_length={SEQ}",
         f"train.global_batch_size={GBS}",
@@ -126,7 +150,7 @@ def test_extended_resumed_run_reads_the_uninterrupted_runs_samples(chains):
 @pytest.mark.slow
 def test_data_rewritten_in_place_is_refused_unless_resume_from_config(chains):
     root, env = chains["root"], chains["env"]
-    _tokenize(root, 8)  # other documents, same prefix
+    _tokenize(root, DOCS)  # other documents, same prefix
     base = [sys.executable, "-m", "megatron_agentic", "train", "--config", chains["config"]]
     for item in _overrides(root, chains["prefix"], "cut", 30, "train.scheduler_from=config"):
         base += ["--set", item]

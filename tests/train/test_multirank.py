@@ -6,7 +6,9 @@ shared by the assertions:
 - reference: 1 rank, 8 iterations, checkpoints at 4 and 8, eval every 4 (validation split + an eval set);
 - TP=2 (sequence parallel), PP=2 and DP=2 from scratch: loss falls and matches the reference step by step
   (initialisation is layout-independent);
-- kill + resume (1 rank): stop abruptly after step 6, resume from the step-4 checkpoint: identical losses;
+- kill + resume (1 rank, ``train.eval_at_start``): stop abruptly after step 6, resume from the step-4 checkpoint:
+  identical losses (evaluating the initial weights changes nothing), the step-0 evaluation once and equal to an
+  evaluation-only run of the initial weights;
 - resharded resume: the reference's step-4 checkpoint (TP=1, EP=1) loaded into TP=2 and into EP=2 continues
   exactly like the reference;
 - iters=0 with checkpoint.pretrained only evaluates and reproduces the reference's final eval losses.
@@ -144,9 +146,13 @@ def _all_runs(root: Path) -> dict:
     results["pp2"] = r.run("pp2", "parallel.pipeline=2", nproc=2)
     results["dp2"] = r.run("dp2", nproc=2)
     kill_ckpt = root / "kill_ckpt"
-    results["killed"] = r.run("kill", f"checkpoint.dir={kill_ckpt}", "checkpoint.interval=4", "train.exit_interval=6")
+    at_start = "train.eval_at_start=true"
+    results["killed"] = r.run(
+        "kill", f"checkpoint.dir={kill_ckpt}", "checkpoint.interval=4", at_start, "train.exit_interval=6"
+    )
     results["kill_ckpt"] = kill_ckpt
-    results["resumed"] = r.run("kill", f"checkpoint.dir={kill_ckpt}", "checkpoint.interval=4")
+    results["resumed"] = r.run("kill", f"checkpoint.dir={kill_ckpt}", "checkpoint.interval=4", at_start)
+    results["eval_init"] = r.run("eval_init", "train.iters=0")
     tp_ckpt = r.checkpoint_copy(ref_ckpt, 4, "reshard_tp_ckpt")
     results["reshard_tp2"] = r.run("reshard_tp2", f"checkpoint.dir={tp_ckpt}", "parallel.tensor=2", nproc=2)
     ep_ckpt = r.checkpoint_copy(ref_ckpt, 4, "reshard_ep_ckpt")
@@ -201,6 +207,17 @@ def test_kill_and_resume_equals_uninterrupted_run(runs):
     assert _losses(resumed) == _losses(runs["ref"])
     assert [r["lr"] for r in resumed["steps"]] == [r["lr"] for r in runs["ref"]["steps"]]
     assert resumed["summary"]["eval"] == runs["ref"]["summary"]["eval"]
+
+
+def test_eval_at_start_evaluates_the_initial_weights_once(runs):
+    killed, resumed = runs["killed"], runs["resumed"]
+    assert killed["evals"][0]["step"] == 0 and killed["steps"][0]["step"] == 1  # before the first step
+    assert [e["step"] for e in resumed["evals"]] == [0, ITERS]  # not repeated by the resumed run
+    initial = runs["eval_init"]["summary"]["eval"]  # an evaluation-only run of the same initial weights
+    assert set(initial) == {"valid", "heldout"}
+    for name, value in initial.items():
+        assert resumed["evals"][0]["eval"][name] == pytest.approx(value, rel=1e-6)
+    # the training is unchanged by it: test_kill_and_resume_equals_uninterrupted_run compares these losses exactly
 
 
 @pytest.mark.parametrize("layout", ["reshard_tp2", "reshard_ep2"])

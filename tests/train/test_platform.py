@@ -54,6 +54,30 @@ def test_cpu_redirections_active_and_undone(monkeypatch):
     assert torch.ones(2).type() == "torch.FloatTensor"
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="device='cuda' is valid on a GPU machine")
+def test_device_mode_suspended_keeps_the_causal_mask_on_the_cpu(monkeypatch):
+    import megatron.core.fusions.fused_softmax as fused_softmax
+    import megatron.core.transformer.utils as transformer_utils
+
+    originals = (transformer_utils.get_default_causal_mask, fused_softmax.get_default_causal_mask)
+    monkeypatch.delenv("MEGATRON_AGENTIC_FORCE_CPU", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    platform.setup_platform()
+    reference = torch.triu(torch.ones(5, 5, dtype=torch.bool), diagonal=1)
+    with platform.device_mode_suspended():
+        with pytest.raises((AssertionError, RuntimeError)):  # no mapping of device="cuda" inside the block
+            torch.zeros(1, device="cuda")
+        assert torch.ones(2).type() == "torch.FloatTensor"
+        for module in (transformer_utils, fused_softmax):  # what megatron-core's softmax calls
+            mask = module.get_default_causal_mask(5)
+            assert mask.device.type == "cpu" and torch.equal(mask, reference)
+    assert torch.zeros(1, device="cuda").device.type == "cpu"  # the mode is back
+    platform.deactivate_cpu_redirections()
+    assert (transformer_utils.get_default_causal_mask, fused_softmax.get_default_causal_mask) == originals
+    with platform.device_mode_suspended():  # nothing to suspend: a no-op
+        assert torch.ones(2).type() == "torch.FloatTensor"
+
+
 def test_rng_tracker_uses_cpu_generator_states(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     platform.setup_platform()
