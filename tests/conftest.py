@@ -30,23 +30,23 @@ def _has_cuda() -> bool:
 
 
 LONG_FIRST = (
+    "tests/docs/test_docs_commands.py",
     "tests/demo/test_demo_e2e.py",
     "tests/ops/test_slurm.py",
-    "tests/docs/test_docs_commands.py",
     "tests/experiment/test_experiment_e2e.py",
     "tests/train/test_signals_after_save.py",
     "tests/train/test_signals_resume.py",
-    "tests/train/test_data_order.py",
     "tests/train/test_te_harness.py",
-    "tests/ops/test_launcher_resilience.py",
     "tests/train/test_multirank.py",
     "tests/sft/test_sft_train.py",
     "tests/train/test_gpu_paths.py",
-    "tests/has/test_probe.py",
-    "tests/train/test_document_attention.py",
+    "tests/ops/test_launcher_resilience.py",
     "tests/train/test_first_day.py",
+    "tests/train/test_data_order.py",
+    "tests/has/test_probe.py",
     "tests/ops/test_import_clash.py",
     "tests/ops/test_zygote.py",
+    "tests/train/test_document_attention.py",
 )
 """The longest test files (measured), collected first: with ``--no-loadscope-reorder`` (the Makefile) pytest-xdist
 hands files to its workers in collection order, so the long ones start early and the short ones fill the gaps
