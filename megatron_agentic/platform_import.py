@@ -4,7 +4,8 @@ its fused functions (the ``jit_fuser`` redirection of :mod:`megatron_agentic.pla
 When ``megatron.core.jit`` is imported, megatron-core 0.16.1 sets ``jit_fuser = torch.compile``, and its package
 init then wraps ~40 small functions with it (bias + activation fusions, router and dispatcher helpers). The first
 wrap imports TorchDynamo and Inductor: 2.4 s of every training process start on a CPU (6.7 s -> 4.3 s for
-``import megatron_agentic.training.loop``), for kernels that are never compiled there. megatron-core's own
+``import megatron_agentic.training.loop``), for kernels a CPU run never compiles (checked: after a tiny-MoE training
+run with megatron-core's default, TorchDynamo's counters show one frame and no compiled graph). megatron-core's own
 ``megatron.core.jit.disable_jit_fuser()`` makes ``jit_fuser`` a no-op decorator, but only for the functions
 defined after the call, and ``import megatron.core`` defines all of them. So :func:`install` (run by
 ``megatron_agentic/__init__.py``: nothing is imported, torch included) puts a finder on ``sys.meta_path`` whose
