@@ -32,7 +32,7 @@ from tests.support.zygote import run_command
 
 REPO = Path(__file__).resolve().parents[2]
 SEQ, GBS = 32, 4
-DOCS = 4  # documents per tokenized set (~1K tokens: fewer than the 10-step run reads)
+DOCS = 4  # documents per tokenized set (~760 tokens: fewer than the 1,280 that the 10-step run reads)
 VOCAB = 512  # model.vocab_size for the sentencepiece model's 400 ids
 EOD = 2  # the model's </s> (data tokenize --append-eod appends it)
 
