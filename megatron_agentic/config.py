@@ -264,8 +264,6 @@ class TrainConfig:
             raise ConfigError(f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.fp8 not in (None, "tensorwise", "delayed", "blockwise"):
             raise ConfigError(f"train.fp8 must be null, tensorwise, delayed or blockwise, got {self.fp8!r}")
-        if not isinstance(self.eval_at_start, bool):
-            raise ConfigError(f"train.eval_at_start must be true or false, got {self.eval_at_start!r}")
         if self.eval_interval is not None and self.eval_interval < 1:
             raise ConfigError(f"train.eval_interval must be null or >= 1, got {self.eval_interval}")
         if self.global_batch_size % self.micro_batch_size:

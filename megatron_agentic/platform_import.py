@@ -10,7 +10,7 @@ run with megatron-core's default, TorchDynamo's counters show one frame and no c
 defined after the call, and ``import megatron.core`` defines all of them. So :func:`install` (run by
 ``megatron_agentic/__init__.py``: nothing is imported, torch included) puts a finder on ``sys.meta_path`` whose
 loader runs ``disable_jit_fuser()`` right after ``megatron.core.jit`` has executed, when this process trains on
-the CPU (the rule of :func:`megatron_agentic.platform.cuda_available`). On CUDA it does nothing: the fused
+the CPU (:func:`megatron_agentic.platform.cuda_available`, imported only then: torch is loaded by that time). On CUDA it does nothing: the fused
 functions stay compiled. A process that imports megatron-core before this package keeps megatron-core's default.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
-import os
 import sys
 from types import ModuleType
 from typing import Any
@@ -26,36 +25,20 @@ from typing import Any
 TARGET = "megatron.core.jit"
 """The module whose import is followed by ``disable_jit_fuser()`` on CPU."""
 
-_STATE = {"disabled": False}
-
-
-def jit_fuser_disabled() -> bool:
-    """Whether this process turned megatron-core's JIT fuser off (the ``jit_fuser`` redirection is active)."""
-    return _STATE["disabled"]
-
-
-def _on_cpu() -> bool:
-    if os.environ.get("MEGATRON_AGENTIC_FORCE_CPU", "0") == "1":
-        return True
-    import torch  # already imported: megatron.core.jit imports it
-
-    return not torch.cuda.is_available()
-
 
 def after_jit_import(module: ModuleType) -> None:
     """Turn the JIT fuser off in the just-executed ``megatron.core.jit`` ``module`` when training on the CPU."""
-    if not _on_cpu():
+    from megatron_agentic.platform import cuda_available, megatron_core_version  # torch: loaded by megatron.core.jit
+
+    if cuda_available():
         return
     disable = getattr(module, "disable_jit_fuser", None)
     if not callable(disable) or not hasattr(module, "jit_fuser"):
-        from megatron_agentic.platform import megatron_core_version
-
         raise RuntimeError(
             f"megatron-core {megatron_core_version()}: {TARGET} has no disable_jit_fuser()/jit_fuser; the CPU "
             "platform's jit_fuser redirection (megatron_agentic/platform_import.py) needs updating"
         )
     disable()
-    _STATE["disabled"] = True
 
 
 class _Loader(importlib.abc.Loader):
